@@ -1,0 +1,33 @@
+import { AuditOutcome, VerifyCode } from '../entities/enums';
+import type { Services } from '../services';
+import { UnauthenticatedError } from '../services/errors';
+import { anonymousActor, type Principal, type RequestMeta } from './context';
+
+/** `Authorization: Bearer <key>` or `X-API-Key: <key>`; null when neither is present. */
+export function presentedKey(authorization: string | undefined | null, apiKeyHeader: string | undefined | null): string | null {
+  if (authorization) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    return match ? match[1]! : authorization.trim();
+  }
+  return apiKeyHeader?.trim() || null;
+}
+
+/**
+ * Authenticates a request exactly as verifyKey checks a key. A rejected key is an auth.failure
+ * audit event naming the key when it exists, never the presented secret.
+ */
+export async function authenticate(services: Services, secret: string | null, meta: RequestMeta): Promise<Principal> {
+  if (!secret) throw new UnauthenticatedError();
+  const outcome = await services.verification.verify(secret, { ip: meta.ip });
+  if (outcome.code === VerifyCode.VALID && outcome.record) {
+    return { userId: outcome.record.ownerId, keyId: outcome.record.id, permissions: outcome.permissions };
+  }
+  await services.audit.recordAlone(anonymousActor(meta, outcome.record?.id ?? null), {
+    action: 'auth.failure',
+    outcome: AuditOutcome.DENIED,
+    targetType: outcome.record ? 'api_key' : null,
+    targetId: outcome.record?.id ?? null,
+    details: { code: outcome.code, ...(outcome.record ? { keyName: outcome.record.name } : {}) },
+  });
+  throw new UnauthenticatedError(`The API key was rejected (${outcome.code})`);
+}

@@ -1,0 +1,50 @@
+import { ActorType } from '../entities/enums';
+import type { Actor } from '../services/actor';
+import type { Loaders } from '../services/loaders';
+import type { Services } from '../services';
+
+/** The authenticated caller: a key, its owner, and what the key may do right now. */
+export interface Principal {
+  userId: string;
+  keyId: string;
+  permissions: string[];
+}
+
+export interface RequestMeta {
+  requestId: string;
+  ip: string | null;
+  userAgent: string | null;
+}
+
+export interface GraphQLContext extends RequestMeta {
+  principal: Principal;
+  actor: Actor;
+  loaders: Loaders;
+  services: Services;
+  /** authz.denied events already written for this request, so one denial is recorded once */
+  deniedAudited: Set<string>;
+}
+
+export function actorOf(principal: Principal, meta: RequestMeta): Actor {
+  return {
+    type: ActorType.USER,
+    userId: principal.userId,
+    keyId: principal.keyId,
+    permissions: principal.permissions,
+    ip: meta.ip,
+    userAgent: meta.userAgent,
+    requestId: meta.requestId,
+  };
+}
+
+export function anonymousActor(meta: RequestMeta, keyId: string | null = null): Actor {
+  return {
+    type: ActorType.ANONYMOUS,
+    userId: null,
+    keyId,
+    permissions: [],
+    ip: meta.ip,
+    userAgent: meta.userAgent,
+    requestId: meta.requestId,
+  };
+}

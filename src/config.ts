@@ -1,0 +1,138 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { isWellFormedKey, isValidPrefix } from './auth/key-format';
+
+export interface Config {
+  port: number;
+  host: string;
+  /** null: start an embedded PostgreSQL under dataDir */
+  databaseUrl: string | null;
+  dataDir: string;
+  keyPepper: string;
+  keyPrefix: string;
+  bootstrapAdminKey: string | null;
+  redisUrl: string | null;
+  trustProxy: boolean;
+  logLevel: string;
+}
+
+/** Bad configuration: the message names the variable, the process prints it and exits non-zero. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const MIN_PEPPER_LENGTH = 32;
+
+type Env = Record<string, string | undefined>;
+
+function nonEmpty(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function parsePort(raw: string | undefined): number {
+  if (raw === undefined) return 4000;
+  if (!/^\d+$/.test(raw) || Number(raw) > 65535) {
+    throw new ConfigError(`PORT must be an integer from 0 to 65535, got "${raw}"`);
+  }
+  return Number(raw);
+}
+
+function parseBoolean(name: string, raw: string | undefined): boolean {
+  if (raw === undefined) return false;
+  const value = raw.toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function parseDatabaseUrl(raw: string | undefined): string | null {
+  if (raw === undefined) return null;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError('DATABASE_URL is not a valid URL (expected postgres://user@host:port/database)');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(`DATABASE_URL must use postgres:// or postgresql://, got "${url.protocol}"`);
+  }
+  return raw;
+}
+
+function parseRedisUrl(raw: string | undefined): string | null {
+  if (raw === undefined) return null;
+  try {
+    const url = new URL(raw);
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new Error('protocol');
+  } catch {
+    throw new ConfigError('REDIS_URL must be a redis:// or rediss:// URL');
+  }
+  return raw;
+}
+
+function checkPepper(name: string, pepper: string): string {
+  if (pepper.length < MIN_PEPPER_LENGTH) {
+    throw new ConfigError(`${name} must be at least ${MIN_PEPPER_LENGTH} characters of secret randomness`);
+  }
+  return pepper;
+}
+
+/** In embedded mode the pepper is generated once and kept beside the data, readable only by its owner. */
+function embeddedPepper(dataDir: string): string {
+  const file = resolve(dataDir, 'key-pepper');
+  if (existsSync(file)) return checkPepper(`KEY_PEPPER file ${file}`, readFileSync(file, 'utf8').trim());
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const pepper = randomBytes(32).toString('base64url');
+  writeFileSync(file, pepper + '\n', { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return pepper;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const port = parsePort(nonEmpty(env, 'PORT'));
+  const host = nonEmpty(env, 'HOST') ?? '127.0.0.1';
+  if (host !== 'localhost' && isIP(host) === 0) {
+    throw new ConfigError(`HOST must be an IP address or localhost, got "${host}"`);
+  }
+  const databaseUrl = parseDatabaseUrl(nonEmpty(env, 'DATABASE_URL'));
+  const dataDir = resolve(nonEmpty(env, 'DATA_DIR') ?? './.data');
+
+  const keyPrefix = nonEmpty(env, 'KEY_PREFIX') ?? 'kl';
+  if (!isValidPrefix(keyPrefix)) {
+    throw new ConfigError(`KEY_PREFIX must be 2-12 lowercase letters or digits, got "${keyPrefix}"`);
+  }
+
+  const bootstrapAdminKey = nonEmpty(env, 'BOOTSTRAP_ADMIN_KEY') ?? null;
+  if (bootstrapAdminKey !== null && !isWellFormedKey(bootstrapAdminKey)) {
+    // Never echo the value: it is meant to be a secret.
+    throw new ConfigError('BOOTSTRAP_ADMIN_KEY is not a well-formed key (generate one with: npx keyledger keygen)');
+  }
+
+  const logLevel = (nonEmpty(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
+
+  const rawPepper = nonEmpty(env, 'KEY_PEPPER');
+  let keyPepper: string;
+  if (rawPepper !== undefined) keyPepper = checkPepper('KEY_PEPPER', rawPepper);
+  else if (databaseUrl !== null) throw new ConfigError('KEY_PEPPER is required when DATABASE_URL is set');
+  else keyPepper = embeddedPepper(dataDir);
+
+  return {
+    port,
+    host,
+    databaseUrl,
+    dataDir,
+    keyPepper,
+    keyPrefix,
+    bootstrapAdminKey,
+    redisUrl: parseRedisUrl(nonEmpty(env, 'REDIS_URL')),
+    trustProxy: parseBoolean('TRUST_PROXY', nonEmpty(env, 'TRUST_PROXY')),
+    logLevel,
+  };
+}

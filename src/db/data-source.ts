@@ -1,0 +1,54 @@
+import { DataSource, type Logger as TypeOrmLogger } from 'typeorm';
+import { MIGRATIONS } from '../../migrations';
+import { ENTITIES } from '../entities';
+
+export interface QueryObserver {
+  onQuery(): void;
+  onError(message: string): void;
+}
+
+/** Counts every statement (the N+1 test and /metrics read it) and logs failures without their parameters. */
+function observingLogger(observer: QueryObserver): TypeOrmLogger {
+  return {
+    logQuery: () => observer.onQuery(),
+    logQueryError: (error) => observer.onError(typeof error === 'string' ? error : error.message),
+    logQuerySlow: () => {},
+    logSchemaBuild: () => {},
+    logMigration: () => {},
+    log: () => {},
+  };
+}
+
+export function createDataSource(url: string, observer: QueryObserver): DataSource {
+  return new DataSource({
+    type: 'postgres',
+    url,
+    entities: ENTITIES,
+    migrations: MIGRATIONS,
+    migrationsTableName: 'migrations',
+    synchronize: false,
+    logging: ['query', 'error'],
+    logger: observingLogger(observer),
+    extra: { max: 20, application_name: 'keyledger' },
+  });
+}
+
+const MIGRATION_LOCK = 7_400_001;
+
+/** Applies pending migrations; an advisory lock keeps instances that start together from racing. */
+export async function migrate(dataSource: DataSource): Promise<string[]> {
+  const runner = dataSource.createQueryRunner();
+  await runner.connect();
+  try {
+    await runner.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    const applied = await dataSource.runMigrations({ transaction: 'each' });
+    return applied.map((m) => m.name);
+  } finally {
+    await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
+    await runner.release();
+  }
+}
+
+export async function hasPendingMigrations(dataSource: DataSource): Promise<boolean> {
+  return dataSource.showMigrations();
+}

@@ -1,0 +1,55 @@
+// Plain TypeScript enums shared by persistence, services and the schema (which registers them).
+
+export enum UserKind {
+  HUMAN = 'HUMAN',
+  SERVICE = 'SERVICE',
+}
+
+export enum UserStatus {
+  ACTIVE = 'ACTIVE',
+  DISABLED = 'DISABLED',
+}
+
+/** Stored state; EXPIRED is never stored, it is derived from expiresAt at read time. */
+export enum StoredKeyStatus {
+  ACTIVE = 'ACTIVE',
+  DISABLED = 'DISABLED',
+  REVOKED = 'REVOKED',
+}
+
+export enum KeyStatus {
+  ACTIVE = 'ACTIVE',
+  DISABLED = 'DISABLED',
+  EXPIRED = 'EXPIRED',
+  REVOKED = 'REVOKED',
+}
+
+export enum AuditOutcome {
+  SUCCESS = 'SUCCESS',
+  DENIED = 'DENIED',
+  FAILURE = 'FAILURE',
+}
+
+export enum ActorType {
+  USER = 'USER',
+  SYSTEM = 'SYSTEM',
+  ANONYMOUS = 'ANONYMOUS',
+}
+
+export enum VerifyCode {
+  VALID = 'VALID',
+  MALFORMED = 'MALFORMED',
+  NOT_FOUND = 'NOT_FOUND',
+  REVOKED = 'REVOKED',
+  EXPIRED = 'EXPIRED',
+  DISABLED = 'DISABLED',
+  OWNER_DISABLED = 'OWNER_DISABLED',
+  IP_NOT_ALLOWED = 'IP_NOT_ALLOWED',
+  INSUFFICIENT_PERMISSIONS = 'INSUFFICIENT_PERMISSIONS',
+  USAGE_EXCEEDED = 'USAGE_EXCEEDED',
+  RATE_LIMITED = 'RATE_LIMITED',
+}
+
+export function assertNever(value: never): never {
+  throw new Error(`unhandled case: ${String(value)}`);
+}

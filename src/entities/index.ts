@@ -1,0 +1,7 @@
+import { ApiKeyEntity, ApiKeyRoleEntity } from './api-key.entity';
+import { AuditEventEntity } from './audit-event.entity';
+import { RoleEntity, UserRoleEntity } from './role.entity';
+import { UserEntity } from './user.entity';
+
+export { ApiKeyEntity, ApiKeyRoleEntity, AuditEventEntity, RoleEntity, UserEntity, UserRoleEntity };
+export const ENTITIES = [UserEntity, RoleEntity, UserRoleEntity, ApiKeyEntity, ApiKeyRoleEntity, AuditEventEntity];

@@ -1,0 +1,33 @@
+import 'reflect-metadata';
+import { ConfigError, loadConfig } from './config';
+import { startServer } from './server/app';
+
+/** Process entry: config -> database -> server -> listen; SIGTERM/SIGINT close everything cleanly. */
+export async function main(): Promise<void> {
+  let server;
+  try {
+    server = await startServer(loadConfig());
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`keyledger: configuration error: ${error.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    process.stderr.write(`keyledger: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+  const running = server;
+  const stop = (signal: string) => {
+    running.logger.info({ signal }, 'shutting down');
+    running.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        running.logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+if (require.main === module) void main();

@@ -1,0 +1,56 @@
+import { Field, ID, InputType, Int } from 'type-graphql';
+import { DateTimeISO, JSONObject } from './scalars';
+
+@InputType('RateLimitInput')
+export class RateLimitInput {
+  @Field(() => Int)
+  limit: number;
+
+  @Field(() => Int)
+  windowSeconds: number;
+}
+
+@InputType('RefillInput')
+export class RefillInput {
+  @Field(() => Int)
+  amount: number;
+
+  @Field(() => Int)
+  intervalSeconds: number;
+}
+
+@InputType('CreateApiKeyInput')
+export class CreateApiKeyInput {
+  @Field(() => ID, { nullable: true, description: 'Defaults to the caller' })
+  ownerId?: string | null;
+
+  @Field(() => String)
+  name: string;
+
+  @Field(() => String, { nullable: true, description: "Lowercase letters and digits, 2-12 characters; defaults to the server's prefix" })
+  prefix?: string | null;
+
+  @Field(() => [ID], { nullable: true })
+  roleIds?: string[] | null;
+
+  @Field(() => [String], { nullable: true, description: "Direct grants; '*' means everything the owner holds" })
+  permissions?: string[] | null;
+
+  @Field(() => DateTimeISO, { nullable: true })
+  expiresAt?: Date | null;
+
+  @Field(() => [String], { nullable: true })
+  allowedCidrs?: string[] | null;
+
+  @Field(() => RateLimitInput, { nullable: true })
+  rateLimit?: RateLimitInput | null;
+
+  @Field(() => Int, { nullable: true })
+  remaining?: number | null;
+
+  @Field(() => RefillInput, { nullable: true })
+  refill?: RefillInput | null;
+
+  @Field(() => JSONObject, { nullable: true })
+  metadata?: Record<string, unknown> | null;
+}

@@ -1,0 +1,45 @@
+import { Field, ID, ObjectType } from 'type-graphql';
+import { connectionTypes } from './connection.type';
+import { ActorType, AuditOutcome } from './enums';
+import { DateTimeISO, JSONObject } from './scalars';
+
+@ObjectType('AuditEvent')
+export class AuditEvent {
+  @Field(() => ID, { description: 'Monotonically increasing sequence number' })
+  id: string;
+
+  @Field(() => DateTimeISO)
+  occurredAt: Date;
+
+  @Field(() => String, { description: 'Dotted verb, e.g. key.create, key.revoke, role.assign, auth.failure, authz.denied' })
+  action: string;
+
+  @Field(() => AuditOutcome)
+  outcome: AuditOutcome;
+
+  @Field(() => ActorType)
+  actorType: ActorType;
+
+  @Field(() => String, { nullable: true })
+  targetType: string | null;
+
+  @Field(() => String, { nullable: true })
+  targetId: string | null;
+
+  @Field(() => String, { nullable: true })
+  ip: string | null;
+
+  @Field(() => String, { nullable: true })
+  userAgent: string | null;
+
+  @Field(() => String, { nullable: true })
+  requestId: string | null;
+
+  @Field(() => JSONObject, { nullable: true, description: 'What changed (before/after) and why; never secrets or hashes' })
+  details: Record<string, unknown> | null;
+
+  @Field(() => String, { description: 'Hash chaining this event to the previous one (tamper evidence)' })
+  hash: string;
+}
+
+export const AuditEventConnection = connectionTypes('AuditEvent', AuditEvent, false);

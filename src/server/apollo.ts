@@ -1,0 +1,56 @@
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import type { GraphQLSchema } from 'graphql';
+import type { Logger } from 'pino';
+import type { GraphQLContext } from '../auth/context';
+import { auditDenials } from './context';
+import { formatError } from './errors';
+import type { Metrics } from './metrics';
+
+function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async didEncounterErrors({ errors, contextValue, request }) {
+          await auditDenials(contextValue, errors, request.operationName ?? null);
+          for (const error of errors) {
+            const code = String(error.extensions?.code ?? 'INTERNAL_SERVER_ERROR');
+            if (code === 'INTERNAL_SERVER_ERROR' || !error.extensions?.code) {
+              // Logged server-side only; the client sees a generic message and the request id.
+              logger.error({ requestId: contextValue.requestId, err: error.originalError ?? error }, 'unexpected error');
+            }
+          }
+        },
+        async willSendResponse({ response, contextValue }) {
+          if (response.body.kind !== 'single') return;
+          for (const error of response.body.singleResult.errors ?? []) {
+            const code = String(error.extensions?.code);
+            metrics.graphqlErrors.inc({ code });
+            if (code === 'INTERNAL_SERVER_ERROR') (error.extensions as Record<string, unknown>).requestId = contextValue.requestId;
+          }
+        },
+      };
+    },
+  };
+}
+
+export async function startApollo(schema: GraphQLSchema, logger: Logger, metrics: Metrics): Promise<ApolloServer<GraphQLContext>> {
+  const apollo = new ApolloServer<GraphQLContext>({
+    schema,
+    // Keys travel in headers, never cookies: a cross-site request cannot carry them, so CSRF
+    // prevention would only block legitimate GET clients.
+    csrfPrevention: false,
+    includeStacktraceInErrorResponses: false,
+    introspection: true,
+    formatError,
+    status400ForVariableCoercionErrors: true,
+    plugins: [observabilityPlugin(logger, metrics)],
+    logger: {
+      debug: () => {},
+      info: () => {},
+      warn: (message) => logger.warn(String(message)),
+      error: (message) => logger.error(String(message)),
+    },
+  });
+  await apollo.start();
+  return apollo;
+}

@@ -1,0 +1,119 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { DestinationStream, Logger } from 'pino';
+import type { DataSource } from 'typeorm';
+import type { Config } from '../config';
+import { createDataSource, hasPendingMigrations, migrate } from '../db/data-source';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded';
+import { checkPepper } from '../db/pepper-check';
+import { buildKeyledgerSchema } from '../schema/build-schema';
+import { createServices, type Services } from '../services';
+import { bootstrap } from '../services/bootstrap.service';
+import { startApollo } from './apollo';
+import { createRequestHandler } from './http';
+import { createLogger } from './logger';
+import { createMetrics, type Metrics } from './metrics';
+import { attachWebSocket } from './ws';
+
+export interface StartOptions {
+  /** Where pino writes; stdout by default */
+  logDestination?: DestinationStream;
+  /** Where the one-time bootstrap key line goes; stdout by default */
+  announce?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  dataSource: DataSource;
+  services: Services;
+  metrics: Metrics;
+  logger: Logger;
+  /** The bootstrap key when this start generated one (first start, no BOOTSTRAP_ADMIN_KEY) */
+  generatedAdminKey: string | null;
+  close(): Promise<void>;
+}
+
+/** Opens the database, applies migrations, bootstraps, and serves. Stops the database again on failure. */
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
+  const logger = createLogger(config.logLevel, options.logDestination);
+  const metrics = createMetrics();
+  const announce = options.announce ?? ((line: string) => process.stdout.write(line + '\n'));
+
+  let embedded: EmbeddedDatabase | null = null;
+  let dataSource: DataSource | null = null;
+  try {
+    if (config.databaseUrl === null) {
+      embedded = await startEmbeddedPostgres(config.dataDir, (line) => logger.debug({ postgres: line.trim() }, 'embedded postgres'));
+      logger.info({ dataDir: config.dataDir }, 'embedded PostgreSQL started');
+    }
+    dataSource = createDataSource(config.databaseUrl ?? embedded!.url, {
+      onQuery: () => metrics.dbQueries.inc(),
+      onError: (message) => {
+        metrics.dbErrors.inc();
+        logger.debug({ message }, 'query failed');
+      },
+    });
+    await dataSource.initialize();
+    const applied = await migrate(dataSource);
+    if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+    await checkPepper(dataSource, config.keyPepper);
+
+    const services = createServices(dataSource, config);
+    const boot = await bootstrap(dataSource, services, config.bootstrapAdminKey);
+    if (boot.created) logger.info('bootstrap: created user admin with the admin role');
+    if (boot.generatedKey) announce(`BOOTSTRAP ADMIN KEY (shown once, store it now): ${boot.generatedKey}`);
+
+    const schema = await buildKeyledgerSchema();
+    const apollo = await startApollo(schema, logger, metrics);
+    const ds = dataSource;
+    let migrationsApplied = true;
+    const isReady = async () => {
+      try {
+        await ds.query('SELECT 1');
+        if (migrationsApplied) migrationsApplied = !(await hasPendingMigrations(ds));
+        return migrationsApplied;
+      } catch {
+        return false;
+      }
+    };
+    const httpServer: Server = createServer(
+      createRequestHandler({ apollo, dataSource, services, logger, metrics, trustProxy: config.trustProxy, isReady }),
+    );
+    const ws = attachWebSocket(httpServer, { schema, dataSource, services, logger, trustProxy: config.trustProxy });
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(config.port, config.host, () => resolve());
+    });
+    const port = (httpServer.address() as AddressInfo).port;
+    const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    const url = `http://${host}:${port}/graphql`;
+    logger.info({ url }, 'keyledger listening');
+
+    let closing: Promise<void> | null = null;
+    return {
+      url,
+      port,
+      dataSource,
+      services,
+      metrics,
+      logger,
+      generatedAdminKey: boot.generatedKey,
+      close: () =>
+        (closing ??= (async () => {
+          await ws.close();
+          await new Promise<void>((resolve) => {
+            httpServer.close(() => resolve());
+            httpServer.closeAllConnections();
+          });
+          await apollo.stop();
+          await ds.destroy();
+          await embedded?.stop();
+        })()),
+    };
+  } catch (error) {
+    await dataSource?.destroy().catch(() => undefined);
+    await embedded?.stop().catch(() => undefined);
+    throw error;
+  }
+}

@@ -1,0 +1,47 @@
+import type { DataSource } from 'typeorm';
+import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
+import { AuditOutcome } from '../entities/enums';
+import type { Services } from '../services';
+import { DomainError } from '../services/errors';
+import { createLoaders } from '../services/loaders';
+
+export function buildContext(dataSource: DataSource, services: Services, principal: Principal, meta: RequestMeta): GraphQLContext {
+  return {
+    ...meta,
+    principal,
+    actor: actorOf(principal, meta),
+    loaders: createLoaders(dataSource),
+    services,
+    deniedAudited: new Set(),
+  };
+}
+
+interface ErrorLike {
+  originalError?: unknown;
+  path?: ReadonlyArray<string | number>;
+}
+
+/**
+ * Every FORBIDDEN answer becomes an authz.denied event naming the attempted operation,
+ * whichever layer refused it (the auth checker or a service rule such as no-escalation).
+ */
+export async function auditDenials(context: GraphQLContext, errors: readonly ErrorLike[], operationName: string | null): Promise<void> {
+  for (const error of errors) {
+    const original = error.originalError;
+    if (!(original instanceof DomainError) || original.code !== 'FORBIDDEN') continue;
+    const operation = String(original.extensions.operation ?? error.path?.filter((p) => typeof p === 'string').join('.') ?? 'unknown');
+    if (context.deniedAudited.has(operation)) continue;
+    context.deniedAudited.add(operation);
+    await context.services.audit.recordAlone(context.actor, {
+      action: 'authz.denied',
+      outcome: AuditOutcome.DENIED,
+      details: {
+        operation,
+        operationName,
+        path: error.path ?? null,
+        reason: original.message,
+        ...(original.extensions.required ? { required: original.extensions.required } : {}),
+      },
+    });
+  }
+}

@@ -1,0 +1,61 @@
+import { unwrapResolverError } from '@apollo/server/errors';
+import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import { DomainError } from '../services/errors';
+
+/** The contract's codes. Anything else reaching a client is turned into INTERNAL_SERVER_ERROR. */
+export const ERROR_CODES = [
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'BAD_USER_INPUT',
+  'NOT_FOUND',
+  'CONFLICT',
+  'RATE_LIMITED',
+  'GRAPHQL_PARSE_FAILED',
+  'GRAPHQL_VALIDATION_FAILED',
+  'BAD_REQUEST',
+  'OPERATION_RESOLUTION_FAILURE',
+  'PERSISTED_QUERY_NOT_FOUND',
+  'PERSISTED_QUERY_NOT_SUPPORTED',
+  'INTERNAL_SERVER_ERROR',
+] as const;
+
+export type ErrorCodeName = (typeof ERROR_CODES)[number];
+
+const KNOWN = new Set<string>(ERROR_CODES);
+
+export function isUnexpected(formatted: GraphQLFormattedError): boolean {
+  return formatted.extensions?.code === 'INTERNAL_SERVER_ERROR';
+}
+
+/**
+ * Domain errors keep their code and extensions; GraphQL's own errors (parse, validation, coercion) keep
+ * theirs; anything else is hidden behind INTERNAL_SERVER_ERROR so no SQL, stack or secret leaks.
+ */
+export function formatError(formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError {
+  const original = unwrapResolverError(error);
+  if (original instanceof DomainError) {
+    return {
+      message: original.message,
+      locations: formatted.locations,
+      path: formatted.path,
+      extensions: { ...original.extensions, code: original.code },
+    };
+  }
+  const code = formatted.extensions?.code;
+  // Parse, validation and variable-coercion errors are GraphQLErrors with a code Apollo assigned.
+  if (original instanceof GraphQLError && typeof code === 'string' && KNOWN.has(code) && code !== 'INTERNAL_SERVER_ERROR') {
+    const { stacktrace: _stack, ...extensions } = formatted.extensions ?? {};
+    return { ...formatted, extensions };
+  }
+  return {
+    message: 'Internal server error',
+    locations: formatted.locations,
+    path: formatted.path,
+    extensions: { code: 'INTERNAL_SERVER_ERROR' },
+  };
+}
+
+/** A transport-level error body in the GraphQL response shape. */
+export function errorBody(code: ErrorCodeName, message: string, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({ errors: [{ message, extensions: { ...extra, code } }] });
+}

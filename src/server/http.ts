@@ -1,0 +1,170 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HeaderMap, type ApolloServer } from '@apollo/server';
+import type { Logger } from 'pino';
+import type { DataSource } from 'typeorm';
+import { authenticate, presentedKey } from '../auth/authenticate';
+import type { GraphQLContext, RequestMeta } from '../auth/context';
+import type { Services } from '../services';
+import { DomainError } from '../services/errors';
+import { normalizeIp } from '../services/validation';
+import { buildContext } from './context';
+import { errorBody } from './errors';
+import type { Metrics } from './metrics';
+
+const MAX_BODY_BYTES = 1024 * 1024;
+
+export interface HttpDeps {
+  apollo: ApolloServer<GraphQLContext>;
+  dataSource: DataSource;
+  services: Services;
+  logger: Logger;
+  metrics: Metrics;
+  trustProxy: boolean;
+  isReady: () => Promise<boolean>;
+}
+
+/** The client address: the socket's, or with TRUST_PROXY the left-most X-Forwarded-For entry. */
+export function clientIp(req: IncomingMessage, trustProxy: boolean): string | null {
+  if (trustProxy) {
+    const forwarded = req.headers['x-forwarded-for'];
+    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+    const ip = normalizeIp(first);
+    if (ip) return ip;
+  }
+  return normalizeIp(req.socket.remoteAddress);
+}
+
+export function requestMeta(req: IncomingMessage, trustProxy: boolean): RequestMeta {
+  const userAgent = req.headers['user-agent'];
+  return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? userAgent.slice(0, 512) : null };
+}
+
+function responseType(req: IncomingMessage): string {
+  return (req.headers.accept ?? '').includes('application/graphql-response+json')
+    ? 'application/graphql-response+json; charset=utf-8'
+    : 'application/json; charset=utf-8';
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+class BodyTooLarge extends Error {}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new BodyTooLarge();
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export function createRequestHandler(deps: HttpDeps) {
+  const { apollo, logger, metrics } = deps;
+
+  async function graphql(req: IncomingMessage, res: ServerResponse, meta: RequestMeta): Promise<number> {
+    const type = responseType(req);
+    const headers = { 'x-request-id': meta.requestId };
+    if (req.method !== 'GET' && req.method !== 'POST') {
+      send(res, 405, type, errorBody('BAD_REQUEST', 'GraphQL accepts GET and POST'), { ...headers, allow: 'GET, POST' });
+      return 405;
+    }
+    let principal;
+    try {
+      const key = presentedKey(req.headers.authorization, req.headers['x-api-key'] as string | undefined);
+      principal = await authenticate(deps.services, key, meta);
+    } catch (error) {
+      if (error instanceof DomainError) {
+        const status = error.code === 'RATE_LIMITED' ? 429 : 401;
+        send(res, status, type, errorBody(error.code as 'UNAUTHENTICATED', error.message, error.extensions), headers);
+        return status;
+      }
+      throw error;
+    }
+
+    let body: unknown = undefined;
+    if (req.method === 'POST') {
+      let raw: string;
+      try {
+        raw = await readBody(req);
+      } catch (error) {
+        if (!(error instanceof BodyTooLarge)) throw error;
+        send(res, 413, type, errorBody('BAD_REQUEST', `The request body exceeds ${MAX_BODY_BYTES} bytes`), headers);
+        return 413;
+      }
+      const contentType = req.headers['content-type'] ?? '';
+      if (contentType.includes('application/json') || contentType.includes('application/graphql-response+json')) {
+        try {
+          body = JSON.parse(raw);
+        } catch {
+          send(res, 400, type, errorBody('BAD_REQUEST', 'The request body is not valid JSON'), headers);
+          return 400;
+        }
+      } else body = raw;
+    }
+
+    const headerMap = new HeaderMap();
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value !== undefined) headerMap.set(name, Array.isArray(value) ? value.join(', ') : value);
+    }
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const context = buildContext(deps.dataSource, deps.services, principal, meta);
+    const result = await apollo.executeHTTPGraphQLRequest({
+      httpGraphQLRequest: { method: req.method, headers: headerMap, search: url.search, body },
+      context: async () => context,
+    });
+    const status = result.status ?? 200;
+    const outHeaders: Record<string, string> = { ...headers };
+    for (const [name, value] of result.headers) outHeaders[name] = value;
+    if (result.body.kind === 'complete') {
+      res.writeHead(status, { ...outHeaders, 'content-length': Buffer.byteLength(result.body.string) });
+      res.end(result.body.string);
+    } else {
+      res.writeHead(status, outHeaders);
+      for await (const chunk of result.body.asyncIterator) res.write(chunk);
+      res.end();
+    }
+    return status;
+  }
+
+  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
+    const path = (req.url ?? '/').split('?')[0];
+    let route = 'other';
+    let status = 404;
+    try {
+      if (path === '/graphql') {
+        route = 'graphql';
+        status = await graphql(req, res, requestMeta(req, deps.trustProxy));
+      } else if (path === '/healthz') {
+        route = 'healthz';
+        status = 200;
+        send(res, status, 'application/json', '{"status":"ok"}');
+      } else if (path === '/readyz') {
+        route = 'readyz';
+        const ready = await deps.isReady();
+        status = ready ? 200 : 503;
+        send(res, status, 'application/json', JSON.stringify({ status: ready ? 'ready' : 'not ready' }));
+      } else if (path === '/metrics') {
+        route = 'metrics';
+        status = 200;
+        send(res, status, metrics.registry.contentType, await metrics.registry.metrics());
+      } else {
+        send(res, 404, 'application/json', errorBody('BAD_REQUEST', `No route ${req.method} ${path}`));
+      }
+    } catch (error) {
+      status = 500;
+      logger.error({ err: error, route }, 'request failed');
+      if (!res.headersSent) send(res, 500, 'application/json', errorBody('INTERNAL_SERVER_ERROR', 'Internal server error'));
+      else res.destroy();
+    } finally {
+      metrics.httpRequests.inc({ route, status: String(status) });
+      metrics.requestDuration.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  };
+}

@@ -1,0 +1,75 @@
+import { randomUUID } from 'node:crypto';
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
+import type { ExecutionResult, GraphQLError, GraphQLSchema } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import type { Logger } from 'pino';
+import type { DataSource } from 'typeorm';
+import { WebSocketServer } from 'ws';
+import { authenticate, presentedKey } from '../auth/authenticate';
+import type { GraphQLContext, Principal, RequestMeta } from '../auth/context';
+import type { Services } from '../services';
+import { auditDenials, buildContext } from './context';
+import { formatError } from './errors';
+import { requestMeta } from './http';
+
+interface ConnectionState {
+  principal: Principal;
+  meta: RequestMeta;
+  /** Operation ids are unique only within one connection */
+  operations: Map<string, GraphQLContext>;
+}
+
+function formatResult(result: ExecutionResult): ExecutionResult {
+  if (!result.errors) return result;
+  return { ...result, errors: result.errors.map((error) => formatError(error.toJSON(), error) as GraphQLError) };
+}
+
+/** graphql-transport-ws on /graphql. The key is checked once at connection_init, like an HTTP request's. */
+export function attachWebSocket(
+  httpServer: HttpServer,
+  deps: { schema: GraphQLSchema; dataSource: DataSource; services: Services; logger: Logger; trustProxy: boolean },
+) {
+  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  const states = new WeakMap<object, ConnectionState>();
+
+  const cleanup = useServer<Record<string, unknown>, { request: IncomingMessage }>(
+    {
+      schema: deps.schema,
+      onConnect: async (ctx) => {
+        const meta = requestMeta(ctx.extra.request, deps.trustProxy);
+        const authorization = ctx.connectionParams?.authorization;
+        const apiKey = ctx.connectionParams?.['x-api-key'];
+        try {
+          const key = presentedKey(typeof authorization === 'string' ? authorization : null, typeof apiKey === 'string' ? apiKey : null);
+          states.set(ctx, { principal: await authenticate(deps.services, key, meta), meta, operations: new Map() });
+          return true;
+        } catch {
+          return false; // graphql-ws closes with 4403 Forbidden
+        }
+      },
+      context: (ctx, id) => {
+        const state = states.get(ctx)!;
+        const context = buildContext(deps.dataSource, deps.services, state.principal, { ...state.meta, requestId: randomUUID() });
+        state.operations.set(id, context);
+        return context;
+      },
+      onNext: async (ctx, id, payload, _args, result) => {
+        const context = states.get(ctx)?.operations.get(id);
+        if (context && result.errors) await auditDenials(context, result.errors, payload.operationName ?? null);
+        return formatResult(result);
+      },
+      onComplete: (ctx, id) => {
+        states.get(ctx)?.operations.delete(id);
+      },
+      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), error)),
+    },
+    wsServer,
+  );
+
+  return {
+    close: async () => {
+      await cleanup.dispose();
+      await new Promise<void>((resolve) => wsServer.close(() => resolve()));
+    },
+  };
+}

@@ -1,0 +1,111 @@
+import type { DataSource, SelectQueryBuilder } from 'typeorm';
+import { AuditEventEntity } from '../entities';
+import type { AuditOutcome } from '../entities/enums';
+import { BadInputError } from './errors';
+import { pageSize, type Page } from './pagination';
+import { isUuid, parseCidr } from './validation';
+
+export interface AuditEventFilter {
+  actorId?: string | null;
+  actorKeyId?: string | null;
+  actions?: string[] | null;
+  outcome?: AuditOutcome | null;
+  targetType?: string | null;
+  targetId?: string | null;
+  ip?: string | null;
+  from?: Date | null;
+  to?: Date | null;
+  detailsContains?: Record<string, unknown> | null;
+}
+
+export type Order = 'ASC' | 'DESC';
+
+const ACTION_PATTERN = /^[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?$|^\*$/;
+
+/** Audit cursors are the event's sequence number: ids only grow, so paging is stable while events arrive. */
+export function encodeAuditCursor(id: string): string {
+  return Buffer.from(`ae:${id}`).toString('base64url');
+}
+
+function decodeAuditCursor(cursor: string | null | undefined): string | null {
+  if (cursor === null || cursor === undefined) return null;
+  const match = /^ae:(\d{1,19})$/.exec(Buffer.from(cursor.slice(0, 100), 'base64url').toString('utf8'));
+  if (!match) throw new BadInputError('after', 'after is not a cursor returned by this API');
+  return match[1]!;
+}
+
+function applyFilter(query: SelectQueryBuilder<AuditEventEntity>, filter: AuditEventFilter | null | undefined): void {
+  if (!filter) return;
+  const uuidOrNothing = (field: 'actorId' | 'actorKeyId', column: string) => {
+    const value = filter[field];
+    if (value === null || value === undefined) return;
+    if (!isUuid(value)) query.andWhere('false');
+    else query.andWhere(`e.${column} = :${field}`, { [field]: value });
+  };
+  uuidOrNothing('actorId', 'actor_id');
+  uuidOrNothing('actorKeyId', 'actor_key_id');
+  if (filter.actions && filter.actions.length > 0) {
+    if (filter.actions.length > 50) throw new BadInputError('filter.actions', 'at most 50 actions');
+    const exact: string[] = [];
+    const prefixes: string[] = [];
+    for (const action of filter.actions) {
+      if (!ACTION_PATTERN.test(action)) {
+        throw new BadInputError('filter.actions', `${JSON.stringify(action.slice(0, 60))} is not an action or a prefix such as key.*`);
+      }
+      if (action === '*') return;
+      if (action.endsWith('.*')) prefixes.push(action.slice(0, -1));
+      else exact.push(action);
+    }
+    const clauses = [
+      ...(exact.length > 0 ? ['e.action = ANY(:exactActions)'] : []),
+      ...prefixes.map((_, i) => `e.action LIKE :actionPrefix${i}`),
+    ];
+    query.andWhere(`(${clauses.join(' OR ')})`, {
+      exactActions: exact,
+      ...Object.fromEntries(prefixes.map((p, i) => [`actionPrefix${i}`, `${p.replace(/_/g, '\\_')}%`])),
+    });
+  }
+  if (filter.outcome) query.andWhere('e.outcome = :outcome', { outcome: filter.outcome });
+  if (filter.targetType) query.andWhere('e.target_type = :targetType', { targetType: filter.targetType });
+  if (filter.targetId) query.andWhere('e.target_id = :targetId', { targetId: filter.targetId });
+  if (filter.ip) {
+    const cidr = parseCidr(filter.ip);
+    if (!cidr) throw new BadInputError('filter.ip', 'filter.ip must be an IPv4 or IPv6 address or CIDR');
+    query.andWhere('e.ip::inet <<= :cidr::inet', { cidr });
+  }
+  if (filter.from && filter.to && filter.from.getTime() > filter.to.getTime()) {
+    throw new BadInputError('filter.from', 'filter.from must not be after filter.to');
+  }
+  if (filter.from) query.andWhere('e.occurred_at >= :from', { from: filter.from });
+  if (filter.to) query.andWhere('e.occurred_at < :to', { to: filter.to });
+  if (filter.detailsContains) {
+    if (typeof filter.detailsContains !== 'object' || Array.isArray(filter.detailsContains)) {
+      throw new BadInputError('filter.detailsContains', 'filter.detailsContains must be a JSON object');
+    }
+    query.andWhere('e.details @> :details::jsonb', { details: JSON.stringify(filter.detailsContains) });
+  }
+}
+
+export class AuditQueryService {
+  constructor(private readonly dataSource: DataSource) {}
+
+  async findById(id: string): Promise<AuditEventEntity | null> {
+    if (!/^\d{1,19}$/.test(id)) return null;
+    return this.dataSource.manager.findOneBy(AuditEventEntity, { id });
+  }
+
+  async list(
+    filter: AuditEventFilter | null | undefined,
+    first: number | null | undefined,
+    after: string | null | undefined,
+    order: Order,
+  ): Promise<Omit<Page<AuditEventEntity>, 'totalCount'>> {
+    const size = pageSize(first);
+    const afterId = decodeAuditCursor(after);
+    const query = this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e');
+    applyFilter(query, filter);
+    if (afterId !== null) query.andWhere(order === 'DESC' ? 'e.id < :afterId' : 'e.id > :afterId', { afterId });
+    const rows = await query.orderBy('e.id', order).limit(size + 1).getMany();
+    return { rows: rows.slice(0, size), hasNextPage: rows.length > size };
+  }
+}

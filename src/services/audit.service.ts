@@ -1,0 +1,93 @@
+import { createHash } from 'node:crypto';
+import type { DataSource, EntityManager } from 'typeorm';
+import { AuditEventEntity } from '../entities';
+import { AuditOutcome } from '../entities/enums';
+import type { Actor } from './actor';
+import { canonicalJson } from './canonical-json';
+
+export interface AuditRecord {
+  action: string;
+  outcome?: AuditOutcome;
+  targetType?: string | null;
+  targetId?: string | null;
+  details?: Record<string, unknown> | null;
+}
+
+export const GENESIS_HASH = '0'.repeat(64);
+/** Serialises appends so each event chains onto the one committed before it. */
+const CHAIN_LOCK = 7_400_002;
+/** Anything shaped like a key is blanked, whatever a caller put in details. */
+const KEY_LIKE = /[a-z0-9]{2,12}_[0-9A-Za-z]{49}/g;
+
+function scrubSecrets(details: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
+  if (!details) return null;
+  const json = canonicalJson(details).replace(/\\u0000/g, '');
+  return JSON.parse(json.replace(KEY_LIKE, '[redacted]')) as Record<string, unknown>;
+}
+
+/** The hashed form of an event: every stored field but the hash itself, in a fixed canonical serialisation. */
+export function eventHash(event: Omit<AuditEventEntity, 'hash'>): string {
+  const body = canonicalJson({
+    id: event.id,
+    occurredAt: event.occurredAt.toISOString(),
+    action: event.action,
+    outcome: event.outcome,
+    actorType: event.actorType,
+    actorId: event.actorId,
+    actorKeyId: event.actorKeyId,
+    targetType: event.targetType,
+    targetId: event.targetId,
+    ip: event.ip,
+    userAgent: event.userAgent,
+    requestId: event.requestId,
+    details: event.details,
+  });
+  return createHash('sha256').update(event.prevHash).update('\n').update(body).digest('hex');
+}
+
+export class AuditService {
+  constructor(private readonly dataSource: DataSource) {}
+
+  /**
+   * Appends an event inside the caller's transaction: if the change rolls back, so does its event,
+   * and if the event cannot be written, the change fails.
+   */
+  async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<AuditEventEntity> {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
+    const [head] = (await tx.query(
+      `SELECT nextval('audit_events_id_seq')::text AS id,
+              coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), $1) AS prev_hash`,
+      [GENESIS_HASH],
+    )) as Array<{ id: string; prev_hash: string }>;
+    const event = new AuditEventEntity();
+    event.id = head!.id;
+    event.occurredAt = new Date();
+    event.action = record.action;
+    event.outcome = record.outcome ?? AuditOutcome.SUCCESS;
+    event.actorType = actor.type;
+    event.actorId = actor.userId;
+    event.actorKeyId = actor.keyId;
+    event.targetType = record.targetType ?? null;
+    event.targetId = record.targetId ?? null;
+    event.ip = actor.ip;
+    event.userAgent = actor.userAgent?.slice(0, 512) ?? null;
+    event.requestId = actor.requestId;
+    event.details = scrubSecrets(record.details);
+    event.prevHash = head!.prev_hash;
+    event.hash = eventHash(event);
+    await tx.query(
+      `INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
+                                 target_id, ip, user_agent, request_id, details, prev_hash, hash)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+      [event.id, event.occurredAt, event.action, event.outcome, event.actorType, event.actorId, event.actorKeyId,
+       event.targetType, event.targetId, event.ip, event.userAgent, event.requestId,
+       event.details === null ? null : JSON.stringify(event.details), event.prevHash, event.hash],
+    );
+    return event;
+  }
+
+  /** For events with no surrounding change: denials and authentication failures. */
+  async recordAlone(actor: Actor, record: AuditRecord): Promise<AuditEventEntity> {
+    return this.dataSource.transaction((tx) => this.record(tx, actor, record));
+  }
+}

@@ -1,0 +1,18 @@
+import { coveredBy } from '../auth/permissions';
+import type { Actor } from './actor';
+import { ForbiddenError } from './errors';
+
+/**
+ * No escalation: whatever a principal grants (to a role, to a user through a role, to a key)
+ * must be covered by its own effective permissions at that moment, wildcards included.
+ * The same rule guards changing a principal that holds more than the actor does.
+ */
+export function assertWithinActor(actor: Actor, permissions: readonly string[], attempt: string): void {
+  const beyond = permissions.filter((p) => !coveredBy(actor.permissions, p));
+  if (beyond.length > 0) {
+    throw new ForbiddenError(`Cannot ${attempt}: it involves permissions you do not hold (${beyond.join(', ')})`, {
+      reason: 'ESCALATION',
+      permissions: beyond,
+    });
+  }
+}

@@ -1,0 +1,46 @@
+import { BadInputError } from './errors';
+
+export const MAX_PAGE_SIZE = 500;
+export const DEFAULT_PAGE_SIZE = 50;
+
+export interface Page<T> {
+  rows: T[];
+  hasNextPage: boolean;
+  totalCount: number;
+}
+
+/** Position after a row in (createdAt, id) order: stable while rows are added. */
+export interface Position {
+  createdAt: Date;
+  id: string;
+}
+
+export function pageSize(first: number | null | undefined): number {
+  const size = first ?? DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(size) || size < 0 || size > MAX_PAGE_SIZE) {
+    throw new BadInputError('first', `first must be between 0 and ${MAX_PAGE_SIZE}`);
+  }
+  return size;
+}
+
+export function encodeCursor(position: Position): string {
+  return Buffer.from(JSON.stringify([position.createdAt.toISOString(), position.id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string | null | undefined): Position | null {
+  if (cursor === null || cursor === undefined) return null;
+  const invalid = () => new BadInputError('after', 'after is not a cursor returned by this API');
+  if (cursor.length > 200) throw invalid();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw invalid();
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') {
+    throw invalid();
+  }
+  const createdAt = new Date(parsed[0]);
+  if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/i.test(parsed[1])) throw invalid();
+  return { createdAt, id: parsed[1] };
+}

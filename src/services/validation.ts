@@ -1,0 +1,101 @@
+import { isIP } from 'node:net';
+import { isValidPermission, normalize } from '../auth/permissions';
+import { BadInputError } from './errors';
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+export function isUuid(value: string): boolean {
+  return UUID_PATTERN.test(value);
+}
+
+export function requireText(field: string, value: string, max: number): string {
+  const trimmed = value.trim();
+  if (trimmed.length === 0) throw new BadInputError(field, `${field} must not be empty`);
+  if (trimmed.length > max) throw new BadInputError(field, `${field} must be at most ${max} characters`);
+  return trimmed;
+}
+
+export function optionalText(field: string, value: string | null | undefined, max: number): string | null {
+  if (value === null || value === undefined) return null;
+  if (value.length > max) throw new BadInputError(field, `${field} must be at most ${max} characters`);
+  return value;
+}
+
+export function requireEmail(field: string, value: string): string {
+  const email = requireText(field, value, 320).toLowerCase();
+  if (!EMAIL_PATTERN.test(email)) throw new BadInputError(field, `${field} is not an email address`);
+  return email;
+}
+
+export function requirePermissions(field: string, permissions: readonly string[]): string[] {
+  if (permissions.length > 200) throw new BadInputError(field, `${field} may hold at most 200 permissions`);
+  const invalid = permissions.filter((p) => !isValidPermission(p));
+  if (invalid.length > 0) {
+    throw new BadInputError(
+      field,
+      `${field} has invalid permissions (${invalid.slice(0, 3).map((p) => JSON.stringify(p.slice(0, 50))).join(', ')}): expected resource:action, resource:* or *`,
+    );
+  }
+  return normalize(permissions);
+}
+
+export function requireIds(field: string, ids: readonly string[] | null | undefined): string[] {
+  if (!ids) return [];
+  if (ids.length > 100) throw new BadInputError(field, `${field} may hold at most 100 ids`);
+  return [...new Set(ids)];
+}
+
+/** Strips the IPv4-mapped IPv6 form so one client always has one address. */
+export function normalizeIp(address: string | null | undefined): string | null {
+  if (!address) return null;
+  const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+  return isIP(plain) === 0 ? null : plain.toLowerCase();
+}
+
+/** A CIDR (or bare address, taken as a single host) in canonical `address/bits` form. */
+export function parseCidr(value: string): string | null {
+  const [address, bits, extra] = value.trim().split('/');
+  if (extra !== undefined || !address) return null;
+  const family = isIP(address);
+  if (family === 0) return null;
+  const max = family === 4 ? 32 : 128;
+  if (bits !== undefined && !/^\d{1,3}$/.test(bits)) return null;
+  const prefix = bits === undefined ? max : Number(bits);
+  if (prefix > max) return null;
+  return `${address.toLowerCase()}/${prefix}`;
+}
+
+export function requireCidrs(field: string, values: readonly string[] | null | undefined): string[] {
+  if (!values) return [];
+  if (values.length > 100) throw new BadInputError(field, `${field} may hold at most 100 networks`);
+  return values.map((value) => {
+    const cidr = parseCidr(value);
+    if (!cidr) throw new BadInputError(field, `${field}: ${JSON.stringify(value.slice(0, 60))} is not an IPv4 or IPv6 CIDR`);
+    return cidr;
+  });
+}
+
+export function requirePositiveInt(field: string, value: number, max = 2_000_000_000): number {
+  if (!Number.isInteger(value) || value <= 0 || value > max) {
+    throw new BadInputError(field, `${field} must be a whole number from 1 to ${max}`);
+  }
+  return value;
+}
+
+const METADATA_MAX_BYTES = 8192;
+
+export function requireMetadata(field: string, value: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
+  if (value === null || value === undefined) return null;
+  if (Buffer.byteLength(JSON.stringify(value)) > METADATA_MAX_BYTES) {
+    throw new BadInputError(field, `${field} must be at most ${METADATA_MAX_BYTES} bytes of JSON`);
+  }
+  return value;
+}
+
+export function requireFuture(field: string, value: Date | null | undefined, now = new Date()): Date | null {
+  if (value === null || value === undefined) return null;
+  if (Number.isNaN(value.getTime())) throw new BadInputError(field, `${field} is not a valid date-time`);
+  if (value.getTime() <= now.getTime()) throw new BadInputError(field, `${field} must be in the future`);
+  return value;
+}
