@@ -85,7 +85,7 @@ function checkPepper(name: string, pepper: string): string {
 function embeddedPepper(dataDir: string): string {
   const file = resolve(dataDir, 'key-pepper');
   if (existsSync(file)) return checkPepper(`KEY_PEPPER file ${file}`, readFileSync(file, 'utf8').trim());
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  mkdirSync(dataDir, { recursive: true, mode: 0o711 });
   const pepper = randomBytes(32).toString('base64url');
   writeFileSync(file, pepper + '\n', { mode: 0o600, flag: 'wx' });
   chmodSync(file, 0o600);

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -26,7 +26,10 @@ export function freePort(): Promise<number> {
  * initialising the cluster on first use. Data survives restarts.
  */
 export async function startEmbeddedPostgres(dir: string, onLog: (line: string) => void = () => {}): Promise<EmbeddedDatabase> {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  // As root, PostgreSQL runs as an unprivileged user that must be able to traverse DATA_DIR
+  // (list nothing, read nothing: the cluster directory and the pepper file stay private).
+  if (process.getuid?.() === 0) chmodSync(dir, 0o711);
   const databaseDir = join(dir, 'pg');
   const port = await freePort();
   const password = 'keyledger-local';

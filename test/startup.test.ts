@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { generateKey } from '../src/auth/key-format';
+import { createTestDatabase, type TestDatabase } from './helpers/database';
+import { runToExit, startServerProcess } from './helpers/process';
+import { postGraphQL } from './helpers/server';
+
+const VIEWER = '{ viewer { user { name } permissions } }';
+const KEY_LINE = /^BOOTSTRAP ADMIN KEY \(shown once, store it now\): (\S+)$/;
+
+function bootstrapKeyLines(stdout: string[]): string[] {
+  return stdout.flatMap((line) => KEY_LINE.exec(line)?.[1] ?? []);
+}
+
+describe('embedded PostgreSQL (no DATABASE_URL)', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'keyledger-embedded-'));
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  test('first start prints one admin key; a restart keeps the data and prints none', async () => {
+    const first = await startServerProcess({ DATA_DIR: dataDir });
+    let key: string;
+    try {
+      const printed = bootstrapKeyLines(first.stdout);
+      assert.equal(printed.length, 1, 'exactly one bootstrap key line');
+      key = printed[0]!;
+      const viewer = await postGraphQL<{ viewer: { user: { name: string }; permissions: string[] } }>(first.url, key, VIEWER);
+      assert.equal(viewer.data?.viewer.user.name, 'admin');
+      assert.deepEqual(viewer.data?.viewer.permissions, ['*']);
+      // The pepper is generated once, readable by its owner only.
+      assert.equal(statSync(join(dataDir, 'key-pepper')).mode & 0o777, 0o600);
+      // Log lines (JSON) never carry the key; only the labelled line does.
+      assert.ok(first.stdout.filter((l) => l.startsWith('{')).every((l) => !l.includes(key)));
+    } finally {
+      assert.equal(await first.stop(), 0, 'SIGTERM exits cleanly');
+    }
+
+    const second = await startServerProcess({ DATA_DIR: dataDir });
+    try {
+      assert.deepEqual(bootstrapKeyLines(second.stdout), [], 'no key on a later start');
+      assert.ok(second.stdout.every((l) => !l.includes(key)));
+      const viewer = await postGraphQL<{ viewer: { user: { name: string } } }>(second.url, key, VIEWER);
+      assert.equal(viewer.data?.viewer.user.name, 'admin', 'the same key still works: data survived');
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
+describe('DATABASE_URL', () => {
+  let db: TestDatabase;
+  after(() => db?.drop());
+
+  test('BOOTSTRAP_ADMIN_KEY becomes the admin key and is never printed', async () => {
+    db = await createTestDatabase();
+    const key = generateKey('kl');
+    const pepper = 'p'.repeat(40);
+    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: pepper, BOOTSTRAP_ADMIN_KEY: key });
+    try {
+      assert.deepEqual(bootstrapKeyLines(server.stdout), []);
+      assert.ok(server.stdout.concat(server.stderr).every((l) => !l.includes(key)));
+      const viewer = await postGraphQL<{ viewer: { user: { name: string } } }>(server.url, key, VIEWER);
+      assert.equal(viewer.data?.viewer.user.name, 'admin');
+      // Only the hash is stored: the key appears in no table.
+      const [dump] = await db.query<{ text: string }>(
+        `SELECT string_agg(t::text, ' ') AS text FROM (SELECT row_to_json(k)::text AS t FROM api_keys k
+           UNION ALL SELECT row_to_json(e)::text FROM audit_events e UNION ALL SELECT row_to_json(u)::text FROM users u) x`,
+      );
+      assert.ok(!dump!.text.includes(key));
+    } finally {
+      await server.stop();
+    }
+
+    // A different pepper would make every key unknown: the server refuses it.
+    const wrongPepper = await runToExit({ DATABASE_URL: db.url, KEY_PEPPER: 'q'.repeat(40) });
+    assert.notEqual(wrongPepper.code, 0);
+    assert.match(wrongPepper.stderr, /KEY_PEPPER/);
+  });
+});
+
+describe('bad configuration stops the server with one line naming the variable', () => {
+  const cases: Array<[string, Record<string, string>, RegExp]> = [
+    ['KEY_PEPPER required with DATABASE_URL', { DATABASE_URL: 'postgres://127.0.0.1:1/x' }, /KEY_PEPPER/],
+    ['PORT not a number', { PORT: 'abc', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /PORT/],
+    ['DATABASE_URL not a URL', { DATABASE_URL: 'not a url', KEY_PEPPER: 'p'.repeat(40) }, /DATABASE_URL/],
+    ['KEY_PEPPER too short', { DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'short' }, /KEY_PEPPER/],
+    ['LOG_LEVEL unknown', { LOG_LEVEL: 'loud', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /LOG_LEVEL/],
+    ['KEY_PREFIX invalid', { KEY_PREFIX: 'KL_', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /KEY_PREFIX/],
+  ];
+  for (const [name, env, pattern] of cases) {
+    test(name, async () => {
+      const result = await runToExit(env);
+      assert.notEqual(result.code, 0);
+      const lines = result.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `one line, got: ${result.stderr}`);
+      assert.match(lines[0]!, pattern);
+    });
+  }
+
+  test('a malformed BOOTSTRAP_ADMIN_KEY is refused without echoing it', async () => {
+    const bad = 'kl_definitely-not-a-real-key-but-secret';
+    const result = await runToExit({ BOOTSTRAP_ADMIN_KEY: bad, DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) });
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /BOOTSTRAP_ADMIN_KEY/);
+    assert.ok(!result.stderr.includes(bad) && !result.stdout.includes(bad));
+  });
+});
