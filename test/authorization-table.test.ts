@@ -39,15 +39,40 @@ interface Case {
   allowed: readonly PrincipalName[];
   query: string;
   /** Called once per principal, so a call can get its own fresh object or unique name */
-  variables: (f: Fixtures) => Variables | Promise<Variables>;
+  variables: (f: Fixtures, principal: Principal) => Variables | Promise<Variables>;
 }
 
 const EVERYONE = PRINCIPAL_NAMES;
 const USERS_READ: readonly PrincipalName[] = ['admin', 'auditor', 'key-manager'];
 const ADMIN_ONLY: readonly PrincipalName[] = ['admin'];
+const KEYS_READ_OR_OWN: readonly PrincipalName[] = ['admin', 'auditor', 'key-manager', 'member'];
+const KEYS_WRITE_OR_OWN: readonly PrincipalName[] = ['admin', 'key-manager', 'member'];
+const VERIFIERS: readonly PrincipalName[] = ['admin', 'verifier'];
 
 let t: TestServer;
 let f: Fixtures;
+
+/** A key owned by the principal itself, so keys:own may manage it and only the permission decides. */
+async function freshOwnKey(principal: Principal): Promise<string> {
+  const data = await gqlOk<{ createApiKey: { apiKey: { id: string } } }>(
+    t,
+    t.adminKey,
+    'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id } } }',
+    { input: { ownerId: principal.userId, name: unique('tbl own key') } },
+  );
+  return data.createApiKey.apiKey.id;
+}
+
+/** A service account of the principal, so revoking all its keys never touches the principal's own key. */
+async function freshOwnServiceAccount(principal: Principal): Promise<string> {
+  const data = await gqlOk<{ createServiceAccount: { id: string } }>(
+    t,
+    t.adminKey,
+    'mutation($input: CreateServiceAccountInput!) { createServiceAccount(input: $input) { id } }',
+    { input: { name: unique('tbl sa'), ownerId: principal.userId } },
+  );
+  return data.createServiceAccount.id;
+}
 
 async function freshRole(): Promise<string> {
   const data = await gqlOk<{ createRole: { id: string } }>(
@@ -147,6 +172,58 @@ const TABLE: Record<string, Case> = {
     query: 'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id } secret } }',
     variables: () => ({ input: { name: unique('tbl key'), permissions: [] } }),
   },
+  'Query.apiKey': {
+    allowed: KEYS_READ_OR_OWN,
+    query: 'query($id: ID!) { apiKey(id: $id) { id } }',
+    variables: async (_x, p) => ({ id: await freshOwnKey(p) }),
+  },
+  'Query.apiKeys': { allowed: KEYS_READ_OR_OWN, query: 'query { apiKeys(first: 5) { totalCount nodes { id } } }', variables: () => ({}) },
+  'Query.usageReport': {
+    allowed: KEYS_READ_OR_OWN,
+    query: 'query($from: DateTimeISO!, $to: DateTimeISO!) { usageReport(from: $from, to: $to) { valid } }',
+    variables: () => ({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date().toISOString() }),
+  },
+  // A malformed key is a result, not an error: only the permission can refuse the call.
+  'Query.verifyKey': {
+    allowed: VERIFIERS,
+    query: 'query { verifyKey(input: { key: "kl_not-a-key" }) { valid code } }',
+    variables: () => ({}),
+  },
+  'Query.verifyKeys': {
+    allowed: VERIFIERS,
+    query: 'query { verifyKeys(inputs: [{ key: "kl_not-a-key" }]) { valid code } }',
+    variables: () => ({}),
+  },
+  'Mutation.updateApiKey': {
+    allowed: KEYS_WRITE_OR_OWN,
+    query: 'mutation($id: ID!) { updateApiKey(id: $id, input: { name: "renamed" }) { id } }',
+    variables: async (_x, p) => ({ id: await freshOwnKey(p) }),
+  },
+  'Mutation.rotateApiKey': {
+    allowed: KEYS_WRITE_OR_OWN,
+    query: 'mutation($id: ID!) { rotateApiKey(id: $id) { apiKey { id } } }',
+    variables: async (_x, p) => ({ id: await freshOwnKey(p) }),
+  },
+  'Mutation.revokeApiKey': {
+    allowed: KEYS_WRITE_OR_OWN,
+    query: 'mutation($id: ID!) { revokeApiKey(id: $id, reason: "table") { id } }',
+    variables: async (_x, p) => ({ id: await freshOwnKey(p) }),
+  },
+  'Mutation.revokeAllApiKeys': {
+    allowed: KEYS_WRITE_OR_OWN,
+    query: 'mutation($userId: ID!) { revokeAllApiKeys(userId: $userId, reason: "table") }',
+    variables: async (_x, p) => ({ userId: await freshOwnServiceAccount(p) }),
+  },
+  'Mutation.disableApiKey': {
+    allowed: KEYS_WRITE_OR_OWN,
+    query: 'mutation($id: ID!) { disableApiKey(id: $id) { id } }',
+    variables: async (_x, p) => ({ id: await freshOwnKey(p) }),
+  },
+  'Mutation.enableApiKey': {
+    allowed: KEYS_WRITE_OR_OWN,
+    query: 'mutation($id: ID!) { enableApiKey(id: $id) { id } }',
+    variables: async (_x, p) => ({ id: await freshOwnKey(p) }),
+  },
 };
 
 /** Codes that mean the call never reached an authorization decision, so it proves nothing. */
@@ -225,7 +302,7 @@ for (const [operation, row] of Object.entries(TABLE)) {
     const problems: string[] = [];
     for (const name of CALL_ORDER) {
       const principal = f.principals.get(name)!;
-      const result = await postGraphQL<Record<string, unknown>>(t.url, principal.key, row.query, await row.variables(f));
+      const result = await postGraphQL<Record<string, unknown>>(t.url, principal.key, row.query, await row.variables(f, principal));
       const codes = errorCodes(result);
       const denied = codes.includes('FORBIDDEN');
       expected[name] = row.allowed.includes(name) ? 'allow' : 'deny';

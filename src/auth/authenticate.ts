@@ -1,6 +1,6 @@
 import { AuditOutcome, VerifyCode } from '../entities/enums';
 import type { Services } from '../services';
-import { UnauthenticatedError } from '../services/errors';
+import { RateLimitedError, UnauthenticatedError } from '../services/errors';
 import { anonymousActor, type Principal, type RequestMeta } from './context';
 
 /** `Authorization: Bearer <key>` or `X-API-Key: <key>`; null when neither is present. */
@@ -18,7 +18,7 @@ export function presentedKey(authorization: string | undefined | null, apiKeyHea
  */
 export async function authenticate(services: Services, secret: string | null, meta: RequestMeta): Promise<Principal> {
   if (!secret) throw new UnauthenticatedError();
-  const outcome = await services.verification.verify(secret, { ip: meta.ip });
+  const outcome = await services.verification.verify(secret, { ip: meta.ip, resource: 'keyledger:graphql' });
   if (outcome.code === VerifyCode.VALID && outcome.record) {
     return { userId: outcome.record.ownerId, keyId: outcome.record.id, permissions: outcome.permissions };
   }
@@ -29,5 +29,8 @@ export async function authenticate(services: Services, secret: string | null, me
     targetId: outcome.record?.id ?? null,
     details: { code: outcome.code, ...(outcome.record ? { keyName: outcome.record.name } : {}) },
   });
+  if (outcome.code === VerifyCode.RATE_LIMITED && outcome.rateLimit) {
+    throw new RateLimitedError(Math.max(1, Math.ceil((outcome.rateLimit.resetAt.getTime() - Date.now()) / 1000)));
+  }
   throw new UnauthenticatedError(`The API key was rejected (${outcome.code})`);
 }

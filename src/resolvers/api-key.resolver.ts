@@ -1,10 +1,15 @@
-import { Arg, Authorized, Ctx, FieldResolver, Mutation, Resolver, Root } from 'type-graphql';
+import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { GraphQLContext } from '../auth/context';
 import { intersect, normalize } from '../auth/permissions';
 import type { ApiKeyEntity } from '../entities';
 import { KeyStatus, StoredKeyStatus, assertNever } from '../entities/enums';
-import { CreateApiKeyInput } from '../schema/api-key.input';
-import { ApiKey, CreatedApiKey, RateLimit, Refill } from '../schema/api-key.type';
+import { ApiKeyFilter, CreateApiKeyInput, UpdateApiKeyInput } from '../schema/api-key.input';
+import { ApiKey, ApiKeyConnection, CreatedApiKey, RateLimit, Refill } from '../schema/api-key.type';
+import { toConnection } from '../schema/connection.type';
+import { TimeBucket } from '../schema/enums';
+import { DateTimeISO } from '../schema/scalars';
+import { UsagePoint } from '../schema/usage.type';
+import { encodeCursor } from '../services/pagination';
 import { Role } from '../schema/role.type';
 import { User } from '../schema/user.type';
 
@@ -29,6 +34,80 @@ export class ApiKeyResolver {
   async createApiKey(@Arg('input', () => CreateApiKeyInput) input: CreateApiKeyInput, @Ctx() ctx: GraphQLContext) {
     const created = await ctx.services.keys.create(ctx.actor, input);
     return { apiKey: created.key, secret: created.secret };
+  }
+
+  @Query(() => ApiKey, { nullable: true })
+  @Authorized('keys:read', 'keys:own')
+  apiKey(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.keyQueries.findById(ctx.actor, id);
+  }
+
+  @Query(() => ApiKeyConnection)
+  @Authorized('keys:read', 'keys:own')
+  async apiKeys(
+    @Ctx() ctx: GraphQLContext,
+    @Arg('filter', () => ApiKeyFilter, { nullable: true }) filter?: ApiKeyFilter | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 50 }) first?: number | null,
+    @Arg('after', () => String, { nullable: true }) after?: string | null,
+  ) {
+    const page = await ctx.services.keyQueries.list(ctx.actor, filter, first, after);
+    return toConnection(page.rows, page.hasNextPage, encodeCursor, page.totalCount);
+  }
+
+  @Authorized('keys:write', 'keys:own')
+  @Mutation(() => ApiKey)
+  updateApiKey(@Arg('id', () => ID) id: string, @Arg('input', () => UpdateApiKeyInput) input: UpdateApiKeyInput, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.keyLifecycle.update(ctx.actor, id, input);
+  }
+
+  @Authorized('keys:write', 'keys:own')
+  @Mutation(() => CreatedApiKey, {
+    description: 'Issues a successor with the same settings; the old key keeps verifying for gracePeriodSeconds, then EXPIRED',
+  })
+  async rotateApiKey(
+    @Arg('id', () => ID) id: string,
+    @Ctx() ctx: GraphQLContext,
+    @Arg('gracePeriodSeconds', () => Int, { nullable: true, defaultValue: 0 }) gracePeriodSeconds?: number | null,
+  ) {
+    const created = await ctx.services.keyLifecycle.rotate(ctx.actor, id, gracePeriodSeconds);
+    return { apiKey: created.key, secret: created.secret };
+  }
+
+  @Authorized('keys:write', 'keys:own')
+  @Mutation(() => ApiKey)
+  revokeApiKey(@Arg('id', () => ID) id: string, @Arg('reason', () => String) reason: string, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.keyLifecycle.revoke(ctx.actor, id, reason);
+  }
+
+  @Authorized('keys:write', 'keys:own')
+  @Mutation(() => Int, { description: 'Emergency: revokes every key the user and its service accounts own; returns how many' })
+  revokeAllApiKeys(@Arg('userId', () => ID) userId: string, @Arg('reason', () => String) reason: string, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.keyLifecycle.revokeAll(ctx.actor, userId, reason);
+  }
+
+  @Authorized('keys:write', 'keys:own')
+  @Mutation(() => ApiKey)
+  disableApiKey(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.keyLifecycle.disable(ctx.actor, id);
+  }
+
+  @Authorized('keys:write', 'keys:own')
+  @Mutation(() => ApiKey)
+  enableApiKey(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.keyLifecycle.enable(ctx.actor, id);
+  }
+
+  @FieldResolver(() => [UsagePoint])
+  usage(
+    @Root() key: ApiKeyEntity,
+    @Ctx() ctx: GraphQLContext,
+    @Arg('from', () => DateTimeISO, { nullable: true }) from?: Date | null,
+    @Arg('to', () => DateTimeISO, { nullable: true }) to?: Date | null,
+    @Arg('bucket', () => TimeBucket, { nullable: true, defaultValue: TimeBucket.HOUR }) bucket?: TimeBucket | null,
+  ) {
+    const end = to ?? new Date();
+    const start = from ?? new Date(end.getTime() - 86_400_000);
+    return ctx.services.usage.series(key.id, start, end, bucket ?? TimeBucket.HOUR);
   }
 
   @FieldResolver(() => KeyStatus)

@@ -6,6 +6,9 @@ import type { UserEntity } from '../entities';
 import { encodeCursor } from '../services/pagination';
 import { toConnection } from '../schema/connection.type';
 import { Role } from '../schema/role.type';
+import { ApiKeyConnection } from '../schema/api-key.type';
+import { KeyStatus } from '../schema/enums';
+import { canReadKeysOf } from '../services/key-access';
 import { CreateServiceAccountInput, CreateUserInput, UpdateUserInput, UserFilter } from '../schema/user.input';
 import { User, UserConnection } from '../schema/user.type';
 
@@ -96,6 +99,19 @@ export class UserResolver {
   async permissions(@Root() user: UserEntity, @Ctx() ctx: GraphQLContext): Promise<string[]> {
     const roles = await ctx.loaders.rolesByUserId.load(user.id);
     return normalize(roles.flatMap((r) => r.permissions));
+  }
+
+  @FieldResolver(() => ApiKeyConnection)
+  async apiKeys(
+    @Root() user: UserEntity,
+    @Ctx() ctx: GraphQLContext,
+    @Arg('status', () => KeyStatus, { nullable: true }) status?: KeyStatus | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 50 }) first?: number | null,
+    @Arg('after', () => String, { nullable: true }) after?: string | null,
+  ) {
+    if (!canReadKeysOf(ctx.actor, user)) requireAnyPermission(ctx, ['keys:read'], 'User.apiKeys');
+    const page = await ctx.services.keyQueries.list(ctx.actor, { ownerId: user.id, status }, first, after);
+    return toConnection(page.rows, page.hasNextPage, encodeCursor, page.totalCount);
   }
 
   @FieldResolver(() => User, { nullable: true })

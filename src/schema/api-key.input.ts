@@ -1,4 +1,5 @@
 import { Field, ID, InputType, Int } from 'type-graphql';
+import { KeyStatus } from './enums';
 import { DateTimeISO, JSONObject } from './scalars';
 
 @InputType('RateLimitInput')
@@ -53,4 +54,52 @@ export class CreateApiKeyInput {
 
   @Field(() => JSONObject, { nullable: true })
   metadata?: Record<string, unknown> | null;
+}
+
+@InputType('UpdateApiKeyInput')
+export class UpdateApiKeyInput {
+  @Field(() => String, { nullable: true })
+  name?: string | null;
+
+  @Field(() => [ID], { nullable: true })
+  roleIds?: string[] | null;
+
+  @Field(() => [String], { nullable: true })
+  permissions?: string[] | null;
+
+  @Field(() => DateTimeISO, { nullable: true })
+  expiresAt?: Date | null;
+
+  @Field(() => [String], { nullable: true })
+  allowedCidrs?: string[] | null;
+
+  @Field(() => RateLimitInput, { nullable: true })
+  rateLimit?: RateLimitInput | null;
+
+  @Field(() => Int, { nullable: true })
+  remaining?: number | null;
+
+  @Field(() => RefillInput, { nullable: true })
+  refill?: RefillInput | null;
+
+  @Field(() => JSONObject, { nullable: true })
+  metadata?: Record<string, unknown> | null;
+}
+
+@InputType('ApiKeyFilter')
+export class ApiKeyFilter {
+  @Field(() => ID, { nullable: true })
+  ownerId?: string | null;
+
+  @Field(() => KeyStatus, { nullable: true })
+  status?: KeyStatus | null;
+
+  @Field(() => DateTimeISO, { nullable: true })
+  expiresBefore?: Date | null;
+
+  @Field(() => ID, { nullable: true })
+  createdById?: string | null;
+
+  @Field(() => String, { nullable: true, description: 'Case-insensitive substring of name, or a key start such as kl_3Fz9' })
+  search?: string | null;
 }

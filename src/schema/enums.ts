@@ -1,6 +1,12 @@
 import { registerEnumType } from 'type-graphql';
 import { ActorType, AuditOutcome, KeyStatus, UserKind, UserStatus, VerifyCode } from '../entities/enums';
 
+export enum TimeBucket {
+  MINUTE = 'MINUTE',
+  HOUR = 'HOUR',
+  DAY = 'DAY',
+}
+
 export enum SortOrder {
   ASC = 'ASC',
   DESC = 'DESC',
@@ -25,6 +31,7 @@ registerEnumType(KeyStatus, {
 registerEnumType(AuditOutcome, { name: 'AuditOutcome' });
 registerEnumType(ActorType, { name: 'ActorType' });
 registerEnumType(SortOrder, { name: 'SortOrder' });
+registerEnumType(TimeBucket, { name: 'TimeBucket' });
 registerEnumType(VerifyCode, { name: 'VerifyCode', description: 'Why a verification succeeded or failed, checked in this order.' });
 
 export { ActorType, AuditOutcome, KeyStatus, UserKind, UserStatus, VerifyCode };

@@ -10,8 +10,8 @@ function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlug
   return {
     async requestDidStart() {
       return {
-        async didEncounterErrors({ errors, contextValue, request }) {
-          await auditDenials(contextValue, errors, request.operationName ?? null);
+        async didEncounterErrors({ errors, contextValue, request, operation }) {
+          await auditDenials(contextValue, errors, request.operationName ?? null, operation);
           for (const error of errors) {
             const code = String(error.extensions?.code ?? 'INTERNAL_SERVER_ERROR');
             if (code === 'INTERNAL_SERVER_ERROR' || !error.extensions?.code) {

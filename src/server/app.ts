@@ -59,7 +59,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
     await checkPepper(dataSource, config.keyPepper);
 
-    const services = createServices(dataSource, config);
+    const services = createServices(dataSource, {
+      ...config,
+      onBackgroundError: (error) => logger.error({ err: error }, 'usage flush failed'),
+    });
     const boot = await bootstrap(dataSource, services, config.bootstrapAdminKey);
     if (boot.created) logger.info('bootstrap: created user admin with the admin role');
     if (boot.generatedKey) announce(`BOOTSTRAP ADMIN KEY (shown once, store it now): ${boot.generatedKey}`);
@@ -107,6 +110,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
             httpServer.closeAllConnections();
           });
           await apollo.stop();
+          await services.usage.close();
           await ds.destroy();
           await embedded?.stop();
         })()),

@@ -1,3 +1,4 @@
+import { Kind, type FieldNode, type OperationDefinitionNode } from 'graphql';
 import type { DataSource } from 'typeorm';
 import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
 import { AuditOutcome } from '../entities/enums';
@@ -21,15 +22,30 @@ interface ErrorLike {
   path?: ReadonlyArray<string | number>;
 }
 
+/** `Mutation.createRole` for the root field an error's path starts at, whatever alias the client used. */
+function rootOperation(operation: OperationDefinitionNode | null | undefined, path: ErrorLike['path']): string {
+  const responseKey = path?.[0];
+  const type = operation ? operation.operation[0]!.toUpperCase() + operation.operation.slice(1) : 'Operation';
+  const field = operation?.selectionSet.selections.find(
+    (s): s is FieldNode => s.kind === Kind.FIELD && (s.alias?.value ?? s.name.value) === responseKey,
+  );
+  return `${type}.${field?.name.value ?? String(responseKey ?? 'unknown')}`;
+}
+
 /**
  * Every FORBIDDEN answer becomes an authz.denied event naming the attempted operation,
  * whichever layer refused it (the auth checker or a service rule such as no-escalation).
  */
-export async function auditDenials(context: GraphQLContext, errors: readonly ErrorLike[], operationName: string | null): Promise<void> {
+export async function auditDenials(
+  context: GraphQLContext,
+  errors: readonly ErrorLike[],
+  operationName: string | null,
+  operationNode?: OperationDefinitionNode | null,
+): Promise<void> {
   for (const error of errors) {
     const original = error.originalError;
     if (!(original instanceof DomainError) || original.code !== 'FORBIDDEN') continue;
-    const operation = String(original.extensions.operation ?? error.path?.filter((p) => typeof p === 'string').join('.') ?? 'unknown');
+    const operation = String(original.extensions.operation ?? rootOperation(operationNode, error.path));
     if (context.deniedAudited.has(operation)) continue;
     context.deniedAudited.add(operation);
     await context.services.audit.recordAlone(context.actor, {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
-import type { ExecutionResult, GraphQLError, GraphQLSchema } from 'graphql';
+import { getOperationAST, type ExecutionResult, type GraphQLError, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
@@ -53,9 +53,12 @@ export function attachWebSocket(
         state.operations.set(id, context);
         return context;
       },
-      onNext: async (ctx, id, payload, _args, result) => {
+      onNext: async (ctx, id, payload, args, result) => {
         const context = states.get(ctx)?.operations.get(id);
-        if (context && result.errors) await auditDenials(context, result.errors, payload.operationName ?? null);
+        if (context && result.errors) {
+          const operation = getOperationAST(args.document, args.operationName ?? undefined);
+          await auditDenials(context, result.errors, payload.operationName ?? null, operation);
+        }
         return formatResult(result);
       },
       onComplete: (ctx, id) => {

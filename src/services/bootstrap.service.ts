@@ -40,7 +40,7 @@ export async function bootstrap(
       tx,
       SYSTEM_ACTOR,
       { ownerId: admin.id, name: 'bootstrap admin key', permissions: ['*'] },
-      presetKey ?? undefined,
+      presetKey ? { presetSecret: presetKey } : {},
     );
     return { generatedKey: presetKey === null ? secret : null, created: true };
   });

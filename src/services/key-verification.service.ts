@@ -3,6 +3,8 @@ import type { DataSource } from 'typeorm';
 import { hashKey, parseKey } from '../auth/key-format';
 import { coversAll, intersect, normalize } from '../auth/permissions';
 import { StoredKeyStatus, UserStatus, VerifyCode } from '../entities/enums';
+import type { KeyRateLimiter, RateLimitDecision } from './rate-limiter';
+import type { UsageService } from './usage.service';
 
 /** Everything a verification needs about one key, read in a single round trip. */
 export interface KeyRecord {
@@ -17,6 +19,10 @@ export interface KeyRecord {
   allowedCidrs: string[];
   metadata: Record<string, unknown> | null;
   remaining: number | null;
+  refillAmount: number | null;
+  refillIntervalSeconds: number | null;
+  lastRefillAt: Date | null;
+  rateLimit: { limit: number; windowSeconds: number } | null;
   /** The key's own grants plus its roles' permissions, before bounding by the owner */
   keyPermissions: string[];
   ownerPermissions: string[];
@@ -28,16 +34,22 @@ export interface VerifyOutcome {
   record: KeyRecord | null;
   /** Effective permissions; empty unless the key is usable */
   permissions: string[];
+  /** Quota left after this verification; null means unlimited */
+  remaining: number | null;
+  rateLimit: RateLimitDecision | null;
 }
 
 export interface VerifyRequest {
   ip?: string | null;
   permissions?: readonly string[];
+  /** What the key was used for at the calling service, recorded with the usage */
+  resource?: string | null;
 }
 
 const KEY_QUERY = `
   SELECT k.id, k.name, k.owner_id, u.status AS owner_status, o.status AS owner_owner_status,
          k.stored_status, k.expires_at, k.allowed_cidrs, k.metadata, k.remaining, k.granted_permissions,
+         k.refill_amount, k.refill_interval_seconds, k.last_refill_at, k.rate_limit, k.rate_limit_window_seconds,
          coalesce((SELECT array_agg(DISTINCT p) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id,
                    unnest(r.permissions) p WHERE kr.key_id = k.id), '{}') AS key_role_permissions,
          coalesce((SELECT array_agg(r.name ORDER BY r.name) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id
@@ -60,6 +72,11 @@ interface KeyRow {
   allowed_cidrs: string[];
   metadata: Record<string, unknown> | null;
   remaining: number | null;
+  refill_amount: number | null;
+  refill_interval_seconds: number | null;
+  last_refill_at: Date | null;
+  rate_limit: number | null;
+  rate_limit_window_seconds: number | null;
   granted_permissions: string[];
   key_role_permissions: string[];
   role_names: string[];
@@ -78,6 +95,10 @@ function toRecord(row: KeyRow): KeyRecord {
     allowedCidrs: row.allowed_cidrs,
     metadata: row.metadata,
     remaining: row.remaining,
+    refillAmount: row.refill_amount,
+    refillIntervalSeconds: row.refill_interval_seconds,
+    lastRefillAt: row.last_refill_at,
+    rateLimit: row.rate_limit === null ? null : { limit: row.rate_limit, windowSeconds: row.rate_limit_window_seconds! },
     keyPermissions: normalize([...row.granted_permissions, ...row.key_role_permissions]),
     ownerPermissions: normalize(row.owner_permissions),
     roleNames: row.role_names,
@@ -114,14 +135,53 @@ export function evaluate(record: KeyRecord, request: VerifyRequest, now: Date): 
   if (request.permissions && !coversAll(effectivePermissions(record), request.permissions)) {
     return VerifyCode.INSUFFICIENT_PERMISSIONS;
   }
-  if (record.remaining !== null && record.remaining <= 0) return VerifyCode.USAGE_EXCEEDED;
+  if (availableQuota(record, now) === 0) return VerifyCode.USAGE_EXCEEDED;
   return VerifyCode.VALID;
 }
+
+function refillDue(record: KeyRecord, now: Date): boolean {
+  return (
+    record.refillAmount !== null &&
+    record.refillIntervalSeconds !== null &&
+    record.lastRefillAt !== null &&
+    now.getTime() >= record.lastRefillAt.getTime() + record.refillIntervalSeconds * 1000
+  );
+}
+
+/** Verifications left before this one, counting a refill that is due; null means unlimited. */
+export function availableQuota(record: KeyRecord, now: Date): number | null {
+  if (record.remaining === null) return null;
+  return refillDue(record, now) ? record.refillAmount! : record.remaining;
+}
+
+/**
+ * Takes one from the quota in a single row-locking statement, applying a due refill first
+ * (refill restores `amount`), so concurrent verifications can never overspend.
+ * Returns the quota left, or null when nothing was left to take.
+ */
+const CONSUME_QUOTA = `
+  WITH due AS (
+    SELECT id, refill_interval_seconds IS NOT NULL AND last_refill_at IS NOT NULL
+               AND now() >= last_refill_at + make_interval(secs => refill_interval_seconds) AS refill
+      FROM api_keys WHERE id = $1 FOR UPDATE
+  )
+  UPDATE api_keys k SET
+    remaining = (CASE WHEN due.refill THEN k.refill_amount ELSE k.remaining END) - 1,
+    last_refill_at = CASE WHEN due.refill
+      THEN k.last_refill_at + make_interval(secs => k.refill_interval_seconds
+             * floor(extract(epoch FROM now() - k.last_refill_at) / k.refill_interval_seconds))
+      ELSE k.last_refill_at END
+  FROM due
+  WHERE k.id = due.id AND k.remaining IS NOT NULL
+    AND (CASE WHEN due.refill THEN k.refill_amount ELSE k.remaining END) > 0
+  RETURNING k.remaining`;
 
 export class KeyVerificationService {
   constructor(
     private readonly dataSource: DataSource,
     private readonly pepper: string,
+    private readonly limiter: KeyRateLimiter,
+    private readonly usage: UsageService,
   ) {}
 
   async lookup(secret: string): Promise<KeyRecord | null> {
@@ -129,12 +189,53 @@ export class KeyVerificationService {
     return rows[0] ? toRecord(rows[0]) : null;
   }
 
+  /**
+   * Checks a key in the contract's order, then consumes rate limit and quota only when everything
+   * else passed, and records the usage. A failed verification consumes nothing.
+   */
   async verify(secret: string, request: VerifyRequest = {}): Promise<VerifyOutcome> {
-    if (!parseKey(secret)) return { code: VerifyCode.MALFORMED, record: null, permissions: [] };
+    const outcome = await this.check(secret, request);
+    this.usage.record({
+      occurredAt: new Date(),
+      keyId: outcome.record?.id ?? null,
+      ownerId: outcome.record?.ownerId ?? null,
+      code: outcome.code,
+      ip: request.ip ?? null,
+      resource: request.resource?.slice(0, 200) ?? null,
+    });
+    return outcome;
+  }
+
+  private async check(secret: string, request: VerifyRequest): Promise<VerifyOutcome> {
+    const fail = (code: VerifyCode, record: KeyRecord | null = null): VerifyOutcome => ({
+      code,
+      record,
+      permissions: [],
+      remaining: record ? availableQuota(record, new Date()) : null,
+      rateLimit: null,
+    });
+    if (!parseKey(secret)) return fail(VerifyCode.MALFORMED);
     const record = await this.lookup(secret);
-    if (!record) return { code: VerifyCode.NOT_FOUND, record: null, permissions: [] };
+    if (!record) return fail(VerifyCode.NOT_FOUND);
     const code = evaluate(record, request, new Date());
-    const usable = code === VerifyCode.VALID || code === VerifyCode.INSUFFICIENT_PERMISSIONS;
-    return { code, record, permissions: usable ? effectivePermissions(record) : [] };
+    if (code !== VerifyCode.VALID) return fail(code, record);
+
+    let rateLimit: RateLimitDecision | null = null;
+    if (record.rateLimit) {
+      rateLimit = await this.limiter.consume(record.id, record.rateLimit.limit, record.rateLimit.windowSeconds);
+      if (!rateLimit.allowed) return { ...fail(VerifyCode.RATE_LIMITED, record), rateLimit };
+    }
+    let remaining: number | null = null;
+    if (record.remaining !== null) {
+      // TypeORM answers an UPDATE with [rows, count]
+      const [rows] = (await this.dataSource.query(CONSUME_QUOTA, [record.id])) as [Array<{ remaining: number }>, number];
+      const updated = rows[0];
+      if (!updated) {
+        if (record.rateLimit) await this.limiter.refund(record.id, record.rateLimit.limit, record.rateLimit.windowSeconds);
+        return { ...fail(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
+      }
+      remaining = updated.remaining;
+    }
+    return { code: VerifyCode.VALID, record, permissions: effectivePermissions(record), remaining, rateLimit };
   }
 }

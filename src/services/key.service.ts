@@ -1,47 +1,21 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { generateKey, hashKey, isValidPrefix, parseKey } from '../auth/key-format';
-import { coveredBy } from '../auth/permissions';
 import { ApiKeyEntity, ApiKeyRoleEntity, UserEntity } from '../entities';
-import { StoredKeyStatus, UserKind } from '../entities/enums';
+import { StoredKeyStatus } from '../entities/enums';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { assertWithinActor } from './escalation';
-import { BadInputError, ForbiddenError } from './errors';
+import { BadInputError } from './errors';
+import { assertCanManageKeysOf } from './key-access';
+import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import { requireRoles } from './role-lookup';
 import { inTransaction } from './transaction';
-import {
-  isUuid,
-  requireCidrs,
-  requireFuture,
-  requireIds,
-  requireMetadata,
-  requirePermissions,
-  requirePositiveInt,
-  requireText,
-} from './validation';
+import { isUuid, requireText } from './validation';
 
-export interface RateLimitSettings {
-  limit: number;
-  windowSeconds: number;
-}
-
-export interface RefillSettings {
-  amount: number;
-  intervalSeconds: number;
-}
-
-export interface CreateApiKeyInput {
+export interface CreateApiKeyInput extends KeySettingsInput {
   ownerId?: string | null;
   name: string;
   prefix?: string | null;
-  roleIds?: string[] | null;
-  permissions?: string[] | null;
-  expiresAt?: Date | null;
-  allowedCidrs?: string[] | null;
-  rateLimit?: RateLimitSettings | null;
-  remaining?: number | null;
-  refill?: RefillSettings | null;
-  metadata?: Record<string, unknown> | null;
 }
 
 export interface CreatedKey {
@@ -51,7 +25,6 @@ export interface CreatedKey {
 }
 
 const NAME_MAX = 200;
-const DAY_SECONDS = 86_400;
 
 export class KeyService {
   constructor(
@@ -66,33 +39,26 @@ export class KeyService {
   }
 
   /** Validates, inserts the key with its roles and writes its audit event, inside the caller's transaction. */
-  async insertKey(tx: EntityManager, actor: Actor, input: CreateApiKeyInput, presetSecret?: string): Promise<CreatedKey> {
+  async insertKey(
+    tx: EntityManager,
+    actor: Actor,
+    input: CreateApiKeyInput,
+    options: { presetSecret?: string; rotatedFromId?: string } = {},
+  ): Promise<CreatedKey> {
+    const settings = parseKeySettings(input);
     const name = requireText('name', input.name, NAME_MAX);
     const prefix = input.prefix ?? this.defaultPrefix;
     if (!isValidPrefix(prefix)) throw new BadInputError('prefix', 'prefix must be 2-12 lowercase letters or digits');
-    const roleIds = requireIds('roleIds', input.roleIds);
-    const grantedPermissions = requirePermissions('permissions', input.permissions ?? []);
-    const expiresAt = requireFuture('expiresAt', input.expiresAt);
-    const allowedCidrs = requireCidrs('allowedCidrs', input.allowedCidrs);
-    const rateLimit = input.rateLimit
-      ? {
-          limit: requirePositiveInt('rateLimit.limit', input.rateLimit.limit),
-          windowSeconds: requirePositiveInt('rateLimit.windowSeconds', input.rateLimit.windowSeconds, 30 * DAY_SECONDS),
-        }
-      : null;
-    const remaining = input.remaining ?? null;
-    if (remaining !== null && (!Number.isInteger(remaining) || remaining < 0)) {
-      throw new BadInputError('remaining', 'remaining must be a whole number of at least 0');
-    }
-    const refill = input.refill
-      ? {
-          amount: requirePositiveInt('refill.amount', input.refill.amount),
-          intervalSeconds: requirePositiveInt('refill.intervalSeconds', input.refill.intervalSeconds, 365 * DAY_SECONDS),
-        }
-      : null;
+    const roleIds = settings.roleIds ?? [];
+    const grantedPermissions = settings.grantedPermissions ?? [];
+    const expiresAt = settings.expiresAt ?? null;
+    const allowedCidrs = settings.allowedCidrs ?? [];
+    const rateLimit = settings.rateLimit ?? null;
+    const remaining = settings.remaining ?? null;
+    const refill = settings.refill ?? null;
     if (refill && remaining === null) throw new BadInputError('refill', 'refill needs remaining to be set');
-    const metadata = requireMetadata('metadata', input.metadata);
-    const secret = presetSecret ?? generateKey(prefix);
+    const metadata = settings.metadata ?? null;
+    const secret = options.presetSecret ?? generateKey(prefix);
     const parsed = parseKey(secret);
     if (!parsed) throw new BadInputError('key', 'The key is not well-formed');
 
@@ -114,7 +80,7 @@ export class KeyService {
       revokedAt: null,
       revokedById: null,
       revokeReason: null,
-      rotatedFromId: null,
+      rotatedFromId: options.rotatedFromId ?? null,
       allowedCidrs,
       rateLimitLimit: rateLimit?.limit ?? null,
       rateLimitWindowSeconds: rateLimit?.windowSeconds ?? null,
@@ -147,24 +113,16 @@ export class KeyService {
           remaining,
           refill,
         },
+        ...(options.rotatedFromId ? { rotatedFromId: options.rotatedFromId } : {}),
       },
     });
     return { key, secret };
   }
 
-  /**
-   * keys:write manages anyone's keys; keys:own only one's own and one's service accounts' keys.
-   */
   private async requireOwner(tx: EntityManager, actor: Actor, ownerId: string | null): Promise<UserEntity> {
     const owner = ownerId !== null && isUuid(ownerId) ? await tx.findOneBy(UserEntity, { id: ownerId }) : null;
     if (!owner) throw new BadInputError('ownerId', 'ownerId names a user that does not exist');
-    if (coveredBy(actor.permissions, 'keys:write')) return owner;
-    const ownsIt = owner.id === actor.userId || (owner.kind === UserKind.SERVICE && owner.ownerId === actor.userId);
-    if (!ownsIt || !coveredBy(actor.permissions, 'keys:own')) {
-      throw new ForbiddenError('keys:own covers only your own keys and your service accounts\' keys', {
-        required: ['keys:write'],
-      });
-    }
+    assertCanManageKeysOf(actor, owner);
     return owner;
   }
 }

@@ -1,3 +1,4 @@
+import type { ObjectLiteral, SelectQueryBuilder } from 'typeorm';
 import { BadInputError } from './errors';
 
 export const MAX_PAGE_SIZE = 500;
@@ -43,4 +44,24 @@ export function decodeCursor(cursor: string | null | undefined): Position | null
   const createdAt = new Date(parsed[0]);
   if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/i.test(parsed[1])) throw invalid();
   return { createdAt, id: parsed[1] };
+}
+
+/** One page in (created_at, id) order after the cursor, with the filter's total count. */
+export async function pageByCreation<T extends ObjectLiteral>(
+  query: SelectQueryBuilder<T>,
+  alias: string,
+  first: number | null | undefined,
+  after: string | null | undefined,
+): Promise<Page<T>> {
+  const size = pageSize(first);
+  const position = decodeCursor(after);
+  const totalCount = await query.clone().getCount();
+  if (position) {
+    query.andWhere(`(${alias}.created_at, ${alias}.id) > (:afterTime, :afterId)`, {
+      afterTime: position.createdAt,
+      afterId: position.id,
+    });
+  }
+  const rows = await query.orderBy(`${alias}.created_at`, 'ASC').addOrderBy(`${alias}.id`, 'ASC').limit(size + 1).getMany();
+  return { rows: rows.slice(0, size), hasNextPage: rows.length > size, totalCount };
 }

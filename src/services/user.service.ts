@@ -6,7 +6,7 @@ import type { AuditService } from './audit.service';
 import { assertWithinActor } from './escalation';
 import { BadInputError, ConflictError } from './errors';
 import { inTransaction, lockById } from './transaction';
-import { decodeCursor, pageSize, type Page } from './pagination';
+import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
 import { isUuid, requireEmail, requireIds, requireText } from './validation';
 
@@ -56,8 +56,9 @@ export class UserService {
   }
 
   async list(filter: UserFilter | null | undefined, first: number | null | undefined, after: string | null | undefined): Promise<Page<UserEntity>> {
-    const size = pageSize(first);
-    const position = decodeCursor(after);
+    // Validate paging arguments before any query runs.
+    pageSize(first);
+    decodeCursor(after);
     const query = this.dataSource.manager.createQueryBuilder(UserEntity, 'u');
     if (filter?.kind) query.andWhere('u.kind = :kind', { kind: filter.kind });
     if (filter?.status) query.andWhere('u.status = :status', { status: filter.status });
@@ -79,12 +80,7 @@ export class UserService {
         new Brackets((q) => q.where('u.name ILIKE :pattern', { pattern }).orWhere('u.email ILIKE :pattern', { pattern })),
       );
     }
-    const totalCount = await query.clone().getCount();
-    if (position) {
-      query.andWhere('(u.created_at, u.id) > (:afterTime, :afterId)', { afterTime: position.createdAt, afterId: position.id });
-    }
-    const rows = await query.orderBy('u.created_at', 'ASC').addOrderBy('u.id', 'ASC').limit(size + 1).getMany();
-    return { rows: rows.slice(0, size), hasNextPage: rows.length > size, totalCount };
+    return pageByCreation(query, 'u', first, after);
   }
 
   async createHuman(actor: Actor, input: CreateUserInput): Promise<UserEntity> {

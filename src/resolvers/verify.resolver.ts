@@ -1,0 +1,63 @@
+import { Arg, Authorized, Ctx, Query, Resolver } from 'type-graphql';
+import type { GraphQLContext } from '../auth/context';
+import { VerifyCode } from '../entities/enums';
+import { BadInputError } from '../services/errors';
+import type { VerifyOutcome } from '../services/key-verification.service';
+import { normalizeIp } from '../services/validation';
+import { VerifyKeyInput, VerifyResult } from '../schema/verify.type';
+
+const MAX_BATCH = 100;
+
+export function toVerifyResult(outcome: VerifyOutcome): VerifyResult {
+  const { record } = outcome;
+  const usable = record !== null && (outcome.code === VerifyCode.VALID || outcome.code === VerifyCode.INSUFFICIENT_PERMISSIONS);
+  return {
+    valid: outcome.code === VerifyCode.VALID,
+    code: outcome.code,
+    keyId: record?.id ?? null,
+    name: record?.name ?? null,
+    ownerId: record?.ownerId ?? null,
+    permissions: usable ? outcome.permissions : [],
+    roles: usable ? record.roleNames : [],
+    expiresAt: record?.expiresAt ?? null,
+    remaining: outcome.remaining,
+    rateLimit: outcome.rateLimit && {
+      limit: outcome.rateLimit.limit,
+      remaining: outcome.rateLimit.remaining,
+      resetAt: outcome.rateLimit.resetAt,
+    },
+    metadata: usable ? record.metadata : null,
+  };
+}
+
+function requestOf(input: VerifyKeyInput, field: string) {
+  let ip: string | null = null;
+  if (input.ip !== undefined && input.ip !== null) {
+    ip = normalizeIp(input.ip);
+    if (!ip) throw new BadInputError(`${field}.ip`, `${field}.ip is not an IPv4 or IPv6 address`);
+  }
+  if (input.permissions && input.permissions.length > 100) {
+    throw new BadInputError(`${field}.permissions`, 'at most 100 permissions');
+  }
+  return { ip, permissions: input.permissions ?? undefined, resource: input.resource ?? null };
+}
+
+/** A bad key is a result (valid: false, code), never an error: services branch on `code`. */
+@Resolver()
+export class VerifyResolver {
+  @Authorized('keys:verify')
+  @Query(() => VerifyResult, { description: 'Checks a presented key. Needs keys:verify. A bad key is a result (valid: false), not an error.' })
+  async verifyKey(@Arg('input', () => VerifyKeyInput) input: VerifyKeyInput, @Ctx() ctx: GraphQLContext): Promise<VerifyResult> {
+    const request = requestOf(input, 'input');
+    return toVerifyResult(await ctx.services.verification.verify(input.key, request));
+  }
+
+  @Authorized('keys:verify')
+  @Query(() => [VerifyResult], { description: 'Up to 100 keys in one call, results in input order' })
+  async verifyKeys(@Arg('inputs', () => [VerifyKeyInput]) inputs: VerifyKeyInput[], @Ctx() ctx: GraphQLContext): Promise<VerifyResult[]> {
+    if (inputs.length > MAX_BATCH) throw new BadInputError('inputs', `at most ${MAX_BATCH} keys per call`);
+    const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`));
+    const outcomes = await Promise.all(inputs.map((input, i) => ctx.services.verification.verify(input.key, requests[i])));
+    return outcomes.map(toVerifyResult);
+  }
+}

@@ -1,0 +1,236 @@
+import { In, type DataSource, type EntityManager } from 'typeorm';
+import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
+import { StoredKeyStatus } from '../entities/enums';
+import type { Actor } from './actor';
+import type { AuditService } from './audit.service';
+import { assertWithinActor } from './escalation';
+import { BadInputError, ConflictError } from './errors';
+import { assertCanManageKeysOf } from './key-access';
+import { parseKeySettings, type KeySettingsInput } from './key-settings';
+import type { CreatedKey, KeyService } from './key.service';
+import { requireRoles } from './role-lookup';
+import { inTransaction, lockById } from './transaction';
+import { requireText } from './validation';
+
+const REASON_MAX = 1000;
+const MAX_GRACE_SECONDS = 30 * 86_400;
+const CONFLICT_MESSAGE = 'The key changed concurrently; try again';
+
+function isExpired(key: ApiKeyEntity, now: Date): boolean {
+  return key.expiresAt !== null && key.expiresAt.getTime() <= now.getTime();
+}
+
+function iso(date: Date | null): string | null {
+  return date?.toISOString() ?? null;
+}
+
+/** Every transition of an existing key; each commits with its audit event. */
+export class KeyLifecycleService {
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly audit: AuditService,
+    private readonly keys: KeyService,
+  ) {}
+
+  async update(actor: Actor, id: string, input: KeySettingsInput): Promise<ApiKeyEntity> {
+    const settings = parseKeySettings(input);
+    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+      const key = await this.lockManageable(tx, actor, id, 'updated');
+      const before: Record<string, unknown> = {};
+      const after: Record<string, unknown> = {};
+      const set = (field: string, from: unknown, to: unknown) => {
+        if (JSON.stringify(from) === JSON.stringify(to)) return;
+        before[field] = from;
+        after[field] = to;
+      };
+
+      if (settings.name !== undefined) {
+        set('name', key.name, settings.name);
+        key.name = settings.name;
+      }
+      if (settings.grantedPermissions !== undefined) {
+        assertWithinActor(actor, settings.grantedPermissions, 'grant these permissions to the key');
+        set('permissions', key.grantedPermissions, settings.grantedPermissions);
+        key.grantedPermissions = settings.grantedPermissions;
+      }
+      if (settings.roleIds !== undefined) {
+        const roles = await requireRoles(tx, 'roleIds', settings.roleIds);
+        assertWithinActor(actor, roles.flatMap((r) => r.permissions), 'grant these roles to the key');
+        const current = await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } });
+        const currentNames = await this.roleNames(tx, current.map((r) => r.roleId));
+        set('roles', currentNames, roles.map((r) => r.name).sort());
+        await tx.delete(ApiKeyRoleEntity, { keyId: key.id });
+        if (roles.length > 0) await tx.insert(ApiKeyRoleEntity, roles.map((r) => ({ keyId: key.id, roleId: r.id })));
+      }
+      if (settings.expiresAt !== undefined) {
+        set('expiresAt', iso(key.expiresAt), iso(settings.expiresAt));
+        key.expiresAt = settings.expiresAt;
+      }
+      if (settings.allowedCidrs !== undefined) {
+        set('allowedCidrs', key.allowedCidrs, settings.allowedCidrs);
+        key.allowedCidrs = settings.allowedCidrs;
+      }
+      if (settings.rateLimit !== undefined) {
+        const current = key.rateLimitLimit === null ? null : { limit: key.rateLimitLimit, windowSeconds: key.rateLimitWindowSeconds };
+        set('rateLimit', current, settings.rateLimit);
+        key.rateLimitLimit = settings.rateLimit?.limit ?? null;
+        key.rateLimitWindowSeconds = settings.rateLimit?.windowSeconds ?? null;
+      }
+      if (settings.remaining !== undefined) {
+        set('remaining', key.remaining, settings.remaining);
+        key.remaining = settings.remaining;
+      }
+      if (settings.refill !== undefined) {
+        const current = key.refillAmount === null ? null : { amount: key.refillAmount, intervalSeconds: key.refillIntervalSeconds };
+        set('refill', current, settings.refill);
+        key.refillAmount = settings.refill?.amount ?? null;
+        key.refillIntervalSeconds = settings.refill?.intervalSeconds ?? null;
+        key.lastRefillAt = settings.refill ? new Date() : null;
+      }
+      if (key.refillAmount !== null && key.remaining === null) {
+        throw new BadInputError('refill', 'refill needs remaining to be set');
+      }
+      if (settings.metadata !== undefined) {
+        set('metadata', key.metadata, settings.metadata);
+        key.metadata = settings.metadata;
+      }
+      if (Object.keys(after).length === 0) return key;
+      key.updatedAt = new Date();
+      await tx.save(ApiKeyEntity, key);
+      await this.record(tx, actor, 'key.update', key, { before, after });
+      return key;
+    });
+  }
+
+  async disable(actor: Actor, id: string): Promise<ApiKeyEntity> {
+    return this.setStatus(actor, id, StoredKeyStatus.DISABLED, 'key.disable');
+  }
+
+  async enable(actor: Actor, id: string): Promise<ApiKeyEntity> {
+    return this.setStatus(actor, id, StoredKeyStatus.ACTIVE, 'key.enable');
+  }
+
+  async revoke(actor: Actor, id: string, reason: string): Promise<ApiKeyEntity> {
+    const why = requireText('reason', reason, REASON_MAX);
+    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+      const key = await this.lockManageable(tx, actor, id, 'revoked again');
+      const before = key.storedStatus;
+      this.markRevoked(key, actor, why);
+      await tx.save(ApiKeyEntity, key);
+      await this.record(tx, actor, 'key.revoke', key, { reason: why, before: { status: before }, after: { status: 'REVOKED' } });
+      return key;
+    });
+  }
+
+  /** Emergency: every key of the user and of its service accounts, in one transaction. */
+  async revokeAll(actor: Actor, userId: string, reason: string): Promise<number> {
+    const why = requireText('reason', reason, REASON_MAX);
+    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+      const user = await lockById(tx, UserEntity, 'User', userId);
+      assertCanManageKeysOf(actor, user);
+      const keys = await tx
+        .createQueryBuilder(ApiKeyEntity, 'k')
+        .setLock('pessimistic_write')
+        .where('k.stored_status <> :revoked', { revoked: StoredKeyStatus.REVOKED })
+        .andWhere('(k.owner_id = :userId OR k.owner_id IN (SELECT id FROM users WHERE owner_id = :userId))', { userId: user.id })
+        .orderBy('k.created_at')
+        .getMany();
+      for (const key of keys) this.markRevoked(key, actor, why);
+      if (keys.length > 0) await tx.save(ApiKeyEntity, keys);
+      await this.audit.record(tx, actor, {
+        action: 'key.revoke_all',
+        targetType: 'user',
+        targetId: user.id,
+        details: { reason: why, count: keys.length, keyIds: keys.map((k) => k.id) },
+      });
+      return keys.length;
+    });
+  }
+
+  /** A successor with the same settings; the old key keeps verifying until now + grace, then is EXPIRED. */
+  async rotate(actor: Actor, id: string, gracePeriodSeconds: number | null | undefined): Promise<CreatedKey> {
+    const grace = gracePeriodSeconds ?? 0;
+    if (!Number.isInteger(grace) || grace < 0 || grace > MAX_GRACE_SECONDS) {
+      throw new BadInputError('gracePeriodSeconds', `gracePeriodSeconds must be a whole number from 0 to ${MAX_GRACE_SECONDS}`);
+    }
+    return inTransaction(this.dataSource, 'This key was already rotated', async (tx) => {
+      const key = await this.lockManageable(tx, actor, id, 'rotated');
+      const now = new Date();
+      if (isExpired(key, now)) throw new ConflictError('An expired key cannot be rotated; create a new one');
+      const successorOf = await tx.findOneBy(ApiKeyEntity, { rotatedFromId: key.id });
+      if (successorOf) throw new ConflictError('This key was already rotated');
+      const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
+      const successor = await this.keys.insertKey(
+        tx,
+        actor,
+        {
+          ownerId: key.ownerId,
+          name: key.name,
+          prefix: key.prefix,
+          roleIds,
+          permissions: key.grantedPermissions,
+          expiresAt: key.expiresAt,
+          allowedCidrs: key.allowedCidrs,
+          rateLimit: key.rateLimitLimit === null ? null : { limit: key.rateLimitLimit, windowSeconds: key.rateLimitWindowSeconds! },
+          remaining: key.remaining,
+          refill: key.refillAmount === null ? null : { amount: key.refillAmount, intervalSeconds: key.refillIntervalSeconds! },
+          metadata: key.metadata,
+        },
+        { rotatedFromId: key.id },
+      );
+      const graceEnd = new Date(now.getTime() + grace * 1000);
+      const oldExpiry = key.expiresAt;
+      if (oldExpiry === null || graceEnd.getTime() < oldExpiry.getTime()) key.expiresAt = graceEnd;
+      key.updatedAt = now;
+      await tx.save(ApiKeyEntity, key);
+      await this.record(tx, actor, 'key.rotate', key, {
+        gracePeriodSeconds: grace,
+        successorId: successor.key.id,
+        before: { expiresAt: iso(oldExpiry) },
+        after: { expiresAt: iso(key.expiresAt) },
+      });
+      return successor;
+    });
+  }
+
+  private async setStatus(actor: Actor, id: string, status: StoredKeyStatus, action: string): Promise<ApiKeyEntity> {
+    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+      const key = await this.lockManageable(tx, actor, id, status === StoredKeyStatus.ACTIVE ? 'enabled' : 'disabled');
+      if (key.storedStatus === status) return key;
+      const before = key.storedStatus;
+      key.storedStatus = status;
+      key.updatedAt = new Date();
+      await tx.save(ApiKeyEntity, key);
+      await this.record(tx, actor, action, key, { before: { status: before }, after: { status } });
+      return key;
+    });
+  }
+
+  /** Locks the key, checks the actor may manage its owner's keys, and refuses revoked keys. */
+  private async lockManageable(tx: EntityManager, actor: Actor, id: string, attempted: string): Promise<ApiKeyEntity> {
+    const key = await lockById(tx, ApiKeyEntity, 'ApiKey', id);
+    const owner = await tx.findOneByOrFail(UserEntity, { id: key.ownerId });
+    assertCanManageKeysOf(actor, owner);
+    if (key.storedStatus === StoredKeyStatus.REVOKED) throw new ConflictError(`A revoked key cannot be ${attempted}`);
+    return key;
+  }
+
+  private markRevoked(key: ApiKeyEntity, actor: Actor, reason: string): void {
+    const now = new Date();
+    key.storedStatus = StoredKeyStatus.REVOKED;
+    key.revokedAt = now;
+    key.revokedById = actor.userId;
+    key.revokeReason = reason;
+    key.updatedAt = now;
+  }
+
+  private async roleNames(tx: EntityManager, ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const roles = await tx.find(RoleEntity, { where: { id: In(ids) } });
+    return roles.map((r) => r.name).sort();
+  }
+
+  private record(tx: EntityManager, actor: Actor, action: string, key: ApiKeyEntity, details: Record<string, unknown>) {
+    return this.audit.record(tx, actor, { action, targetType: 'api_key', targetId: key.id, details: { ...details, start: key.start } });
+  }
+}

@@ -1,0 +1,44 @@
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+
+export interface RateLimitDecision {
+  allowed: boolean;
+  limit: number;
+  remaining: number;
+  resetAt: Date;
+}
+
+/**
+ * Fixed-window limits per key (rate-limiter-flexible): `limit` verifications per `windowSeconds`,
+ * the window starting at a key's first use. In-process here; a shared store arrives with scale-out.
+ * One limiter per distinct (limit, window) so a changed setting starts a fresh window.
+ */
+export class KeyRateLimiter {
+  private readonly limiters = new Map<string, RateLimiterMemory>();
+
+  private limiter(limit: number, windowSeconds: number): RateLimiterMemory {
+    const id = `${limit}/${windowSeconds}`;
+    let limiter = this.limiters.get(id);
+    if (!limiter) {
+      limiter = new RateLimiterMemory({ points: limit, duration: windowSeconds, keyPrefix: id });
+      this.limiters.set(id, limiter);
+    }
+    return limiter;
+  }
+
+  async consume(keyId: string, limit: number, windowSeconds: number): Promise<RateLimitDecision> {
+    try {
+      const res = await this.limiter(limit, windowSeconds).consume(keyId, 1);
+      return { allowed: true, limit, remaining: res.remainingPoints, resetAt: new Date(Date.now() + res.msBeforeNext) };
+    } catch (rejection) {
+      if (!(rejection instanceof RateLimiterRes)) throw rejection;
+      // The rejected attempt was counted too; take it back so only successes use the window.
+      await this.refund(keyId, limit, windowSeconds);
+      return { allowed: false, limit, remaining: 0, resetAt: new Date(Date.now() + rejection.msBeforeNext) };
+    }
+  }
+
+  /** Gives a point back: a verification that failed after consuming must not count. */
+  async refund(keyId: string, limit: number, windowSeconds: number): Promise<void> {
+    await this.limiter(limit, windowSeconds).reward(keyId, 1);
+  }
+}

@@ -1,0 +1,139 @@
+import type { DataSource } from 'typeorm';
+import type { VerifyCode } from '../entities/enums';
+import { BadInputError } from './errors';
+
+export interface UsageRecord {
+  occurredAt: Date;
+  keyId: string | null;
+  ownerId: string | null;
+  code: VerifyCode;
+  ip: string | null;
+  resource: string | null;
+}
+
+export type Bucket = 'MINUTE' | 'HOUR' | 'DAY';
+
+const FLUSH_INTERVAL_MS = 200;
+const FLUSH_BATCH = 2000;
+/** Past this many unflushed records new ones are dropped (and counted) rather than growing memory. */
+const MAX_BUFFERED = 200_000;
+const MAX_RANGE_POINTS = 10_000;
+const BUCKET_SECONDS: Record<Bucket, number> = { MINUTE: 60, HOUR: 3600, DAY: 86_400 };
+
+/**
+ * Verifications are usage, not audit events: buffered in memory and written in multi-row batches
+ * off the request path. On kill -9 at most one flush interval of records is lost; close() flushes all.
+ */
+export class UsageService {
+  private buffer: UsageRecord[] = [];
+  private flushing: Promise<void> | null = null;
+  private readonly timer: NodeJS.Timeout;
+  dropped = 0;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly onError: (error: unknown) => void = () => {},
+  ) {
+    this.timer = setInterval(() => void this.flush(), FLUSH_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  record(entry: UsageRecord): void {
+    if (this.buffer.length >= MAX_BUFFERED) {
+      this.dropped++;
+      return;
+    }
+    this.buffer.push(entry);
+    if (this.buffer.length >= FLUSH_BATCH) void this.flush();
+  }
+
+  /** Writes everything buffered so far; concurrent callers share one flush. */
+  async flush(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.buffer.length === 0) return;
+    const batch = this.buffer;
+    this.buffer = [];
+    this.flushing = this.write(batch)
+      .catch((error: unknown) => {
+        // Put the batch back so a passing database error loses nothing.
+        this.buffer = batch.concat(this.buffer).slice(0, MAX_BUFFERED);
+        this.onError(error);
+      })
+      .finally(() => {
+        this.flushing = null;
+      });
+    await this.flushing;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+
+  private async write(batch: UsageRecord[]): Promise<void> {
+    await this.dataSource.query(
+      `INSERT INTO usage_events (occurred_at, key_id, owner_id, code, ip, resource)
+       SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])`,
+      [
+        batch.map((r) => r.occurredAt),
+        batch.map((r) => r.keyId),
+        batch.map((r) => r.ownerId),
+        batch.map((r) => r.code),
+        batch.map((r) => r.ip),
+        batch.map((r) => r.resource),
+      ],
+    );
+    // lastUsedAt/lastUsedIp: one statement per batch, newest valid use per key.
+    const latest = new Map<string, UsageRecord>();
+    for (const r of batch) if (r.keyId && r.code === 'VALID') latest.set(r.keyId, r);
+    if (latest.size === 0) return;
+    const rows = [...latest.values()];
+    await this.dataSource.query(
+      `UPDATE api_keys k SET last_used_at = v.t, last_used_ip = v.ip
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, t, ip)
+        WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.t)`,
+      [rows.map((r) => r.keyId), rows.map((r) => r.occurredAt), rows.map((r) => r.ip)],
+    );
+  }
+
+  /** Valid and invalid verifications per bucket for one key, empty buckets included. */
+  async series(keyId: string, from: Date, to: Date, bucket: Bucket): Promise<Array<{ start: Date; valid: number; invalid: number }>> {
+    const seconds = BUCKET_SECONDS[bucket];
+    if (from.getTime() >= to.getTime()) throw new BadInputError('from', 'from must be before to');
+    if ((to.getTime() - from.getTime()) / 1000 / seconds > MAX_RANGE_POINTS) {
+      throw new BadInputError('bucket', `at most ${MAX_RANGE_POINTS} buckets: choose a larger bucket or a shorter range`);
+    }
+    await this.flush();
+    const rows = (await this.dataSource.query(
+      `WITH buckets AS (
+         SELECT generate_series(to_timestamp(floor(extract(epoch FROM $2::timestamptz) / $4) * $4),
+                                $3::timestamptz - interval '1 microsecond', make_interval(secs => $4)) AS start
+       )
+       SELECT b.start,
+              count(u.*) FILTER (WHERE u.code = 'VALID')::int AS valid,
+              count(u.*) FILTER (WHERE u.code <> 'VALID')::int AS invalid
+         FROM buckets b
+         LEFT JOIN usage_events u
+           ON u.key_id = $1 AND u.occurred_at >= greatest(b.start, $2) AND u.occurred_at < least(b.start + make_interval(secs => $4), $3)
+        GROUP BY b.start ORDER BY b.start`,
+      [keyId, from, to, seconds],
+    )) as Array<{ start: Date; valid: number; invalid: number }>;
+    return rows;
+  }
+
+  /** Per-key valid/invalid counts over [from, to): the basis for reporting and invoicing. */
+  async report(from: Date, to: Date, ownerIds: string[] | null): Promise<Array<{ keyId: string; valid: number; invalid: number }>> {
+    if (from.getTime() >= to.getTime()) throw new BadInputError('from', 'from must be before to');
+    await this.flush();
+    return (await this.dataSource.query(
+      `SELECT key_id AS "keyId",
+              count(*) FILTER (WHERE code = 'VALID')::int AS valid,
+              count(*) FILTER (WHERE code <> 'VALID')::int AS invalid
+         FROM usage_events
+        WHERE key_id IS NOT NULL AND occurred_at >= $1 AND occurred_at < $2
+          AND ($3::uuid[] IS NULL OR owner_id = ANY($3::uuid[]))
+        GROUP BY key_id ORDER BY key_id`,
+      [from, to, ownerIds],
+    )) as Array<{ keyId: string; valid: number; invalid: number }>;
+  }
+}
