@@ -83,7 +83,7 @@ export class UsageService {
         batch.map((r) => r.resource),
       ],
     );
-    // lastUsedAt/lastUsedIp: one statement per batch, newest valid use per key.
+    // lastUsedAt/lastUsedIp and the owner's lastActiveAt: one statement each per batch, newest valid use.
     const latest = new Map<string, UsageRecord>();
     for (const r of batch) if (r.keyId && r.code === 'VALID') latest.set(r.keyId, r);
     if (latest.size === 0) return;
@@ -93,6 +93,13 @@ export class UsageService {
          FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, t, ip)
         WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.t)`,
       [rows.map((r) => r.keyId), rows.map((r) => r.occurredAt), rows.map((r) => r.ip)],
+    );
+    const owners = new Map(rows.map((r) => [r.ownerId!, r.occurredAt]));
+    await this.dataSource.query(
+      `UPDATE users u SET last_active_at = v.t
+         FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
+        WHERE u.id = v.id AND (u.last_active_at IS NULL OR u.last_active_at < v.t)`,
+      [[...owners.keys()], [...owners.values()]],
     );
   }
 
