@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { generateKey } from '../src/auth/key-format';
+import { spawn } from 'node:child_process';
+import { generateKey, isWellFormedKey } from '../src/auth/key-format';
 import { createTestDatabase, type TestDatabase } from './helpers/database';
 import { runToExit, startServerProcess } from './helpers/process';
 import { postGraphQL } from './helpers/server';
@@ -105,5 +106,47 @@ describe('bad configuration stops the server with one line naming the variable',
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /BOOTSTRAP_ADMIN_KEY/);
     assert.ok(!result.stderr.includes(bad) && !result.stdout.includes(bad));
+  });
+});
+
+describe('command line', () => {
+  const cli = join(__dirname, '..', '..', 'bin', 'keyledger.js');
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [cli, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c) => (stdout += String(c)));
+      child.stderr.on('data', (c) => (stderr += String(c)));
+      child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+
+  test('keygen prints one new well-formed key, with the prefix asked for', async () => {
+    const a = await run(['keygen']);
+    const b = await run(['keygen', '--prefix', 'acme']);
+    assert.equal(a.code, 0);
+    assert.ok(isWellFormedKey(a.stdout.trim()) && a.stdout.startsWith('kl_'));
+    assert.ok(isWellFormedKey(b.stdout.trim()) && b.stdout.startsWith('acme_'));
+    assert.notEqual(a.stdout, (await run(['keygen'])).stdout, 'a new key each time');
+    const bad = await run(['keygen', '--prefix', 'Not_Valid']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /prefix/);
+  });
+
+  test('migrate applies pending migrations once, then has nothing to do', async () => {
+    const db = await createTestDatabase();
+    try {
+      const env = { DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40) };
+      const first = await run(['migrate'], env);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stdout, /applied: /);
+      const tables = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('users', 'api_keys', 'audit_events')`);
+      assert.equal(tables[0]!.n, 3);
+      const second = await run(['migrate'], env);
+      assert.equal(second.code, 0);
+      assert.match(second.stdout, /no pending migrations/);
+    } finally {
+      await db.drop();
+    }
   });
 });

@@ -5,6 +5,7 @@ import type { DataSource } from 'typeorm';
 import type { Config } from '../config';
 import { createDataSource, hasPendingMigrations, migrate } from '../db/data-source';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded';
+import { ensureUsagePartitions } from '../db/partitions';
 import { checkPepper } from '../db/pepper-check';
 import { buildKeyledgerSchema } from '../schema/build-schema';
 import { createServices, type Services } from '../services';
@@ -55,9 +56,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       },
     });
     await dataSource.initialize();
+    const ds = dataSource;
     const applied = await migrate(dataSource);
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
     await checkPepper(dataSource, config.keyPepper);
+    const maintainPartitions = () =>
+      ensureUsagePartitions(ds).catch((error: unknown) => logger.error({ err: error }, 'usage partition maintenance failed'));
+    await maintainPartitions();
+    const partitionTimer = setInterval(() => void maintainPartitions(), 6 * 3600 * 1000);
+    partitionTimer.unref();
 
     const services = createServices(dataSource, {
       ...config,
@@ -69,7 +76,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
     const schema = await buildKeyledgerSchema();
     const apollo = await startApollo(schema, logger, metrics);
-    const ds = dataSource;
     let migrationsApplied = true;
     const isReady = async () => {
       try {
@@ -104,6 +110,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       generatedAdminKey: boot.generatedKey,
       close: () =>
         (closing ??= (async () => {
+          clearInterval(partitionTimer);
           await ws.close();
           await new Promise<void>((resolve) => {
             httpServer.close(() => resolve());

@@ -1,0 +1,28 @@
+import type { DataSource } from 'typeorm';
+
+const MONTHS_AHEAD = 2;
+
+function monthStart(year: number, month: number): Date {
+  return new Date(Date.UTC(year, month, 1));
+}
+
+/**
+ * Creates monthly partitions of usage_events from this month to MONTHS_AHEAD ahead, so rows never
+ * land in the default partition (which would block creating the partition for their month later).
+ */
+export async function ensureUsagePartitions(dataSource: DataSource, now = new Date()): Promise<string[]> {
+  const created: string[] = [];
+  for (let i = 0; i <= MONTHS_AHEAD; i++) {
+    const from = monthStart(now.getUTCFullYear(), now.getUTCMonth() + i);
+    const to = monthStart(from.getUTCFullYear(), from.getUTCMonth() + 1);
+    const name = `usage_events_${from.getUTCFullYear()}_${String(from.getUTCMonth() + 1).padStart(2, '0')}`;
+    const [exists] = (await dataSource.query('SELECT to_regclass($1) AS oid', [name])) as Array<{ oid: string | null }>;
+    if (exists?.oid) continue;
+    // Names and bounds come from dates computed here, never from input.
+    await dataSource.query(
+      `CREATE TABLE IF NOT EXISTS ${name} PARTITION OF usage_events FOR VALUES FROM ('${from.toISOString()}') TO ('${to.toISOString()}')`,
+    );
+    created.push(name);
+  }
+  return created;
+}
