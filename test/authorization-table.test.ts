@@ -48,6 +48,7 @@ const ADMIN_ONLY: readonly PrincipalName[] = ['admin'];
 const KEYS_READ_OR_OWN: readonly PrincipalName[] = ['admin', 'auditor', 'key-manager', 'member'];
 const KEYS_WRITE_OR_OWN: readonly PrincipalName[] = ['admin', 'key-manager', 'member'];
 const VERIFIERS: readonly PrincipalName[] = ['admin', 'verifier'];
+const AUDIT_READ: readonly PrincipalName[] = ['admin', 'auditor'];
 
 let t: TestServer;
 let f: Fixtures;
@@ -172,6 +173,13 @@ const TABLE: Record<string, Case> = {
     query: 'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id } secret } }',
     variables: () => ({ input: { name: unique('tbl key'), permissions: [] } }),
   },
+  'Query.auditCounts': {
+    allowed: AUDIT_READ,
+    query: 'query { auditCounts(groupBy: ACTION, limit: 3) { key count } }',
+    variables: () => ({}),
+  },
+  'Query.auditTimeline': { allowed: AUDIT_READ, query: 'query { auditTimeline(bucket: DAY) { start count } }', variables: () => ({}) },
+  'Query.auditIntegrity': { allowed: AUDIT_READ, query: 'query { auditIntegrity { ok checkedEvents } }', variables: () => ({}) },
   'Query.apiKey': {
     allowed: KEYS_READ_OR_OWN,
     query: 'query($id: ID!) { apiKey(id: $id) { id } }',

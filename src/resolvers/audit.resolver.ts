@@ -4,10 +4,19 @@ import type { AuditEventEntity } from '../entities';
 import { encodeAuditCursor } from '../services/audit-query.service';
 import { ApiKey } from '../schema/api-key.type';
 import { AuditEventFilter } from '../schema/audit-event.input';
-import { AuditEvent, AuditEventConnection } from '../schema/audit-event.type';
+import { AuditCount, AuditEvent, AuditEventConnection, AuditIntegrityReport, TimeCount } from '../schema/audit-event.type';
 import { toConnection } from '../schema/connection.type';
-import { SortOrder } from '../schema/enums';
+import { AuditGroupBy, SortOrder, TimeBucket } from '../schema/enums';
+import { DateTimeISO } from '../schema/scalars';
 import { User } from '../schema/user.type';
+
+/**
+ * Auditors' queries are audited too (audit.query, the filter in details), written after the read
+ * so an event never appears in its own result.
+ */
+function recordQuery(ctx: GraphQLContext, query: string, details: Record<string, unknown>) {
+  return ctx.services.audit.recordAlone(ctx.actor, { action: 'audit.query', targetType: 'audit', details: { query, ...details } });
+}
 
 @Resolver(() => AuditEvent)
 export class AuditResolver {
@@ -21,7 +30,45 @@ export class AuditResolver {
     @Arg('order', () => SortOrder, { nullable: true, defaultValue: SortOrder.DESC }) order?: SortOrder | null,
   ) {
     const page = await ctx.services.auditQueries.list(filter, first, after, order ?? SortOrder.DESC);
+    await recordQuery(ctx, 'auditEvents', { filter: filter ?? null, first, order, paged: Boolean(after) });
     return toConnection(page.rows, page.hasNextPage, (row) => encodeAuditCursor(row.id));
+  }
+
+  @Authorized('audit:read')
+  @Query(() => [AuditCount])
+  async auditCounts(
+    @Ctx() ctx: GraphQLContext,
+    @Arg('groupBy', () => AuditGroupBy) groupBy: AuditGroupBy,
+    @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
+    @Arg('limit', () => Int, { nullable: true, defaultValue: 20 }) limit?: number | null,
+  ) {
+    const rows = await ctx.services.auditReports.counts(filter, groupBy, limit);
+    await recordQuery(ctx, 'auditCounts', { filter: filter ?? null, groupBy, limit });
+    return rows;
+  }
+
+  @Authorized('audit:read')
+  @Query(() => [TimeCount])
+  async auditTimeline(
+    @Ctx() ctx: GraphQLContext,
+    @Arg('bucket', () => TimeBucket) bucket: TimeBucket,
+    @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
+  ) {
+    const rows = await ctx.services.auditReports.timeline(filter, bucket);
+    await recordQuery(ctx, 'auditTimeline', { filter: filter ?? null, bucket });
+    return rows;
+  }
+
+  @Authorized('audit:read')
+  @Query(() => AuditIntegrityReport, { description: 'Recomputes the hash chain over the range and reports the first break' })
+  async auditIntegrity(
+    @Ctx() ctx: GraphQLContext,
+    @Arg('from', () => DateTimeISO, { nullable: true }) from?: Date | null,
+    @Arg('to', () => DateTimeISO, { nullable: true }) to?: Date | null,
+  ) {
+    const report = await ctx.services.auditReports.integrity(from, to);
+    await recordQuery(ctx, 'auditIntegrity', { from: from ?? null, to: to ?? null, ok: report.ok, checkedEvents: report.checkedEvents });
+    return report;
   }
 
   @Authorized('audit:read')

@@ -1,4 +1,4 @@
-import { Field, ID, ObjectType } from 'type-graphql';
+import { Field, ID, Int, ObjectType } from 'type-graphql';
 import { connectionTypes } from './connection.type';
 import { ActorType, AuditOutcome } from './enums';
 import { DateTimeISO, JSONObject } from './scalars';
@@ -43,3 +43,36 @@ export class AuditEvent {
 }
 
 export const AuditEventConnection = connectionTypes('AuditEvent', AuditEvent, false);
+
+@ObjectType('AuditCount')
+export class AuditCount {
+  @Field(() => String)
+  key: string;
+
+  @Field(() => Int)
+  count: number;
+}
+
+@ObjectType('TimeCount')
+export class TimeCount {
+  @Field(() => DateTimeISO)
+  start: Date;
+
+  @Field(() => Int)
+  count: number;
+}
+
+@ObjectType('AuditIntegrityReport')
+export class AuditIntegrityReport {
+  @Field(() => Boolean)
+  ok: boolean;
+
+  @Field(() => Int)
+  checkedEvents: number;
+
+  @Field(() => ID, { nullable: true, description: 'The first event whose stored hash does not match its recomputed one' })
+  firstInvalidEventId: string | null;
+
+  @Field(() => String, { nullable: true })
+  headHash: string | null;
+}

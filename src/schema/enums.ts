@@ -1,5 +1,6 @@
 import { registerEnumType } from 'type-graphql';
 import { ActorType, AuditOutcome, KeyStatus, UserKind, UserStatus, VerifyCode } from '../entities/enums';
+import { AuditGroupBy } from '../services/audit-report.service';
 
 export enum TimeBucket {
   MINUTE = 'MINUTE',
@@ -32,6 +33,7 @@ registerEnumType(AuditOutcome, { name: 'AuditOutcome' });
 registerEnumType(ActorType, { name: 'ActorType' });
 registerEnumType(SortOrder, { name: 'SortOrder' });
 registerEnumType(TimeBucket, { name: 'TimeBucket' });
+registerEnumType(AuditGroupBy, { name: 'AuditGroupBy' });
 registerEnumType(VerifyCode, { name: 'VerifyCode', description: 'Why a verification succeeded or failed, checked in this order.' });
 
-export { ActorType, AuditOutcome, KeyStatus, UserKind, UserStatus, VerifyCode };
+export { ActorType, AuditGroupBy, AuditOutcome, KeyStatus, UserKind, UserStatus, VerifyCode };

@@ -34,7 +34,7 @@ function decodeAuditCursor(cursor: string | null | undefined): string | null {
   return match[1]!;
 }
 
-function applyFilter(query: SelectQueryBuilder<AuditEventEntity>, filter: AuditEventFilter | null | undefined): void {
+export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, filter: AuditEventFilter | null | undefined): void {
   if (!filter) return;
   const uuidOrNothing = (field: 'actorId' | 'actorKeyId', column: string) => {
     const value = filter[field];
@@ -103,7 +103,7 @@ export class AuditQueryService {
     const size = pageSize(first);
     const afterId = decodeAuditCursor(after);
     const query = this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e');
-    applyFilter(query, filter);
+    applyAuditFilter(query, filter);
     if (afterId !== null) query.andWhere(order === 'DESC' ? 'e.id < :afterId' : 'e.id > :afterId', { afterId });
     const rows = await query.orderBy('e.id', order).limit(size + 1).getMany();
     return { rows: rows.slice(0, size), hasNextPage: rows.length > size };

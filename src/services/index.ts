@@ -1,5 +1,6 @@
 import type { DataSource } from 'typeorm';
 import { AuditQueryService } from './audit-query.service';
+import { AuditReportService } from './audit-report.service';
 import { AuditService } from './audit.service';
 import { KeyVerificationService } from './key-verification.service';
 import { KeyLifecycleService } from './key-lifecycle.service';
@@ -29,6 +30,7 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
     users: new UserService(dataSource, audit),
     roles: new RoleService(dataSource, audit),
     auditQueries: new AuditQueryService(dataSource),
+    auditReports: new AuditReportService(dataSource),
     verification: new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(), usage),
   };
 }
