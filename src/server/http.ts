@@ -3,11 +3,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HeaderMap, type ApolloServer } from '@apollo/server';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
-import { authenticate, presentedKey } from '../auth/authenticate';
 import type { GraphQLContext, RequestMeta } from '../auth/context';
 import type { Services } from '../services';
-import { DomainError } from '../services/errors';
 import { normalizeIp } from '../services/validation';
+import { handleAuditExport } from './audit-export';
+import { authenticateRequest, send } from './respond';
 import { buildContext } from './context';
 import { errorBody } from './errors';
 import type { Metrics } from './metrics';
@@ -46,10 +46,6 @@ function responseType(req: IncomingMessage): string {
     : 'application/json; charset=utf-8';
 }
 
-function send(res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
-  res.end(body);
-}
 
 class BodyTooLarge extends Error {}
 
@@ -74,18 +70,8 @@ export function createRequestHandler(deps: HttpDeps) {
       send(res, 405, type, errorBody('BAD_REQUEST', 'GraphQL accepts GET and POST'), { ...headers, allow: 'GET, POST' });
       return 405;
     }
-    let principal;
-    try {
-      const key = presentedKey(req.headers.authorization, req.headers['x-api-key'] as string | undefined);
-      principal = await authenticate(deps.services, key, meta);
-    } catch (error) {
-      if (error instanceof DomainError) {
-        const status = error.code === 'RATE_LIMITED' ? 429 : 401;
-        send(res, status, type, errorBody(error.code as 'UNAUTHENTICATED', error.message, error.extensions), headers);
-        return status;
-      }
-      throw error;
-    }
+    const principal = await authenticateRequest(req, res, deps.services, meta, type);
+    if (!principal) return res.statusCode;
 
     let body: unknown = undefined;
     if (req.method === 'POST') {
@@ -141,6 +127,9 @@ export function createRequestHandler(deps: HttpDeps) {
       if (path === '/graphql') {
         route = 'graphql';
         status = await graphql(req, res, requestMeta(req, deps.trustProxy));
+      } else if (path === '/audit/export') {
+        route = 'audit_export';
+        status = await handleAuditExport(req, res, deps.services, requestMeta(req, deps.trustProxy));
       } else if (path === '/healthz') {
         route = 'healthz';
         status = 200;

@@ -1,4 +1,5 @@
 import type { DataSource } from 'typeorm';
+import { AuditExportService } from './audit-export.service';
 import { AuditQueryService } from './audit-query.service';
 import { AuditReportService } from './audit-report.service';
 import { AuditService } from './audit.service';
@@ -31,6 +32,7 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
     roles: new RoleService(dataSource, audit),
     auditQueries: new AuditQueryService(dataSource),
     auditReports: new AuditReportService(dataSource),
+    auditExport: new AuditExportService(dataSource),
     verification: new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(), usage),
   };
 }

@@ -1,0 +1,32 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { authenticate, presentedKey } from '../auth/authenticate';
+import type { Principal, RequestMeta } from '../auth/context';
+import type { Services } from '../services';
+import { DomainError } from '../services/errors';
+import { errorBody } from './errors';
+
+export function send(res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+/**
+ * Authenticates from the key headers; on failure answers 401 (or 429 when rate-limited) in the
+ * GraphQL error shape and returns null.
+ */
+export async function authenticateRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  services: Services,
+  meta: RequestMeta,
+  type = 'application/json; charset=utf-8',
+): Promise<Principal | null> {
+  try {
+    return await authenticate(services, presentedKey(req.headers.authorization, req.headers['x-api-key'] as string | undefined), meta);
+  } catch (error) {
+    if (!(error instanceof DomainError)) throw error;
+    const status = error.code === 'RATE_LIMITED' ? 429 : 401;
+    send(res, status, type, errorBody(error.code as 'UNAUTHENTICATED', error.message, error.extensions), { 'x-request-id': meta.requestId });
+    return null;
+  }
+}
