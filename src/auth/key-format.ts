@@ -71,3 +71,10 @@ export function hashKey(pepper: string, key: string): Buffer {
 export function sameHash(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
+
+/** Anything shaped like a key, whatever its checksum: blanked wherever text leaves the server. */
+const KEY_LIKE = /[a-z0-9]{2,12}_[0-9A-Za-z]{49}/g;
+
+export function redactKeys(text: string): string {
+  return text.replace(KEY_LIKE, '[redacted]');
+}

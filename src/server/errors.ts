@@ -1,5 +1,6 @@
 import { unwrapResolverError } from '@apollo/server/errors';
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import { redactKeys } from '../auth/key-format';
 import { DomainError } from '../services/errors';
 
 /** The contract's codes. Anything else reaching a client is turned into INTERNAL_SERVER_ERROR. */
@@ -35,7 +36,7 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   const original = unwrapResolverError(error);
   if (original instanceof DomainError) {
     return {
-      message: original.message,
+      message: redactKeys(original.message),
       locations: formatted.locations,
       path: formatted.path,
       extensions: { ...original.extensions, code: original.code },
@@ -45,7 +46,8 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   // Parse, validation and variable-coercion errors are GraphQLErrors with a code Apollo assigned.
   if (original instanceof GraphQLError && typeof code === 'string' && KNOWN.has(code) && code !== 'INTERNAL_SERVER_ERROR') {
     const { stacktrace: _stack, ...extensions } = formatted.extensions ?? {};
-    return { ...formatted, extensions };
+    // Coercion messages quote the input value, which may hold a key.
+    return { ...formatted, message: redactKeys(formatted.message), extensions };
   }
   return {
     message: 'Internal server error',

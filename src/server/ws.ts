@@ -1,18 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
-import { getOperationAST, type ExecutionResult, type GraphQLError, type GraphQLSchema } from 'graphql';
+import { GraphQLError, getOperationAST, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { authenticate, presentedKey } from '../auth/authenticate';
 import type { GraphQLContext, Principal, RequestMeta } from '../auth/context';
 import type { Services } from '../services';
+import { DomainError } from '../services/errors';
 import { auditDenials, buildContext } from './context';
 import { formatError } from './errors';
 import { requestMeta } from './http';
 
+const CLOSE_FORBIDDEN = 4403;
+
 interface ConnectionState {
+  /** Kept in memory only, to verify the key again for every operation */
+  secret: string;
   principal: Principal;
   meta: RequestMeta;
   /** Operation ids are unique only within one connection */
@@ -32,7 +37,7 @@ export function attachWebSocket(
   const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
   const states = new WeakMap<object, ConnectionState>();
 
-  const cleanup = useServer<Record<string, unknown>, { request: IncomingMessage }>(
+  const cleanup = useServer<Record<string, unknown>, { request: IncomingMessage; socket: WebSocket }>(
     {
       schema: deps.schema,
       onConnect: async (ctx) => {
@@ -41,10 +46,23 @@ export function attachWebSocket(
         const apiKey = ctx.connectionParams?.['x-api-key'];
         try {
           const key = presentedKey(typeof authorization === 'string' ? authorization : null, typeof apiKey === 'string' ? apiKey : null);
-          states.set(ctx, { principal: await authenticate(deps.services, key, meta), meta, operations: new Map() });
+          states.set(ctx, { secret: key ?? '', principal: await authenticate(deps.services, key, meta), meta, operations: new Map() });
           return true;
         } catch {
           return false; // graphql-ws closes with 4403 Forbidden
+        }
+      },
+      // Every operation is verified like an HTTP request: a key revoked, disabled or narrowed while
+      // the socket is open takes effect on its next operation, and a rejected key loses the socket.
+      onSubscribe: async (ctx) => {
+        const state = states.get(ctx)!;
+        try {
+          state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
+          return undefined;
+        } catch (error) {
+          if (!(error instanceof DomainError)) throw error;
+          if (error.code !== 'RATE_LIMITED') ctx.extra.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
+          return [new GraphQLError(error.message, { extensions: { ...error.extensions, code: error.code } })];
         }
       },
       context: (ctx, id) => {

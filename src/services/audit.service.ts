@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import { AuditOutcome } from '../entities/enums';
+import { redactKeys } from '../auth/key-format';
 import type { Actor } from './actor';
 import { canonicalJson } from './canonical-json';
 
@@ -16,13 +17,12 @@ export interface AuditRecord {
 export const GENESIS_HASH = '0'.repeat(64);
 /** Serialises appends so each event chains onto the one committed before it. */
 const CHAIN_LOCK = 7_400_002;
-/** Anything shaped like a key is blanked, whatever a caller put in details. */
-const KEY_LIKE = /[a-z0-9]{2,12}_[0-9A-Za-z]{49}/g;
 
 function scrubSecrets(details: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
   if (!details) return null;
   const json = canonicalJson(details).replace(/\\u0000/g, '');
-  return JSON.parse(json.replace(KEY_LIKE, '[redacted]')) as Record<string, unknown>;
+  // Anything shaped like a key is blanked, whatever a caller put in details.
+  return JSON.parse(redactKeys(json)) as Record<string, unknown>;
 }
 
 /** The hashed form of an event: every stored field but the hash itself, in a fixed canonical serialisation. */

@@ -1,0 +1,630 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import { generateKey } from '../src/auth/key-format';
+import {
+  KtCreateKeyDocument,
+  KtCreateRoleDocument,
+  KtDisableKeyDocument,
+  KtDisableUserDocument,
+  KtEnableKeyDocument,
+  KtKeyDocument,
+  KtKeyUsageDocument,
+  KtRevokeKeyDocument,
+  KtRotateKeyDocument,
+  KtUnassignRoleDocument,
+  KtUpdateKeyDocument,
+  KtUsageReportDocument,
+  KtVerifyDocument,
+  KtVerifyManyDocument,
+  KtViewerDocument,
+  type CreateApiKeyInput,
+  type VerifyKeyInput,
+} from './generated/graphql';
+import {
+  createHuman,
+  createKey,
+  createServiceAccount,
+  expectBadInput,
+  expectError,
+  pollUntil,
+  principalWithRoles,
+  roleId,
+  unique,
+  verify,
+  viewerOf,
+  withOneCharacterChanged,
+  type KeyPrincipal,
+} from './helpers/key-principals';
+import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
+
+let t: TestServer;
+let verifier: KeyPrincipal;
+let memberRoleId: string;
+/** Custom role of a calling service's permissions: the owner below holds it. */
+let billingRole: { id: string; name: string };
+/** A human holding member + billing: owner of most keys verified here. */
+let ownerId: string;
+
+before(async () => {
+  t = await startTestServer();
+  verifier = await principalWithRoles(t, ['verifier'], 'verifier');
+  memberRoleId = await roleId(t, 'member');
+  billingRole = (
+    await t.ok(t.adminKey, KtCreateRoleDocument, { input: { name: unique('billing'), permissions: ['invoices:*', 'reports:read'] } })
+  ).createRole;
+  ownerId = await createHuman(t, [memberRoleId, billingRole.id], 'service-owner');
+});
+after(() => t.close());
+
+const check = (input: VerifyKeyInput) => verify(t, verifier.key, input);
+const keyFor = (input: Partial<CreateApiKeyInput>) => createKey(t, { ownerId, name: unique('k'), ...input });
+
+async function storedRemaining(keyId: string): Promise<number | null> {
+  return (await t.ok(t.adminKey, KtKeyDocument, { id: keyId })).apiKey!.remaining;
+}
+
+test('VALID returns permissions, roles, expiry, remaining, rate-limit state and metadata', async () => {
+  const expiresAt = new Date(Date.now() + 86_400_000).toISOString();
+  const metadata = { plan: 'pro', seats: 3, nested: { trial: false } };
+  const { secret, key } = await keyFor({
+    name: 'full',
+    roleIds: [billingRole.id],
+    expiresAt,
+    remaining: 10,
+    rateLimit: { limit: 100, windowSeconds: 60 },
+    metadata,
+  });
+  const before = Date.now();
+  const result = await check({ key: secret, ip: '203.0.113.9', resource: 'invoices/42' });
+  assert.equal(result.valid, true);
+  assert.equal(result.code, 'VALID');
+  assert.equal(result.keyId, key.id);
+  assert.equal(result.name, 'full');
+  assert.equal(result.ownerId, ownerId);
+  assert.deepEqual([...result.permissions].sort(), ['invoices:*', 'reports:read']);
+  assert.deepEqual(result.roles, [billingRole.name]);
+  assert.equal(new Date(result.expiresAt!).getTime(), new Date(expiresAt).getTime());
+  assert.equal(result.remaining, 9, 'remaining is the value after this verification');
+  assert.ok(result.rateLimit, 'rate-limit state is returned');
+  assert.equal(result.rateLimit.limit, 100);
+  assert.equal(result.rateLimit.remaining, 99);
+  const resetAt = new Date(result.rateLimit.resetAt).getTime();
+  assert.ok(resetAt > before && resetAt <= Date.now() + 61_000, `resetAt ${result.rateLimit.resetAt} within the window`);
+  assert.deepEqual(result.metadata, metadata);
+
+  const second = await check({ key: secret });
+  assert.equal(second.remaining, 8);
+  assert.equal(second.rateLimit?.remaining, 98);
+  assert.equal(await storedRemaining(key.id), 8);
+
+  // Without limits: unlimited quota (null) and no rate-limit state.
+  const plain = await keyFor({ name: 'plain' });
+  const unlimited = await check({ key: plain.secret });
+  assert.equal(unlimited.code, 'VALID');
+  assert.equal(unlimited.remaining, null);
+  assert.equal(unlimited.rateLimit, null);
+  assert.deepEqual(unlimited.permissions, [], 'a key with no grants holds nothing');
+});
+
+test('MALFORMED: one character changed, truncated, wrong shape, and a 1 MB string', async () => {
+  const { secret } = await keyFor({ name: 'typo-target' });
+  assert.equal((await check({ key: secret })).code, 'VALID');
+  const variants = [
+    withOneCharacterChanged(secret),
+    secret.slice(0, -1),
+    `${secret}x`,
+    secret.toUpperCase(),
+    secret.replace('_', '-'),
+    '',
+    'kl_',
+    'not a key at all',
+  ];
+  for (const variant of variants) {
+    const result = await check({ key: variant });
+    assert.equal(result.code, 'MALFORMED', `${JSON.stringify(variant.slice(0, 70))} is MALFORMED`);
+    assert.equal(result.valid, false);
+    assert.equal(result.keyId, null);
+    assert.deepEqual(result.permissions, []);
+  }
+
+  // A huge input answers MALFORMED too, and about as fast as a short one (no hashing or lookup).
+  const huge = `kl_${'A'.repeat(1_000_000)}`;
+  const started = Date.now();
+  const result = await check({ key: huge });
+  const elapsed = Date.now() - started;
+  assert.equal(result.code, 'MALFORMED');
+  assert.ok(elapsed < 2000, `1 MB MALFORMED took ${elapsed} ms`);
+});
+
+test('NOT_FOUND: a well-formed key that was never issued', async () => {
+  for (const key of [generateKey('kl'), generateKey('zz9')]) {
+    const result = await check({ key });
+    assert.equal(result.code, 'NOT_FOUND');
+    assert.equal(result.valid, false);
+    assert.equal(result.keyId, null);
+    assert.deepEqual(result.permissions, []);
+  }
+});
+
+test('REVOKED takes effect on the very next verification, here and on /graphql', async () => {
+  const { secret, key } = await keyFor({ name: 'soon-revoked', permissions: ['*'] });
+  assert.equal((await check({ key: secret })).code, 'VALID');
+  assert.equal((await t.request(secret, KtViewerDocument)).status, 200);
+  await t.ok(t.adminKey, KtRevokeKeyDocument, { id: key.id, reason: 'compromised' });
+  const result = await check({ key: secret });
+  assert.equal(result.code, 'REVOKED');
+  assert.equal(result.valid, false);
+  assert.equal(result.keyId, key.id);
+  assert.deepEqual(result.permissions, []);
+  const api = await t.request(secret, KtViewerDocument);
+  assert.equal(api.status, 401);
+  assert.equal(api.errors?.[0]?.extensions?.code, 'UNAUTHENTICATED');
+});
+
+test('EXPIRED once expiresAt has passed', async () => {
+  const expiresAt = new Date(Date.now() + 1500).toISOString();
+  const { secret } = await keyFor({ name: 'expiring', expiresAt });
+  assert.equal((await check({ key: secret })).code, 'VALID');
+  const { value, at } = await pollUntil(
+    async () => (await check({ key: secret })).code,
+    (code) => code !== 'VALID',
+    { timeoutMs: 5000, intervalMs: 100, what: 'the key to expire' },
+  );
+  assert.equal(value, 'EXPIRED');
+  assert.ok(at >= new Date(expiresAt).getTime());
+});
+
+test('DISABLED while disabled, VALID again once enabled', async () => {
+  const { secret, key } = await keyFor({ name: 'switch' });
+  await t.ok(t.adminKey, KtDisableKeyDocument, { id: key.id });
+  const result = await check({ key: secret });
+  assert.equal(result.code, 'DISABLED');
+  assert.deepEqual(result.permissions, []);
+  await t.ok(t.adminKey, KtEnableKeyDocument, { id: key.id });
+  assert.equal((await check({ key: secret })).code, 'VALID');
+});
+
+test("OWNER_DISABLED: the owner is disabled, or a service account's human owner is", async () => {
+  const humanId = await createHuman(t, [memberRoleId], 'leaver');
+  const own = await createKey(t, { ownerId: humanId, name: 'leaver-key', permissions: ['*'] });
+  const svcOwnerId = await createHuman(t, [memberRoleId], 'svc-human');
+  const svcId = await createServiceAccount(t, svcOwnerId, [], 'pipeline');
+  const svcKey = await createKey(t, { ownerId: svcId, name: 'pipeline-key' });
+  assert.equal((await check({ key: own.secret })).code, 'VALID');
+  assert.equal((await check({ key: svcKey.secret })).code, 'VALID');
+
+  await t.ok(t.adminKey, KtDisableUserDocument, { id: humanId, reason: 'left the company' });
+  const result = await check({ key: own.secret });
+  assert.equal(result.code, 'OWNER_DISABLED');
+  assert.deepEqual(result.permissions, []);
+  assert.equal((await t.request(own.secret, KtViewerDocument)).status, 401);
+
+  await t.ok(t.adminKey, KtDisableUserDocument, { id: svcOwnerId, reason: 'left the company' });
+  assert.equal((await check({ key: svcKey.secret })).code, 'OWNER_DISABLED');
+});
+
+test('IP_NOT_ALLOWED: IPv4 and IPv6 allowlists; no ip given is not allowed', async () => {
+  const v4 = await keyFor({ name: 'v4', allowedCidrs: ['10.0.0.0/8'] });
+  assert.equal((await check({ key: v4.secret, ip: '192.168.1.1' })).code, 'IP_NOT_ALLOWED');
+  assert.equal((await check({ key: v4.secret })).code, 'IP_NOT_ALLOWED', 'no ip with an allowlist');
+  assert.equal((await check({ key: v4.secret, ip: '11.0.0.1' })).code, 'IP_NOT_ALLOWED');
+  assert.equal((await check({ key: v4.secret, ip: '10.200.3.4' })).code, 'VALID');
+  const denied = await check({ key: v4.secret, ip: '192.168.1.1' });
+  assert.deepEqual(denied.permissions, []);
+
+  const v6 = await keyFor({ name: 'v6', allowedCidrs: ['2001:db8::/32'] });
+  assert.equal((await check({ key: v6.secret, ip: '2001:db8::1' })).code, 'VALID');
+  assert.equal((await check({ key: v6.secret, ip: '2001:db8:ffff::42' })).code, 'VALID');
+  assert.equal((await check({ key: v6.secret, ip: '2001:db9::1' })).code, 'IP_NOT_ALLOWED');
+  assert.equal((await check({ key: v6.secret, ip: '10.0.0.1' })).code, 'IP_NOT_ALLOWED');
+  assert.equal((await check({ key: v6.secret })).code, 'IP_NOT_ALLOWED');
+});
+
+test('INSUFFICIENT_PERMISSIONS: every requested permission must be covered, wildcards included', async () => {
+  const reader = await keyFor({ name: 'reader', permissions: ['invoices:read'] });
+  const write = await check({ key: reader.secret, permissions: ['invoices:write'] });
+  assert.equal(write.code, 'INSUFFICIENT_PERMISSIONS');
+  assert.equal(write.valid, false);
+  assert.equal((await check({ key: reader.secret, permissions: ['invoices:read'] })).code, 'VALID');
+  assert.equal((await check({ key: reader.secret, permissions: ['invoices:read', 'invoices:write'] })).code, 'INSUFFICIENT_PERMISSIONS');
+  assert.equal((await check({ key: reader.secret, permissions: ['invoices:*'] })).code, 'INSUFFICIENT_PERMISSIONS');
+
+  const wildcard = await keyFor({ name: 'wildcard', permissions: ['invoices:*'] });
+  assert.equal((await check({ key: wildcard.secret, permissions: ['invoices:read'] })).code, 'VALID');
+  assert.equal((await check({ key: wildcard.secret, permissions: ['invoices:read', 'invoices:refund:full'] })).code, 'VALID');
+  assert.equal((await check({ key: wildcard.secret, permissions: ['reports:read'] })).code, 'INSUFFICIENT_PERMISSIONS');
+  assert.equal((await check({ key: wildcard.secret, permissions: ['*'] })).code, 'INSUFFICIENT_PERMISSIONS');
+
+  // A grant the owner does not hold is not effective.
+  const beyondOwner = await keyFor({ name: 'beyond', permissions: ['invoices:read', 'orders:read'] });
+  assert.equal((await check({ key: beyondOwner.secret, permissions: ['orders:read'] })).code, 'INSUFFICIENT_PERMISSIONS');
+  assert.deepEqual((await check({ key: beyondOwner.secret })).permissions, ['invoices:read']);
+});
+
+test('USAGE_EXCEEDED once the quota is used up; remaining counts down', async () => {
+  const { secret, key } = await keyFor({ name: 'quota', remaining: 2 });
+  const first = await check({ key: secret });
+  assert.equal(first.code, 'VALID');
+  assert.equal(first.remaining, 1);
+  const second = await check({ key: secret });
+  assert.equal(second.code, 'VALID');
+  assert.equal(second.remaining, 0);
+  const third = await check({ key: secret });
+  assert.equal(third.code, 'USAGE_EXCEEDED');
+  assert.equal(third.valid, false);
+  assert.equal(third.remaining, 0);
+  assert.equal(await storedRemaining(key.id), 0);
+
+  const empty = await keyFor({ name: 'empty', remaining: 0 });
+  assert.equal((await check({ key: empty.secret })).code, 'USAGE_EXCEEDED');
+});
+
+test('RATE_LIMITED after limit verifications within the window', async () => {
+  const { secret } = await keyFor({ name: 'limited', rateLimit: { limit: 3, windowSeconds: 60 } });
+  const remainings: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const result = await check({ key: secret });
+    assert.equal(result.code, 'VALID', `verification ${i + 1} of 3`);
+    remainings.push(result.rateLimit!.remaining);
+  }
+  assert.deepEqual(remainings, [2, 1, 0]);
+  const limited = await check({ key: secret });
+  assert.equal(limited.code, 'RATE_LIMITED');
+  assert.equal(limited.valid, false);
+  if (limited.rateLimit) assert.equal(limited.rateLimit.remaining, 0);
+  assert.equal((await check({ key: secret })).code, 'RATE_LIMITED');
+
+  // Exact under concurrency too: 10 at once against a limit of 3.
+  const burst = await keyFor({ name: 'burst', rateLimit: { limit: 3, windowSeconds: 60 } });
+  const results = await Promise.all(
+    Array.from({ length: 10 }, () => t.request(verifier.key, KtVerifyDocument, { input: { key: burst.secret } })),
+  );
+  const codes = results.map((r) => r.data?.verifyKey.code);
+  assert.equal(codes.filter((c) => c === 'VALID').length, 3, JSON.stringify(codes));
+  assert.equal(codes.filter((c) => c === 'RATE_LIMITED').length, 7);
+});
+
+test('failed verifications consume neither quota nor rate limit', async () => {
+  const { secret, key } = await keyFor({
+    name: 'frugal',
+    permissions: ['invoices:read'],
+    allowedCidrs: ['10.0.0.0/8'],
+    remaining: 3,
+    rateLimit: { limit: 2, windowSeconds: 60 },
+  });
+  for (let i = 0; i < 5; i++) {
+    const result = await check({ key: secret, ip: '10.0.0.1', permissions: ['invoices:write'] });
+    assert.equal(result.code, 'INSUFFICIENT_PERMISSIONS');
+    assert.equal(result.remaining, 3, 'a failed check leaves remaining as it was');
+  }
+  for (let i = 0; i < 3; i++) assert.equal((await check({ key: secret, ip: '192.168.0.1' })).code, 'IP_NOT_ALLOWED');
+  assert.equal(await storedRemaining(key.id), 3, 'no quota consumed by failures');
+
+  // The rate limit is intact too: two VALID, then RATE_LIMITED, which itself takes no quota.
+  const a = await check({ key: secret, ip: '10.0.0.1', permissions: ['invoices:read'] });
+  assert.equal(a.code, 'VALID');
+  assert.equal(a.remaining, 2);
+  assert.equal(a.rateLimit?.remaining, 1);
+  const b = await check({ key: secret, ip: '10.0.0.1' });
+  assert.equal(b.code, 'VALID');
+  assert.equal(b.remaining, 1);
+  const c = await check({ key: secret, ip: '10.0.0.1' });
+  assert.equal(c.code, 'RATE_LIMITED');
+  assert.equal(c.remaining, 1);
+  assert.equal(await storedRemaining(key.id), 1, 'RATE_LIMITED took no quota');
+
+  // USAGE_EXCEEDED takes no rate-limit slot either.
+  const other = await keyFor({ name: 'frugal-2', remaining: 1, rateLimit: { limit: 2, windowSeconds: 60 } });
+  assert.equal((await check({ key: other.secret })).code, 'VALID');
+  for (let i = 0; i < 3; i++) assert.equal((await check({ key: other.secret })).code, 'USAGE_EXCEEDED');
+  await t.ok(t.adminKey, KtUpdateKeyDocument, { id: other.key.id, input: { remaining: 5 } });
+  const again = await check({ key: other.secret });
+  assert.equal(again.code, 'VALID', 'the second slot of the window is still free');
+  assert.equal(again.rateLimit?.remaining, 0);
+  assert.equal((await check({ key: other.secret })).code, 'RATE_LIMITED');
+});
+
+test('exact quota under concurrency: 100 concurrent verifications of remaining 50 give exactly 50 VALID', async () => {
+  const { secret, key } = await keyFor({ name: 'contended', remaining: 50 });
+  const results = await Promise.all(
+    Array.from({ length: 100 }, () => t.request(verifier.key, KtVerifyDocument, { input: { key: secret } })),
+  );
+  for (const r of results) assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+  const codes = results.map((r) => r.data!.verifyKey.code);
+  assert.equal(codes.filter((c) => c === 'VALID').length, 50, `codes: ${JSON.stringify(codes)}`);
+  assert.equal(codes.filter((c) => c === 'USAGE_EXCEEDED').length, 50);
+  // Each VALID saw a different quota left: 49 down to 0, none twice.
+  const left = results.filter((r) => r.data!.verifyKey.code === 'VALID').map((r) => r.data!.verifyKey.remaining!);
+  assert.deepEqual([...left].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));
+  assert.equal(await storedRemaining(key.id), 0);
+  const rows = await t.db.query<{ remaining: number }>('SELECT remaining FROM api_keys WHERE id = $1', [key.id]);
+  assert.equal(rows[0]?.remaining, 0);
+});
+
+test('refill restores the quota after intervalSeconds', async () => {
+  const { secret, key } = await keyFor({ name: 'refilling', remaining: 1, refill: { amount: 2, intervalSeconds: 1 } });
+  assert.ok(key.refill?.lastRefillAt, 'refill starts counting at creation');
+  const refillStart = new Date(key.refill.lastRefillAt).getTime();
+  const first = await check({ key: secret });
+  assert.equal(first.code, 'VALID');
+  assert.equal(first.remaining, 0);
+  const exhausted = await check({ key: secret });
+  assert.equal(exhausted.code, 'USAGE_EXCEEDED');
+
+  // USAGE_EXCEEDED consumes nothing, so polling with verifications is safe.
+  const { value, at } = await pollUntil(
+    () => check({ key: secret }),
+    (r) => r.code !== 'USAGE_EXCEEDED',
+    { timeoutMs: 5000, intervalMs: 100, what: 'the refill' },
+  );
+  assert.equal(value.code, 'VALID');
+  assert.equal(value.remaining, 1, 'refilled to 2, minus this verification');
+  assert.ok(at >= refillStart + 1000, `refilled only after the interval (${at - refillStart} ms)`);
+  const next = await check({ key: secret });
+  assert.equal(next.code, 'VALID');
+  assert.equal(next.remaining, 0);
+});
+
+test('codes are checked in the contract order', async () => {
+  const humanId = await createHuman(t, [memberRoleId], 'order-owner');
+  // Disabled key of a disabled owner, with an allowlist the request does not match: DISABLED first.
+  const k = await createKey(t, { ownerId: humanId, name: 'order', allowedCidrs: ['10.0.0.0/8'], remaining: 0 });
+  await t.ok(t.adminKey, KtDisableKeyDocument, { id: k.key.id });
+  await t.ok(t.adminKey, KtDisableUserDocument, { id: humanId, reason: 'order test' });
+  assert.equal((await check({ key: k.secret, ip: '192.168.0.1', permissions: ['x:y'] })).code, 'DISABLED');
+  await t.ok(t.adminKey, KtEnableKeyDocument, { id: k.key.id });
+  assert.equal((await check({ key: k.secret, ip: '192.168.0.1', permissions: ['x:y'] })).code, 'OWNER_DISABLED');
+
+  // IP before permissions before quota.
+  const q = await keyFor({ name: 'order-2', allowedCidrs: ['10.0.0.0/8'], remaining: 0 });
+  assert.equal((await check({ key: q.secret, ip: '192.168.0.1', permissions: ['x:y'] })).code, 'IP_NOT_ALLOWED');
+  assert.equal((await check({ key: q.secret, ip: '10.0.0.1', permissions: ['x:y'] })).code, 'INSUFFICIENT_PERMISSIONS');
+  assert.equal((await check({ key: q.secret, ip: '10.0.0.1' })).code, 'USAGE_EXCEEDED');
+
+  // An expired (rotated, grace 0) key that is also disabled answers EXPIRED; once revoked, REVOKED.
+  const r = await keyFor({ name: 'order-3' });
+  await t.ok(t.adminKey, KtRotateKeyDocument, { id: r.key.id, gracePeriodSeconds: 0 });
+  await t.ok(t.adminKey, KtDisableKeyDocument, { id: r.key.id });
+  assert.equal((await check({ key: r.secret })).code, 'EXPIRED');
+  await t.ok(t.adminKey, KtRevokeKeyDocument, { id: r.key.id, reason: 'order test' });
+  assert.equal((await check({ key: r.secret })).code, 'REVOKED');
+});
+
+test('verifyKeys answers in input order; more than 100 inputs is BAD_USER_INPUT', async () => {
+  const valid = await keyFor({ name: 'batch-valid', permissions: ['invoices:read'] });
+  const revoked = await keyFor({ name: 'batch-revoked' });
+  await t.ok(t.adminKey, KtRevokeKeyDocument, { id: revoked.key.id, reason: 'batch' });
+  const disabled = await keyFor({ name: 'batch-disabled' });
+  await t.ok(t.adminKey, KtDisableKeyDocument, { id: disabled.key.id });
+  const other = await keyFor({ name: 'batch-other' });
+
+  const inputs: VerifyKeyInput[] = [
+    { key: valid.secret },
+    { key: withOneCharacterChanged(valid.secret) },
+    { key: generateKey('kl') },
+    { key: revoked.secret },
+    { key: valid.secret, permissions: ['invoices:write'] },
+    { key: disabled.secret },
+    { key: other.secret },
+    { key: valid.secret, permissions: ['invoices:read'] },
+  ];
+  const results = (await t.ok(verifier.key, KtVerifyManyDocument, { inputs })).verifyKeys;
+  assert.deepEqual(
+    results.map((r) => r.code),
+    ['VALID', 'MALFORMED', 'NOT_FOUND', 'REVOKED', 'INSUFFICIENT_PERMISSIONS', 'DISABLED', 'VALID', 'VALID'],
+  );
+  assert.deepEqual(
+    results.map((r) => r.keyId),
+    [valid.key.id, null, null, revoked.key.id, valid.key.id, disabled.key.id, other.key.id, valid.key.id],
+  );
+
+  const hundred = Array.from({ length: 100 }, (_, i) => ({ key: `not-a-key-${i}` }));
+  const ok = (await t.ok(verifier.key, KtVerifyManyDocument, { inputs: hundred })).verifyKeys;
+  assert.equal(ok.length, 100);
+  assert.ok(ok.every((r) => r.code === 'MALFORMED'));
+
+  const tooMany = [...hundred, { key: valid.secret }];
+  expectBadInput(await t.request(verifier.key, KtVerifyManyDocument, { inputs: tooMany }), /^inputs/);
+});
+
+test('verifyKey and verifyKeys need keys:verify', async () => {
+  const member = await principalWithRoles(t, ['member'], 'not-a-verifier');
+  const auditor = await principalWithRoles(t, ['auditor'], 'auditor');
+  const { secret } = await keyFor({ name: 'probe-target' });
+  for (const caller of [member, auditor]) {
+    expectError(await t.request(caller.key, KtVerifyDocument, { input: { key: secret } }), 'FORBIDDEN');
+    expectError(await t.request(caller.key, KtVerifyManyDocument, { inputs: [{ key: secret }] }), 'FORBIDDEN');
+  }
+});
+
+test('usage is recorded: ApiKey.usage, usageReport, lastUsedAt and lastUsedIp', async () => {
+  const from = new Date(Date.now() - 60_000).toISOString();
+  const { secret, key } = await keyFor({ name: 'metered', permissions: ['invoices:read'] });
+  const untouched = await keyFor({ name: 'unmetered' });
+  const beforeUse = Date.now();
+  assert.equal((await check({ key: secret, ip: '203.0.113.5', resource: 'inv/1' })).code, 'VALID');
+  assert.equal((await check({ key: secret, ip: '203.0.113.5', resource: 'inv/2' })).code, 'VALID');
+  assert.equal((await check({ key: secret, ip: '203.0.113.77', resource: 'inv/3' })).code, 'VALID');
+  for (let i = 0; i < 2; i++) {
+    assert.equal((await check({ key: secret, ip: '198.51.100.1', permissions: ['invoices:write'] })).code, 'INSUFFICIENT_PERMISSIONS');
+  }
+  // Not attributable to the key: a typo of it.
+  assert.equal((await check({ key: withOneCharacterChanged(secret) })).code, 'MALFORMED');
+  const afterUse = Date.now();
+  await t.server.services.usage.flush();
+  const to = new Date(Date.now() + 60_000).toISOString();
+
+  const usage = (await t.ok(t.adminKey, KtKeyUsageDocument, { id: key.id, from, to, bucket: 'MINUTE' })).apiKey!;
+  const total = usage.usage.reduce((sum, p) => ({ valid: sum.valid + p.valid, invalid: sum.invalid + p.invalid }), { valid: 0, invalid: 0 });
+  assert.deepEqual(total, { valid: 3, invalid: 2 }, `usage points ${JSON.stringify(usage.usage)}`);
+  for (const point of usage.usage) assert.equal(new Date(point.start).getUTCSeconds(), 0, 'MINUTE buckets start on the minute');
+  assert.equal(usage.lastUsedIp, '203.0.113.77', 'the latest valid use');
+  assert.ok(usage.lastUsedAt, 'lastUsedAt is set');
+  const lastUsed = new Date(usage.lastUsedAt).getTime();
+  assert.ok(lastUsed >= beforeUse - 1000 && lastUsed <= afterUse + 1000, `lastUsedAt ${usage.lastUsedAt}`);
+
+  const report = (await t.ok(t.adminKey, KtUsageReportDocument, { from, to })).usageReport;
+  const row = report.find((r) => r.key.id === key.id);
+  assert.ok(row, 'usageReport lists the key');
+  assert.equal(row.valid, 3);
+  assert.equal(row.invalid, 2);
+  assert.equal(row.owner.id, ownerId);
+  assert.ok(!report.some((r) => r.key.id === untouched.key.id), 'an unused key has no row');
+
+  const byOwner = (await t.ok(t.adminKey, KtUsageReportDocument, { from, to, ownerId })).usageReport;
+  assert.ok(byOwner.some((r) => r.key.id === key.id));
+  assert.ok(byOwner.every((r) => r.owner.id === ownerId));
+  const otherOwner = await createHuman(t, [memberRoleId], 'no-usage');
+  assert.deepEqual((await t.ok(t.adminKey, KtUsageReportDocument, { from, to, ownerId: otherOwner })).usageReport, []);
+
+  // keys:own reports on one's own keys only.
+  const member = await principalWithRoles(t, ['member'], 'report-member');
+  assert.equal((await check({ key: member.key })).code, 'VALID');
+  await t.server.services.usage.flush();
+  const own = (await t.ok(member.key, KtUsageReportDocument, { from, to: new Date(Date.now() + 60_000).toISOString() })).usageReport;
+  assert.ok(own.some((r) => r.key.id === member.keyId), "the member's own key is reported");
+  assert.ok(own.every((r) => r.owner.id === member.userId), `only own keys: ${JSON.stringify(own)}`);
+  expectError(await t.request(member.key, KtUsageReportDocument, { from, to, ownerId }), 'FORBIDDEN');
+});
+
+test('verifications are usage, not audit events', async () => {
+  const { secret } = await keyFor({ name: 'quiet', permissions: ['invoices:read'] });
+  const count = async () => Number((await t.db.query<{ n: string }>('SELECT count(*) AS n FROM audit_events'))[0]!.n);
+  const before = await count();
+  await check({ key: secret });
+  await check({ key: secret, permissions: ['invoices:write'] });
+  await check({ key: withOneCharacterChanged(secret) });
+  await check({ key: generateKey('kl') });
+  await t.ok(verifier.key, KtVerifyManyDocument, { inputs: [{ key: secret }, { key: generateKey('kl') }] });
+  assert.equal(await count(), before);
+});
+
+test("the API's own authentication applies the key's rate limit: HTTP 429 on the third request", async () => {
+  const { secret } = await keyFor({ name: 'api-limited', permissions: ['*'], rateLimit: { limit: 2, windowSeconds: 60 } });
+  assert.equal((await t.request(secret, KtViewerDocument)).status, 200);
+  assert.equal((await t.request(secret, KtViewerDocument)).status, 200);
+  const third = await t.request(secret, KtViewerDocument);
+  assert.equal(third.status, 429);
+  assert.equal(third.errors?.[0]?.extensions?.code, 'RATE_LIMITED');
+  assert.equal(third.data ?? null, null);
+  // X-API-Key is the same key, so the same window.
+  const viaHeader = await postGraphQL<unknown>(t.url, null, '{ viewer { user { id } } }', undefined, { 'x-api-key': secret });
+  assert.equal(viaHeader.status, 429);
+});
+
+test("the API's own authentication checks the allowlist against the source address and the quota", async () => {
+  const elsewhere = await keyFor({ name: 'api-elsewhere', permissions: ['*'], allowedCidrs: ['10.0.0.0/8'] });
+  const denied = await t.request(elsewhere.secret, KtViewerDocument);
+  assert.equal(denied.status, 401);
+  assert.equal(denied.errors?.[0]?.extensions?.code, 'UNAUTHENTICATED');
+  const loopback = await keyFor({ name: 'api-loopback', permissions: ['*'], allowedCidrs: ['127.0.0.0/8', '::1/128'] });
+  assert.equal((await t.request(loopback.secret, KtViewerDocument)).status, 200);
+
+  const once = await keyFor({ name: 'api-once', permissions: ['*'], remaining: 1 });
+  const user = await viewerOf(t, once.secret);
+  assert.equal(user.userId, ownerId);
+  const spent = await t.request(once.secret, KtViewerDocument);
+  assert.equal(spent.status, 401, 'the quota is spent');
+  assert.equal(spent.errors?.[0]?.extensions?.code, 'UNAUTHENTICATED');
+});
+
+test('TRUST_PROXY: the allowlist is checked against X-Forwarded-For only when trusted', async () => {
+  const query = '{ viewer { user { id } } }';
+  const inside = await keyFor({ name: 'behind-proxy', permissions: ['*'], allowedCidrs: ['10.0.0.0/8'] });
+  // Not trusted (the default): a forged header does not get a key past its allowlist.
+  const forged = await postGraphQL<unknown>(t.url, inside.secret, query, undefined, { 'x-forwarded-for': '10.1.2.3' });
+  assert.equal(forged.status, 401);
+
+  const proxied = await startTestServer({ trustProxy: true });
+  try {
+    const created = (
+      await proxied.ok(proxied.adminKey, KtCreateKeyDocument, {
+        input: { name: 'behind-proxy', permissions: ['*'], allowedCidrs: ['10.0.0.0/8'] },
+      })
+    ).createApiKey;
+    const through = await postGraphQL<unknown>(proxied.url, created.secret, query, undefined, { 'x-forwarded-for': '10.1.2.3, 127.0.0.1' });
+    assert.equal(through.status, 200, JSON.stringify(through.errors));
+    const outside = await postGraphQL<unknown>(proxied.url, created.secret, query, undefined, { 'x-forwarded-for': '192.168.9.9' });
+    assert.equal(outside.status, 401);
+  } finally {
+    await proxied.close();
+  }
+});
+
+interface WsResult {
+  data?: Record<string, unknown> | null;
+  errors?: Array<{ message: string; extensions?: Record<string, unknown> }>;
+}
+
+/** One operation over graphql-transport-ws: its result, or the close event / error it ended with. */
+function wsRun(client: Client, query: string): Promise<WsResult | { closed: unknown }> {
+  return new Promise((resolve) => {
+    let result: WsResult = {};
+    client.subscribe(
+      { query },
+      {
+        next: (value) => (result = value as WsResult),
+        error: (error) => resolve({ closed: (error as { code?: number }).code ?? String(error) }),
+        complete: () => resolve(result),
+      },
+    );
+  });
+}
+
+/** The operation did not run as the key: an error, or the connection was closed. */
+function refused(outcome: WsResult | { closed: unknown }): boolean {
+  if ('closed' in outcome) return true;
+  return Boolean(outcome.errors?.length) && !outcome.data;
+}
+
+/** One long-lived connection (a lazy client would reconnect, and re-authenticate, per operation). */
+function openWs(secret: string): { client: Client; connections: () => number } {
+  const client = createClient({
+    url: t.url.replace(/^http/, 'ws'),
+    webSocketImpl: WebSocket,
+    connectionParams: { authorization: `Bearer ${secret}` },
+    retryAttempts: 0,
+    lazy: false,
+  });
+  let count = 0;
+  client.on('connected', () => count++);
+  return { client, connections: () => count };
+}
+
+test("WebSocket: an open connection loses a permission the moment the key's owner loses the role", async () => {
+  const verifierRoleId = await roleId(t, 'verifier');
+  const humanId = await createHuman(t, [memberRoleId, verifierRoleId], 'ws-role');
+  const { secret } = await createKey(t, { ownerId: humanId, name: 'ws-role-key', permissions: ['*'] });
+  const probe = `{ verifyKey(input: { key: "${generateKey('kl')}" }) { code } }`;
+  const { client, connections } = openWs(secret);
+  try {
+    const first = await wsRun(client, probe);
+    assert.ok(!('closed' in first) && first.data, `the key works over WebSocket: ${JSON.stringify(first)}`);
+    await t.ok(t.adminKey, KtUnassignRoleDocument, { userId: humanId, roleId: verifierRoleId });
+    // Over HTTP the very next request is FORBIDDEN; the open connection must not keep keys:verify either.
+    expectError(await t.request(secret, KtVerifyDocument, { input: { key: generateKey('kl') } }), 'FORBIDDEN');
+    const afterRoleLoss = await wsRun(client, probe);
+    assert.equal(connections(), 1, 'both operations ran on one connection');
+    assert.ok(refused(afterRoleLoss), `verifyKey still allowed over WebSocket after the role was removed: ${JSON.stringify(afterRoleLoss)}`);
+  } finally {
+    await client.dispose();
+  }
+});
+
+test('WebSocket: an open connection stops working once its key is revoked', async () => {
+  const { secret, key } = await keyFor({ name: 'ws-revoke-key', permissions: ['*'] });
+  const { client, connections } = openWs(secret);
+  try {
+    const first = await wsRun(client, '{ viewer { user { id } } }');
+    assert.ok(!('closed' in first) && first.data, `the key works over WebSocket: ${JSON.stringify(first)}`);
+    await t.ok(t.adminKey, KtRevokeKeyDocument, { id: key.id, reason: 'ws test' });
+    assert.equal((await t.request(secret, KtViewerDocument)).status, 401, 'over HTTP the revoked key is refused at once');
+    const afterRevoke = await wsRun(client, '{ viewer { user { id } } }');
+    assert.ok(refused(afterRevoke), `a revoked key still runs operations over WebSocket: ${JSON.stringify(afterRevoke)}`);
+    assert.equal(connections(), 1, 'both operations ran on one connection');
+  } finally {
+    await client.dispose();
+  }
+});
