@@ -1,29 +1,14 @@
 import type { DataSource } from 'typeorm';
 import { AuditEventEntity } from '../entities';
+import { auditEventBody } from './audit.service';
 
 export type ExportFormat = 'ndjson' | 'splunk';
 
 const BATCH = 1000;
 
-/** One event with the contract's field names (relations as actorId / actorKeyId). */
+/** One event with the contract's field names (relations as actorId / actorKeyId) and its chain links. */
 export function exportRecord(event: AuditEventEntity): Record<string, unknown> {
-  return {
-    id: event.id,
-    occurredAt: event.occurredAt.toISOString(),
-    action: event.action,
-    outcome: event.outcome,
-    actorType: event.actorType,
-    actorId: event.actorId,
-    actorKeyId: event.actorKeyId,
-    targetType: event.targetType,
-    targetId: event.targetId,
-    ip: event.ip,
-    userAgent: event.userAgent,
-    requestId: event.requestId,
-    details: event.details,
-    prevHash: event.prevHash,
-    hash: event.hash,
-  };
+  return { ...auditEventBody(event), prevHash: event.prevHash, hash: event.hash };
 }
 
 /** Splunk HTTP Event Collector shape; the event id in `fields` lets duplicates be dropped downstream. */

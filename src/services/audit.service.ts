@@ -25,9 +25,9 @@ function scrubSecrets(details: Record<string, unknown> | null | undefined): Reco
   return JSON.parse(redactKeys(json)) as Record<string, unknown>;
 }
 
-/** The hashed form of an event: every stored field but the hash itself, in a fixed canonical serialisation. */
-export function eventHash(event: Omit<AuditEventEntity, 'hash'>): string {
-  const body = canonicalJson({
+/** An event's fields with the contract's names, as hashed and as exported (without the chain links). */
+export function auditEventBody(event: Omit<AuditEventEntity, 'hash' | 'prevHash'>): Record<string, unknown> {
+  return {
     id: event.id,
     occurredAt: event.occurredAt.toISOString(),
     action: event.action,
@@ -41,8 +41,12 @@ export function eventHash(event: Omit<AuditEventEntity, 'hash'>): string {
     userAgent: event.userAgent,
     requestId: event.requestId,
     details: event.details,
-  });
-  return createHash('sha256').update(event.prevHash).update('\n').update(body).digest('hex');
+  };
+}
+
+/** sha256 over the previous event's hash and this event's body in a fixed canonical serialisation. */
+export function eventHash(event: Omit<AuditEventEntity, 'hash'>): string {
+  return createHash('sha256').update(event.prevHash).update('\n').update(canonicalJson(auditEventBody(event))).digest('hex');
 }
 
 export class AuditService {
