@@ -16,6 +16,8 @@ export interface Config {
   redisUrl: string | null;
   trustProxy: boolean;
   logLevel: string;
+  /** Splunk HTTP Event Collector the audit log is forwarded to; both set or neither */
+  splunkHec: { url: string; token: string } | null;
 }
 
 /** Bad configuration: the message names the variable, the process prints it and exits non-zero. */
@@ -72,6 +74,20 @@ function parseRedisUrl(raw: string | undefined): string | null {
     throw new ConfigError('REDIS_URL must be a redis:// or rediss:// URL');
   }
   return raw;
+}
+
+function parseSplunkHec(rawUrl: string | undefined, token: string | undefined): Config['splunkHec'] {
+  if (rawUrl === undefined && token === undefined) return null;
+  if (rawUrl === undefined) throw new ConfigError('AUDIT_SPLUNK_HEC_URL is required when AUDIT_SPLUNK_HEC_TOKEN is set');
+  // Never echo the token: it is a secret.
+  if (token === undefined) throw new ConfigError('AUDIT_SPLUNK_HEC_TOKEN is required when AUDIT_SPLUNK_HEC_URL is set');
+  try {
+    const url = new URL(rawUrl);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('protocol');
+  } catch {
+    throw new ConfigError('AUDIT_SPLUNK_HEC_URL must be an http:// or https:// URL of the HEC event endpoint');
+  }
+  return { url: rawUrl, token };
 }
 
 function checkPepper(name: string, pepper: string): string {
@@ -134,5 +150,6 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: parseRedisUrl(nonEmpty(env, 'REDIS_URL')),
     trustProxy: parseBoolean('TRUST_PROXY', nonEmpty(env, 'TRUST_PROXY')),
     logLevel,
+    splunkHec: parseSplunkHec(nonEmpty(env, 'AUDIT_SPLUNK_HEC_URL'), nonEmpty(env, 'AUDIT_SPLUNK_HEC_TOKEN')),
   };
 }

@@ -315,7 +315,7 @@ describe('createRole', () => {
         END IF;
         RETURN NEW;
       END $$`);
-    await t.db.query(`CREATE TRIGGER test_refuse_boom_role BEFORE INSERT ON audit_events
+    await t.db.query(`CREATE TRIGGER test_refuse_boom_role BEFORE INSERT ON audit_staging
                         FOR EACH ROW EXECUTE FUNCTION test_refuse_boom_role()`);
     try {
       const response = await t.request(t.adminKey, CreateRoleDocument, { input: { name: 'boom-role', permissions: ['boom:read'] } });
@@ -330,7 +330,7 @@ describe('createRole', () => {
       // The trigger is that narrow: other roles are still created (and audited) while it is in place.
       await newRole(['invoices:read'], 'unaffected');
     } finally {
-      await t.db.query('DROP TRIGGER test_refuse_boom_role ON audit_events');
+      await t.db.query('DROP TRIGGER test_refuse_boom_role ON audit_staging');
       await t.db.query('DROP FUNCTION test_refuse_boom_role()');
     }
     // Nothing half-done was left behind: the name is free.

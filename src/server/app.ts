@@ -10,10 +10,11 @@ import { checkPepper } from '../db/pepper-check';
 import { buildKeyledgerSchema } from '../schema/build-schema';
 import { createServices, type Services } from '../services';
 import { bootstrap } from '../services/bootstrap.service';
+import { SplunkForwarder } from '../services/splunk-forwarder';
 import { startApollo } from './apollo';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
-import { createMetrics, type Metrics } from './metrics';
+import { createMetrics, registerForwarderLag, type Metrics } from './metrics';
 import { attachWebSocket } from './ws';
 
 export interface StartOptions {
@@ -68,10 +69,26 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
     const services = createServices(dataSource, {
       ...config,
-      onBackgroundError: (error) => logger.error({ err: error }, 'usage flush failed'),
+      onBackgroundError: (error) => logger.error({ err: error }, 'background write failed'),
     });
-    const boot = await bootstrap(dataSource, services, config.bootstrapAdminKey);
+    const boot = await bootstrap(services, config.bootstrapAdminKey);
     if (boot.created) logger.info('bootstrap: created user admin with the admin role');
+    // Events left staged by a crash between a commit and its seal are sealed here.
+    await services.audit.seal();
+    const sealTimer = setInterval(() => void services.audit.sealQuietly(), 1000);
+    sealTimer.unref();
+    const forwarder = config.splunkHec
+      ? new SplunkForwarder({
+          dataSource,
+          url: config.splunkHec.url,
+          token: config.splunkHec.token,
+          onError: (error) => logger.warn({ err: error }, 'splunk HEC delivery failed'),
+        })
+      : null;
+    if (forwarder) {
+      registerForwarderLag(metrics, () => forwarder.lag());
+      forwarder.start();
+    }
     if (boot.generatedKey) announce(`BOOTSTRAP ADMIN KEY (shown once, store it now): ${boot.generatedKey}`);
 
     const schema = await buildKeyledgerSchema();
@@ -111,6 +128,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       close: () =>
         (closing ??= (async () => {
           clearInterval(partitionTimer);
+          clearInterval(sealTimer);
           await ws.close();
           await new Promise<void>((resolve) => {
             httpServer.close(() => resolve());
@@ -118,6 +136,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           });
           await apollo.stop();
           await services.usage.close();
+          await services.audit.sealQuietly();
+          await forwarder?.stop();
           await ds.destroy();
           await embedded?.stop();
         })()),

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** One registry per server instance, so several servers in one process (tests) never share counters. */
 export function createMetrics() {
@@ -31,3 +31,28 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** The Splunk forwarder's lag, read from the database when /metrics is scraped. */
+export function registerForwarderLag(metrics: Metrics, lag: () => Promise<{ events: number; seconds: number }>): void {
+  let last = { events: 0, seconds: 0 };
+  const refresh = async () => {
+    last = await lag().catch(() => last);
+  };
+  new Gauge({
+    name: 'keyledger_audit_forwarder_lag_events',
+    help: 'Audit events not yet accepted by the Splunk HEC collector',
+    registers: [metrics.registry],
+    async collect() {
+      await refresh();
+      this.set(last.events);
+    },
+  });
+  new Gauge({
+    name: 'keyledger_audit_forwarder_lag_seconds',
+    help: 'Age of the oldest audit event not yet accepted by the Splunk HEC collector',
+    registers: [metrics.registry],
+    collect() {
+      this.set(last.seconds);
+    },
+  });
+}

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { AuditEventEntity } from '../entities';
-import { AuditOutcome } from '../entities/enums';
+import { ActorType, AuditOutcome } from '../entities/enums';
 import { redactKeys } from '../auth/key-format';
 import type { Actor } from './actor';
 import { canonicalJson } from './canonical-json';
@@ -49,49 +49,161 @@ export function eventHash(event: Omit<AuditEventEntity, 'hash'>): string {
   return createHash('sha256').update(event.prevHash).update('\n').update(canonicalJson(auditEventBody(event))).digest('hex');
 }
 
+interface StagedRow {
+  id: string;
+  occurred_at: Date;
+  action: string;
+  outcome: AuditOutcome;
+  actor_type: ActorType;
+  actor_id: string | null;
+  actor_key_id: string | null;
+  target_type: string | null;
+  target_id: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  request_id: string | null;
+  details: Record<string, unknown> | null;
+}
+
+const SEAL_BATCH = 5000;
+
+/**
+ * Writes audit events with each change and seals them into the hash chain.
+ *
+ * A change's transaction inserts its event into audit_staging without any lock, so concurrent
+ * writers never wait on each other's commit. Sealing moves staged events into audit_events in
+ * staging order under one advisory lock (one sealer at a time across all instances), giving each
+ * its public id and its hash over the previous event's hash: one commit seals a whole batch.
+ * transaction() seals right after its commit, so a change's event is in the chain before the
+ * change's response is sent; a background pass seals anything left behind by a crash.
+ */
 export class AuditService {
-  constructor(private readonly dataSource: DataSource) {}
+  private waiting: Array<() => void> = [];
+  private sealing: Promise<void> | null = null;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly onSealError: (error: unknown) => void = () => {},
+  ) {}
 
   /**
    * Appends an event inside the caller's transaction: if the change rolls back, so does its event,
    * and if the event cannot be written, the change fails.
    */
-  async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<AuditEventEntity> {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
-    const [head] = (await tx.query(
-      `SELECT nextval('audit_events_id_seq')::text AS id,
-              coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), $1) AS prev_hash`,
-      [GENESIS_HASH],
-    )) as Array<{ id: string; prev_hash: string }>;
-    const event = new AuditEventEntity();
-    event.id = head!.id;
-    event.occurredAt = new Date();
-    event.action = record.action;
-    event.outcome = record.outcome ?? AuditOutcome.SUCCESS;
-    event.actorType = actor.type;
-    event.actorId = actor.userId;
-    event.actorKeyId = actor.keyId;
-    event.targetType = record.targetType ?? null;
-    event.targetId = record.targetId ?? null;
-    event.ip = actor.ip;
-    event.userAgent = actor.userAgent?.slice(0, 512) ?? null;
-    event.requestId = actor.requestId;
-    event.details = scrubSecrets(record.details);
-    event.prevHash = head!.prev_hash;
-    event.hash = eventHash(event);
+  async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
+    const details = scrubSecrets(record.details);
     await tx.query(
-      `INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
-                                 target_id, ip, user_agent, request_id, details, prev_hash, hash)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-      [event.id, event.occurredAt, event.action, event.outcome, event.actorType, event.actorId, event.actorKeyId,
-       event.targetType, event.targetId, event.ip, event.userAgent, event.requestId,
-       event.details === null ? null : JSON.stringify(event.details), event.prevHash, event.hash],
+      `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
+                                  target_id, ip, user_agent, request_id, details)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+      [new Date(), record.action, record.outcome ?? AuditOutcome.SUCCESS, actor.type, actor.userId, actor.keyId,
+       record.targetType ?? null, record.targetId ?? null, actor.ip, actor.userAgent?.slice(0, 512) ?? null,
+       actor.requestId, details === null ? null : JSON.stringify(details)],
     );
-    return event;
+  }
+
+  /** A change and its audit events in one transaction, sealed into the chain once committed. */
+  async transaction<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
+    const result = await this.dataSource.transaction(work);
+    await this.sealed();
+    return result;
+  }
+
+  /**
+   * Resolves once a seal pass that started after this call has finished. Concurrent callers share
+   * passes, so one sealing commit covers every writer that committed meanwhile (group commit).
+   */
+  sealed(): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.runSealPasses();
+    });
+  }
+
+  private runSealPasses(): void {
+    if (this.sealing) return;
+    this.sealing = (async () => {
+      while (this.waiting.length > 0) {
+        const waiters = this.waiting;
+        this.waiting = [];
+        await this.sealQuietly();
+        waiters.forEach((resolve) => resolve());
+      }
+      this.sealing = null;
+    })();
   }
 
   /** For events with no surrounding change: denials and authentication failures. */
-  async recordAlone(actor: Actor, record: AuditRecord): Promise<AuditEventEntity> {
-    return this.dataSource.transaction((tx) => this.record(tx, actor, record));
+  async recordAlone(actor: Actor, record: AuditRecord): Promise<void> {
+    await this.transaction((tx) => this.record(tx, actor, record));
+  }
+
+  /** Seals every committed staged event; returns how many. */
+  async seal(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const sealed = await this.dataSource.transaction((tx) => this.sealBatch(tx));
+      total += sealed;
+      if (sealed < SEAL_BATCH) return total;
+    }
+  }
+
+  /** The change already committed; a failed seal is retried by the next seal or the background pass. */
+  async sealQuietly(): Promise<void> {
+    try {
+      await this.seal();
+    } catch (error) {
+      this.onSealError(error);
+    }
+  }
+
+  private async sealBatch(tx: EntityManager): Promise<number> {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
+    const staged = (await tx.query(
+      `DELETE FROM audit_staging WHERE id IN (SELECT id FROM audit_staging ORDER BY id LIMIT $1) RETURNING *`,
+      [SEAL_BATCH],
+    )) as [StagedRow[], number];
+    const rows = staged[0].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    if (rows.length === 0) return 0;
+    const [head] = (await tx.query(
+      `SELECT coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), $1) AS hash`,
+      [GENESIS_HASH],
+    )) as Array<{ hash: string }>;
+    const ids = (await tx.query(`SELECT nextval('audit_events_id_seq')::text AS id FROM generate_series(1, $1)`, [rows.length])) as Array<{ id: string }>;
+    let prevHash = head!.hash;
+    const events = rows.map((row, i) => {
+      const event = new AuditEventEntity();
+      Object.assign(event, {
+        id: ids[i]!.id,
+        occurredAt: row.occurred_at,
+        action: row.action,
+        outcome: row.outcome,
+        actorType: row.actor_type,
+        actorId: row.actor_id,
+        actorKeyId: row.actor_key_id,
+        targetType: row.target_type,
+        targetId: row.target_id,
+        ip: row.ip,
+        userAgent: row.user_agent,
+        requestId: row.request_id,
+        details: row.details,
+        prevHash,
+      });
+      event.hash = eventHash(event);
+      prevHash = event.hash;
+      return event;
+    });
+    const column = <K extends keyof AuditEventEntity>(key: K) => events.map((e) => e[key]);
+    await tx.query(
+      `INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
+                                 target_id, ip, user_agent, request_id, details, prev_hash, hash)
+       SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::uuid[],
+                            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[])`,
+      [column('id'), column('occurredAt'), column('action'), column('outcome'), column('actorType'), column('actorId'),
+       column('actorKeyId'), column('targetType'), column('targetId'), column('ip'), column('userAgent'),
+       column('requestId'), events.map((e) => (e.details === null ? null : JSON.stringify(e.details))),
+       column('prevHash'), column('hash')],
+    );
+    return events.length;
   }
 }

@@ -1,4 +1,3 @@
-import type { DataSource } from 'typeorm';
 import { RoleEntity } from '../entities';
 import { UserKind } from '../entities/enums';
 import { SYSTEM_ACTOR } from './actor';
@@ -19,11 +18,10 @@ export interface BootstrapResult {
  * Later starts find users and do nothing, so no key is ever created or printed twice.
  */
 export async function bootstrap(
-  dataSource: DataSource,
   services: { users: UserService; keys: KeyService; audit: AuditService },
   presetKey: string | null,
 ): Promise<BootstrapResult> {
-  return dataSource.transaction(async (tx) => {
+  return services.audit.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [BOOTSTRAP_LOCK]);
     const [{ count }] = (await tx.query('SELECT count(*)::int AS count FROM users')) as [{ count: number }];
     if (count > 0) return { generatedKey: null, created: false };

@@ -19,14 +19,14 @@ export interface ServiceSettings {
 }
 
 export function createServices(dataSource: DataSource, settings: ServiceSettings) {
-  const audit = new AuditService(dataSource);
+  const audit = new AuditService(dataSource, settings.onBackgroundError);
   const usage = new UsageService(dataSource, settings.onBackgroundError);
-  const keys = new KeyService(dataSource, audit, settings.keyPepper, settings.keyPrefix);
+  const keys = new KeyService(audit, settings.keyPepper, settings.keyPrefix);
   return {
     audit,
     usage,
     keys,
-    keyLifecycle: new KeyLifecycleService(dataSource, audit, keys),
+    keyLifecycle: new KeyLifecycleService(audit, keys),
     keyQueries: new KeyQueryService(dataSource),
     users: new UserService(dataSource, audit),
     roles: new RoleService(dataSource, audit),

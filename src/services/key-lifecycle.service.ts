@@ -1,4 +1,4 @@
-import { In, type DataSource, type EntityManager } from 'typeorm';
+import { In, type EntityManager } from 'typeorm';
 import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
 import { StoredKeyStatus } from '../entities/enums';
 import type { Actor } from './actor';
@@ -27,14 +27,13 @@ function iso(date: Date | null): string | null {
 /** Every transition of an existing key; each commits with its audit event. */
 export class KeyLifecycleService {
   constructor(
-    private readonly dataSource: DataSource,
     private readonly audit: AuditService,
     private readonly keys: KeyService,
   ) {}
 
   async update(actor: Actor, id: string, input: KeySettingsInput): Promise<ApiKeyEntity> {
     const settings = parseKeySettings(input);
-    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+    return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const key = await this.lockManageable(tx, actor, id, 'updated');
       const before: Record<string, unknown> = {};
       const after: Record<string, unknown> = {};
@@ -112,7 +111,7 @@ export class KeyLifecycleService {
 
   async revoke(actor: Actor, id: string, reason: string): Promise<ApiKeyEntity> {
     const why = requireText('reason', reason, REASON_MAX);
-    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+    return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const key = await this.lockManageable(tx, actor, id, 'revoked again');
       const before = key.storedStatus;
       this.markRevoked(key, actor, why);
@@ -125,7 +124,7 @@ export class KeyLifecycleService {
   /** Emergency: every key of the user and of its service accounts, in one transaction. */
   async revokeAll(actor: Actor, userId: string, reason: string): Promise<number> {
     const why = requireText('reason', reason, REASON_MAX);
-    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+    return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', userId);
       assertCanManageKeysOf(actor, user);
       const keys = await tx
@@ -153,7 +152,7 @@ export class KeyLifecycleService {
     if (!Number.isInteger(grace) || grace < 0 || grace > MAX_GRACE_SECONDS) {
       throw new BadInputError('gracePeriodSeconds', `gracePeriodSeconds must be a whole number from 0 to ${MAX_GRACE_SECONDS}`);
     }
-    return inTransaction(this.dataSource, 'This key was already rotated', async (tx) => {
+    return inTransaction(this.audit, 'This key was already rotated', async (tx) => {
       const key = await this.lockManageable(tx, actor, id, 'rotated');
       const now = new Date();
       if (isExpired(key, now)) throw new ConflictError('An expired key cannot be rotated; create a new one');
@@ -194,7 +193,7 @@ export class KeyLifecycleService {
   }
 
   private async setStatus(actor: Actor, id: string, status: StoredKeyStatus, action: string): Promise<ApiKeyEntity> {
-    return inTransaction(this.dataSource, CONFLICT_MESSAGE, async (tx) => {
+    return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const key = await this.lockManageable(tx, actor, id, status === StoredKeyStatus.ACTIVE ? 'enabled' : 'disabled');
       if (key.storedStatus === status) return key;
       const before = key.storedStatus;

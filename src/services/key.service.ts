@@ -1,4 +1,4 @@
-import type { DataSource, EntityManager } from 'typeorm';
+import type { EntityManager } from 'typeorm';
 import { generateKey, hashKey, isValidPrefix, parseKey } from '../auth/key-format';
 import { ApiKeyEntity, ApiKeyRoleEntity, UserEntity } from '../entities';
 import { StoredKeyStatus } from '../entities/enums';
@@ -28,14 +28,13 @@ const NAME_MAX = 200;
 
 export class KeyService {
   constructor(
-    private readonly dataSource: DataSource,
     private readonly audit: AuditService,
     private readonly pepper: string,
     private readonly defaultPrefix: string,
   ) {}
 
   async create(actor: Actor, input: CreateApiKeyInput): Promise<CreatedKey> {
-    return inTransaction(this.dataSource, 'This key already exists', (tx) => this.insertKey(tx, actor, input));
+    return inTransaction(this.audit, 'This key already exists', (tx) => this.insertKey(tx, actor, input));
   }
 
   /** Validates, inserts the key with its roles and writes its audit event, inside the caller's transaction. */

@@ -51,7 +51,7 @@ export class RoleService {
     const description = optionalText('description', input.description, DESCRIPTION_MAX);
     const permissions = requirePermissions('permissions', input.permissions);
     assertWithinActor(actor, permissions, 'create this role');
-    return inTransaction(this.dataSource, NAME_TAKEN, async (tx) => {
+    return inTransaction(this.audit, NAME_TAKEN, async (tx) => {
       await this.assertNameFree(tx, name, null);
       const now = new Date();
       const role = tx.create(RoleEntity, { name, description, permissions, builtIn: false, createdAt: now, updatedAt: now });
@@ -67,7 +67,7 @@ export class RoleService {
   }
 
   async update(actor: Actor, id: string, input: UpdateRoleInput): Promise<RoleEntity> {
-    return inTransaction(this.dataSource, NAME_TAKEN, async (tx) => {
+    return inTransaction(this.audit, NAME_TAKEN, async (tx) => {
       const role = await lockById(tx, RoleEntity, 'Role', id);
       const before: Record<string, unknown> = {};
       const after: Record<string, unknown> = {};
@@ -109,7 +109,7 @@ export class RoleService {
   }
 
   async delete(actor: Actor, id: string): Promise<boolean> {
-    return inTransaction(this.dataSource, NAME_TAKEN, async (tx) => {
+    return inTransaction(this.audit, NAME_TAKEN, async (tx) => {
       const role = await lockById(tx, RoleEntity, 'Role', id);
       if (role.builtIn) throw new ConflictError(`The built-in role ${role.name} cannot be deleted`);
       assertWithinActor(actor, role.permissions, `delete role ${role.name}`);

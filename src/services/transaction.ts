@@ -1,15 +1,16 @@
-import type { DataSource, EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
+import type { EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
+import type { AuditService } from './audit.service';
 import { ConflictError, NotFoundError, isUniqueViolation } from './errors';
 import { isUuid } from './validation';
 
-/** Runs a change in one transaction; a lost race on a unique column becomes CONFLICT rather than a 500. */
+/** Runs an audited change in one transaction; a lost race on a unique column becomes CONFLICT rather than a 500. */
 export async function inTransaction<T>(
-  dataSource: DataSource,
+  audit: AuditService,
   conflictMessage: string,
   work: (tx: EntityManager) => Promise<T>,
 ): Promise<T> {
   try {
-    return await dataSource.transaction(work);
+    return await audit.transaction(work);
   } catch (error) {
     if (isUniqueViolation(error)) throw new ConflictError(conflictMessage);
     throw error;

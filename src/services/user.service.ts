@@ -101,7 +101,7 @@ export class UserService {
     fields: { kind: UserKind; name: string; email: string | null; ownerId: string | null },
     roleIds: string[],
   ): Promise<UserEntity> {
-    return inTransaction(this.dataSource, EMAIL_TAKEN, async (tx) => {
+    return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       if (fields.ownerId !== null) await this.requireHumanOwner(tx, 'ownerId', fields.ownerId);
       const roles = await requireRoles(tx, 'roleIds', roleIds);
       assertWithinActor(actor, roles.flatMap((r) => r.permissions), 'assign these roles');
@@ -141,7 +141,7 @@ export class UserService {
   }
 
   async update(actor: Actor, id: string, input: UpdateUserInput): Promise<UserEntity> {
-    return inTransaction(this.dataSource, EMAIL_TAKEN, async (tx) => {
+    return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
       assertWithinActor(actor, await userPermissions(tx, user.id), 'change this user');
       const before: Record<string, unknown> = {};
@@ -174,7 +174,7 @@ export class UserService {
 
   async disable(actor: Actor, id: string, reason: string): Promise<UserEntity> {
     const why = requireText('reason', reason, REASON_MAX);
-    return inTransaction(this.dataSource, EMAIL_TAKEN, async (tx) => {
+    return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
       if (user.id === actor.userId) throw new ConflictError('You cannot disable yourself');
       assertWithinActor(actor, await userPermissions(tx, user.id), 'disable this user');
@@ -194,7 +194,7 @@ export class UserService {
   }
 
   async enable(actor: Actor, id: string): Promise<UserEntity> {
-    return inTransaction(this.dataSource, EMAIL_TAKEN, async (tx) => {
+    return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
       assertWithinActor(actor, await userPermissions(tx, user.id), 'enable this user');
       if (user.status === UserStatus.ACTIVE) return user;
@@ -212,7 +212,7 @@ export class UserService {
   }
 
   async assignRole(actor: Actor, userId: string, roleId: string): Promise<UserEntity> {
-    return inTransaction(this.dataSource, EMAIL_TAKEN, async (tx) => {
+    return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', userId);
       const role = await lockById(tx, RoleEntity, 'Role', roleId);
       assertWithinActor(actor, role.permissions, `assign role ${role.name}`);
@@ -230,7 +230,7 @@ export class UserService {
   }
 
   async unassignRole(actor: Actor, userId: string, roleId: string): Promise<UserEntity> {
-    return inTransaction(this.dataSource, EMAIL_TAKEN, async (tx) => {
+    return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', userId);
       const role = await lockById(tx, RoleEntity, 'Role', roleId);
       assertWithinActor(actor, role.permissions, `unassign role ${role.name}`);

@@ -41,6 +41,7 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {})
     redisUrl: null,
     trustProxy: false,
     logLevel: 'info',
+    splunkHec: null,
     ...overrides,
   };
 }

@@ -1,0 +1,98 @@
+/**
+ * Audited writes per second with 32 concurrent writers, against the same transaction without its
+ * audit insert, in one run on one database; then checks the chain is intact.
+ * Usage: npm run bench:audit-write  (DATABASE_URL or embedded PostgreSQL; DURATION_S, WRITERS)
+ */
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import type { DataSource, EntityManager } from 'typeorm';
+import { createDataSource, migrate } from '../src/db/data-source';
+import { startEmbeddedPostgres } from '../src/db/embedded';
+import { SYSTEM_ACTOR } from '../src/services/actor';
+import { AuditReportService } from '../src/services/audit-report.service';
+import { AuditService } from '../src/services/audit.service';
+
+const WRITERS = Number(process.env.WRITERS ?? 32);
+const DURATION_MS = Number(process.env.DURATION_S ?? 8) * 1000;
+
+async function freshDatabase(): Promise<{ url: string; cleanup: () => Promise<void> }> {
+  if (!process.env.DATABASE_URL) {
+    const dir = mkdtempSync(join(tmpdir(), 'kl-bench-'));
+    const embedded = await startEmbeddedPostgres(dir);
+    return { url: embedded.url, cleanup: async () => { await embedded.stop(); rmSync(dir, { recursive: true, force: true }); } };
+  }
+  const name = `kl_bench_${Date.now()}`;
+  const admin = new Client({ connectionString: process.env.DATABASE_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(process.env.DATABASE_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    cleanup: async () => {
+      const c = new Client({ connectionString: process.env.DATABASE_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+/** The change every writer makes: one role row, as createRole does. */
+async function change(tx: EntityManager): Promise<string> {
+  const name = `bench-${randomUUID()}`;
+  const [row] = (await tx.query(`INSERT INTO roles (name, permissions) VALUES ($1, '{invoices:read}') RETURNING id`, [name])) as Array<{ id: string }>;
+  return row!.id;
+}
+
+async function run(dataSource: DataSource, audited: boolean, audit: AuditService): Promise<number> {
+  let done = 0;
+  const deadline = Date.now() + DURATION_MS;
+  await Promise.all(
+    Array.from({ length: WRITERS }, async () => {
+      while (Date.now() < deadline) {
+        if (audited) {
+          // As every mutation does: change + staged event in one transaction, sealed after commit.
+          await audit.transaction(async (tx) => {
+            const id = await change(tx);
+            await audit.record(tx, SYSTEM_ACTOR, { action: 'role.create', targetType: 'role', targetId: id, details: { bench: true } });
+          });
+        } else {
+          await dataSource.transaction((tx) => change(tx));
+        }
+        done++;
+      }
+    }),
+  );
+  return done / (DURATION_MS / 1000);
+}
+
+async function main(): Promise<void> {
+  const db = await freshDatabase();
+  const dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
+  (dataSource.options.extra as { max: number }).max = WRITERS + 4;
+  await dataSource.initialize();
+  try {
+    await migrate(dataSource);
+    const audit = new AuditService(dataSource);
+    await run(dataSource, true, audit); // warm-up
+    const unaudited = await run(dataSource, false, audit);
+    const audited = await run(dataSource, true, audit);
+    const integrity = await new AuditReportService(dataSource).integrity(null, null);
+    console.log(`writers=${WRITERS} duration=${DURATION_MS / 1000}s`);
+    console.log(`unaudited: ${unaudited.toFixed(0)} tx/s`);
+    console.log(`audited:   ${audited.toFixed(0)} tx/s`);
+    console.log(`ratio audited/unaudited: ${(audited / unaudited).toFixed(2)} (target >= 0.8)`);
+    console.log(`chain intact: ${integrity.ok} over ${integrity.checkedEvents} events`);
+  } finally {
+    await dataSource.destroy();
+    await db.cleanup();
+  }
+}
+
+void main();
