@@ -5,43 +5,15 @@
  */
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Client } from 'pg';
 import type { DataSource, EntityManager } from 'typeorm';
 import { createDataSource, migrate } from '../src/db/data-source';
-import { startEmbeddedPostgres } from '../src/db/embedded';
 import { SYSTEM_ACTOR } from '../src/services/actor';
 import { AuditReportService } from '../src/services/audit-report.service';
 import { AuditService } from '../src/services/audit.service';
+import { createBenchDatabase } from './bench-database';
 
 const WRITERS = Number(process.env.WRITERS ?? 32);
 const DURATION_MS = Number(process.env.DURATION_S ?? 8) * 1000;
-
-async function freshDatabase(): Promise<{ url: string; cleanup: () => Promise<void> }> {
-  if (!process.env.DATABASE_URL) {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-bench-'));
-    const embedded = await startEmbeddedPostgres(dir);
-    return { url: embedded.url, cleanup: async () => { await embedded.stop(); rmSync(dir, { recursive: true, force: true }); } };
-  }
-  const name = `kl_bench_${Date.now()}`;
-  const admin = new Client({ connectionString: process.env.DATABASE_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(process.env.DATABASE_URL);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    cleanup: async () => {
-      const c = new Client({ connectionString: process.env.DATABASE_URL });
-      await c.connect();
-      await c.query(`DROP DATABASE ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
 
 /** The change every writer makes: one role row, as createRole does. */
 async function change(tx: EntityManager): Promise<string> {
@@ -73,7 +45,7 @@ async function run(dataSource: DataSource, audited: boolean, audit: AuditService
 }
 
 async function main(): Promise<void> {
-  const db = await freshDatabase();
+  const db = await createBenchDatabase();
   const dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
   (dataSource.options.extra as { max: number }).max = WRITERS + 4;
   await dataSource.initialize();

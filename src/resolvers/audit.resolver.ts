@@ -15,7 +15,12 @@ import { User } from '../schema/user.type';
  * so an event never appears in its own result.
  */
 function recordQuery(ctx: GraphQLContext, query: string, details: Record<string, unknown>) {
-  return ctx.services.audit.recordAlone(ctx.actor, { action: 'audit.query', targetType: 'audit', details: { query, ...details } });
+  // Committed before the answer; sealing follows without holding the auditor's read up.
+  return ctx.services.audit.recordAlone(
+    ctx.actor,
+    { action: 'audit.query', targetType: 'audit', details: { query, ...details } },
+    { waitForSeal: false },
+  );
 }
 
 @Resolver(() => AuditEvent)
@@ -29,6 +34,7 @@ export class AuditResolver {
     @Arg('after', () => String, { nullable: true }) after?: string | null,
     @Arg('order', () => SortOrder, { nullable: true, defaultValue: SortOrder.DESC }) order?: SortOrder | null,
   ) {
+    await ctx.services.audit.settled();
     const page = await ctx.services.auditQueries.list(filter, first, after, order ?? SortOrder.DESC);
     await recordQuery(ctx, 'auditEvents', { filter: filter ?? null, first, order, paged: Boolean(after) });
     return toConnection(page.rows, page.hasNextPage, (row) => encodeAuditCursor(row.id));
@@ -42,6 +48,7 @@ export class AuditResolver {
     @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
     @Arg('limit', () => Int, { nullable: true, defaultValue: 20 }) limit?: number | null,
   ) {
+    await ctx.services.audit.settled();
     const rows = await ctx.services.auditReports.counts(filter, groupBy, limit);
     await recordQuery(ctx, 'auditCounts', { filter: filter ?? null, groupBy, limit });
     return rows;
@@ -54,6 +61,7 @@ export class AuditResolver {
     @Arg('bucket', () => TimeBucket) bucket: TimeBucket,
     @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
   ) {
+    await ctx.services.audit.settled();
     const rows = await ctx.services.auditReports.timeline(filter, bucket);
     await recordQuery(ctx, 'auditTimeline', { filter: filter ?? null, bucket });
     return rows;
@@ -66,6 +74,7 @@ export class AuditResolver {
     @Arg('from', () => DateTimeISO, { nullable: true }) from?: Date | null,
     @Arg('to', () => DateTimeISO, { nullable: true }) to?: Date | null,
   ) {
+    await ctx.services.audit.settled();
     const report = await ctx.services.auditReports.integrity(from, to);
     await recordQuery(ctx, 'auditIntegrity', { from: from ?? null, to: to ?? null, ok: report.ok, checkedEvents: report.checkedEvents });
     return report;
@@ -73,7 +82,8 @@ export class AuditResolver {
 
   @Authorized('audit:read')
   @Query(() => AuditEvent, { nullable: true })
-  auditEvent(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
+  async auditEvent(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
+    await ctx.services.audit.settled();
     return ctx.services.auditQueries.findById(id);
   }
 

@@ -42,7 +42,6 @@ export async function startApollo(schema: GraphQLSchema, logger: Logger, metrics
     includeStacktraceInErrorResponses: false,
     introspection: true,
     formatError,
-    status400ForVariableCoercionErrors: true,
     plugins: [observabilityPlugin(logger, metrics)],
     logger: {
       debug: () => {},

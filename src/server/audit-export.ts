@@ -71,6 +71,7 @@ export async function handleAuditExport(req: IncomingMessage, res: ServerRespons
     targetType: 'audit',
     details: { format, from: fromDate?.toISOString() ?? null, to: toDate?.toISOString() ?? null },
   });
+  await services.audit.settled();
   res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'x-request-id': meta.requestId });
   for await (const event of services.auditExport.events(fromDate, toDate)) {
     if (res.destroyed) break;

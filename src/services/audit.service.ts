@@ -102,10 +102,14 @@ export class AuditService {
     );
   }
 
-  /** A change and its audit events in one transaction, sealed into the chain once committed. */
-  async transaction<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
+  /**
+   * A change and its audit events in one transaction, sealed into the chain once committed.
+   * `waitForSeal: false` answers once the event is committed and lets the seal follow.
+   */
+  async transaction<T>(work: (tx: EntityManager) => Promise<T>, { waitForSeal = true } = {}): Promise<T> {
     const result = await this.dataSource.transaction(work);
-    await this.sealed();
+    const sealed = this.sealed();
+    if (waitForSeal) await sealed;
     return result;
   }
 
@@ -118,6 +122,11 @@ export class AuditService {
       this.waiting.push(resolve);
       this.runSealPasses();
     });
+  }
+
+  /** For readers: waits only when this process has events committed but not yet sealed. */
+  settled(): Promise<void> {
+    return this.sealing || this.waiting.length > 0 ? this.sealed() : Promise.resolve();
   }
 
   private runSealPasses(): void {
@@ -134,8 +143,8 @@ export class AuditService {
   }
 
   /** For events with no surrounding change: denials and authentication failures. */
-  async recordAlone(actor: Actor, record: AuditRecord): Promise<void> {
-    await this.transaction((tx) => this.record(tx, actor, record));
+  async recordAlone(actor: Actor, record: AuditRecord, options: { waitForSeal?: boolean } = {}): Promise<void> {
+    await this.transaction((tx) => this.record(tx, actor, record), options);
   }
 
   /** Seals every committed staged event; returns how many. */

@@ -1,0 +1,149 @@
+/**
+ * Auditor queries on a large audit log: seeds EVENTS synthetic events (default 10 million) with one
+ * server-side INSERT … SELECT, then measures p50/p95 of six representative queries through GraphQL
+ * (a real server over HTTP) and through the equivalent hand-written SQL, in one run.
+ * Usage: npm run bench:audit-queries   (EVENTS=2000000 for a quicker run; DATABASE_URL optional)
+ */
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+import { generateKey } from '../src/auth/key-format';
+import { startServer } from '../src/server/app';
+import { createBenchDatabase } from './bench-database';
+
+const EVENTS = Number(process.env.EVENTS ?? 10_000_000);
+const RUNS = Number(process.env.RUNS ?? 40);
+const DAY = 86_400_000;
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function time(run: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
+  await run(); // warm-up
+  const samples: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const start = process.hrtime.bigint();
+    await run();
+    samples.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  samples.sort((a, b) => a - b);
+  return { p50: percentile(samples, 50), p95: percentile(samples, 95) };
+}
+
+async function seed(sql: Client): Promise<void> {
+  const started = Date.now();
+  const base = Number((await sql.query(`SELECT coalesce(max(id), 0) AS max FROM audit_events`)).rows[0].max);
+  // 10k actors, 40 actions in 4 families, targets, addresses in 10.0.0.0/12, a year of history.
+  await sql.query(`
+    INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
+                              target_id, ip, user_agent, request_id, details, prev_hash, hash)
+    SELECT $2::bigint + n,
+           now() - (n::double precision / $1) * interval '365 days',
+           (ARRAY['key','user','role','auth'])[1 + n % 4] || '.' || (ARRAY['create','update','revoke','disable','enable','assign','failure','delete','rotate','query'])[1 + (n / 4) % 10],
+           CASE WHEN n % 50 = 0 THEN 'DENIED' ELSE 'SUCCESS' END,
+           'USER',
+           md5('actor' || (n % 10000))::uuid,
+           md5('key' || (n % 30000))::uuid,
+           (ARRAY['api_key','user','role'])[1 + n % 3],
+           'target-' || (n % 200000),
+           '10.' || (n % 16) || '.' || ((n / 16) % 256) || '.' || ((n / 4096) % 256),
+           'bench', md5(n::text),
+           jsonb_build_object('reason', (ARRAY['rotation','compromised','offboarding','cleanup'])[1 + n % 4], 'n', n % 1000),
+           repeat('0', 64), md5(n::text) || md5(n::text)
+      FROM generate_series(1, $1) n`, [EVENTS, base]);
+  await sql.query(`SELECT setval('audit_events_id_seq', $1)`, [base + EVENTS]);
+  await sql.query('ANALYZE audit_events');
+  console.log(`seeded ${EVENTS} events in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+async function main(): Promise<void> {
+  const db = await createBenchDatabase();
+  const adminKey = generateKey('kl');
+  const server = await startServer(
+    {
+      port: 0, host: '127.0.0.1', databaseUrl: db.url, dataDir: '/nonexistent', keyPepper: randomBytes(32).toString('hex'),
+      keyPrefix: 'kl', bootstrapAdminKey: adminKey, redisUrl: null, trustProxy: false, logLevel: 'warn', splunkHec: null,
+    },
+    { announce: () => {} },
+  );
+  const sql = new Client({ connectionString: db.url });
+  await sql.connect();
+  try {
+    await seed(sql);
+    const now = Date.now();
+    const actor = (await sql.query(`SELECT md5('actor42')::uuid AS id`)).rows[0].id as string;
+    const month = { from: new Date(now - 30 * DAY).toISOString(), to: new Date(now).toISOString() };
+    const day = { from: new Date(now - 100 * DAY).toISOString(), to: new Date(now - 99 * DAY).toISOString() };
+    const week = { from: new Date(now - 14 * DAY).toISOString(), to: new Date(now - 7 * DAY).toISOString() };
+    const page = 'pageInfo { hasNextPage endCursor } nodes { id occurredAt action actorType targetId ip details hash }';
+    const cases: Array<{ name: string; graphql: string; variables: Record<string, unknown>; sql: string; params: unknown[] }> = [
+      {
+        name: 'by actor over a month',
+        graphql: `query($f: AuditEventFilter) { auditEvents(filter: $f, first: 50) { ${page} } }`,
+        variables: { f: { actorId: actor, ...month } },
+        sql: `SELECT * FROM audit_events WHERE actor_id = $1 AND occurred_at >= $2 AND occurred_at < $3 ORDER BY id DESC LIMIT 51`,
+        params: [actor, month.from, month.to],
+      },
+      {
+        name: 'action prefix over a day',
+        graphql: `query($f: AuditEventFilter) { auditEvents(filter: $f, first: 50) { ${page} } }`,
+        variables: { f: { actions: ['key.*'], ...day } },
+        sql: `SELECT * FROM audit_events WHERE action LIKE 'key.%' AND occurred_at >= $1 AND occurred_at < $2 ORDER BY id DESC LIMIT 51`,
+        params: [day.from, day.to],
+      },
+      {
+        name: 'target history',
+        graphql: `query($f: AuditEventFilter) { auditEvents(filter: $f, first: 50) { ${page} } }`,
+        variables: { f: { targetType: 'api_key', targetId: 'target-4242' } },
+        sql: `SELECT * FROM audit_events WHERE target_type = 'api_key' AND target_id = 'target-4242' ORDER BY id DESC LIMIT 51`,
+        params: [],
+      },
+      {
+        name: 'CIDR over a week',
+        graphql: `query($f: AuditEventFilter) { auditEvents(filter: $f, first: 50) { ${page} } }`,
+        variables: { f: { ip: '10.3.7.0/24', ...week } },
+        sql: `SELECT * FROM audit_events WHERE ip::inet <<= '10.3.7.0/24' AND occurred_at >= $1 AND occurred_at < $2 ORDER BY id DESC LIMIT 51`,
+        params: [week.from, week.to],
+      },
+      {
+        name: 'detailsContains',
+        graphql: `query($f: AuditEventFilter) { auditEvents(filter: $f, first: 50) { ${page} } }`,
+        variables: { f: { detailsContains: { reason: 'compromised', n: 7 } } },
+        sql: `SELECT * FROM audit_events WHERE details @> '{"reason":"compromised","n":7}' ORDER BY id DESC LIMIT 51`,
+        params: [],
+      },
+      {
+        name: 'counts by action over a month',
+        graphql: `query($f: AuditEventFilter) { auditCounts(filter: $f, groupBy: ACTION, limit: 20) { key count } }`,
+        variables: { f: month },
+        sql: `SELECT action, count(*) FROM audit_events WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY 1 ORDER BY 2 DESC LIMIT 20`,
+        params: [month.from, month.to],
+      },
+    ];
+    console.log(`events=${EVENTS} runs=${RUNS} machine: 2 cores; p50/p95 in ms`);
+    console.log('query                          | SQL p50 | SQL p95 | GraphQL p50 | GraphQL p95 | p95 ratio');
+    for (const c of cases) {
+      const direct = await time(() => sql.query(c.sql, c.params));
+      const viaGraphQL = await time(async () => {
+        const response = await fetch(server.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
+          body: JSON.stringify({ query: c.graphql, variables: c.variables }),
+        });
+        const body = (await response.json()) as { errors?: unknown };
+        if (body.errors) throw new Error(JSON.stringify(body.errors));
+      });
+      console.log(
+        `${c.name.padEnd(30)} | ${direct.p50.toFixed(1).padStart(7)} | ${direct.p95.toFixed(1).padStart(7)} | ` +
+          `${viaGraphQL.p50.toFixed(1).padStart(11)} | ${viaGraphQL.p95.toFixed(1).padStart(11)} | ${(viaGraphQL.p95 / direct.p95).toFixed(2)}`,
+      );
+    }
+  } finally {
+    await sql.end();
+    await server.close();
+    await db.cleanup();
+  }
+}
+
+void main();
