@@ -10,6 +10,7 @@ import { createDataSource, migrate } from '../src/db/data-source';
 import { SYSTEM_ACTOR } from '../src/services/actor';
 import { AuditReportService } from '../src/services/audit-report.service';
 import { AuditService } from '../src/services/audit.service';
+import { RoleService } from '../src/services/role.service';
 import { createBenchDatabase } from './bench-database';
 
 const WRITERS = Number(process.env.WRITERS ?? 32);
@@ -44,6 +45,33 @@ async function run(dataSource: DataSource, audited: boolean, audit: AuditService
   return done / (DURATION_MS / 1000);
 }
 
+/** The same service with its audit insert switched off: the baseline for createRole. */
+class UnauditedService extends AuditService {
+  override async record(): Promise<void> {}
+  override async transaction<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
+    return this.db.transaction(work);
+  }
+  constructor(readonly db: DataSource) {
+    super(db);
+  }
+}
+
+/** createRole through RoleService (validation, name check, insert, audit), as the mutation runs it. */
+async function runCreateRole(dataSource: DataSource, audit: AuditService): Promise<number> {
+  const roles = new RoleService(dataSource, audit);
+  let done = 0;
+  const deadline = Date.now() + DURATION_MS;
+  await Promise.all(
+    Array.from({ length: WRITERS }, async () => {
+      while (Date.now() < deadline) {
+        await roles.create(SYSTEM_ACTOR, { name: `bench-${randomUUID()}`, permissions: ['invoices:read'] });
+        done++;
+      }
+    }),
+  );
+  return done / (DURATION_MS / 1000);
+}
+
 async function main(): Promise<void> {
   const db = await createBenchDatabase();
   const dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
@@ -55,11 +83,14 @@ async function main(): Promise<void> {
     await run(dataSource, true, audit); // warm-up
     const unaudited = await run(dataSource, false, audit);
     const audited = await run(dataSource, true, audit);
+    const roleUnaudited = await runCreateRole(dataSource, new UnauditedService(dataSource));
+    const roleAudited = await runCreateRole(dataSource, audit);
     const integrity = await new AuditReportService(dataSource).integrity(null, null);
     console.log(`writers=${WRITERS} duration=${DURATION_MS / 1000}s`);
     console.log(`unaudited: ${unaudited.toFixed(0)} tx/s`);
     console.log(`audited:   ${audited.toFixed(0)} tx/s`);
     console.log(`ratio audited/unaudited: ${(audited / unaudited).toFixed(2)} (target >= 0.8)`);
+    console.log(`createRole unaudited: ${roleUnaudited.toFixed(0)}/s, audited: ${roleAudited.toFixed(0)}/s, ratio ${(roleAudited / roleUnaudited).toFixed(2)}`);
     console.log(`chain intact: ${integrity.ok} over ${integrity.checkedEvents} events`);
   } finally {
     await dataSource.destroy();
