@@ -15,7 +15,7 @@ export interface AuditRecord {
 }
 
 export const GENESIS_HASH = '0'.repeat(64);
-/** Serialises appends so each event chains onto the one committed before it. */
+/** One sealer at a time, across every instance, so the chain never forks. */
 const CHAIN_LOCK = 7_400_002;
 
 function scrubSecrets(details: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
