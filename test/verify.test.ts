@@ -544,8 +544,11 @@ test('TRUST_PROXY: the allowlist is checked against X-Forwarded-For only when tr
         input: { name: 'behind-proxy', permissions: ['*'], allowedCidrs: ['10.0.0.0/8'] },
       })
     ).createApiKey;
-    const through = await postGraphQL<unknown>(proxied.url, created.secret, query, undefined, { 'x-forwarded-for': '10.1.2.3, 127.0.0.1' });
+    // The trusted proxy appends the address it saw: the right-most entry; anything left of it is the client's word.
+    const through = await postGraphQL<unknown>(proxied.url, created.secret, query, undefined, { 'x-forwarded-for': '192.168.9.9, 10.1.2.3' });
     assert.equal(through.status, 200, JSON.stringify(through.errors));
+    const claimed = await postGraphQL<unknown>(proxied.url, created.secret, query, undefined, { 'x-forwarded-for': '10.1.2.3, 192.168.9.9' });
+    assert.equal(claimed.status, 401, 'a left-hand entry the client typed is not its address');
     const outside = await postGraphQL<unknown>(proxied.url, created.secret, query, undefined, { 'x-forwarded-for': '192.168.9.9' });
     assert.equal(outside.status, 401);
   } finally {

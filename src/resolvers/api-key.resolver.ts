@@ -10,6 +10,7 @@ import { TimeBucket } from '../schema/enums';
 import { DateTimeISO } from '../schema/scalars';
 import { UsagePoint } from '../schema/usage.type';
 import { encodeCursor } from '../services/pagination';
+import { assertCanReadKey, visibleUser } from './visibility';
 import { Role } from '../schema/role.type';
 import { User } from '../schema/user.type';
 
@@ -98,13 +99,14 @@ export class ApiKeyResolver {
   }
 
   @FieldResolver(() => [UsagePoint])
-  usage(
+  async usage(
     @Root() key: ApiKeyEntity,
     @Ctx() ctx: GraphQLContext,
     @Arg('from', () => DateTimeISO, { nullable: true }) from?: Date | null,
     @Arg('to', () => DateTimeISO, { nullable: true }) to?: Date | null,
     @Arg('bucket', () => TimeBucket, { nullable: true, defaultValue: TimeBucket.HOUR }) bucket?: TimeBucket | null,
   ) {
+    await assertCanReadKey(ctx, key, 'ApiKey.usage');
     const end = to ?? new Date();
     const start = from ?? new Date(end.getTime() - 86_400_000);
     return ctx.services.usage.series(key.id, start, end, bucket ?? TimeBucket.HOUR);
@@ -117,17 +119,17 @@ export class ApiKeyResolver {
 
   @FieldResolver(() => User)
   owner(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext) {
-    return ctx.loaders.userById.load(key.ownerId);
+    return visibleUser(ctx, key.ownerId, 'ApiKey.owner', { nullable: false });
   }
 
   @FieldResolver(() => User, { nullable: true })
   createdBy(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext) {
-    return key.createdById ? ctx.loaders.userById.load(key.createdById) : null;
+    return visibleUser(ctx, key.createdById, 'ApiKey.createdBy');
   }
 
   @FieldResolver(() => User, { nullable: true })
   revokedBy(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext) {
-    return key.revokedById ? ctx.loaders.userById.load(key.revokedById) : null;
+    return visibleUser(ctx, key.revokedById, 'ApiKey.revokedBy');
   }
 
   @FieldResolver(() => [Role])

@@ -9,6 +9,7 @@ import { toConnection } from '../schema/connection.type';
 import { AuditGroupBy, SortOrder, TimeBucket } from '../schema/enums';
 import { DateTimeISO } from '../schema/scalars';
 import { User } from '../schema/user.type';
+import { assertCanReadKey, visibleUser } from './visibility';
 
 /**
  * Auditors' queries are audited too (audit.query, the filter in details), written after the read
@@ -89,11 +90,13 @@ export class AuditResolver {
 
   @FieldResolver(() => User, { nullable: true })
   actor(@Root() event: AuditEventEntity, @Ctx() ctx: GraphQLContext) {
-    return event.actorId ? ctx.loaders.userById.load(event.actorId) : null;
+    return visibleUser(ctx, event.actorId, 'AuditEvent.actor');
   }
 
   @FieldResolver(() => ApiKey, { nullable: true })
-  actorKey(@Root() event: AuditEventEntity, @Ctx() ctx: GraphQLContext) {
-    return event.actorKeyId ? ctx.loaders.keyById.load(event.actorKeyId) : null;
+  async actorKey(@Root() event: AuditEventEntity, @Ctx() ctx: GraphQLContext) {
+    const key = event.actorKeyId ? await ctx.loaders.keyById.load(event.actorKeyId) : null;
+    if (key) await assertCanReadKey(ctx, key, 'AuditEvent.actorKey');
+    return key;
   }
 }

@@ -4,6 +4,8 @@ import { coveredBy } from '../auth/permissions';
 import type { ApiKeyEntity } from '../entities';
 import { ForbiddenError } from '../services/errors';
 import { canReadKeysOf } from '../services/key-access';
+import { isUuid } from '../services/validation';
+import { visibleUser } from './visibility';
 import { ApiKey } from '../schema/api-key.type';
 import { DateTimeISO } from '../schema/scalars';
 import { UsageReportRow } from '../schema/usage.type';
@@ -26,6 +28,7 @@ export class UsageResolver {
     @Ctx() ctx: GraphQLContext,
     @Arg('ownerId', () => ID, { nullable: true }) ownerId?: string | null,
   ): Promise<ReportRow[]> {
+    if (ownerId && !isUuid(ownerId)) return [];
     let ownerIds: string[] | null = ownerId ? [ownerId] : null;
     if (!coveredBy(ctx.principal.permissions, 'keys:read')) {
       const self = (await ctx.loaders.userById.load(ctx.principal.userId))!;
@@ -53,6 +56,6 @@ export class UsageResolver {
 
   @FieldResolver(() => User)
   owner(@Root() row: ReportRow, @Ctx() ctx: GraphQLContext) {
-    return ctx.loaders.userById.load(row.key.ownerId);
+    return visibleUser(ctx, row.key.ownerId, 'UsageReportRow.owner', { nullable: false });
   }
 }

@@ -9,6 +9,7 @@ import { Role } from '../schema/role.type';
 import { ApiKeyConnection } from '../schema/api-key.type';
 import { KeyStatus } from '../schema/enums';
 import { canReadKeysOf } from '../services/key-access';
+import { assertCanListServiceAccounts, visibleUser } from './visibility';
 import { CreateServiceAccountInput, CreateUserInput, UpdateUserInput, UserFilter } from '../schema/user.input';
 import { User, UserConnection } from '../schema/user.type';
 
@@ -82,11 +83,12 @@ export class UserResolver {
 
   @FieldResolver(() => User, { nullable: true, description: 'The responsible human of a service account; null for humans' })
   owner(@Root() user: UserEntity, @Ctx() ctx: GraphQLContext) {
-    return user.ownerId ? ctx.loaders.userById.load(user.ownerId) : null;
+    return visibleUser(ctx, user.ownerId, 'User.owner');
   }
 
   @FieldResolver(() => [User])
   serviceAccounts(@Root() user: UserEntity, @Ctx() ctx: GraphQLContext) {
+    assertCanListServiceAccounts(ctx, user);
     return ctx.loaders.serviceAccountsByOwnerId.load(user.id);
   }
 
@@ -116,6 +118,6 @@ export class UserResolver {
 
   @FieldResolver(() => User, { nullable: true })
   createdBy(@Root() user: UserEntity, @Ctx() ctx: GraphQLContext) {
-    return user.createdById ? ctx.loaders.userById.load(user.createdById) : null;
+    return visibleUser(ctx, user.createdById, 'User.createdBy');
   }
 }

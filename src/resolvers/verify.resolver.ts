@@ -3,7 +3,7 @@ import type { GraphQLContext } from '../auth/context';
 import { VerifyCode } from '../entities/enums';
 import { BadInputError } from '../services/errors';
 import type { VerifyOutcome } from '../services/key-verification.service';
-import { normalizeIp } from '../services/validation';
+import { assertNoNul, normalizeIp } from '../services/validation';
 import { VerifyKeyInput, VerifyResult } from '../schema/verify.type';
 
 const MAX_BATCH = 100;
@@ -39,7 +39,8 @@ function requestOf(input: VerifyKeyInput, field: string) {
   if (input.permissions && input.permissions.length > 100) {
     throw new BadInputError(`${field}.permissions`, 'at most 100 permissions');
   }
-  return { ip, permissions: input.permissions ?? undefined, resource: input.resource ?? null };
+  const resource = input.resource === undefined || input.resource === null ? null : assertNoNul(`${field}.resource`, input.resource);
+  return { ip, permissions: input.permissions ?? undefined, resource };
 }
 
 /** A bad key is a result (valid: false, code), never an error: services branch on `code`. */

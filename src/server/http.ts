@@ -24,12 +24,15 @@ export interface HttpDeps {
   isReady: () => Promise<boolean>;
 }
 
-/** The client address: the socket's, or with TRUST_PROXY the left-most X-Forwarded-For entry. */
+/**
+ * The client address: the socket's, or with TRUST_PROXY the address our proxy saw, i.e. the
+ * right-most X-Forwarded-For entry (entries to its left are whatever the client sent).
+ */
 export function clientIp(req: IncomingMessage, trustProxy: boolean): string | null {
   if (trustProxy) {
     const forwarded = req.headers['x-forwarded-for'];
-    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-    const ip = normalizeIp(first);
+    const joined = Array.isArray(forwarded) ? forwarded.join(',') : forwarded;
+    const ip = normalizeIp(joined?.split(',').at(-1)?.trim());
     if (ip) return ip;
   }
   return normalizeIp(req.socket.remoteAddress);

@@ -22,6 +22,12 @@ export type Order = 'ASC' | 'DESC';
 
 const ACTION_PATTERN = /^[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?$|^\*$/;
 
+const MAX_BIGINT = 9223372036854775807n;
+
+function isBigint(text: string): boolean {
+  return /^\d{1,19}$/.test(text) && BigInt(text) <= MAX_BIGINT;
+}
+
 /** Audit cursors are the event's sequence number: ids only grow, so paging is stable while events arrive. */
 export function encodeAuditCursor(id: string): string {
   return Buffer.from(`ae:${id}`).toString('base64url');
@@ -30,8 +36,31 @@ export function encodeAuditCursor(id: string): string {
 function decodeAuditCursor(cursor: string | null | undefined): string | null {
   if (cursor === null || cursor === undefined) return null;
   const match = /^ae:(\d{1,19})$/.exec(Buffer.from(cursor.slice(0, 100), 'base64url').toString('utf8'));
-  if (!match) throw new BadInputError('after', 'after is not a cursor returned by this API');
+  if (!match || !isBigint(match[1]!)) throw new BadInputError('after', 'after is not a cursor returned by this API');
   return match[1]!;
+}
+
+/** Exact actions and `prefix.*` patterns, OR-ed; `*` alone means every action. */
+function applyActions(query: SelectQueryBuilder<AuditEventEntity>, actions: readonly string[]): void {
+  if (actions.length > 50) throw new BadInputError('filter.actions', 'at most 50 actions');
+  const exact: string[] = [];
+  const prefixes: string[] = [];
+  for (const action of actions) {
+    if (!ACTION_PATTERN.test(action)) {
+      throw new BadInputError('filter.actions', `${JSON.stringify(action.slice(0, 60))} is not an action or a prefix such as key.*`);
+    }
+    if (action.endsWith('.*')) prefixes.push(action.slice(0, -1));
+    else if (action !== '*') exact.push(action);
+  }
+  if (actions.includes('*')) return;
+  const clauses = [
+    ...(exact.length > 0 ? ['e.action = ANY(:exactActions)'] : []),
+    ...prefixes.map((_, i) => `e.action LIKE :actionPrefix${i}`),
+  ];
+  query.andWhere(`(${clauses.join(' OR ')})`, {
+    exactActions: exact,
+    ...Object.fromEntries(prefixes.map((p, i) => [`actionPrefix${i}`, `${p.replace(/_/g, '\\_')}%`])),
+  });
 }
 
 export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, filter: AuditEventFilter | null | undefined): void {
@@ -44,27 +73,7 @@ export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, fi
   };
   uuidOrNothing('actorId', 'actor_id');
   uuidOrNothing('actorKeyId', 'actor_key_id');
-  if (filter.actions && filter.actions.length > 0) {
-    if (filter.actions.length > 50) throw new BadInputError('filter.actions', 'at most 50 actions');
-    const exact: string[] = [];
-    const prefixes: string[] = [];
-    for (const action of filter.actions) {
-      if (!ACTION_PATTERN.test(action)) {
-        throw new BadInputError('filter.actions', `${JSON.stringify(action.slice(0, 60))} is not an action or a prefix such as key.*`);
-      }
-      if (action === '*') return;
-      if (action.endsWith('.*')) prefixes.push(action.slice(0, -1));
-      else exact.push(action);
-    }
-    const clauses = [
-      ...(exact.length > 0 ? ['e.action = ANY(:exactActions)'] : []),
-      ...prefixes.map((_, i) => `e.action LIKE :actionPrefix${i}`),
-    ];
-    query.andWhere(`(${clauses.join(' OR ')})`, {
-      exactActions: exact,
-      ...Object.fromEntries(prefixes.map((p, i) => [`actionPrefix${i}`, `${p.replace(/_/g, '\\_')}%`])),
-    });
-  }
+  if (filter.actions && filter.actions.length > 0) applyActions(query, filter.actions);
   if (filter.outcome) query.andWhere('e.outcome = :outcome', { outcome: filter.outcome });
   if (filter.targetType) query.andWhere('e.target_type = :targetType', { targetType: filter.targetType });
   if (filter.targetId) query.andWhere('e.target_id = :targetId', { targetId: filter.targetId });
@@ -82,7 +91,9 @@ export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, fi
     if (typeof filter.detailsContains !== 'object' || Array.isArray(filter.detailsContains)) {
       throw new BadInputError('filter.detailsContains', 'filter.detailsContains must be a JSON object');
     }
-    query.andWhere('e.details @> :details::jsonb', { details: JSON.stringify(filter.detailsContains) });
+    const details = JSON.stringify(filter.detailsContains);
+    if (details.includes('\\u0000')) throw new BadInputError('filter.detailsContains', 'filter.detailsContains must not contain NUL characters');
+    query.andWhere('e.details @> :details::jsonb', { details });
   }
 }
 
@@ -90,7 +101,7 @@ export class AuditQueryService {
   constructor(private readonly dataSource: DataSource) {}
 
   async findById(id: string): Promise<AuditEventEntity | null> {
-    if (!/^\d{1,19}$/.test(id)) return null;
+    if (!isBigint(id)) return null;
     return this.dataSource.manager.findOneBy(AuditEventEntity, { id });
   }
 

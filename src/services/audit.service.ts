@@ -18,11 +18,21 @@ export const GENESIS_HASH = '0'.repeat(64);
 /** One sealer at a time, across every instance, so the chain never forks. */
 const CHAIN_LOCK = 7_400_002;
 
+/** Every string, at any depth, without NUL (jsonb refuses it) and with anything key-shaped blanked. */
+function scrubStrings(value: unknown): unknown {
+  if (typeof value === 'string') return redactKeys(value.replace(/\u0000/g, ''));
+  if (Array.isArray(value)) return value.map(scrubStrings);
+  if (value instanceof Date) return value.toISOString();
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [scrubStrings(k) as string, scrubStrings(v)]));
+  }
+  return value;
+}
+
 function scrubSecrets(details: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
   if (!details) return null;
-  const json = canonicalJson(details).replace(/\\u0000/g, '');
-  // Anything shaped like a key is blanked, whatever a caller put in details.
-  return JSON.parse(redactKeys(json)) as Record<string, unknown>;
+  // Round-trip through JSON so what is hashed later is exactly what jsonb stores.
+  return JSON.parse(JSON.stringify(scrubStrings(details))) as Record<string, unknown>;
 }
 
 /** An event's fields with the contract's names, as hashed and as exported (without the chain links). */

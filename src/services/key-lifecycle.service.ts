@@ -156,6 +156,8 @@ export class KeyLifecycleService {
       const key = await this.lockManageable(tx, actor, id, 'rotated');
       const now = new Date();
       if (isExpired(key, now)) throw new ConflictError('An expired key cannot be rotated; create a new one');
+      // A successor would be ACTIVE: rotating must not be a way around a disable.
+      if (key.storedStatus === StoredKeyStatus.DISABLED) throw new ConflictError('A disabled key cannot be rotated; enable it first');
       const successorOf = await tx.findOneBy(ApiKeyEntity, { rotatedFromId: key.id });
       if (successorOf) throw new ConflictError('This key was already rotated');
       const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);

@@ -18,6 +18,7 @@ const FLUSH_BATCH = 2000;
 /** Past this many unflushed records new ones are dropped (and counted) rather than growing memory. */
 const MAX_BUFFERED = 200_000;
 const MAX_RANGE_POINTS = 10_000;
+const MAX_ATTEMPTS = 5;
 const BUCKET_SECONDS: Record<Bucket, number> = { MINUTE: 60, HOUR: 3600, DAY: 86_400 };
 
 /**
@@ -29,6 +30,7 @@ export class UsageService {
   private flushing: Promise<void> | null = null;
   private readonly timer: NodeJS.Timeout;
   dropped = 0;
+  private failedAttempts = 0;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -54,10 +56,18 @@ export class UsageService {
     const batch = this.buffer;
     this.buffer = [];
     this.flushing = this.write(batch)
+      .then(() => {
+        this.failedAttempts = 0;
+      })
       .catch((error: unknown) => {
-        // Put the batch back so a passing database error loses nothing.
-        this.buffer = batch.concat(this.buffer).slice(0, MAX_BUFFERED);
         this.onError(error);
+        // Put the batch back so a passing database error loses nothing, but never let one bad
+        // batch block every later record: after a few attempts it is dropped (and counted).
+        if (++this.failedAttempts < MAX_ATTEMPTS) this.buffer = batch.concat(this.buffer).slice(0, MAX_BUFFERED);
+        else {
+          this.dropped += batch.length;
+          this.failedAttempts = 0;
+        }
       })
       .finally(() => {
         this.flushing = null;

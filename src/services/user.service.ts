@@ -216,6 +216,7 @@ export class UserService {
       const user = await lockById(tx, UserEntity, 'User', userId);
       const role = await lockById(tx, RoleEntity, 'Role', roleId);
       assertWithinActor(actor, role.permissions, `assign role ${role.name}`);
+      assertWithinActor(actor, await userPermissions(tx, user.id), 'change the roles of this user');
       const existing = await tx.findOneBy(UserRoleEntity, { userId: user.id, roleId: role.id });
       if (existing) return user;
       await this.insertRoles(tx, user.id, [role]);
@@ -234,6 +235,7 @@ export class UserService {
       const user = await lockById(tx, UserEntity, 'User', userId);
       const role = await lockById(tx, RoleEntity, 'Role', roleId);
       assertWithinActor(actor, role.permissions, `unassign role ${role.name}`);
+      assertWithinActor(actor, await userPermissions(tx, user.id), 'change the roles of this user');
       const existing = await tx.findOneBy(UserRoleEntity, { userId: user.id, roleId: role.id });
       if (!existing) return user;
       if (role.builtIn && role.name === 'admin') await this.assertNotLastAdmin(tx, user.id, 'remove the admin role from');

@@ -9,8 +9,14 @@ export function isUuid(value: string): boolean {
   return UUID_PATTERN.test(value);
 }
 
+/** PostgreSQL text cannot hold NUL; refusing it here keeps it from failing a write later. */
+export function assertNoNul(field: string, value: string): string {
+  if (value.includes('\u0000')) throw new BadInputError(field, `${field} must not contain NUL characters`);
+  return value;
+}
+
 export function requireText(field: string, value: string, max: number): string {
-  const trimmed = value.trim();
+  const trimmed = assertNoNul(field, value).trim();
   if (trimmed.length === 0) throw new BadInputError(field, `${field} must not be empty`);
   if (trimmed.length > max) throw new BadInputError(field, `${field} must be at most ${max} characters`);
   return trimmed;
@@ -19,7 +25,7 @@ export function requireText(field: string, value: string, max: number): string {
 export function optionalText(field: string, value: string | null | undefined, max: number): string | null {
   if (value === null || value === undefined) return null;
   if (value.length > max) throw new BadInputError(field, `${field} must be at most ${max} characters`);
-  return value;
+  return assertNoNul(field, value);
 }
 
 export function requireEmail(field: string, value: string): string {
@@ -87,7 +93,9 @@ const METADATA_MAX_BYTES = 8192;
 
 export function requireMetadata(field: string, value: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
   if (value === null || value === undefined) return null;
-  if (Buffer.byteLength(JSON.stringify(value)) > METADATA_MAX_BYTES) {
+  const json = JSON.stringify(value);
+  if (json.includes('\\u0000')) throw new BadInputError(field, `${field} must not contain NUL characters`);
+  if (Buffer.byteLength(json) > METADATA_MAX_BYTES) {
     throw new BadInputError(field, `${field} must be at most ${METADATA_MAX_BYTES} bytes of JSON`);
   }
   return value;

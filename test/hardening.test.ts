@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
+
+// Denied and bad-input paths found in review: each must answer with a contract code, never a 500.
+let t: TestServer;
+let memberKey: string;
+let memberId: string;
+let roleIds: Record<string, string>;
+
+async function gql<T = Record<string, unknown>>(key: string, query: string, variables?: unknown) {
+  return postGraphQL<T>(t.url, key, query, variables);
+}
+
+async function ok<T = Record<string, unknown>>(key: string, query: string, variables?: unknown): Promise<T> {
+  const result = await gql<T>(key, query, variables);
+  assert.equal(result.errors, undefined, JSON.stringify(result.errors));
+  return result.data!;
+}
+
+async function userWithRoles(name: string, roles: string[]): Promise<{ id: string; key: string }> {
+  const created = await ok<{ createUser: { id: string } }>(t.adminKey, 'mutation($i: CreateUserInput!) { createUser(input: $i) { id } }', {
+    i: { name, email: `${name}@example.com`, roleIds: roles.map((r) => roleIds[r]) },
+  });
+  const key = await ok<{ createApiKey: { secret: string } }>(t.adminKey, 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }', {
+    i: { ownerId: created.createUser.id, name: `${name} key`, permissions: ['*'] },
+  });
+  return { id: created.createUser.id, key: key.createApiKey.secret };
+}
+
+before(async () => {
+  t = await startTestServer({ trustProxy: true });
+  const roles = await ok<{ roles: Array<{ id: string; name: string }> }>(t.adminKey, '{ roles { id name } }');
+  roleIds = Object.fromEntries(roles.roles.map((r) => [r.name, r.id]));
+  const member = await userWithRoles('hard-member', ['member']);
+  memberKey = member.key;
+  memberId = member.id;
+});
+after(() => t.close());
+
+test('NUL characters are bad input, not a failed write', async () => {
+  const verifier = await userWithRoles('hard-verifier', ['verifier']);
+  const verify = await gql(verifier.key, 'query($i: VerifyKeyInput!) { verifyKey(input: $i) { code } }', {
+    i: { key: memberKey, resource: 'a\u0000b' },
+  });
+  assert.deepEqual(errorCodes(verify), ['BAD_USER_INPUT']);
+  const role = await gql(t.adminKey, 'mutation { createRole(input: { name: "nul-role", description: "a\\u0000b", permissions: [] }) { id } }');
+  assert.deepEqual(errorCodes(role), ['BAD_USER_INPUT']);
+  const filter = await gql(t.adminKey, 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { detailsContains: { a: '\u0000' } } });
+  assert.deepEqual(errorCodes(filter), ['BAD_USER_INPUT']);
+  // A literal backslash-u sequence is ordinary text and is kept as written.
+  const text = 'a\\u0000b';
+  await ok(t.adminKey, 'mutation($i: CreateRoleInput!) { createRole(input: $i) { id } }', { i: { name: 'backslash-role', description: text, permissions: [] } });
+  const events = await ok<{ auditEvents: { nodes: Array<{ details: { after: { description: string } } }> } }>(
+    t.adminKey,
+    'query { auditEvents(filter: { actions: ["role.create"] }, first: 1) { nodes { details } } }',
+  );
+  assert.equal(events.auditEvents.nodes[0]!.details.after.description, text);
+});
+
+test('with TRUST_PROXY the address is the right-most X-Forwarded-For entry, not one the client typed', async () => {
+  const limited = await ok<{ createApiKey: { secret: string } }>(t.adminKey, 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }', {
+    i: { ownerId: memberId, name: 'cidr key', allowedCidrs: ['10.9.9.9/32'] },
+  });
+  const spoofed = await postGraphQL(t.url, limited.createApiKey.secret, '{ viewer { user { id } } }', undefined, { 'x-forwarded-for': '10.9.9.9, 192.0.2.7' });
+  assert.equal(spoofed.status, 401);
+  const proxied = await postGraphQL(t.url, limited.createApiKey.secret, '{ viewer { user { id } } }', undefined, { 'x-forwarded-for': '192.0.2.7, 10.9.9.9' });
+  assert.equal(proxied.status, 200);
+});
+
+test('links to other users need users:read; one’s own user and key need nothing more', async () => {
+  // The admin created the member and its key: without users:read that link reads as null.
+  const hidden = await ok<{ viewer: { user: { createdBy: unknown }; key: { createdBy: unknown } } }>(
+    memberKey,
+    '{ viewer { user { createdBy { email } } key { createdBy { email } } } }',
+  );
+  assert.equal(hidden.viewer.user.createdBy, null);
+  assert.equal(hidden.viewer.key.createdBy, null);
+  // With users:read the same link resolves.
+  const seen = await ok<{ user: { createdBy: { id: string } | null } }>(t.adminKey, 'query($id: ID!) { user(id: $id) { createdBy { id } } }', { id: memberId });
+  assert.notEqual(seen.user.createdBy, null);
+  const own = await ok<{ viewer: { key: { owner: { id: string } } } }>(memberKey, '{ viewer { key { owner { id } } user { serviceAccounts { id } } } }');
+  assert.equal(own.viewer.key.owner.id, memberId);
+});
+
+test('roles of a user who holds more cannot be changed by one who holds less', async () => {
+  const limitedRole = await ok<{ createRole: { id: string } }>(t.adminKey, 'mutation { createRole(input: { name: "user-admin-lite", permissions: ["users:write", "users:read", "keys:own"] }) { id } }');
+  roleIds['user-admin-lite'] = limitedRole.createRole.id;
+  const actor = await userWithRoles('hard-lite', ['user-admin-lite']);
+  const target = await userWithRoles('hard-target', ['auditor', 'member']);
+  const strip = await gql(actor.key, 'mutation($u: ID!, $r: ID!) { unassignRole(userId: $u, roleId: $r) { id } }', { u: target.id, r: roleIds.member });
+  assert.deepEqual(errorCodes(strip), ['FORBIDDEN']);
+});
+
+test('a disabled key cannot be rotated into an active one', async () => {
+  const key = await ok<{ createApiKey: { apiKey: { id: string } } }>(memberKey, 'mutation { createApiKey(input: { name: "to disable" }) { apiKey { id } } }');
+  await ok(t.adminKey, 'mutation($id: ID!) { disableApiKey(id: $id) { id } }', { id: key.createApiKey.apiKey.id });
+  const rotated = await gql(memberKey, 'mutation($id: ID!) { rotateApiKey(id: $id) { secret } }', { id: key.createApiKey.apiKey.id });
+  assert.deepEqual(errorCodes(rotated), ['CONFLICT']);
+});
+
+test('malformed ids and out-of-range numbers are answered, not 500', async () => {
+  const report = await ok<{ usageReport: unknown[] }>(t.adminKey, 'query { usageReport(from: "2026-01-01T00:00:00Z", to: "2027-01-01T00:00:00Z", ownerId: "not-a-uuid") { valid } }');
+  assert.deepEqual(report.usageReport, []);
+  const event = await ok<{ auditEvent: unknown }>(t.adminKey, '{ auditEvent(id: "9999999999999999999") { id } }');
+  assert.equal(event.auditEvent, null);
+  const cursor = Buffer.from('ae:9999999999999999999').toString('base64url');
+  assert.deepEqual(errorCodes(await gql(t.adminKey, `{ auditEvents(after: "${cursor}") { nodes { id } } }`)), ['BAD_USER_INPUT']);
+});
+
+test('actions: ["*"] keeps every other filter', async () => {
+  const all = await ok<{ auditEvents: { nodes: Array<{ outcome: string }> } }>(
+    t.adminKey,
+    '{ auditEvents(filter: { actions: ["*"], outcome: DENIED }, first: 500) { nodes { outcome } } }',
+  );
+  assert.ok(all.auditEvents.nodes.length > 0, 'the denials above were recorded');
+  assert.ok(all.auditEvents.nodes.every((n) => n.outcome === 'DENIED'));
+});
