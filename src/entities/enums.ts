@@ -50,6 +50,16 @@ export enum VerifyCode {
   RATE_LIMITED = 'RATE_LIMITED',
 }
 
+/** What auditCounts groups by */
+export enum AuditGroupBy {
+  ACTION = 'ACTION',
+  ACTOR = 'ACTOR',
+  ACTOR_KEY = 'ACTOR_KEY',
+  OUTCOME = 'OUTCOME',
+  TARGET_TYPE = 'TARGET_TYPE',
+  IP = 'IP',
+}
+
 export function assertNever(value: never): never {
   throw new Error(`unhandled case: ${String(value)}`);
 }

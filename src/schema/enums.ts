@@ -1,6 +1,5 @@
 import { registerEnumType } from 'type-graphql';
-import { ActorType, AuditOutcome, KeyStatus, UserKind, UserStatus, VerifyCode } from '../entities/enums';
-import { AuditGroupBy } from '../services/audit-report.service';
+import { ActorType, AuditGroupBy, AuditOutcome, KeyStatus, UserKind, UserStatus, VerifyCode } from '../entities/enums';
 
 export enum TimeBucket {
   MINUTE = 'MINUTE',

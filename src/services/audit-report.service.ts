@@ -1,18 +1,10 @@
 import type { DataSource } from 'typeorm';
 import { AuditEventEntity } from '../entities';
-import { assertNever } from '../entities/enums';
+import { AuditGroupBy, assertNever } from '../entities/enums';
 import { applyAuditFilter, type AuditEventFilter } from './audit-query.service';
 import { GENESIS_HASH, eventHash } from './audit.service';
 import { BadInputError } from './errors';
 
-export enum AuditGroupBy {
-  ACTION = 'ACTION',
-  ACTOR = 'ACTOR',
-  ACTOR_KEY = 'ACTOR_KEY',
-  OUTCOME = 'OUTCOME',
-  TARGET_TYPE = 'TARGET_TYPE',
-  IP = 'IP',
-}
 
 export type TimeBucketName = 'MINUTE' | 'HOUR' | 'DAY';
 
