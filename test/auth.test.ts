@@ -12,6 +12,7 @@ import {
   UsersDocument,
   ViewerDocument,
 } from './generated/graphql';
+import { roleIdByName } from './helpers/fixtures';
 import {
   assertNoLeak,
   auditEvents,
@@ -19,7 +20,6 @@ import {
   eventsOfRequest,
   expectError,
   principalWithBuiltIn,
-  roleIdByName,
   type AuditNode,
 } from './helpers/principals';
 import { startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';

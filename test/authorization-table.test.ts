@@ -4,12 +4,12 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { buildSchema, type GraphQLObjectType } from 'graphql';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
+import { unique } from './helpers/fixtures';
 import {
   PRINCIPAL_NAMES,
   createHuman,
   createPrincipals,
   gqlOk,
-  unique,
   type Principal,
   type PrincipalName,
 } from './helpers/table-principals';

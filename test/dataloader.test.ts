@@ -57,12 +57,19 @@ async function settledDbQueries(): Promise<number> {
   throw new Error('the server never stopped sending SQL statements');
 }
 
-/** SQL statements one request costs, authentication and its deferred bookkeeping included. */
+/**
+ * SQL statements one request costs, authentication and its deferred bookkeeping included. Timers
+ * (the audit seal pass every second) can only add to a window, so the least of three is the cost.
+ */
 async function measure(first: number, filter: Record<string, unknown> | null = null): Promise<{ queries: number; rows: UserRow[] }> {
-  const start = await settledDbQueries();
-  const data = await gqlOk<{ users: { nodes: UserRow[] } }>(t, t.adminKey, RELATIONS_QUERY, { first, filter });
-  const queries = (await settledDbQueries()) - start;
-  return { queries, rows: data.users.nodes };
+  let best: { queries: number; rows: UserRow[] } | null = null;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const start = await settledDbQueries();
+    const data = await gqlOk<{ users: { nodes: UserRow[] } }>(t, t.adminKey, RELATIONS_QUERY, { first, filter });
+    const queries = (await settledDbQueries()) - start;
+    if (!best || queries < best.queries) best = { queries, rows: data.users.nodes };
+  }
+  return best!;
 }
 
 async function listIds(filter: Record<string, unknown>): Promise<{ ids: string[]; totalCount: number }> {

@@ -18,6 +18,7 @@ import {
   UserDocument,
   UsersDocument,
 } from './generated/graphql';
+import { roleIdByName, unique } from './helpers/fixtures';
 import {
   adminPrincipal,
   auditEvents,
@@ -26,8 +27,6 @@ import {
   expectOneAuditEvent,
   principalWithBuiltIn,
   principalWithPermissions,
-  roleIdByName,
-  uniqueName,
   type TestPrincipal,
 } from './helpers/principals';
 import { startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
@@ -57,7 +56,7 @@ after(() => t.close());
 
 /** As admin: a human with the given roles. */
 async function newHuman(roleIds: string[] = [], label = 'human'): Promise<{ id: string; name: string; email: string }> {
-  const name = uniqueName(label);
+  const name = unique(label);
   const email = `${name}@example.test`;
   const data = await t.ok(t.adminKey, CreateUserDocument, { input: { name, email, roleIds } });
   return { id: data.createUser.id, name, email };
@@ -65,13 +64,13 @@ async function newHuman(roleIds: string[] = [], label = 'human'): Promise<{ id: 
 
 /** As admin: a service account owned by `ownerId`. */
 async function newServiceAccount(ownerId: string): Promise<string> {
-  const data = await t.ok(t.adminKey, CreateServiceAccountDocument, { input: { name: uniqueName('svc'), ownerId } });
+  const data = await t.ok(t.adminKey, CreateServiceAccountDocument, { input: { name: unique('svc'), ownerId } });
   return data.createServiceAccount.id;
 }
 
 /** As admin: a custom role. */
 async function newRole(permissions: string[], label = 'role'): Promise<{ id: string; name: string }> {
-  const data = await t.ok(t.adminKey, CreateRoleDocument, { input: { name: uniqueName(label), permissions } });
+  const data = await t.ok(t.adminKey, CreateRoleDocument, { input: { name: unique(label), permissions } });
   return { id: data.createRole.id, name: data.createRole.name };
 }
 
@@ -107,7 +106,7 @@ async function expectDenied(response: GraphQLResponse<unknown>, caller: TestPrin
 
 describe('createUser', () => {
   test('creates an active human with its roles and audits user.create (kind HUMAN)', async () => {
-    const name = uniqueName('grace');
+    const name = unique('grace');
     const email = `${name}@example.test`;
     const data = await t.ok(t.adminKey, CreateUserDocument, { input: { name, email, roleIds: [builtIn.member!] } });
     const user = data.createUser;
@@ -125,7 +124,7 @@ describe('createUser', () => {
   });
 
   test('rejects a bad email or an empty name as BAD_USER_INPUT and creates nothing', async () => {
-    const name = uniqueName('bad-input');
+    const name = unique('bad-input');
     for (const email of ['not-an-email', 'two words@example.test', 'a@b', '']) {
       expectError(await t.request(t.adminKey, CreateUserDocument, { input: { name, email } }), 'BAD_USER_INPUT');
     }
@@ -146,7 +145,7 @@ describe('createUser', () => {
   });
 
   test('a duplicate email, whatever its case, is CONFLICT', async () => {
-    const name = uniqueName('dup');
+    const name = unique('dup');
     await t.ok(t.adminKey, CreateUserDocument, { input: { name, email: `${name}@example.test` } });
     const again = await t.request(t.adminKey, CreateUserDocument, {
       input: { name: `${name}-2`, email: `${name.toUpperCase()}@Example.TEST` },
@@ -159,7 +158,7 @@ describe('createUser', () => {
 describe('createServiceAccount', () => {
   test('creates a SERVICE user owned by a human and audits user.create (kind SERVICE)', async () => {
     const owner = await newHuman();
-    const name = uniqueName('ci-bot');
+    const name = unique('ci-bot');
     const data = await t.ok(t.adminKey, CreateServiceAccountDocument, {
       input: { name, ownerId: owner.id, roleIds: [builtIn.verifier!] },
     });
@@ -185,7 +184,7 @@ describe('createServiceAccount', () => {
     expectError(await t.request(t.adminKey, CreateServiceAccountDocument, { input: { name: ' ', ownerId: owner.id } }), 'BAD_USER_INPUT');
     // ownerId is an input field naming another user: unknown, non-human or disabled is bad input.
     for (const ownerId of [...UNKNOWN_IDS, sa, disabledOwner.id]) {
-      const response = await t.request(t.adminKey, CreateServiceAccountDocument, { input: { name: uniqueName('svc'), ownerId } });
+      const response = await t.request(t.adminKey, CreateServiceAccountDocument, { input: { name: unique('svc'), ownerId } });
       expectError(response, 'BAD_USER_INPUT');
     }
   });
@@ -194,7 +193,7 @@ describe('createServiceAccount', () => {
 describe('updateUser', () => {
   test('renames and re-addresses a human and audits user.update with before and after', async () => {
     const human = await newHuman();
-    const name = uniqueName('renamed');
+    const name = unique('renamed');
     const email = `${name}@example.test`;
     const data = await t.ok(t.adminKey, UpdateUserDocument, { id: human.id, input: { name, email } });
     assert.equal(data.updateUser.name, name);
@@ -230,7 +229,7 @@ describe('updateUser', () => {
     expectError(await t.request(t.adminKey, UpdateUserDocument, { id: human.id, input: { email: 'nope' } }), 'BAD_USER_INPUT');
     expectError(await t.request(t.adminKey, UpdateUserDocument, { id: human.id, input: { name: '  ' } }), 'BAD_USER_INPUT');
     // Service accounts have no email; humans have no owner; a service account cannot own one.
-    expectError(await t.request(t.adminKey, UpdateUserDocument, { id: sa, input: { email: `${uniqueName('s')}@example.test` } }), 'BAD_USER_INPUT');
+    expectError(await t.request(t.adminKey, UpdateUserDocument, { id: sa, input: { email: `${unique('s')}@example.test` } }), 'BAD_USER_INPUT');
     expectError(await t.request(t.adminKey, UpdateUserDocument, { id: human.id, input: { ownerId: other.id } }), 'BAD_USER_INPUT');
     expectError(await t.request(t.adminKey, UpdateUserDocument, { id: sa, input: { ownerId: sa } }), 'BAD_USER_INPUT');
     expectError(await t.request(t.adminKey, UpdateUserDocument, { id: sa, input: { ownerId: randomUUID() } }), 'BAD_USER_INPUT');
@@ -272,7 +271,7 @@ describe('disableUser and enableUser', () => {
 
 describe('createRole', () => {
   test('creates a custom role and audits role.create', async () => {
-    const name = uniqueName('billing-reader');
+    const name = unique('billing-reader');
     const data = await t.ok(t.adminKey, CreateRoleDocument, {
       input: { name, description: 'Reads invoices', permissions: ['invoices:read', 'invoices.v2:export:csv'] },
     });
@@ -288,7 +287,7 @@ describe('createRole', () => {
   });
 
   test('rejects invalid permission strings and an empty name as BAD_USER_INPUT', async () => {
-    const name = uniqueName('invalid');
+    const name = unique('invalid');
     for (const permission of ['Keys:Read', 'keys', 'keys:', ':read', 'keys:read ', '**', 'keys:*:read', '']) {
       const response = await t.request(t.adminKey, CreateRoleDocument, { input: { name, permissions: ['users:read', permission] } });
       expectError(response, 'BAD_USER_INPUT');
@@ -341,7 +340,7 @@ describe('createRole', () => {
 describe('updateRole', () => {
   test('changes name, description and permissions and audits role.update with before and after', async () => {
     const role = await newRole(['invoices:read'], 'to-update');
-    const name = uniqueName('updated');
+    const name = unique('updated');
     const data = await t.ok(t.adminKey, UpdateRoleDocument, {
       id: role.id,
       input: { name, description: 'now writes too', permissions: ['invoices:read', 'invoices:write'] },
@@ -397,7 +396,7 @@ describe('built-in roles are protected', () => {
 
   test('renaming a built-in role is CONFLICT', async () => {
     for (const name of ['auditor', 'admin']) {
-      const response = await t.request(t.adminKey, UpdateRoleDocument, { id: builtIn[name]!, input: { name: uniqueName('renamed') } });
+      const response = await t.request(t.adminKey, UpdateRoleDocument, { id: builtIn[name]!, input: { name: unique('renamed') } });
       expectError(response, 'CONFLICT');
       assert.equal((await t.ok(t.adminKey, RoleDocument, { id: builtIn[name]! })).role?.name, name);
     }
@@ -466,13 +465,13 @@ describe('principals holding only member or auditor are FORBIDDEN on every ident
   const attempts: Attempt[] = [
     {
       mutation: 'createUser',
-      run: (key) => t.request(key, CreateUserDocument, { input: { name: 'sneaky', email: `${uniqueName('sneaky')}@example.test` } }),
+      run: (key) => t.request(key, CreateUserDocument, { input: { name: 'sneaky', email: `${unique('sneaky')}@example.test` } }),
     },
     { mutation: 'createServiceAccount', run: (key) => t.request(key, CreateServiceAccountDocument, { input: { name: 'sneaky', ownerId: target.id } }) },
     { mutation: 'updateUser', run: (key) => t.request(key, UpdateUserDocument, { id: sa, input: { name: 'sneaky' } }) },
     { mutation: 'disableUser', run: (key) => t.request(key, DisableUserDocument, { id: target.id, reason: 'sneaky' }) },
     { mutation: 'enableUser', run: (key) => t.request(key, EnableUserDocument, { id: target.id }) },
-    { mutation: 'createRole', run: (key) => t.request(key, CreateRoleDocument, { input: { name: uniqueName('sneaky'), permissions: [] } }) },
+    { mutation: 'createRole', run: (key) => t.request(key, CreateRoleDocument, { input: { name: unique('sneaky'), permissions: [] } }) },
     { mutation: 'updateRole', run: (key) => t.request(key, UpdateRoleDocument, { id: role.id, input: { description: 'sneaky' } }) },
     { mutation: 'deleteRole', run: (key) => t.request(key, DeleteRoleDocument, { id: role.id }) },
     { mutation: 'assignRole', run: (key) => t.request(key, AssignRoleDocument, { userId: target.id, roleId: role.id }) },
@@ -501,7 +500,7 @@ describe('principals holding only member or auditor are FORBIDDEN on every ident
 describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSIONS)}`, () => {
   test('cannot createRole with a permission it lacks, wildcards included', async () => {
     for (const permissions of [['audit:read'], ['*'], ['keys:*'], ['users:*'], ['keys:own', 'audit:read']]) {
-      const name = uniqueName('escalate');
+      const name = unique('escalate');
       const response = await t.request(limited.key, CreateRoleDocument, { input: { name, permissions } });
       await expectDenied(response, limited, 'createRole');
       assert.ok(!(await allRoleNames()).includes(name), `${name} was not created`);
@@ -509,20 +508,20 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
   });
 
   test('an escalation denial names the mutation, not the alias the client gave it', async () => {
-    const aliased = await t.request(limited.key, AliasedCreateRoleDocument, { input: { name: uniqueName('alias'), permissions: ['*'] } });
+    const aliased = await t.request(limited.key, AliasedCreateRoleDocument, { input: { name: unique('alias'), permissions: ['*'] } });
     await expectDenied(aliased, limited, 'createRole');
   });
 
   test('can createRole within its own permissions (audited with itself as actor)', async () => {
     const data = await t.ok(limited.key, CreateRoleDocument, {
-      input: { name: uniqueName('within'), permissions: ['keys:own', 'users:write'] },
+      input: { name: unique('within'), permissions: ['keys:own', 'users:write'] },
     });
     assert.deepEqual([...data.createRole.permissions].sort(), ['keys:own', 'users:write']);
     await expectOneAuditEvent(t, { action: 'role.create', targetId: data.createRole.id, caller: limited, targetType: 'role' });
   });
 
   test('cannot updateRole to add a permission it lacks, but can change within its own', async () => {
-    const own = await t.ok(limited.key, CreateRoleDocument, { input: { name: uniqueName('own'), permissions: ['keys:own'] } });
+    const own = await t.ok(limited.key, CreateRoleDocument, { input: { name: unique('own'), permissions: ['keys:own'] } });
     const roleId = own.createRole.id;
     for (const permissions of [['keys:own', 'audit:read'], ['*'], ['keys:*']]) {
       await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: roleId, input: { permissions } }), limited, 'updateRole');
@@ -547,7 +546,7 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
   });
 
   test('cannot createUser or createServiceAccount with roleIds of a role holding more', async () => {
-    const name = uniqueName('escalated-user');
+    const name = unique('escalated-user');
     for (const roleId of [builtIn.admin!, builtIn['key-manager']!]) {
       const response = await t.request(limited.key, CreateUserDocument, { input: { name, email: `${name}@example.test`, roleIds: [roleId] } });
       await expectDenied(response, limited, 'createUser');
@@ -555,7 +554,7 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
     assert.equal(await usersMatching(name), 0);
 
     const owner = await newHuman();
-    const saName = uniqueName('escalated-svc');
+    const saName = unique('escalated-svc');
     const response = await t.request(limited.key, CreateServiceAccountDocument, {
       input: { name: saName, ownerId: owner.id, roleIds: [builtIn.admin!] },
     });

@@ -20,6 +20,7 @@ import {
   type CreateApiKeyInput,
   type UpdateApiKeyInput,
 } from './generated/graphql';
+import { roleIdByName, unique } from './helpers/fixtures';
 import {
   auditEvents,
   countRows,
@@ -31,8 +32,6 @@ import {
   expectError,
   pollUntil,
   principalWithRoles,
-  roleId,
-  unique,
   verify,
   viewerOf,
   type KeyNode,
@@ -49,7 +48,7 @@ before(async () => {
   t = await startTestServer();
   admin = await viewerOf(t, t.adminKey);
   verifier = await principalWithRoles(t, ['verifier']);
-  memberRoleId = await roleId(t, 'member');
+  memberRoleId = await roleIdByName(t, 'member');
 });
 after(() => t.close());
 
@@ -597,8 +596,8 @@ test("keys:own: another user's keys are FORBIDDEN and untouched", async () => {
 
 test('no escalation: a member cannot grant a key more than it holds', async () => {
   const member = await principalWithRoles(t, ['member'], 'greedy-member');
-  const adminRoleId = await roleId(t, 'admin');
-  const verifierRoleId = await roleId(t, 'verifier');
+  const adminRoleId = await roleIdByName(t, 'admin');
+  const verifierRoleId = await roleIdByName(t, 'verifier');
   const before = await countRows(t, 'api_keys');
   const attempts: Array<[string, CreateApiKeyInput]> = [
     ['users:read', { name: 'esc', permissions: ['users:read'] }],
@@ -618,7 +617,7 @@ test('no escalation: a member cannot grant a key more than it holds', async () =
 
   // keys:write is not a blank cheque either: a key-manager grants only what it holds itself.
   const manager = await principalWithRoles(t, ['key-manager'], 'manager');
-  const auditorRoleId = await roleId(t, 'auditor');
+  const auditorRoleId = await roleIdByName(t, 'auditor');
   const targetId = await createHuman(t, [memberRoleId], 'managed');
   expectError(await t.request(manager.key, KtCreateKeyDocument, { input: { ownerId: targetId, name: 'esc', permissions: ['audit:read'] } }), 'FORBIDDEN');
   expectError(await t.request(manager.key, KtCreateKeyDocument, { input: { ownerId: targetId, name: 'esc', roleIds: [auditorRoleId] } }), 'FORBIDDEN');
@@ -636,8 +635,8 @@ test('no escalation: a member cannot grant a key more than it holds', async () =
 });
 
 test("a key's effective permissions shrink the moment its owner loses a role", async () => {
-  const auditorRoleId = await roleId(t, 'auditor');
-  const verifierRoleId = await roleId(t, 'verifier');
+  const auditorRoleId = await roleIdByName(t, 'auditor');
+  const verifierRoleId = await roleIdByName(t, 'verifier');
   const ownerId = await createHuman(t, [auditorRoleId, verifierRoleId], 'shrinking');
   const wide = await createKey(t, { ownerId, name: 'wide', permissions: ['*'] });
   const viaRole = await createKey(t, { ownerId, name: 'via-role', roleIds: [verifierRoleId] });

@@ -14,13 +14,12 @@ import {
   KtViewerDocument,
   type KtAuditEventsQuery,
 } from './generated/graphql';
+import { roleIdByName, unique } from './helpers/fixtures';
 import {
   createHuman,
   createKey,
   createServiceAccount,
   principalWithRoles,
-  roleId,
-  unique,
   type KeyPrincipal,
 } from './helpers/key-principals';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
@@ -96,7 +95,7 @@ let member: KeyPrincipal;
 before(async () => {
   // trace: the most the server ever logs
   t = await startTestServer({ logLevel: 'trace' });
-  const memberRoleId = await roleId(t, 'member');
+  const memberRoleId = await roleIdByName(t, 'member');
   verifier = await principalWithRoles(t, ['verifier'], 'scan-verifier');
   member = await principalWithRoles(t, ['member'], 'scan-member');
   secrets.push(verifier.key, member.key);
@@ -213,7 +212,7 @@ test("audit events' details never hold a secret, even one a caller writes into a
   assert.deepEqual(leaks, [], 'secrets found in audit events');
 
   // A key-shaped string written into a key's name is blanked in the event's details.
-  const ownerId = await createHuman(t, [await roleId(t, 'member')], 'scan-rename');
+  const ownerId = await createHuman(t, [await roleIdByName(t, 'member')], 'scan-rename');
   const { key } = await createKey(t, { ownerId, name: 'renamed' });
   const pasted = generateKey('kl');
   await t.ok(t.adminKey, KtUpdateKeyDocument, { id: key.id, input: { name: `${unique('oops')} ${pasted}` } });

@@ -22,6 +22,7 @@ import {
   type CreateApiKeyInput,
   type VerifyKeyInput,
 } from './generated/graphql';
+import { roleIdByName, unique } from './helpers/fixtures';
 import {
   createHuman,
   createKey,
@@ -30,8 +31,6 @@ import {
   expectError,
   pollUntil,
   principalWithRoles,
-  roleId,
-  unique,
   verify,
   viewerOf,
   withOneCharacterChanged,
@@ -50,7 +49,7 @@ let ownerId: string;
 before(async () => {
   t = await startTestServer();
   verifier = await principalWithRoles(t, ['verifier'], 'verifier');
-  memberRoleId = await roleId(t, 'member');
+  memberRoleId = await roleIdByName(t, 'member');
   billingRole = (
     await t.ok(t.adminKey, KtCreateRoleDocument, { input: { name: unique('billing'), permissions: ['invoices:*', 'reports:read'] } })
   ).createRole;
@@ -597,7 +596,7 @@ function openWs(secret: string): { client: Client; connections: () => number } {
 }
 
 test("WebSocket: an open connection loses a permission the moment the key's owner loses the role", async () => {
-  const verifierRoleId = await roleId(t, 'verifier');
+  const verifierRoleId = await roleIdByName(t, 'verifier');
   const humanId = await createHuman(t, [memberRoleId, verifierRoleId], 'ws-role');
   const { secret } = await createKey(t, { ownerId: humanId, name: 'ws-role-key', permissions: ['*'] });
   const probe = `{ verifyKey(input: { key: "${generateKey('kl')}" }) { code } }`;

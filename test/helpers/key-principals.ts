@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import {
   KtAuditEventsDocument,
   KtCreateKeyDocument,
   KtCreateServiceAccountDocument,
-  KtCreateUserDocument,
-  KtRolesDocument,
   KtVerifyDocument,
   KtViewerDocument,
   type CreateApiKeyInput,
@@ -14,6 +11,7 @@ import {
   type KtVerifyQuery,
   type VerifyKeyInput,
 } from '../generated/graphql';
+import { createKeyFor, createUser, firstErrorWithCode, roleIds, unique } from './fixtures';
 import type { GraphQLResponse, TestServer } from './server';
 
 /** Helpers for the key lifecycle, verification and secrets tests (self-contained on purpose). */
@@ -28,10 +26,6 @@ export interface KeyPrincipal {
 export type KeyNode = KtCreateKeyMutation['createApiKey']['apiKey'];
 export type VerifyNode = KtVerifyQuery['verifyKey'];
 export type AuditNode = KtAuditEventsQuery['auditEvents']['nodes'][number];
-
-export function unique(label: string): string {
-  return `${label}-${randomBytes(4).toString('hex')}`;
-}
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -62,22 +56,10 @@ export async function viewerOf(t: TestServer, key: string): Promise<KeyPrincipal
   return { userId: data.viewer.user.id, keyId: data.viewer.key.id, key };
 }
 
-export async function roleIds(t: TestServer): Promise<Map<string, string>> {
-  const data = await t.ok(t.adminKey, KtRolesDocument);
-  return new Map(data.roles.map((r) => [r.name, r.id]));
-}
-
-export async function roleId(t: TestServer, name: string): Promise<string> {
-  const id = (await roleIds(t)).get(name);
-  assert.ok(id, `role ${name} exists`);
-  return id;
-}
-
 /** As admin: a human with the given role ids, no key. */
 export async function createHuman(t: TestServer, roles: string[], label = 'person'): Promise<string> {
   const name = unique(label);
-  const data = await t.ok(t.adminKey, KtCreateUserDocument, { input: { name, email: `${name}@example.test`, roleIds: roles } });
-  return data.createUser.id;
+  return createUser(t, { name, email: `${name}@example.test`, roleIds: roles });
 }
 
 /** As admin: a service account owned by `ownerId`. */
@@ -105,8 +87,8 @@ export async function principalWithRoles(t: TestServer, roleNames: string[], lab
     return id;
   });
   const userId = await createHuman(t, roles, label ?? (roleNames.join('-') || 'viewer'));
-  const created = await createKey(t, { ownerId: userId, name: unique('principal-key'), permissions: ['*'] });
-  return { userId, keyId: created.key.id, key: created.secret };
+  const created = await createKeyFor(t, userId, { name: unique('principal-key') });
+  return { userId, keyId: created.keyId, key: created.secret };
 }
 
 export async function verify(t: TestServer, verifierKey: string, input: VerifyKeyInput): Promise<VerifyNode> {
@@ -138,9 +120,7 @@ export async function expectAudit(
 
 /** The first error carries `code`, and the failed field returned no data. */
 export function expectError(response: GraphQLResponse<unknown>, code: string): Record<string, unknown> {
-  assert.ok(response.errors && response.errors.length > 0, `expected ${code}, got data ${JSON.stringify(response.data)}`);
-  const error = response.errors[0]!;
-  assert.equal(error.extensions?.code, code, `expected ${code}: ${JSON.stringify(response.errors)}`);
+  const error = firstErrorWithCode(response, code);
   // A nullable root field (apiKey) answers null beside the error; a non-null one nulls data.
   const data = response.data as Record<string, unknown> | null | undefined;
   assert.ok(!data || Object.values(data).every((v) => v === null), `no data with ${code}: ${JSON.stringify(response.data)}`);

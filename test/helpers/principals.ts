@@ -1,15 +1,12 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import {
   AuditEventsDocument,
-  CreateApiKeyDocument,
   CreateRoleDocument,
-  CreateUserDocument,
-  RolesDocument,
   ViewerDocument,
   type AuditEventFilter,
   type AuditEventsQuery,
 } from '../generated/graphql';
+import { createKeyFor, createUser, firstErrorWithCode, roleIdByName, unique } from './fixtures';
 import type { GraphQLResponse, TestServer } from './server';
 
 /** A user plus one key for it: what a test needs to act as someone. */
@@ -24,11 +21,6 @@ export interface TestPrincipal {
 
 export type AuditNode = AuditEventsQuery['auditEvents']['nodes'][number];
 
-/** Names unique within one test file's database (and readable in failure output). */
-export function uniqueName(label: string): string {
-  return `${label}-${randomBytes(4).toString('hex')}`;
-}
-
 /** The bootstrap admin as a principal: its user id and key id, read through viewer. */
 export async function adminPrincipal(t: TestServer): Promise<TestPrincipal> {
   const data = await t.ok(t.adminKey, ViewerDocument);
@@ -41,14 +33,6 @@ export async function adminPrincipal(t: TestServer): Promise<TestPrincipal> {
   };
 }
 
-/** id of a role by name (built-in or custom), looked up as admin. */
-export async function roleIdByName(t: TestServer, name: string): Promise<string> {
-  const data = await t.ok(t.adminKey, RolesDocument);
-  const role = data.roles.find((r) => r.name === name);
-  assert.ok(role, `role ${name} exists`);
-  return role.id;
-}
-
 /**
  * As admin: a human holding exactly `roleIds`, and one key for it. The key gets `keyPermissions`
  * (default ['*'], i.e. everything the owner holds), so its effective permissions are the roles'.
@@ -57,13 +41,11 @@ export async function createPrincipal(
   t: TestServer,
   options: { roleIds?: string[]; label?: string; keyPermissions?: string[] } = {},
 ): Promise<TestPrincipal> {
-  const name = uniqueName(options.label ?? 'person');
+  const name = unique(options.label ?? 'person');
   const email = `${name}@example.test`;
-  const created = await t.ok(t.adminKey, CreateUserDocument, { input: { name, email, roleIds: options.roleIds ?? [] } });
-  const key = await t.ok(t.adminKey, CreateApiKeyDocument, {
-    input: { ownerId: created.createUser.id, name: 'k', permissions: options.keyPermissions ?? ['*'] },
-  });
-  return { userId: created.createUser.id, keyId: key.createApiKey.apiKey.id, key: key.createApiKey.secret, name, email };
+  const userId = await createUser(t, { name, email, roleIds: options.roleIds ?? [] });
+  const key = await createKeyFor(t, userId, { permissions: options.keyPermissions ?? ['*'] });
+  return { userId, keyId: key.keyId, key: key.secret, name, email };
 }
 
 /** A principal holding only the named built-in role (e.g. member, auditor). */
@@ -77,7 +59,7 @@ export async function principalWithPermissions(
   permissions: string[],
   label = 'custom',
 ): Promise<TestPrincipal & { roleId: string }> {
-  const role = await t.ok(t.adminKey, CreateRoleDocument, { input: { name: uniqueName(`${label}-role`), permissions } });
+  const role = await t.ok(t.adminKey, CreateRoleDocument, { input: { name: unique(`${label}-role`), permissions } });
   const principal = await createPrincipal(t, { roleIds: [role.createRole.id], label });
   return { ...principal, roleId: role.createRole.id };
 }
@@ -141,8 +123,7 @@ export function assertNoLeak(response: { errors?: unknown }): void {
  * error) returned no data for the failed root field.
  */
 export function expectError(response: GraphQLResponse<unknown>, code: string): void {
-  assert.ok(response.errors && response.errors.length > 0, `expected ${code}, got data ${JSON.stringify(response.data)}`);
-  assert.equal(response.errors[0]!.extensions?.code, code, `expected ${code}: ${JSON.stringify(response.errors)}`);
+  firstErrorWithCode(response, code);
   assert.ok(response.data === null || response.data === undefined, `no data with ${code}: ${JSON.stringify(response.data)}`);
   assertNoLeak(response);
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createKeyFor as createKey, createUser, roleIds as allRoleIds, unique } from './fixtures';
 import { postGraphQL, type GraphQLResponse, type TestServer } from './server';
 
 /** The five built-in roles, plus "viewer": a key that authenticates and holds no permission at all. */
@@ -23,39 +23,17 @@ export async function gqlOk<T>(t: TestServer, key: string, query: string, variab
   return result.data;
 }
 
-/** Unique per call, so creating mutations never collide on a name or email. */
-export function unique(label: string): string {
-  return `${label}-${randomBytes(4).toString('hex')}`;
-}
-
 export async function builtInRoleIds(t: TestServer): Promise<Map<string, string>> {
-  const data = await gqlOk<{ roles: Array<{ id: string; name: string; builtIn: boolean }> }>(
-    t,
-    t.adminKey,
-    'query { roles { id name builtIn } }',
-  );
-  return new Map(data.roles.filter((r) => r.builtIn).map((r) => [r.name, r.id]));
+  return allRoleIds(t, { builtInOnly: true });
 }
 
 export async function createHuman(t: TestServer, name: string, roleIds: string[]): Promise<string> {
-  const data = await gqlOk<{ createUser: { id: string } }>(
-    t,
-    t.adminKey,
-    'mutation($input: CreateUserInput!) { createUser(input: $input) { id } }',
-    { input: { name, email: `${unique(name.toLowerCase().replace(/[^a-z0-9]+/g, '-'))}@example.com`, roleIds } },
-  );
-  return data.createUser.id;
+  return createUser(t, { name, email: `${unique(name.toLowerCase().replace(/[^a-z0-9]+/g, '-'))}@example.com`, roleIds });
 }
 
 /** A key with '*': effective permissions are then exactly what the owner's roles hold. */
 export async function createKeyFor(t: TestServer, ownerId: string): Promise<string> {
-  const data = await gqlOk<{ createApiKey: { secret: string } }>(
-    t,
-    t.adminKey,
-    'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }',
-    { input: { ownerId, name: 'k', permissions: ['*'] } },
-  );
-  return data.createApiKey.secret;
+  return (await createKey(t, ownerId)).secret;
 }
 
 /** One user and one key per principal, created by the bootstrap admin. */
