@@ -184,7 +184,7 @@ export class KeyVerificationService {
     private readonly usage: UsageService,
   ) {}
 
-  async lookup(secret: string): Promise<KeyRecord | null> {
+  private async lookup(secret: string): Promise<KeyRecord | null> {
     const rows = (await this.dataSource.query(KEY_QUERY, [hashKey(this.pepper, secret)])) as KeyRow[];
     return rows[0] ? toRecord(rows[0]) : null;
   }
