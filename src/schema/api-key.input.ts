@@ -20,16 +20,10 @@ export class RefillInput {
   intervalSeconds: number;
 }
 
-@InputType('CreateApiKeyInput')
-export class CreateApiKeyInput {
-  @Field(() => ID, { nullable: true, description: 'Defaults to the caller' })
-  ownerId?: string | null;
-
-  @Field(() => String)
-  name: string;
-
-  @Field(() => String, { nullable: true, description: "Lowercase letters and digits, 2-12 characters; defaults to the server's prefix" })
-  prefix?: string | null;
+@InputType('UpdateApiKeyInput')
+export class UpdateApiKeyInput {
+  @Field(() => String, { nullable: true })
+  name?: string | null;
 
   @Field(() => [ID], { nullable: true })
   roleIds?: string[] | null;
@@ -56,34 +50,17 @@ export class CreateApiKeyInput {
   metadata?: Record<string, unknown> | null;
 }
 
-@InputType('UpdateApiKeyInput')
-export class UpdateApiKeyInput {
-  @Field(() => String, { nullable: true })
-  name?: string | null;
+/** The settings of UpdateApiKeyInput, plus what only creation sets; the name is required here. */
+@InputType('CreateApiKeyInput')
+export class CreateApiKeyInput extends UpdateApiKeyInput {
+  @Field(() => ID, { nullable: true, description: 'Defaults to the caller' })
+  ownerId?: string | null;
 
-  @Field(() => [ID], { nullable: true })
-  roleIds?: string[] | null;
+  @Field(() => String)
+  declare name: string;
 
-  @Field(() => [String], { nullable: true })
-  permissions?: string[] | null;
-
-  @Field(() => DateTimeISO, { nullable: true })
-  expiresAt?: Date | null;
-
-  @Field(() => [String], { nullable: true })
-  allowedCidrs?: string[] | null;
-
-  @Field(() => RateLimitInput, { nullable: true })
-  rateLimit?: RateLimitInput | null;
-
-  @Field(() => Int, { nullable: true })
-  remaining?: number | null;
-
-  @Field(() => RefillInput, { nullable: true })
-  refill?: RefillInput | null;
-
-  @Field(() => JSONObject, { nullable: true })
-  metadata?: Record<string, unknown> | null;
+  @Field(() => String, { nullable: true, description: "Lowercase letters and digits, 2-12 characters; defaults to the server's prefix" })
+  prefix?: string | null;
 }
 
 @InputType('ApiKeyFilter')
