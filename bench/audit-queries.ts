@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   const server = await startServer(
     {
       port: 0, host: '127.0.0.1', databaseUrl: db.url, dataDir: '/nonexistent', keyPepper: randomBytes(32).toString('hex'),
-      keyPrefix: 'kl', bootstrapAdminKey: adminKey, redisUrl: null, trustProxy: false, logLevel: 'warn', splunkHec: null,
+      keyPrefix: 'kl', bootstrapAdminKey: adminKey, redisUrl: null, keyCacheSize: 100_000, trustProxy: false, logLevel: 'warn', splunkHec: null,
     },
     { announce: () => {} },
   );

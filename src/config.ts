@@ -14,6 +14,8 @@ export interface Config {
   keyPrefix: string;
   bootstrapAdminKey: string | null;
   redisUrl: string | null;
+  /** Key records cached in process for verification; 0 turns the cache off */
+  keyCacheSize: number;
   trustProxy: boolean;
   logLevel: string;
   /** Splunk HTTP Event Collector the audit log is forwarded to; both set or neither */
@@ -39,6 +41,14 @@ function parsePort(raw: string | undefined): number {
   if (raw === undefined) return 4000;
   if (!/^\d+$/.test(raw) || Number(raw) > 65535) {
     throw new ConfigError(`PORT must be an integer from 0 to 65535, got "${raw}"`);
+  }
+  return Number(raw);
+}
+
+function parseCount(name: string, raw: string | undefined, fallback: number, max: number): number {
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) > max) {
+    throw new ConfigError(`${name} must be an integer from 0 to ${max}, got "${raw}"`);
   }
   return Number(raw);
 }
@@ -148,6 +158,7 @@ export function loadConfig(env: Env = process.env): Config {
     keyPrefix,
     bootstrapAdminKey,
     redisUrl: parseRedisUrl(nonEmpty(env, 'REDIS_URL')),
+    keyCacheSize: parseCount('KEY_CACHE_SIZE', nonEmpty(env, 'KEY_CACHE_SIZE'), 100_000, 10_000_000),
     trustProxy: parseBoolean('TRUST_PROXY', nonEmpty(env, 'TRUST_PROXY')),
     logLevel,
     splunkHec: parseSplunkHec(nonEmpty(env, 'AUDIT_SPLUNK_HEC_URL'), nonEmpty(env, 'AUDIT_SPLUNK_HEC_TOKEN')),

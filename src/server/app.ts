@@ -12,9 +12,13 @@ import { createServices, type Services } from '../services';
 import { bootstrap } from '../services/bootstrap.service';
 import { SplunkForwarder } from '../services/splunk-forwarder';
 import { startApollo } from './apollo';
+import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
-import { createMetrics, registerForwarderLag, type Metrics } from './metrics';
+import { createMetrics, registerForwarderLag, registerKeyCache, type Metrics } from './metrics';
+import { PgListener } from '../services/pg-listener';
+import { connectRedis } from './redis';
+import type { Redis } from 'ioredis';
 import { attachWebSocket } from './ws';
 
 export interface StartOptions {
@@ -44,6 +48,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   let embedded: EmbeddedDatabase | null = null;
   let dataSource: DataSource | null = null;
+  let redis: Redis | null = null;
+  let listener: PgListener | null = null;
   try {
     if (config.databaseUrl === null) {
       embedded = await startEmbeddedPostgres(config.dataDir, (line) => logger.debug({ postgres: line.trim() }, 'embedded postgres'));
@@ -67,10 +73,25 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const partitionTimer = setInterval(() => void maintainPartitions(), 6 * 3600 * 1000);
     partitionTimer.unref();
 
+    if (config.redisUrl) redis = await connectRedis(config.redisUrl, (error) => logger.warn({ err: error }, 'redis connection error'));
     const services = createServices(dataSource, {
       ...config,
+      redis,
       onBackgroundError: (error) => logger.error({ err: error }, 'background write failed'),
     });
+    // The key cache only runs while this instance hears every other instance's changes.
+    const keyCache = services.verification.cache;
+    listener = new PgListener(config.databaseUrl ?? embedded!.url, {
+      onUp: () => keyCache.goLive(),
+      onDown: (error) => {
+        keyCache.goDark();
+        logger.warn({ err: error }, 'change feed lost; key cache dropped until it reconnects');
+      },
+    });
+    services.keyChanges.listenOn(listener);
+    await listener.start();
+    registerKeyCache(metrics, keyCache);
+    const feed = listener;
     const boot = await bootstrap(services, config.bootstrapAdminKey);
     if (boot.created) logger.info('bootstrap: created user admin with the admin role');
     // Events left staged by a crash between a commit and its seal are sealed here.
@@ -104,7 +125,16 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       }
     };
     const httpServer: Server = createServer(
-      createRequestHandler({ apollo, dataSource, services, logger, metrics, trustProxy: config.trustProxy, isReady }),
+      createRequestHandler({
+        apollo,
+        dataSource,
+        services,
+        logger,
+        metrics,
+        trustProxy: config.trustProxy,
+        isReady,
+        fastVerify: createVerifyFastPath(schema),
+      }),
     );
     const ws = attachWebSocket(httpServer, { schema, dataSource, services, logger, trustProxy: config.trustProxy });
     await new Promise<void>((resolve, reject) => {
@@ -130,6 +160,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           clearInterval(partitionTimer);
           clearInterval(sealTimer);
           await ws.close();
+          await feed.stop();
           await new Promise<void>((resolve) => {
             httpServer.close(() => resolve());
             httpServer.closeAllConnections();
@@ -139,10 +170,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           await services.audit.sealQuietly();
           await forwarder?.stop();
           await ds.destroy();
+          redis?.disconnect();
           await embedded?.stop();
         })()),
     };
   } catch (error) {
+    await listener?.stop().catch(() => undefined);
+    redis?.disconnect();
     await dataSource?.destroy().catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
     throw error;

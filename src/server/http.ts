@@ -10,6 +10,7 @@ import { handleAuditExport } from './audit-export';
 import { authenticateRequest, send } from './respond';
 import { buildContext } from './context';
 import { errorBody } from './errors';
+import type { VerifyFastPath } from './fast-verify';
 import type { Metrics } from './metrics';
 
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -22,6 +23,7 @@ export interface HttpDeps {
   metrics: Metrics;
   trustProxy: boolean;
   isReady: () => Promise<boolean>;
+  fastVerify?: VerifyFastPath;
 }
 
 /**
@@ -97,12 +99,22 @@ export function createRequestHandler(deps: HttpDeps) {
       } else body = raw;
     }
 
+    const context = buildContext(deps.dataSource, deps.services, principal, meta);
+    if (req.method === 'POST' && deps.fastVerify) {
+      const accept = req.headers.accept;
+      const fast = await deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, context);
+      if (fast) {
+        metrics.fastVerify.inc();
+        send(res, 200, fast.contentType, fast.body, { ...headers, 'cache-control': 'no-store' });
+        return 200;
+      }
+    }
+
     const headerMap = new HeaderMap();
     for (const [name, value] of Object.entries(req.headers)) {
       if (value !== undefined) headerMap.set(name, Array.isArray(value) ? value.join(', ') : value);
     }
     const url = new URL(req.url ?? '/', 'http://localhost');
-    const context = buildContext(deps.dataSource, deps.services, principal, meta);
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: { method: req.method, headers: headerMap, search: url.search, body },
       context: async () => context,

@@ -20,6 +20,11 @@ export function createMetrics() {
       labelNames: ['code'],
       registers: [registry],
     }),
+    fastVerify: new Counter({
+      name: 'keyledger_verify_fast_path_total',
+      help: 'GraphQL requests answered by the verification fast path (the rest go through Apollo)',
+      registers: [registry],
+    }),
     requestDuration: new Histogram({
       name: 'keyledger_http_request_duration_seconds',
       help: 'HTTP request duration',
@@ -53,6 +58,27 @@ export function registerForwarderLag(metrics: Metrics, lag: () => Promise<{ even
     registers: [metrics.registry],
     collect() {
       this.set(last.seconds);
+    },
+  });
+}
+
+/** The verification cache's size and hit counts, read when /metrics is scraped. */
+export function registerKeyCache(metrics: Metrics, cache: { size: number; stats: Record<string, number> }): void {
+  new Gauge({
+    name: 'keyledger_key_cache_entries',
+    help: 'Key records cached for verification',
+    registers: [metrics.registry],
+    collect() {
+      this.set(cache.size);
+    },
+  });
+  new Gauge({
+    name: 'keyledger_key_cache_lookups',
+    help: 'Verification cache lookups since start, by result (hits, misses, negativeHits, invalidations)',
+    labelNames: ['result'],
+    registers: [metrics.registry],
+    collect() {
+      for (const [result, count] of Object.entries(cache.stats)) this.set({ result }, count);
     },
   });
 }

@@ -14,6 +14,12 @@ export interface AuditRecord {
   details?: Record<string, unknown> | null;
 }
 
+/** Something that must follow every audited change: told inside its transaction and after it commits. */
+export interface ChangeHook {
+  staged(tx: EntityManager, record: AuditRecord): Promise<void>;
+  committed(record: AuditRecord): void;
+}
+
 export const GENESIS_HASH = '0'.repeat(64);
 /** One sealer at a time, across every instance, so the chain never forks. */
 const CHAIN_LOCK = 7_400_002;
@@ -90,10 +96,13 @@ const SEAL_BATCH = 5000;
 export class AuditService {
   private waiting: Array<() => void> = [];
   private sealing: Promise<void> | null = null;
+  /** Audit records of each open transaction, for the hooks to hear once it commits */
+  private readonly recordedIn = new WeakMap<EntityManager, AuditRecord[]>();
 
   constructor(
     private readonly dataSource: DataSource,
     private readonly onSealError: (error: unknown) => void = () => {},
+    private readonly hooks: readonly ChangeHook[] = [],
   ) {}
 
   /**
@@ -110,6 +119,8 @@ export class AuditService {
        record.targetType ?? null, record.targetId ?? null, actor.ip, actor.userAgent?.slice(0, 512) ?? null,
        actor.requestId, details === null ? null : JSON.stringify(details)],
     );
+    for (const hook of this.hooks) await hook.staged(tx, record);
+    this.recordedIn.get(tx)?.push(record);
   }
 
   /**
@@ -117,7 +128,12 @@ export class AuditService {
    * `waitForSeal: false` answers once the event is committed and lets the seal follow.
    */
   async transaction<T>(work: (tx: EntityManager) => Promise<T>, { waitForSeal = true } = {}): Promise<T> {
-    const result = await this.dataSource.transaction(work);
+    const recorded: AuditRecord[] = [];
+    const result = await this.dataSource.transaction((tx) => {
+      this.recordedIn.set(tx, recorded);
+      return work(tx);
+    });
+    for (const record of recorded) for (const hook of this.hooks) hook.committed(record);
     const sealed = this.sealed();
     if (waitForSeal) await sealed;
     return result;

@@ -1,9 +1,12 @@
+import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
 import { AuditExportService } from './audit-export.service';
 import { AuditQueryService } from './audit-query.service';
 import { AuditReportService } from './audit-report.service';
 import { AuditService } from './audit.service';
-import { KeyVerificationService } from './key-verification.service';
+import { KeyCache } from './key-cache';
+import { KeyChangeFeed } from './key-change-feed';
+import { KeyVerificationService, type KeyRecord } from './key-verification.service';
 import { KeyLifecycleService } from './key-lifecycle.service';
 import { KeyQueryService } from './key-query.service';
 import { KeyService } from './key.service';
@@ -15,16 +18,23 @@ import { UserService } from './user.service';
 export interface ServiceSettings {
   keyPepper: string;
   keyPrefix: string;
+  /** Key records cached for verification; 0 turns the cache off */
+  keyCacheSize?: number;
+  /** Shared rate-limit windows across instances; in-process without */
+  redis?: Redis | null;
   onBackgroundError?: (error: unknown) => void;
 }
 
 export function createServices(dataSource: DataSource, settings: ServiceSettings) {
-  const audit = new AuditService(dataSource, settings.onBackgroundError);
+  const keyCache = new KeyCache<KeyRecord>({ maxEntries: settings.keyCacheSize ?? 100_000 });
+  const keyChanges = new KeyChangeFeed(keyCache);
+  const audit = new AuditService(dataSource, settings.onBackgroundError, [keyChanges]);
   const usage = new UsageService(dataSource, settings.onBackgroundError);
   const keys = new KeyService(audit, settings.keyPepper, settings.keyPrefix);
   return {
     audit,
     usage,
+    keyChanges,
     keys,
     keyLifecycle: new KeyLifecycleService(audit, keys),
     keyQueries: new KeyQueryService(dataSource),
@@ -33,7 +43,7 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
     auditQueries: new AuditQueryService(dataSource),
     auditReports: new AuditReportService(dataSource),
     auditExport: new AuditExportService(dataSource),
-    verification: new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(), usage),
+    verification: new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(settings.redis ?? null), usage, keyCache),
   };
 }
 

@@ -3,6 +3,7 @@ import type { DataSource } from 'typeorm';
 import { hashKey, parseKey } from '../auth/key-format';
 import { coversAll, intersect, normalize } from '../auth/permissions';
 import { StoredKeyStatus, UserStatus, VerifyCode } from '../entities/enums';
+import type { KeyCache } from './key-cache';
 import type { KeyRateLimiter, RateLimitDecision } from './rate-limiter';
 import type { UsageService } from './usage.service';
 
@@ -11,6 +12,8 @@ export interface KeyRecord {
   id: string;
   name: string;
   ownerId: string;
+  /** The responsible human when the owner is a service account */
+  ownerOwnerId: string | null;
   ownerStatus: UserStatus;
   /** Status of the responsible human when the owner is a service account */
   ownerOwnerStatus: UserStatus | null;
@@ -27,6 +30,10 @@ export interface KeyRecord {
   keyPermissions: string[];
   ownerPermissions: string[];
   roleNames: string[];
+  /** Computed once per lookup: the key's permissions bounded by its owner's */
+  effective: string[];
+  /** Compiled allowlist; null when any address may use the key */
+  allowlist: BlockList | null;
 }
 
 export interface VerifyOutcome {
@@ -47,7 +54,7 @@ export interface VerifyRequest {
 }
 
 const KEY_QUERY = `
-  SELECT k.id, k.name, k.owner_id, u.status AS owner_status, o.status AS owner_owner_status,
+  SELECT k.id, k.name, k.owner_id, u.owner_id AS owner_owner_id, u.status AS owner_status, o.status AS owner_owner_status,
          k.stored_status, k.expires_at, k.allowed_cidrs, k.metadata, k.remaining, k.granted_permissions,
          k.refill_amount, k.refill_interval_seconds, k.last_refill_at, k.rate_limit, k.rate_limit_window_seconds,
          coalesce((SELECT array_agg(DISTINCT p) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id,
@@ -65,6 +72,7 @@ interface KeyRow {
   id: string;
   name: string;
   owner_id: string;
+  owner_owner_id: string | null;
   owner_status: UserStatus;
   owner_owner_status: UserStatus | null;
   stored_status: StoredKeyStatus;
@@ -84,10 +92,13 @@ interface KeyRow {
 }
 
 function toRecord(row: KeyRow): KeyRecord {
+  const keyPermissions = normalize([...row.granted_permissions, ...row.key_role_permissions]);
+  const ownerPermissions = normalize(row.owner_permissions);
   return {
     id: row.id,
     name: row.name,
     ownerId: row.owner_id,
+    ownerOwnerId: row.owner_owner_id,
     ownerStatus: row.owner_status,
     ownerOwnerStatus: row.owner_owner_status,
     storedStatus: row.stored_status,
@@ -99,28 +110,31 @@ function toRecord(row: KeyRow): KeyRecord {
     refillIntervalSeconds: row.refill_interval_seconds,
     lastRefillAt: row.last_refill_at,
     rateLimit: row.rate_limit === null ? null : { limit: row.rate_limit, windowSeconds: row.rate_limit_window_seconds! },
-    keyPermissions: normalize([...row.granted_permissions, ...row.key_role_permissions]),
-    ownerPermissions: normalize(row.owner_permissions),
+    keyPermissions,
+    ownerPermissions,
     roleNames: row.role_names,
+    effective: intersect(keyPermissions, ownerPermissions),
+    allowlist: compileAllowlist(row.allowed_cidrs),
   };
 }
 
-export function effectivePermissions(record: Pick<KeyRecord, 'keyPermissions' | 'ownerPermissions'>): string[] {
-  return intersect(record.keyPermissions, record.ownerPermissions);
-}
-
-export function ipAllowed(allowedCidrs: readonly string[], ip: string | null | undefined): boolean {
-  if (allowedCidrs.length === 0) return true;
-  if (!ip) return false;
-  const family = isIP(ip);
-  if (family === 0) return false;
+function compileAllowlist(allowedCidrs: readonly string[]): BlockList | null {
+  if (allowedCidrs.length === 0) return null;
   const list = new BlockList();
   for (const cidr of allowedCidrs) {
     const [network, bits] = cidr.split('/') as [string, string | undefined];
     const networkFamily = isIP(network) === 6 ? 'ipv6' : 'ipv4';
     list.addSubnet(network, Number(bits ?? (networkFamily === 'ipv6' ? 128 : 32)), networkFamily);
   }
-  return list.check(ip, family === 6 ? 'ipv6' : 'ipv4');
+  return list;
+}
+
+function ipAllowed(allowlist: BlockList | null, ip: string | null | undefined): boolean {
+  if (allowlist === null) return true;
+  if (!ip) return false;
+  const family = isIP(ip);
+  if (family === 0) return false;
+  return allowlist.check(ip, family === 6 ? 'ipv6' : 'ipv4');
 }
 
 /** Checks in the contract's VerifyCode order and stops at the first failure. */
@@ -131,8 +145,8 @@ export function evaluate(record: KeyRecord, request: VerifyRequest, now: Date): 
   if (record.ownerStatus !== UserStatus.ACTIVE || (record.ownerOwnerStatus ?? UserStatus.ACTIVE) !== UserStatus.ACTIVE) {
     return VerifyCode.OWNER_DISABLED;
   }
-  if (!ipAllowed(record.allowedCidrs, request.ip)) return VerifyCode.IP_NOT_ALLOWED;
-  if (request.permissions && !coversAll(effectivePermissions(record), request.permissions)) {
+  if (!ipAllowed(record.allowlist, request.ip)) return VerifyCode.IP_NOT_ALLOWED;
+  if (request.permissions && !coversAll(record.effective, request.permissions)) {
     return VerifyCode.INSUFFICIENT_PERMISSIONS;
   }
   if (availableQuota(record, now) === 0) return VerifyCode.USAGE_EXCEEDED;
@@ -174,7 +188,7 @@ const CONSUME_QUOTA = `
   FROM due
   WHERE k.id = due.id AND k.remaining IS NOT NULL
     AND (CASE WHEN due.refill THEN k.refill_amount ELSE k.remaining END) > 0
-  RETURNING k.remaining`;
+  RETURNING k.remaining, k.last_refill_at`;
 
 export class KeyVerificationService {
   constructor(
@@ -182,11 +196,19 @@ export class KeyVerificationService {
     private readonly pepper: string,
     private readonly limiter: KeyRateLimiter,
     private readonly usage: UsageService,
+    readonly cache: KeyCache<KeyRecord>,
   ) {}
 
   private async lookup(secret: string): Promise<KeyRecord | null> {
-    const rows = (await this.dataSource.query(KEY_QUERY, [hashKey(this.pepper, secret)])) as KeyRow[];
-    return rows[0] ? toRecord(rows[0]) : null;
+    const hash = hashKey(this.pepper, secret);
+    const cacheKey = hash.toString('latin1');
+    const cached = this.cache.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const ticket = this.cache.ticket();
+    const rows = (await this.dataSource.query(KEY_QUERY, [hash])) as KeyRow[];
+    const record = rows[0] ? toRecord(rows[0]) : null;
+    this.cache.put(cacheKey, record, ticket);
+    return record;
   }
 
   /**
@@ -228,14 +250,21 @@ export class KeyVerificationService {
     let remaining: number | null = null;
     if (record.remaining !== null) {
       // TypeORM answers an UPDATE with [rows, count]
-      const [rows] = (await this.dataSource.query(CONSUME_QUOTA, [record.id])) as [Array<{ remaining: number }>, number];
+      const [rows] = (await this.dataSource.query(CONSUME_QUOTA, [record.id])) as [
+        Array<{ remaining: number; last_refill_at: Date | null }>,
+        number,
+      ];
       const updated = rows[0];
+      // The database is the authority on quota; the cached record follows it so an exhausted key
+      // is refused here without a round trip, and a refill is recognised when it falls due.
+      record.remaining = updated?.remaining ?? 0;
+      if (updated) record.lastRefillAt = updated.last_refill_at;
       if (!updated) {
         if (record.rateLimit) await this.limiter.refund(record.id, record.rateLimit.limit, record.rateLimit.windowSeconds);
         return { ...fail(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
       }
       remaining = updated.remaining;
     }
-    return { code: VerifyCode.VALID, record, permissions: effectivePermissions(record), remaining, rateLimit };
+    return { code: VerifyCode.VALID, record, permissions: record.effective, remaining, rateLimit };
   }
 }

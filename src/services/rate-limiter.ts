@@ -1,4 +1,5 @@
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { Redis } from 'ioredis';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 export interface RateLimitDecision {
   allowed: boolean;
@@ -9,17 +10,30 @@ export interface RateLimitDecision {
 
 /**
  * Fixed-window limits per key (rate-limiter-flexible): `limit` verifications per `windowSeconds`,
- * the window starting at a key's first use. In-process here; a shared store arrives with scale-out.
+ * the window starting at a key's first use. With Redis the windows are shared by every instance
+ * (one atomic INCR per verification); while Redis is unreachable each instance falls back to its
+ * own in-process window rather than refusing or waving through every call.
  * One limiter per distinct (limit, window) so a changed setting starts a fresh window.
  */
 export class KeyRateLimiter {
-  private readonly limiters = new Map<string, RateLimiterMemory>();
+  private readonly limiters = new Map<string, RateLimiterAbstract>();
 
-  private limiter(limit: number, windowSeconds: number): RateLimiterMemory {
+  constructor(private readonly redis: Redis | null = null) {}
+
+  private limiter(limit: number, windowSeconds: number): RateLimiterAbstract {
     const id = `${limit}/${windowSeconds}`;
     let limiter = this.limiters.get(id);
     if (!limiter) {
-      limiter = new RateLimiterMemory({ points: limit, duration: windowSeconds, keyPrefix: id });
+      const memory = new RateLimiterMemory({ points: limit, duration: windowSeconds, keyPrefix: id });
+      limiter = this.redis
+        ? new RateLimiterRedis({
+            storeClient: this.redis,
+            points: limit,
+            duration: windowSeconds,
+            keyPrefix: `keyledger:rl:${id}`,
+            insuranceLimiter: memory,
+          })
+        : memory;
       this.limiters.set(id, limiter);
     }
     return limiter;

@@ -39,6 +39,7 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {})
     keyPrefix: 'kl',
     bootstrapAdminKey: generateKey('kl'),
     redisUrl: null,
+    keyCacheSize: 100_000,
     trustProxy: false,
     logLevel: 'info',
     splunkHec: null,
