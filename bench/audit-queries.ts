@@ -9,15 +9,12 @@ import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { generateKey } from '../src/auth/key-format';
 import { startServer } from '../src/server/app';
-import { createBenchDatabase } from './bench-database';
+import { createBenchDatabase } from './lib/bench-database';
+import { percentile } from './lib/stats';
 
 const EVENTS = Number(process.env.EVENTS ?? 10_000_000);
 const RUNS = Number(process.env.RUNS ?? 40);
 const DAY = 86_400_000;
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
 
 async function time(run: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
   await run(); // warm-up
@@ -27,7 +24,6 @@ async function time(run: () => Promise<unknown>): Promise<{ p50: number; p95: nu
     await run();
     samples.push(Number(process.hrtime.bigint() - start) / 1e6);
   }
-  samples.sort((a, b) => a - b);
   return { p50: percentile(samples, 50), p95: percentile(samples, 95) };
 }
 

@@ -11,7 +11,7 @@ import { SYSTEM_ACTOR } from '../src/services/actor';
 import { AuditReportService } from '../src/services/audit-report.service';
 import { AuditService } from '../src/services/audit.service';
 import { RoleService } from '../src/services/role.service';
-import { createBenchDatabase } from './bench-database';
+import { createBenchDatabase } from './lib/bench-database';
 
 const WRITERS = Number(process.env.WRITERS ?? 32);
 const DURATION_MS = Number(process.env.DURATION_S ?? 8) * 1000;

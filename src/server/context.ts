@@ -7,11 +7,15 @@ import { DomainError } from '../services/errors';
 import { createLoaders } from '../services/loaders';
 
 export function buildContext(dataSource: DataSource, services: Services, principal: Principal, meta: RequestMeta): GraphQLContext {
+  let loaders: GraphQLContext['loaders'] | undefined;
   return {
     ...meta,
     principal,
     actor: actorOf(principal, meta),
-    loaders: createLoaders(dataSource),
+    // Created on first use: verification requests never load relations.
+    get loaders() {
+      return (loaders ??= createLoaders(dataSource));
+    },
     services,
     deniedAudited: new Set(),
   };

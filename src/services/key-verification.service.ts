@@ -91,19 +91,42 @@ interface KeyRow {
   owner_permissions: string[];
 }
 
+/**
+ * Cached records share equal strings and lists (owner ids, permission sets, role names, allowlists)
+ * instead of each holding its own copy: with a million cached keys that is most of the memory.
+ */
+class Interner<T> {
+  private readonly table = new Map<string, T>();
+  constructor(private readonly max: number) {}
+
+  get(id: string, make: () => T): T {
+    const found = this.table.get(id);
+    if (found !== undefined) return found;
+    const value = make();
+    if (this.table.size < this.max) this.table.set(id, value);
+    return value;
+  }
+}
+
+const sharedStrings = new Interner<string>(100_000);
+const sharedLists = new Interner<string[]>(100_000);
+const sharedAllowlists = new Interner<BlockList | null>(10_000);
+const listOf = (items: string[]) => sharedLists.get(items.join('\n'), () => Object.freeze(items) as string[]);
+const shared = (text: string) => sharedStrings.get(text, () => text);
+
 function toRecord(row: KeyRow): KeyRecord {
-  const keyPermissions = normalize([...row.granted_permissions, ...row.key_role_permissions]);
-  const ownerPermissions = normalize(row.owner_permissions);
+  const keyPermissions = listOf(normalize([...row.granted_permissions, ...row.key_role_permissions]));
+  const ownerPermissions = listOf(normalize(row.owner_permissions));
   return {
     id: row.id,
     name: row.name,
-    ownerId: row.owner_id,
-    ownerOwnerId: row.owner_owner_id,
+    ownerId: shared(row.owner_id),
+    ownerOwnerId: row.owner_owner_id === null ? null : shared(row.owner_owner_id),
     ownerStatus: row.owner_status,
     ownerOwnerStatus: row.owner_owner_status,
     storedStatus: row.stored_status,
     expiresAt: row.expires_at,
-    allowedCidrs: row.allowed_cidrs,
+    allowedCidrs: listOf(row.allowed_cidrs),
     metadata: row.metadata,
     remaining: row.remaining,
     refillAmount: row.refill_amount,
@@ -112,9 +135,9 @@ function toRecord(row: KeyRow): KeyRecord {
     rateLimit: row.rate_limit === null ? null : { limit: row.rate_limit, windowSeconds: row.rate_limit_window_seconds! },
     keyPermissions,
     ownerPermissions,
-    roleNames: row.role_names,
-    effective: intersect(keyPermissions, ownerPermissions),
-    allowlist: compileAllowlist(row.allowed_cidrs),
+    roleNames: listOf(row.role_names),
+    effective: listOf(intersect(keyPermissions, ownerPermissions)),
+    allowlist: sharedAllowlists.get(row.allowed_cidrs.join(' '), () => compileAllowlist(row.allowed_cidrs)),
   };
 }
 

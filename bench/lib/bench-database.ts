@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { startEmbeddedPostgres } from '../src/db/embedded';
+import { startEmbeddedPostgres } from '../../src/db/embedded';
 
 /** A fresh database for one bench run: on DATABASE_URL's server when set, else an embedded one. */
 export async function createBenchDatabase(): Promise<{ url: string; cleanup: () => Promise<void> }> {

@@ -1,0 +1,71 @@
+/**
+ * verifyKey throughput against a bare node:http server, in one run on one machine:
+ *   (a) bare node:http answering the verify JSON shape   (b) `{ __typename }` through Apollo
+ *   (c) verifyKey of a valid key (the fast path)          (d) verifyKeys with 20 keys
+ * Prints req/s, p50, p99 and the ratios c/a, c/b, (d x 20)/a.
+ * Usage: npm run bench:verify   (DATABASE_URL or embedded PostgreSQL; DURATION_S, CONNECTIONS)
+ */
+import { randomBytes } from 'node:crypto';
+import autocannon from 'autocannon';
+import { generateKey } from '../src/auth/key-format';
+import { createBenchDatabase } from './lib/bench-database';
+import { gql, startKeyledger, startProcess } from './lib/processes';
+
+const DURATION = Number(process.env.DURATION_S ?? 10);
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50);
+
+interface Row {
+  name: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+async function load(name: string, url: string, body: string, headers: Record<string, string> = {}): Promise<Row> {
+  // A short warm-up so JIT and caches are hot before measuring.
+  await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: 2, body, headers: { 'content-type': 'application/json', ...headers } });
+  const result = await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: DURATION, body, headers: { 'content-type': 'application/json', ...headers } });
+  return { name, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx + result.timeouts };
+}
+
+async function main(): Promise<void> {
+  const db = await createBenchDatabase();
+  const adminKey = generateKey('kl');
+  const bare = await startProcess('dist/bench/bare-verify-server.js', {});
+  const server = await startKeyledger({ DATABASE_URL: db.url, KEY_PEPPER: randomBytes(32).toString('hex'), BOOTSTRAP_ADMIN_KEY: adminKey });
+  try {
+    const created = async (input: Record<string, unknown>) =>
+      (await gql<{ createApiKey: { secret: string } }>(server.base, adminKey,
+        'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }', { input })).createApiKey.secret;
+    const { roles } = await gql<{ roles: Array<{ id: string; name: string }> }>(server.base, adminKey, '{ roles { id name } }');
+    const verifierKey = await created({ name: 'bench-verifier', roleIds: [roles.find((r) => r.name === 'verifier')!.id] });
+    const keys = await Promise.all(Array.from({ length: 20 }, (_, i) => created({ name: `bench-${i}`, permissions: ['invoices:read'] })));
+    const auth = { authorization: `Bearer ${verifierKey}` };
+    const selection = '{ valid code keyId ownerId permissions remaining }';
+
+    const rows: Row[] = [];
+    rows.push(await load('(a) bare node:http', `${bare.base}/verify`, JSON.stringify({ key: keys[0] })));
+    rows.push(await load('(b) { __typename } via Apollo', `${server.base}/graphql`, JSON.stringify({ query: '{ __typename }' }), auth));
+    rows.push(await load('(c) verifyKey', `${server.base}/graphql`,
+      JSON.stringify({ query: `query($k: String!) { verifyKey(input: { key: $k, permissions: ["invoices:read"] }) ${selection} }`, variables: { k: keys[0] } }), auth));
+    rows.push(await load('(d) verifyKeys x 20', `${server.base}/graphql`,
+      JSON.stringify({ query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: keys.map((key) => ({ key })) } }), auth));
+
+    console.log(`\nverify bench: ${CONNECTIONS} connections, ${DURATION} s each, node ${process.version}\n`);
+    console.log('| run | req/s | p50 ms | p99 ms | errors |');
+    console.log('|---|---:|---:|---:|---:|');
+    for (const r of rows) console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
+    const [a, b, c, d] = rows as [Row, Row, Row, Row];
+    console.log(`\nc/a = ${(c.rps / a.rps).toFixed(2)} (target >= 0.5)   c/b = ${(c.rps / b.rps).toFixed(2)}   (d x 20)/a = ${((d.rps * 20) / a.rps).toFixed(2)} (target >= 3)`);
+  } finally {
+    await server.stop();
+    await bare.stop();
+    await db.cleanup();
+  }
+}
+
+void main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
