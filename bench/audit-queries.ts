@@ -11,6 +11,7 @@ import { generateKey } from '../src/auth/key-format';
 import { startServer } from '../src/server/app';
 import { createBenchDatabase } from './lib/bench-database';
 import { percentile } from './lib/stats';
+import { DEFAULT_ALERT_SETTINGS } from '../src/services/alert-detectors';
 
 const EVENTS = Number(process.env.EVENTS ?? 10_000_000);
 const RUNS = Number(process.env.RUNS ?? 40);
@@ -59,7 +60,7 @@ async function main(): Promise<void> {
   const server = await startServer(
     {
       port: 0, host: '127.0.0.1', databaseUrl: db.url, dataDir: '/nonexistent', keyPepper: randomBytes(32).toString('hex'),
-      keyPrefix: 'kl', bootstrapAdminKey: adminKey, redisUrl: null, keyCacheSize: 100_000, trustProxy: false, logLevel: 'warn', splunkHec: null,
+      keyPrefix: 'kl', bootstrapAdminKey: adminKey, redisUrl: null, keyCacheSize: 100_000, alerts: DEFAULT_ALERT_SETTINGS, trustProxy: false, logLevel: 'warn', splunkHec: null,
     },
     { announce: () => {} },
   );

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { isWellFormedKey, isValidPrefix } from './auth/key-format';
+import { DEFAULT_ALERT_SETTINGS, type AlertSettings } from './services/alert-detectors';
 
 export interface Config {
   port: number;
@@ -18,6 +19,8 @@ export interface Config {
   keyCacheSize: number;
   trustProxy: boolean;
   logLevel: string;
+  /** Detector thresholds and windows (ALERT_* variables) */
+  alerts: AlertSettings;
   /** Splunk HTTP Event Collector the audit log is forwarded to; both set or neither */
   splunkHec: { url: string; token: string } | null;
 }
@@ -51,6 +54,53 @@ function parseCount(name: string, raw: string | undefined, fallback: number, max
     throw new ConfigError(`${name} must be an integer from 0 to ${max}, got "${raw}"`);
   }
   return Number(raw);
+}
+
+function parseBurst(name: string, raw: string | undefined, fallback: { threshold: number; windowSeconds: number }) {
+  if (raw === undefined) return fallback;
+  const match = /^(\d{1,9})\/(\d{1,7})$/.exec(raw);
+  if (!match || Number(match[1]) === 0 || Number(match[2]) === 0) {
+    throw new ConfigError(`${name} must be <count>/<seconds> with both above 0, e.g. 20/60, got "${raw}"`);
+  }
+  return { threshold: Number(match[1]), windowSeconds: Number(match[2]) };
+}
+
+function parsePositive(name: string, raw: string | undefined, fallback: number, options: { integer?: boolean; max?: number } = {}): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  const max = options.max ?? 1e9;
+  if (!Number.isFinite(value) || value <= 0 || value > max || (options.integer !== false && !Number.isInteger(value))) {
+    throw new ConfigError(`${name} must be a ${options.integer === false ? 'number' : 'whole number'} above 0 and at most ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+/** Every detector default can be changed; the README lists them. */
+function parseAlertSettings(env: Env): AlertSettings {
+  const d = DEFAULT_ALERT_SETTINGS;
+  const get = (name: string) => nonEmpty(env, name);
+  return {
+    failureBurst: parseBurst('ALERT_FAILURE_BURST', get('ALERT_FAILURE_BURST'), d.failureBurst),
+    deniedBurst: parseBurst('ALERT_DENIED_BURST', get('ALERT_DENIED_BURST'), d.deniedBurst),
+    dedupSeconds: parsePositive('ALERT_DEDUP_SECONDS', get('ALERT_DEDUP_SECONDS'), d.dedupSeconds),
+    spike: {
+      ...d.spike,
+      bucketSeconds: parsePositive('ALERT_SPIKE_BUCKET_SECONDS', get('ALERT_SPIKE_BUCKET_SECONDS'), d.spike.bucketSeconds, { max: 3600 }),
+      historyBuckets: parsePositive('ALERT_SPIKE_HISTORY_BUCKETS', get('ALERT_SPIKE_HISTORY_BUCKETS'), d.spike.historyBuckets),
+      floor: parsePositive('ALERT_SPIKE_FLOOR', get('ALERT_SPIKE_FLOOR'), d.spike.floor),
+      factor: parsePositive('ALERT_SPIKE_FACTOR', get('ALERT_SPIKE_FACTOR'), d.spike.factor, { integer: false, max: 1000 }),
+      minCalls: parsePositive('ALERT_SPIKE_MIN_CALLS', get('ALERT_SPIKE_MIN_CALLS'), d.spike.minCalls),
+    },
+    newIpLearningSeconds: get('ALERT_NEW_IP_LEARNING_SECONDS') === '0' ? 0 : parsePositive('ALERT_NEW_IP_LEARNING_SECONDS', get('ALERT_NEW_IP_LEARNING_SECONDS'), d.newIpLearningSeconds),
+    quotaLow: {
+      fraction: parsePositive('ALERT_QUOTA_LOW_FRACTION', get('ALERT_QUOTA_LOW_FRACTION'), d.quotaLow.fraction, { integer: false, max: 1 }),
+      remaining: parsePositive('ALERT_QUOTA_LOW_REMAINING', get('ALERT_QUOTA_LOW_REMAINING'), d.quotaLow.remaining),
+    },
+    expiring: {
+      days: parsePositive('ALERT_KEY_EXPIRING_DAYS', get('ALERT_KEY_EXPIRING_DAYS'), d.expiring.days, { max: 365 }),
+      scanSeconds: parsePositive('ALERT_EXPIRY_SCAN_SECONDS', get('ALERT_EXPIRY_SCAN_SECONDS'), d.expiring.scanSeconds, { max: 86_400 }),
+    },
+  };
 }
 
 function parseBoolean(name: string, raw: string | undefined): boolean {
@@ -161,6 +211,7 @@ export function loadConfig(env: Env = process.env): Config {
     keyCacheSize: parseCount('KEY_CACHE_SIZE', nonEmpty(env, 'KEY_CACHE_SIZE'), 100_000, 10_000_000),
     trustProxy: parseBoolean('TRUST_PROXY', nonEmpty(env, 'TRUST_PROXY')),
     logLevel,
+    alerts: parseAlertSettings(env),
     splunkHec: parseSplunkHec(nonEmpty(env, 'AUDIT_SPLUNK_HEC_URL'), nonEmpty(env, 'AUDIT_SPLUNK_HEC_TOKEN')),
   };
 }

@@ -95,18 +95,23 @@ async function cacheStats(instance: Instance): Promise<{ hits: number; misses: n
 }
 
 /**
- * `probe` succeeds twice on `instance`, the second time from its key cache (no cache miss):
- * the record that must be invalidated is really cached there.
+ * `probe` succeeds on `instance`, then succeeds again from its key cache (no cache miss): the record
+ * that must be invalidated is really cached there. (Should a late notice of the key's creation drop
+ * the fresh entry in between, the pair is repeated: what matters is that it is cached now.)
  */
 async function warm<T>(instance: Instance, probe: () => Promise<T>, isOk: (value: T) => boolean, what: string): Promise<void> {
   const first = await probe();
   assert.ok(isOk(first), `${what}: first call on ${instance.name}: ${JSON.stringify(first)}`);
-  const before = await cacheStats(instance);
-  const second = await probe();
-  assert.ok(isOk(second), `${what}: second call on ${instance.name}: ${JSON.stringify(second)}`);
-  const after = await cacheStats(instance);
-  assert.equal(after.misses - before.misses, 0, `${what}: the second call on ${instance.name} was answered from its key cache`);
-  assert.ok(after.hits - before.hits >= 1, `${what}: the second call on ${instance.name} hit its key cache`);
+  const attempts: string[] = [];
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const before = await cacheStats(instance);
+    const again = await probe();
+    assert.ok(isOk(again), `${what}: repeated call on ${instance.name}: ${JSON.stringify(again)}`);
+    const after = await cacheStats(instance);
+    if (after.misses === before.misses && after.hits > before.hits) return;
+    attempts.push(`hits +${after.hits - before.hits}, misses +${after.misses - before.misses}`);
+  }
+  assert.fail(`${what}: ${instance.name} never answered from its key cache (${attempts.join('; ')})`);
 }
 
 /**
@@ -441,21 +446,26 @@ describe('SIGTERM under load loses no usage record', () => {
     }
     // Every response is in; SIGTERM before the 200 ms flush timer can have written the last records.
     instance.process.child.kill('SIGTERM');
+    const signalled = performance.now();
     const atSignal = await usageRows(key.id);
     const exit = await exitWithin(exited, 30_000);
+    const shutdownMs = performance.now() - signalled;
     assert.deepEqual(total.problems, [], 'every request was answered 200 with VALID results');
     assert.equal(total.unanswered, 0);
     assert.equal(total.answered, 2000);
     const rows = await usageRows(key.id);
     t.diagnostic(
       `usage rows: ${atSignal.total} written when SIGTERM was sent, ${rows.total} after exit, ${total.answered} answered; ` +
-        `exit ${JSON.stringify(exit)}`,
+        `exit ${JSON.stringify(exit)} ${shutdownMs.toFixed(0)} ms after SIGTERM`,
     );
     assert.equal(rows.total, total.answered, `one usage row per answered verification, none lost, none extra (exit ${JSON.stringify(exit)})`);
     assert.equal(rows.valid, total.answered);
     const [state] = await db.query<{ last_used_at: Date | null }>('SELECT last_used_at FROM api_keys WHERE id = $1', [key.id]);
     assert.ok(state!.last_used_at, 'lastUsedAt written by the final flush');
-    assert.ok(state!.last_used_at.getTime() >= lastWaveStarted - 5, `lastUsedAt ${state!.last_used_at.toISOString()} is from the last wave`);
+    assert.ok(
+      state!.last_used_at.getTime() >= lastWaveStarted - 5,
+      `lastUsedAt ${state!.last_used_at.toISOString()} is from the last wave (exit ${JSON.stringify(exit)})`,
+    );
     assert.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM shuts down cleanly: exit code 0, not killed by the signal');
   });
 

@@ -27,7 +27,7 @@ export async function authenticate(services: Services, secret: string | null, me
     outcome: AuditOutcome.DENIED,
     targetType: outcome.record ? 'api_key' : null,
     targetId: outcome.record?.id ?? null,
-    details: { code: outcome.code, ...(outcome.record ? { keyName: outcome.record.name } : {}) },
+    details: { code: outcome.code, ...(outcome.record ? { keyName: outcome.record.name, ownerId: outcome.record.ownerId } : {}) },
   });
   if (outcome.code === VerifyCode.RATE_LIMITED && outcome.rateLimit) {
     throw new RateLimitedError(Math.max(1, Math.ceil((outcome.rateLimit.resetAt.getTime() - Date.now()) / 1000)));

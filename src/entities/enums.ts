@@ -60,6 +60,44 @@ export enum AuditGroupBy {
   IP = 'IP',
 }
 
+export enum AlertSeverity {
+  INFO = 'INFO',
+  LOW = 'LOW',
+  MEDIUM = 'MEDIUM',
+  HIGH = 'HIGH',
+  CRITICAL = 'CRITICAL',
+}
+
+/** Order for minSeverity filters */
+export const SEVERITY_RANK: Record<AlertSeverity, number> = { INFO: 0, LOW: 1, MEDIUM: 2, HIGH: 3, CRITICAL: 4 };
+
+export enum AlertStatus {
+  OPEN = 'OPEN',
+  ACKNOWLEDGED = 'ACKNOWLEDGED',
+  RESOLVED = 'RESOLVED',
+}
+
+export enum AlertType {
+  VERIFY_FAILURE_BURST = 'VERIFY_FAILURE_BURST',
+  REVOKED_KEY_USED = 'REVOKED_KEY_USED',
+  EXPIRED_KEY_USED = 'EXPIRED_KEY_USED',
+  USAGE_SPIKE = 'USAGE_SPIKE',
+  NEW_SOURCE_IP = 'NEW_SOURCE_IP',
+  RATE_LIMITED = 'RATE_LIMITED',
+  QUOTA_LOW = 'QUOTA_LOW',
+  KEY_EXPIRING = 'KEY_EXPIRING',
+  DENIED_ACTION_BURST = 'DENIED_ACTION_BURST',
+  THRESHOLD = 'THRESHOLD',
+}
+
+export enum AlertMetric {
+  VERIFY_CALLS = 'VERIFY_CALLS',
+  VERIFY_FAILURES = 'VERIFY_FAILURES',
+  RATE_LIMITED = 'RATE_LIMITED',
+  DENIED_ACTIONS = 'DENIED_ACTIONS',
+  AUTH_FAILURES = 'AUTH_FAILURES',
+}
+
 export function assertNever(value: never): never {
   throw new Error(`unhandled case: ${String(value)}`);
 }

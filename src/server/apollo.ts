@@ -39,6 +39,9 @@ export async function startApollo(schema: GraphQLSchema, logger: Logger, metrics
     // Keys travel in headers, never cookies: a cross-site request cannot carry them, so CSRF
     // prevention would only block legitimate GET clients.
     csrfPrevention: false,
+    // The process's own SIGTERM handler closes everything in order (usage flushed, audit sealed);
+    // Apollo's would re-raise the signal and kill the process halfway through.
+    stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: false,
     introspection: true,
     formatError,

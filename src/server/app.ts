@@ -89,11 +89,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       },
     });
     services.keyChanges.listenOn(listener);
+    services.alerting.listenOn(listener);
     await listener.start();
     registerKeyCache(metrics, keyCache);
     const feed = listener;
     const boot = await bootstrap(services, config.bootstrapAdminKey);
     if (boot.created) logger.info('bootstrap: created user admin with the admin role');
+    await services.alerting.start();
     // Events left staged by a crash between a commit and its seal are sealed here.
     await services.audit.seal();
     const sealTimer = setInterval(() => void services.audit.sealQuietly(), 1000);
@@ -160,12 +162,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           clearInterval(partitionTimer);
           clearInterval(sealTimer);
           await ws.close();
-          await feed.stop();
           await new Promise<void>((resolve) => {
             httpServer.close(() => resolve());
             httpServer.closeAllConnections();
           });
           await apollo.stop();
+          // Only now: while requests were answered the cache had to keep hearing invalidations.
+          await feed.stop();
+          await services.alerting.close();
           await services.usage.close();
           await services.audit.sealQuietly();
           await forwarder?.stop();

@@ -66,6 +66,9 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
         operation.selectionSet.selections.every(
           (s) => s.kind === Kind.FIELD && FAST_FIELDS.has(s.name.value) && (s.directives?.length ?? 0) === 0,
         ) &&
+        // One verifying field at most: an error then means nothing was verified yet (inputs are
+        // validated first), so handing the request to Apollo cannot verify anything twice.
+        operation.selectionSet.selections.filter((s) => s.kind === Kind.FIELD && s.name.value !== '__typename').length === 1 &&
         validate(schema, document).length === 0;
       if (eligible) plan = { document };
     } catch {

@@ -8,12 +8,17 @@ import { ConfigError } from '../config';
  */
 export async function connectRedis(url: string, onError: (error: unknown) => void): Promise<Redis> {
   const redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 5000 });
-  redis.on('error', onError);
+  let lastError: unknown = null;
+  const remember = (error: unknown) => (lastError = error);
+  redis.on('error', remember);
   try {
     await redis.connect();
   } catch (error) {
     redis.disconnect();
-    throw new ConfigError(`REDIS_URL: cannot connect to Redis (${error instanceof Error ? error.message : String(error)})`);
+    const cause = lastError ?? error;
+    throw new ConfigError(`REDIS_URL: cannot connect to Redis (${cause instanceof Error ? cause.message : String(cause)})`);
   }
+  redis.off('error', remember);
+  redis.on('error', onError);
   return redis;
 }

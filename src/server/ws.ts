@@ -7,6 +7,7 @@ import type { DataSource } from 'typeorm';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { authenticate, presentedKey } from '../auth/authenticate';
 import type { GraphQLContext, Principal, RequestMeta } from '../auth/context';
+import { VerifyCode } from '../entities/enums';
 import type { Services } from '../services';
 import { DomainError } from '../services/errors';
 import { auditDenials, buildContext } from './context';
@@ -14,6 +15,10 @@ import { formatError } from './errors';
 import { requestMeta } from './http';
 
 const CLOSE_FORBIDDEN = 4403;
+/** Keys also lapse without any change (expiry): open connections are re-checked this often. */
+const RECHECK_MS = 10_000;
+/** Codes that leave a key usable in principle: limits speak per operation, not per connection. */
+const STILL_USABLE = new Set<VerifyCode>([VerifyCode.VALID, VerifyCode.USAGE_EXCEEDED, VerifyCode.RATE_LIMITED]);
 
 interface ConnectionState {
   /** Kept in memory only, to verify the key again for every operation */
@@ -22,6 +27,7 @@ interface ConnectionState {
   meta: RequestMeta;
   /** Operation ids are unique only within one connection */
   operations: Map<string, GraphQLContext>;
+  socket: WebSocket;
 }
 
 function formatResult(result: ExecutionResult): ExecutionResult {
@@ -36,6 +42,25 @@ export function attachWebSocket(
 ) {
   const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
   const states = new WeakMap<object, ConnectionState>();
+  const open = new Set<ConnectionState>();
+
+  // A subscription can stay open for days without another operation: when the key, its owner or
+  // a role changes (here or on another instance), or the key expires, the connection is re-checked
+  // and closed once the key no longer verifies.
+  const recheck = async (state: ConnectionState) => {
+    try {
+      const { code, permissions } = await deps.services.verification.peek(state.secret, state.meta.ip);
+      if (STILL_USABLE.has(code)) state.principal = { ...state.principal, permissions };
+      else state.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
+    } catch (error) {
+      deps.logger.warn({ err: error }, 'could not re-check a WebSocket connection');
+    }
+  };
+  deps.services.keyChanges.onChange((change) => {
+    for (const state of open) if (change.kind !== 'key' || change.id === state.principal.keyId) void recheck(state);
+  });
+  const timer = setInterval(() => open.forEach((state) => void recheck(state)), RECHECK_MS);
+  timer.unref();
 
   const cleanup = useServer<Record<string, unknown>, { request: IncomingMessage; socket: WebSocket }>(
     {
@@ -46,7 +71,9 @@ export function attachWebSocket(
         const apiKey = ctx.connectionParams?.['x-api-key'];
         try {
           const key = presentedKey(typeof authorization === 'string' ? authorization : null, typeof apiKey === 'string' ? apiKey : null);
-          states.set(ctx, { secret: key ?? '', principal: await authenticate(deps.services, key, meta), meta, operations: new Map() });
+          const state = { secret: key ?? '', principal: await authenticate(deps.services, key, meta), meta, operations: new Map(), socket: ctx.extra.socket };
+          states.set(ctx, state);
+          open.add(state);
           return true;
         } catch {
           return false; // graphql-ws closes with 4403 Forbidden
@@ -82,6 +109,10 @@ export function attachWebSocket(
       onComplete: (ctx, id) => {
         states.get(ctx)?.operations.delete(id);
       },
+      onClose: (ctx) => {
+        const state = states.get(ctx);
+        if (state) open.delete(state);
+      },
       onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), error)),
     },
     wsServer,
@@ -89,6 +120,7 @@ export function attachWebSocket(
 
   return {
     close: async () => {
+      clearInterval(timer);
       await cleanup.dispose();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
     },

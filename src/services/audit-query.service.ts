@@ -100,6 +100,21 @@ export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, fi
 export class AuditQueryService {
   constructor(private readonly dataSource: DataSource) {}
 
+  /** Refuses a bad filter exactly as a query would (BAD_USER_INPUT), without running one. */
+  validateFilter(filter: AuditEventFilter | null | undefined): void {
+    applyAuditFilter(this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e'), filter);
+  }
+
+  /** Sealed events with ids from..to, in order: what one seal pass appended. */
+  range(from: string, to: string): Promise<AuditEventEntity[]> {
+    if (!isBigint(from) || !isBigint(to)) return Promise.resolve([]);
+    return this.dataSource.manager
+      .createQueryBuilder(AuditEventEntity, 'e')
+      .where('e.id BETWEEN :from AND :to', { from, to })
+      .orderBy('e.id', 'ASC')
+      .getMany();
+  }
+
   async findById(id: string): Promise<AuditEventEntity | null> {
     if (!isBigint(id)) return null;
     return this.dataSource.manager.findOneBy(AuditEventEntity, { id });

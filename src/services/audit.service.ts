@@ -17,7 +17,7 @@ export interface AuditRecord {
 /** Something that must follow every audited change: told inside its transaction and after it commits. */
 export interface ChangeHook {
   staged(tx: EntityManager, record: AuditRecord): Promise<void>;
-  committed(record: AuditRecord): void;
+  committed(record: AuditRecord, actor: Actor): void;
 }
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -82,6 +82,8 @@ interface StagedRow {
 }
 
 const SEAL_BATCH = 5000;
+/** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
+export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
 
 /**
  * Writes audit events with each change and seals them into the hash chain.
@@ -96,14 +98,18 @@ const SEAL_BATCH = 5000;
 export class AuditService {
   private waiting: Array<() => void> = [];
   private sealing: Promise<void> | null = null;
-  /** Audit records of each open transaction, for the hooks to hear once it commits */
-  private readonly recordedIn = new WeakMap<EntityManager, AuditRecord[]>();
+  /** What each open transaction wants done once it has committed */
+  private readonly onCommit = new WeakMap<EntityManager, Array<() => void>>();
 
   constructor(
     private readonly dataSource: DataSource,
     private readonly onSealError: (error: unknown) => void = () => {},
-    private readonly hooks: readonly ChangeHook[] = [],
+    private readonly hooks: ChangeHook[] = [],
   ) {}
+
+  addHook(hook: ChangeHook): void {
+    this.hooks.push(hook);
+  }
 
   /**
    * Appends an event inside the caller's transaction: if the change rolls back, so does its event,
@@ -120,7 +126,12 @@ export class AuditService {
        actor.requestId, details === null ? null : JSON.stringify(details)],
     );
     for (const hook of this.hooks) await hook.staged(tx, record);
-    this.recordedIn.get(tx)?.push(record);
+    for (const hook of this.hooks) this.afterCommit(tx, () => hook.committed(record, actor));
+  }
+
+  /** Runs `effect` once the transaction (one opened by transaction()) has committed; never on rollback. */
+  afterCommit(tx: EntityManager, effect: () => void): void {
+    this.onCommit.get(tx)?.push(effect);
   }
 
   /**
@@ -128,12 +139,12 @@ export class AuditService {
    * `waitForSeal: false` answers once the event is committed and lets the seal follow.
    */
   async transaction<T>(work: (tx: EntityManager) => Promise<T>, { waitForSeal = true } = {}): Promise<T> {
-    const recorded: AuditRecord[] = [];
+    const effects: Array<() => void> = [];
     const result = await this.dataSource.transaction((tx) => {
-      this.recordedIn.set(tx, recorded);
+      this.onCommit.set(tx, effects);
       return work(tx);
     });
-    for (const record of recorded) for (const hook of this.hooks) hook.committed(record);
+    for (const effect of effects) effect();
     const sealed = this.sealed();
     if (waitForSeal) await sealed;
     return result;
@@ -239,6 +250,7 @@ export class AuditService {
        column('requestId'), events.map((e) => (e.details === null ? null : JSON.stringify(e.details))),
        column('prevHash'), column('hash')],
     );
+    await tx.query('SELECT pg_notify($1, $2)', [AUDIT_SEALED_CHANNEL, JSON.stringify({ from: events[0]!.id, to: events.at(-1)!.id })]);
     return events.length;
   }
 }

@@ -4,6 +4,8 @@ import { AuditExportService } from './audit-export.service';
 import { AuditQueryService } from './audit-query.service';
 import { AuditReportService } from './audit-report.service';
 import { AuditService } from './audit.service';
+import { DEFAULT_ALERT_SETTINGS, type AlertSettings } from './alert-detectors';
+import { Alerting } from './alerting';
 import { KeyCache } from './key-cache';
 import { KeyChangeFeed } from './key-change-feed';
 import { KeyVerificationService, type KeyRecord } from './key-verification.service';
@@ -20,6 +22,8 @@ export interface ServiceSettings {
   keyPrefix: string;
   /** Key records cached for verification; 0 turns the cache off */
   keyCacheSize?: number;
+  /** Detector settings; the documented defaults when absent */
+  alerts?: AlertSettings;
   /** Shared rate-limit windows across instances; in-process without */
   redis?: Redis | null;
   onBackgroundError?: (error: unknown) => void;
@@ -31,6 +35,9 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
   const audit = new AuditService(dataSource, settings.onBackgroundError, [keyChanges]);
   const usage = new UsageService(dataSource, settings.onBackgroundError);
   const keys = new KeyService(audit, settings.keyPepper, settings.keyPrefix);
+  const auditQueries = new AuditQueryService(dataSource);
+  const verification = new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(settings.redis ?? null), usage, keyCache);
+  const alerting = new Alerting(dataSource, audit, auditQueries, verification, settings.alerts ?? DEFAULT_ALERT_SETTINGS, settings.onBackgroundError ?? (() => {}));
   return {
     audit,
     usage,
@@ -40,10 +47,11 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
     keyQueries: new KeyQueryService(dataSource),
     users: new UserService(dataSource, audit),
     roles: new RoleService(dataSource, audit),
-    auditQueries: new AuditQueryService(dataSource),
+    auditQueries,
+    alerting,
     auditReports: new AuditReportService(dataSource),
     auditExport: new AuditExportService(dataSource),
-    verification: new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(settings.redis ?? null), usage, keyCache),
+    verification,
   };
 }
 

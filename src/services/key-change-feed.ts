@@ -42,7 +42,19 @@ function parseInvalidation(payload: string): Invalidation {
  * instance's cache directly, so the change is in force here before the mutation returns.
  */
 export class KeyChangeFeed implements ChangeHook {
+  /** Told of every change, from this instance or another (open WebSocket connections re-check their key) */
+  private readonly listeners: Array<(change: Invalidation) => void> = [];
+
   constructor(private readonly cache: { invalidate(change: Invalidation): void }) {}
+
+  onChange(listener: (change: Invalidation) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private apply(change: Invalidation): void {
+    this.cache.invalidate(change);
+    for (const listener of this.listeners) listener(change);
+  }
 
   async staged(tx: EntityManager, record: AuditRecord): Promise<void> {
     const change = invalidationFor(record);
@@ -51,10 +63,10 @@ export class KeyChangeFeed implements ChangeHook {
 
   committed(record: AuditRecord): void {
     const change = invalidationFor(record);
-    if (change) this.cache.invalidate(change);
+    if (change) this.apply(change);
   }
 
   listenOn(listener: PgListener): void {
-    listener.on(KEY_CHANGES_CHANNEL, (payload) => this.cache.invalidate(parseInvalidation(payload)));
+    listener.on(KEY_CHANGES_CHANNEL, (payload) => this.apply(parseInvalidation(payload)));
   }
 }

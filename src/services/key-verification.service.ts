@@ -19,6 +19,7 @@ export interface KeyRecord {
   ownerOwnerStatus: UserStatus | null;
   storedStatus: StoredKeyStatus;
   expiresAt: Date | null;
+  createdAt: Date;
   allowedCidrs: string[];
   metadata: Record<string, unknown> | null;
   remaining: number | null;
@@ -55,7 +56,7 @@ export interface VerifyRequest {
 
 const KEY_QUERY = `
   SELECT k.id, k.name, k.owner_id, u.owner_id AS owner_owner_id, u.status AS owner_status, o.status AS owner_owner_status,
-         k.stored_status, k.expires_at, k.allowed_cidrs, k.metadata, k.remaining, k.granted_permissions,
+         k.stored_status, k.expires_at, k.created_at, k.allowed_cidrs, k.metadata, k.remaining, k.granted_permissions,
          k.refill_amount, k.refill_interval_seconds, k.last_refill_at, k.rate_limit, k.rate_limit_window_seconds,
          coalesce((SELECT array_agg(DISTINCT p) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id,
                    unnest(r.permissions) p WHERE kr.key_id = k.id), '{}') AS key_role_permissions,
@@ -77,6 +78,7 @@ interface KeyRow {
   owner_owner_status: UserStatus | null;
   stored_status: StoredKeyStatus;
   expires_at: Date | null;
+  created_at: Date;
   allowed_cidrs: string[];
   metadata: Record<string, unknown> | null;
   remaining: number | null;
@@ -126,6 +128,7 @@ function toRecord(row: KeyRow): KeyRecord {
     ownerOwnerStatus: row.owner_owner_status,
     storedStatus: row.stored_status,
     expiresAt: row.expires_at,
+    createdAt: row.created_at,
     allowedCidrs: listOf(row.allowed_cidrs),
     metadata: row.metadata,
     remaining: row.remaining,
@@ -213,7 +216,12 @@ const CONSUME_QUOTA = `
     AND (CASE WHEN due.refill THEN k.refill_amount ELSE k.remaining END) > 0
   RETURNING k.remaining, k.last_refill_at`;
 
+export type VerificationObserver = (outcome: VerifyOutcome, request: VerifyRequest, at: number) => void;
+
 export class KeyVerificationService {
+  /** Told of every verification after it is decided (alert detectors); must be cheap and synchronous */
+  readonly observers: VerificationObserver[] = [];
+
   constructor(
     private readonly dataSource: DataSource,
     private readonly pepper: string,
@@ -235,6 +243,18 @@ export class KeyVerificationService {
   }
 
   /**
+   * Whether a key would still verify, without consuming quota or rate limit and without recording
+   * usage: for re-checking long-lived connections when something about their key changed.
+   */
+  async peek(secret: string, ip: string | null): Promise<{ code: VerifyCode; permissions: string[] }> {
+    if (!parseKey(secret)) return { code: VerifyCode.MALFORMED, permissions: [] };
+    const record = await this.lookup(secret);
+    if (!record) return { code: VerifyCode.NOT_FOUND, permissions: [] };
+    const code = evaluate(record, { ip }, new Date());
+    return { code, permissions: code === VerifyCode.VALID || code === VerifyCode.USAGE_EXCEEDED ? record.effective : [] };
+  }
+
+  /**
    * Checks a key in the contract's order, then consumes rate limit and quota only when everything
    * else passed, and records the usage. A failed verification consumes nothing.
    */
@@ -248,6 +268,8 @@ export class KeyVerificationService {
       ip: request.ip ?? null,
       resource: request.resource?.slice(0, 200) ?? null,
     });
+    const at = Date.now();
+    for (const observe of this.observers) observe(outcome, request, at);
     return outcome;
   }
 

@@ -1,6 +1,6 @@
 import DataLoader from 'dataloader';
 import { In, type DataSource } from 'typeorm';
-import { ApiKeyEntity, RoleEntity, UserEntity } from '../entities';
+import { AlertRuleEntity, ApiKeyEntity, RoleEntity, UserEntity } from '../entities';
 import { isUuid } from './validation';
 
 /**
@@ -46,6 +46,7 @@ export function createLoaders(dataSource: DataSource) {
     userById: byId((ids) => manager.find(UserEntity, { where: { id: In(ids) } })),
     keyById: byId((ids) => manager.find(ApiKeyEntity, { where: { id: In(ids) } })),
     roleById,
+    alertRuleById: byId((ids) => manager.find(AlertRuleEntity, { where: { id: In(ids) } })),
     rolesByUserId: rolesJoinedBy('user_roles', 'user_id'),
     rolesByKeyId: rolesJoinedBy('api_key_roles', 'key_id'),
     serviceAccountsByOwnerId: grouped<UserEntity>(async (ids) => {

@@ -1,4 +1,4 @@
-import type { DataSource } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import type { VerifyCode } from '../entities/enums';
 import { BadInputError } from './errors';
 
@@ -80,8 +80,13 @@ export class UsageService {
     await this.flush();
   }
 
-  private async write(batch: UsageRecord[]): Promise<void> {
-    await this.dataSource.query(
+  /** One transaction, so a batch retried after a failure is never counted twice. */
+  private write(batch: UsageRecord[]): Promise<void> {
+    return this.dataSource.transaction((tx) => this.writeIn(tx, batch));
+  }
+
+  private async writeIn(tx: EntityManager, batch: UsageRecord[]): Promise<void> {
+    await tx.query(
       `INSERT INTO usage_events (occurred_at, key_id, owner_id, code, ip, resource)
        SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])`,
       [
@@ -97,15 +102,16 @@ export class UsageService {
     const latest = new Map<string, UsageRecord>();
     for (const r of batch) if (r.keyId && r.code === 'VALID') latest.set(r.keyId, r);
     if (latest.size === 0) return;
-    const rows = [...latest.values()];
-    await this.dataSource.query(
+    // Rows are updated in id order so concurrent instances' batches cannot deadlock.
+    const rows = [...latest.values()].sort((a, b) => (a.keyId! < b.keyId! ? -1 : 1));
+    await tx.query(
       `UPDATE api_keys k SET last_used_at = v.t, last_used_ip = v.ip
          FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, t, ip)
         WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.t)`,
       [rows.map((r) => r.keyId), rows.map((r) => r.occurredAt), rows.map((r) => r.ip)],
     );
-    const owners = new Map(rows.map((r) => [r.ownerId!, r.occurredAt]));
-    await this.dataSource.query(
+    const owners = new Map([...rows].sort((a, b) => (a.ownerId! < b.ownerId! ? -1 : 1)).map((r) => [r.ownerId!, r.occurredAt]));
+    await tx.query(
       `UPDATE users u SET last_active_at = v.t
          FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
         WHERE u.id = v.id AND (u.last_active_at IS NULL OR u.last_active_at < v.t)`,

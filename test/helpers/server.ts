@@ -5,6 +5,7 @@ import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { print } from 'graphql';
 import { generateKey } from '../../src/auth/key-format';
 import type { Config } from '../../src/config';
+import { DEFAULT_ALERT_SETTINGS } from '../../src/services/alert-detectors';
 import { startServer, type RunningServer } from '../../src/server/app';
 import { createTestDatabase, type TestDatabase } from './database';
 
@@ -40,6 +41,7 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {})
     bootstrapAdminKey: generateKey('kl'),
     redisUrl: null,
     keyCacheSize: 100_000,
+    alerts: DEFAULT_ALERT_SETTINGS,
     trustProxy: false,
     logLevel: 'info',
     splunkHec: null,

@@ -1,0 +1,95 @@
+import { LRUCache } from 'lru-cache';
+import type { AlertService, AlertSignal } from './alert.service';
+
+interface OpenAlert {
+  until: number;
+  pending: number;
+  signal: AlertSignal;
+}
+
+const REPEAT_FLUSH_MS = 1000;
+
+/**
+ * Between the detectors (called on the verification hot path) and the database: the first signal
+ * of a (type, subject) is queued to be raised; the following ones inside its window are only
+ * counted here and added to the open alert's repeats once a second. The queue is bounded: past
+ * it, signals are dropped and counted rather than growing memory.
+ */
+export class AlertSink {
+  private readonly open = new LRUCache<string, OpenAlert>({ max: 50_000 });
+  private readonly queue: AlertSignal[] = [];
+  private running = 0;
+  private readonly drained: Array<() => void> = [];
+  private timer: NodeJS.Timeout | null = null;
+  dropped = 0;
+
+  constructor(
+    private readonly alerts: AlertService,
+    private readonly onError: (error: unknown) => void,
+    private readonly maxQueued = 10_000,
+    private readonly concurrency = 4,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.flushRepeats().catch(this.onError), REPEAT_FLUSH_MS);
+    this.timer.unref();
+  }
+
+  emit(signal: AlertSignal): void {
+    const id = `${signal.type}:${signal.subject}`;
+    const now = Date.now();
+    const open = this.open.get(id);
+    if (open && open.until > now) {
+      open.pending++;
+      return;
+    }
+    if (this.queue.length >= this.maxQueued) {
+      this.dropped++;
+      return;
+    }
+    this.open.set(id, { until: now + signal.windowSeconds * 1000, pending: 0, signal });
+    this.queue.push(signal);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running < this.concurrency && this.queue.length > 0) {
+      const signal = this.queue.shift()!;
+      this.running++;
+      this.alerts
+        .raise(signal)
+        .catch((error: unknown) => {
+          this.open.delete(`${signal.type}:${signal.subject}`);
+          this.onError(error);
+        })
+        .finally(() => {
+          this.running--;
+          this.pump();
+          if (this.running === 0 && this.queue.length === 0) this.drained.splice(0).forEach((resolve) => resolve());
+        });
+    }
+  }
+
+  /** Adds counted repeats to their open alerts; an alert resolved meanwhile is forgotten here. */
+  async flushRepeats(): Promise<void> {
+    for (const [id, open] of this.open.entries()) {
+      if (open.pending === 0) continue;
+      const repeats = open.pending;
+      open.pending = 0;
+      const updated = await this.alerts.addRepeats(null, open.signal.type, open.signal.subject, repeats);
+      if (updated === 0) this.open.delete(id);
+    }
+  }
+
+  /** Resolves once every queued signal has been raised. */
+  idle(): Promise<void> {
+    if (this.running === 0 && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.idle();
+    await this.flushRepeats().catch(this.onError);
+  }
+}

@@ -1,0 +1,105 @@
+import type { DataSource, EntityManager } from 'typeorm';
+import type { AlertEntity, AuditEventEntity } from '../entities';
+import { AuditOutcome } from '../entities/enums';
+import type { Actor } from './actor';
+import { AlertDetectors, type AlertSettings } from './alert-detectors';
+import { AlertRuleService } from './alert-rule.service';
+import { AlertSink } from './alert-sink';
+import { ALERTS_CHANNEL, AlertService, reviveAlert } from './alert.service';
+import type { AuditQueryService } from './audit-query.service';
+import { AUDIT_SEALED_CHANNEL, type AuditRecord, type AuditService, type ChangeHook } from './audit.service';
+import type { KeyVerificationService } from './key-verification.service';
+import { LiveFeed } from './live-feed';
+import type { PgListener } from './pg-listener';
+
+export const ALERT_RULES_CHANNEL = 'keyledger_alert_rules';
+
+/**
+ * Alerts end to end: detectors fed by verifications and committed audit records, the sink that
+ * deduplicates and raises, rules reloaded on every instance when one changes, and the live feeds
+ * that subscriptions read (new alerts and sealed audit events arrive from every instance through
+ * LISTEN/NOTIFY, sent inside the transaction that made them, so only committed ones are heard).
+ */
+export class Alerting {
+  readonly alerts: AlertService;
+  readonly rules: AlertRuleService;
+  readonly sink: AlertSink;
+  readonly detectors: AlertDetectors;
+  readonly alertFeed = new LiveFeed<AlertEntity>();
+  readonly auditFeed = new LiveFeed<AuditEventEntity>();
+  private auditDelivery: Promise<void> = Promise.resolve();
+
+  constructor(
+    dataSource: DataSource,
+    audit: AuditService,
+    private readonly auditQueries: AuditQueryService,
+    verification: KeyVerificationService,
+    settings: AlertSettings,
+    private readonly onError: (error: unknown) => void,
+  ) {
+    this.alerts = new AlertService(dataSource, audit);
+    this.rules = new AlertRuleService(dataSource, audit);
+    this.sink = new AlertSink(this.alerts, onError);
+    this.detectors = new AlertDetectors(settings, (signal) => this.sink.emit(signal), dataSource, onError);
+    verification.observers.push(this.detectors.onVerification);
+    audit.addHook(this.auditHook());
+  }
+
+  private auditHook(): ChangeHook {
+    return {
+      staged: async (tx: EntityManager, record: AuditRecord) => {
+        if (record.targetType === 'alert_rule' && (record.outcome ?? AuditOutcome.SUCCESS) === AuditOutcome.SUCCESS) {
+          await tx.query(`SELECT pg_notify($1, '')`, [ALERT_RULES_CHANNEL]);
+        }
+      },
+      committed: (record: AuditRecord, actor: Actor) => {
+        if (record.targetType === 'alert_rule') void this.reloadRules();
+        this.detectors.onAudit(record, actor);
+      },
+    };
+  }
+
+  async reloadRules(): Promise<void> {
+    try {
+      this.detectors.setRules(await this.rules.list());
+    } catch (error) {
+      this.onError(error);
+    }
+  }
+
+  listenOn(listener: PgListener): void {
+    listener.on(ALERT_RULES_CHANNEL, () => void this.reloadRules());
+    listener.on(ALERTS_CHANNEL, (payload) => void this.deliverAlert(payload));
+    listener.on(AUDIT_SEALED_CHANNEL, (payload) => {
+      // In seal order, one range at a time, and only when someone is tailing.
+      this.auditDelivery = this.auditDelivery.then(() => this.deliverAudit(payload)).catch(this.onError);
+    });
+  }
+
+  private async deliverAlert(payload: string): Promise<void> {
+    try {
+      const parsed = JSON.parse(payload) as Record<string, unknown>;
+      const alert = 'type' in parsed ? reviveAlert(parsed) : await this.alerts.findById(String(parsed.id));
+      if (alert) this.alertFeed.publish(alert);
+    } catch (error) {
+      this.onError(error);
+    }
+  }
+
+  private async deliverAudit(payload: string): Promise<void> {
+    if (this.auditFeed.size === 0) return;
+    const { from, to } = JSON.parse(payload) as { from: string; to: string };
+    for (const event of await this.auditQueries.range(from, to)) this.auditFeed.publish(event);
+  }
+
+  async start(): Promise<void> {
+    await this.reloadRules();
+    this.sink.start();
+    this.detectors.start();
+  }
+
+  async close(): Promise<void> {
+    this.detectors.stop();
+    await this.sink.close();
+  }
+}

@@ -1,0 +1,49 @@
+import { BlockList, isIP } from 'node:net';
+import type { AuditEventEntity } from '../entities';
+import type { AuditEventFilter } from './audit-query.service';
+import { parseCidr } from './validation';
+
+/** jsonb `@>` semantics: objects by key, arrays by "every wanted element is in some element", scalars by equality. */
+export function jsonContains(value: unknown, wanted: unknown): boolean {
+  if (Array.isArray(wanted)) {
+    return Array.isArray(value) && wanted.every((w) => value.some((v) => jsonContains(v, w)));
+  }
+  if (wanted !== null && typeof wanted === 'object') {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+    return Object.entries(wanted).every(([k, w]) => k in value && jsonContains((value as Record<string, unknown>)[k], w));
+  }
+  return value === wanted;
+}
+
+/**
+ * The same filter as the auditEvents query, compiled to a predicate over one event, for live
+ * tails (validated beforehand by applyAuditFilter, so bad input is already refused).
+ */
+export function auditEventMatcher(filter: AuditEventFilter | null | undefined): (event: AuditEventEntity) => boolean {
+  if (!filter) return () => true;
+  const exact = new Set<string>();
+  const prefixes: string[] = [];
+  let anyAction = !filter.actions || filter.actions.length === 0;
+  for (const action of filter.actions ?? []) {
+    if (action === '*') anyAction = true;
+    else if (action.endsWith('.*')) prefixes.push(action.slice(0, -1));
+    else exact.add(action);
+  }
+  let network: BlockList | null = null;
+  if (filter.ip) {
+    const [address, bits] = parseCidr(filter.ip)!.split('/') as [string, string];
+    network = new BlockList();
+    network.addSubnet(address, Number(bits), isIP(address) === 6 ? 'ipv6' : 'ipv4');
+  }
+  return (e) =>
+    (!filter.actorId || e.actorId === filter.actorId) &&
+    (!filter.actorKeyId || e.actorKeyId === filter.actorKeyId) &&
+    (anyAction || exact.has(e.action) || prefixes.some((p) => e.action.startsWith(p))) &&
+    (!filter.outcome || e.outcome === filter.outcome) &&
+    (!filter.targetType || e.targetType === filter.targetType) &&
+    (!filter.targetId || e.targetId === filter.targetId) &&
+    (!network || (e.ip !== null && isIP(e.ip) !== 0 && network.check(e.ip, isIP(e.ip) === 6 ? 'ipv6' : 'ipv4'))) &&
+    (!filter.from || e.occurredAt.getTime() >= filter.from.getTime()) &&
+    (!filter.to || e.occurredAt.getTime() < filter.to.getTime()) &&
+    (!filter.detailsContains || jsonContains(e.details, filter.detailsContains));
+}

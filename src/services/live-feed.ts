@@ -1,0 +1,72 @@
+/** What one subscriber may keep waiting in memory before the oldest items are dropped. */
+export const SUBSCRIBER_BUFFER = 1000;
+
+interface Subscriber<T> {
+  accepts(item: T): boolean;
+  push(item: T): void;
+}
+
+/**
+ * Fan-out to live subscriptions in this process. Each subscriber has its own bounded queue, so a
+ * slow reader (its socket not draining) only loses its own oldest items; it never holds up the
+ * others or grows memory without bound.
+ */
+export class LiveFeed<T> {
+  private readonly subscribers = new Set<Subscriber<T>>();
+  dropped = 0;
+
+  get size(): number {
+    return this.subscribers.size;
+  }
+
+  publish(item: T): void {
+    for (const subscriber of this.subscribers) if (subscriber.accepts(item)) subscriber.push(item);
+  }
+
+  /** An async iterator of the items `accepts` lets through, from now until the consumer stops. */
+  subscribe(accepts: (item: T) => boolean, limit = SUBSCRIBER_BUFFER): AsyncIterableIterator<T> {
+    const queue: T[] = [];
+    let waiting: ((result: IteratorResult<T>) => void) | null = null;
+    let done = false;
+    const subscriber: Subscriber<T> = {
+      accepts,
+      push: (item) => {
+        if (waiting) {
+          const resolve = waiting;
+          waiting = null;
+          resolve({ value: item, done: false });
+          return;
+        }
+        queue.push(item);
+        if (queue.length > limit) {
+          queue.shift();
+          this.dropped++;
+        }
+      },
+    };
+    this.subscribers.add(subscriber);
+    const finish = (): Promise<IteratorResult<T>> => {
+      done = true;
+      this.subscribers.delete(subscriber);
+      queue.length = 0;
+      if (waiting) waiting({ value: undefined, done: true });
+      waiting = null;
+      return Promise.resolve({ value: undefined, done: true });
+    };
+    return {
+      next: () => {
+        if (queue.length > 0) return Promise.resolve({ value: queue.shift()!, done: false });
+        if (done) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => (waiting = resolve));
+      },
+      return: finish,
+      throw: (error: unknown) => {
+        void finish();
+        return Promise.reject(error);
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+}
