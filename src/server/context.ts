@@ -4,17 +4,23 @@ import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '
 import { AuditOutcome } from '../entities/enums';
 import type { Services } from '../services';
 import { DomainError } from '../services/errors';
-import { createLoaders } from '../services/loaders';
+import { createLoaders, type Loaders } from '../services/loaders';
 
-export function buildContext(dataSource: DataSource, services: Services, principal: Principal, meta: RequestMeta): GraphQLContext {
-  let loaders: GraphQLContext['loaders'] | undefined;
+export function buildContext(
+  dataSource: DataSource,
+  services: Services,
+  principal: Principal,
+  meta: RequestMeta,
+  sharedLoaders?: () => Loaders,
+): GraphQLContext {
+  let loaders: Loaders | undefined;
   return {
     ...meta,
     principal,
     actor: actorOf(principal, meta),
     // Created on first use: verification requests never load relations.
     get loaders() {
-      return (loaders ??= createLoaders(dataSource));
+      return (loaders ??= sharedLoaders ? sharedLoaders() : createLoaders(dataSource));
     },
     services,
     deniedAudited: new Set(),

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
-import { GraphQLError, getOperationAST, type ExecutionResult, type GraphQLSchema } from 'graphql';
+import { GraphQLError, OperationTypeNode, getOperationAST, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
@@ -10,6 +10,7 @@ import type { GraphQLContext, Principal, RequestMeta } from '../auth/context';
 import { VerifyCode } from '../entities/enums';
 import type { Services } from '../services';
 import { DomainError } from '../services/errors';
+import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
 import { formatError } from './errors';
 import { requestMeta } from './http';
@@ -17,6 +18,7 @@ import { requestMeta } from './http';
 const CLOSE_FORBIDDEN = 4403;
 /** Keys also lapse without any change (expiry): open connections are re-checked this often. */
 const RECHECK_MS = 10_000;
+const SHARED_LOADERS_MS = 50;
 /** Codes that leave a key usable in principle: limits speak per operation, not per connection. */
 const STILL_USABLE = new Set<VerifyCode>([VerifyCode.VALID, VerifyCode.USAGE_EXCEEDED, VerifyCode.RATE_LIMITED]);
 
@@ -43,6 +45,16 @@ export function attachWebSocket(
   const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
   const states = new WeakMap<object, ConnectionState>();
   const open = new Set<ConnectionState>();
+
+  // One event goes out to every subscriber in the same tick: loaders shared for a moment let their
+  // relation fields (Alert.key, AuditEvent.actor …) cost one batched query, not one per subscriber.
+  // Visibility is still decided per subscriber; the data is at most SHARED_LOADERS_MS old.
+  let shared: { loaders: Loaders; at: number } | null = null;
+  const sharedLoaders = (): Loaders => {
+    const now = Date.now();
+    if (!shared || now - shared.at > SHARED_LOADERS_MS) shared = { loaders: createLoaders(deps.dataSource), at: now };
+    return shared.loaders;
+  };
 
   // A subscription can stay open for days without another operation: when the key, its owner or
   // a role changes (here or on another instance), or the key expires, the connection is re-checked
@@ -92,9 +104,11 @@ export function attachWebSocket(
           return [new GraphQLError(error.message, { extensions: { ...error.extensions, code: error.code } })];
         }
       },
-      context: (ctx, id) => {
+      context: (ctx, id, _payload, args) => {
         const state = states.get(ctx)!;
-        const context = buildContext(deps.dataSource, deps.services, state.principal, { ...state.meta, requestId: randomUUID() });
+        const subscription = getOperationAST(args.document, args.operationName ?? undefined)?.operation === OperationTypeNode.SUBSCRIPTION;
+        const context = buildContext(deps.dataSource, deps.services, state.principal, { ...state.meta, requestId: randomUUID() },
+          subscription ? sharedLoaders : undefined);
         state.operations.set(id, context);
         return context;
       },

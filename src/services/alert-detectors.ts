@@ -33,7 +33,7 @@ export const DEFAULT_ALERT_SETTINGS: AlertSettings = {
   spike: { bucketSeconds: 60, historyBuckets: 10, floor: 600, factor: 4, sigmas: 6, minCalls: 30 },
   newIpLearningSeconds: 86_400,
   quotaLow: { fraction: 0.1, remaining: 10 },
-  expiring: { days: 7, scanSeconds: 300 },
+  expiring: { days: 7, scanSeconds: 60 },
 };
 
 /** Not counted as failures: the key was fine, its limits spoke (they have their own alert types). */
@@ -108,6 +108,7 @@ export class AlertDetectors {
   private readonly quotaWarned = new LRUCache<string, string>({ max: 100_000 });
   private rulesByMetric = new Map<AlertMetric, AlertRuleEntity[]>();
   private expiryTimer: NodeJS.Timeout | null = null;
+  private soonTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly settings: AlertSettings,
@@ -131,6 +132,17 @@ export class AlertDetectors {
 
   stop(): void {
     if (this.expiryTimer) clearInterval(this.expiryTimer);
+    if (this.soonTimer) clearTimeout(this.soonTimer);
+  }
+
+  /** A key was created or changed: its expiry is looked at within moments, not at the next scan. */
+  scanSoon(): void {
+    if (this.soonTimer) return;
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = null;
+      void this.scanExpiring().catch(this.onError);
+    }, 200);
+    this.soonTimer.unref();
   }
 
   onVerification = (outcome: VerifyOutcome, request: VerifyRequest, at: number): void => {

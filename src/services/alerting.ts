@@ -54,6 +54,7 @@ export class Alerting {
       },
       committed: (record: AuditRecord, actor: Actor) => {
         if (record.targetType === 'alert_rule') void this.reloadRules();
+        if (record.targetType === 'api_key' && ['key.create', 'key.update', 'key.rotate'].includes(record.action)) this.detectors.scanSoon();
         this.detectors.onAudit(record, actor);
       },
     };

@@ -1,5 +1,8 @@
 import { Client } from 'pg';
 
+const HEARTBEAT_MS = 5000;
+const HEARTBEAT_TIMEOUT_MS = 3000;
+
 export interface ListenerEvents {
   /** Connected and listening on every channel (first time and after each reconnect) */
   onUp?: () => void;
@@ -17,6 +20,7 @@ export class PgListener {
   private stopped = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
+  private heartbeat: NodeJS.Timeout | null = null;
   up = false;
 
   constructor(
@@ -48,7 +52,27 @@ export class PgListener {
     for (const channel of this.handlers.keys()) await client.query(`LISTEN ${quoteIdent(channel)}`);
     this.up = true;
     this.attempt = 0;
+    this.startHeartbeat(client);
     this.events.onUp?.();
+  }
+
+  /**
+   * A half-open TCP connection would leave us deaf without any error; a round trip every few
+   * seconds notices within HEARTBEAT_MS + HEARTBEAT_TIMEOUT_MS and reconnects.
+   */
+  private startHeartbeat(client: Client): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      if (this.client !== client) return;
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('listener heartbeat timed out')), HEARTBEAT_TIMEOUT_MS);
+      });
+      Promise.race([client.query('SELECT 1'), timeout])
+        .catch((error: unknown) => this.lost(client, error))
+        .finally(() => clearTimeout(timer));
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
   }
 
   private lost(client: Client, error: unknown): void {
@@ -78,6 +102,7 @@ export class PgListener {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const client = this.client;
     this.client = null;
