@@ -32,6 +32,11 @@ interface Fixtures {
   /** A throwaway custom role with a non-system permission */
   roleId: string;
   auditEventId: string;
+  /** A throwaway alert rule (never fires: huge threshold) that updateAlertRule changes */
+  alertRuleId: string;
+  /** One OPEN alert per principal to acknowledge, and another to resolve: each call acts on its own */
+  acknowledgeAlertIds: Map<PrincipalName, string>;
+  resolveAlertIds: Map<PrincipalName, string>;
 }
 
 interface Case {
@@ -49,6 +54,8 @@ const KEYS_READ_OR_OWN: readonly PrincipalName[] = ['admin', 'auditor', 'key-man
 const KEYS_WRITE_OR_OWN: readonly PrincipalName[] = ['admin', 'key-manager', 'member'];
 const VERIFIERS: readonly PrincipalName[] = ['admin', 'verifier'];
 const AUDIT_READ: readonly PrincipalName[] = ['admin', 'auditor'];
+const ALERTS_READ: readonly PrincipalName[] = ['admin', 'auditor'];
+const ALERTS_WRITE: readonly PrincipalName[] = ['admin'];
 
 let t: TestServer;
 let f: Fixtures;
@@ -83,6 +90,58 @@ async function freshRole(): Promise<string> {
     { input: { name: unique('tbl-role'), permissions: ['invoices:read'] } },
   );
   return data.createRole.id;
+}
+
+/** An alert rule that cannot fire (threshold far above anything a test does). */
+async function freshAlertRule(): Promise<string> {
+  const data = await gqlOk<{ createAlertRule: { id: string } }>(
+    t,
+    t.adminKey,
+    'mutation($input: CreateAlertRuleInput!) { createAlertRule(input: $input) { id } }',
+    { input: { name: unique('tbl rule'), metric: 'VERIFY_CALLS', threshold: 1_000_000, windowSeconds: 60, severity: 'LOW' } },
+  );
+  return data.createAlertRule.id;
+}
+
+/**
+ * `count` OPEN alerts, each of its own: a fresh key is revoked and then presented once (one
+ * REVOKED_KEY_USED alert per key, raised asynchronously: polled for).
+ */
+async function openAlerts(count: number, ownerId: string): Promise<string[]> {
+  const keyIds: string[] = [];
+  const secrets: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const created = await gqlOk<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
+      t,
+      t.adminKey,
+      'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret apiKey { id } } }',
+      { input: { ownerId, name: unique('tbl alert key'), permissions: [] } },
+    );
+    await gqlOk(t, t.adminKey, 'mutation($id: ID!) { revokeApiKey(id: $id, reason: "alert fixture") { id } }', {
+      id: created.createApiKey.apiKey.id,
+    });
+    keyIds.push(created.createApiKey.apiKey.id);
+    secrets.push(created.createApiKey.secret);
+  }
+  const verified = await gqlOk<{ verifyKeys: Array<{ code: string }> }>(
+    t,
+    t.adminKey,
+    'query($inputs: [VerifyKeyInput!]!) { verifyKeys(inputs: $inputs) { code } }',
+    { inputs: secrets.map((key) => ({ key })) },
+  );
+  assert.ok(verified.verifyKeys.every((r) => r.code === 'REVOKED'), 'the fixture keys verify as REVOKED');
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const data = await gqlOk<{ alerts: { nodes: Array<{ id: string; key: { id: string } | null; status: string }> } }>(
+      t,
+      t.adminKey,
+      'query { alerts(filter: { types: [REVOKED_KEY_USED], status: OPEN }, first: 500) { nodes { id status key { id } } } }',
+    );
+    const byKey = new Map(data.alerts.nodes.filter((a) => a.key).map((a) => [a.key!.id, a.id]));
+    if (keyIds.every((id) => byKey.has(id))) return keyIds.map((id) => byKey.get(id)!);
+    assert.ok(Date.now() < deadline, `REVOKED_KEY_USED alerts for the fixture keys within 5 s (have ${byKey.size})`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /**
@@ -232,6 +291,43 @@ const TABLE: Record<string, Case> = {
     query: 'mutation($id: ID!) { enableApiKey(id: $id) { id } }',
     variables: async (_x, p) => ({ id: await freshOwnKey(p) }),
   },
+  'Query.alerts': {
+    allowed: ALERTS_READ,
+    query: 'query { alerts(first: 5) { totalCount nodes { id type status } } }',
+    variables: () => ({}),
+  },
+  'Query.alertRules': { allowed: ALERTS_READ, query: 'query { alertRules { id name } }', variables: () => ({}) },
+  // A valid input (no scope, positive numbers): only the permission can refuse it.
+  'Mutation.createAlertRule': {
+    allowed: ALERTS_WRITE,
+    query: 'mutation($input: CreateAlertRuleInput!) { createAlertRule(input: $input) { id } }',
+    variables: () => ({
+      input: { name: unique('tbl rule'), metric: 'DENIED_ACTIONS', threshold: 1_000_000, windowSeconds: 60, severity: 'INFO' },
+    }),
+  },
+  'Mutation.updateAlertRule': {
+    allowed: ALERTS_WRITE,
+    query: 'mutation($id: ID!, $input: UpdateAlertRuleInput!) { updateAlertRule(id: $id, input: $input) { id name } }',
+    variables: (x) => ({ id: x.alertRuleId, input: { name: unique('tbl rule renamed') } }),
+  },
+  // A fresh rule per call: a missing check would delete it, and the admin still finds its own.
+  'Mutation.deleteAlertRule': {
+    allowed: ALERTS_WRITE,
+    query: 'mutation($id: ID!) { deleteAlertRule(id: $id) }',
+    variables: async () => ({ id: await freshAlertRule() }),
+  },
+  // Each principal gets its own OPEN alert, so an earlier (wrongly allowed) call cannot turn the
+  // admin's call into CONFLICT, and a denied call leaves its alert OPEN.
+  'Mutation.acknowledgeAlert': {
+    allowed: ALERTS_WRITE,
+    query: 'mutation($id: ID!) { acknowledgeAlert(id: $id) { id status } }',
+    variables: (x, p) => ({ id: x.acknowledgeAlertIds.get(p.name)! }),
+  },
+  'Mutation.resolveAlert': {
+    allowed: ALERTS_WRITE,
+    query: 'mutation($id: ID!) { resolveAlert(id: $id) { id status } }',
+    variables: (x, p) => ({ id: x.resolveAlertIds.get(p.name)! }),
+  },
 };
 
 /** Codes that mean the call never reached an authorization decision, so it proves nothing. */
@@ -274,7 +370,21 @@ before(async () => {
     'query { auditEvents(first: 1) { nodes { id } } }',
   );
   assert.equal(events.auditEvents.nodes.length, 1, 'fixtures wrote audit events');
-  f = { principals, targetUserId, assignedUserId, disabledUserId, roleId, auditEventId: events.auditEvents.nodes[0]!.id };
+  const alertRuleId = await freshAlertRule();
+  const alertIds = await openAlerts(PRINCIPAL_NAMES.length * 2, targetUserId);
+  const acknowledgeAlertIds = new Map(PRINCIPAL_NAMES.map((name, i) => [name, alertIds[i]!] as const));
+  const resolveAlertIds = new Map(PRINCIPAL_NAMES.map((name, i) => [name, alertIds[PRINCIPAL_NAMES.length + i]!] as const));
+  f = {
+    principals,
+    targetUserId,
+    assignedUserId,
+    disabledUserId,
+    roleId,
+    auditEventId: events.auditEvents.nodes[0]!.id,
+    alertRuleId,
+    acknowledgeAlertIds,
+    resolveAlertIds,
+  };
 });
 after(() => t.close());
 
@@ -324,6 +434,26 @@ for (const [operation, row] of Object.entries(TABLE)) {
     assert.deepEqual(problems, [], `${operation}: calls that did not reach an authorization decision`);
   });
 }
+
+// Runs after the table rows above (node:test runs a file's tests in order): the denied calls on
+// alerts must have changed nothing, the admin's calls must have done their work.
+test('denied acknowledgeAlert/resolveAlert calls left their alerts OPEN; the admin\'s took effect', async () => {
+  const data = await gqlOk<{ alerts: { nodes: Array<{ id: string; status: string }> } }>(
+    t,
+    t.adminKey,
+    'query { alerts(filter: { types: [REVOKED_KEY_USED] }, first: 500) { nodes { id status } } }',
+  );
+  const status = new Map(data.alerts.nodes.map((a) => [a.id, a.status]));
+  const actual: Record<string, string> = {};
+  const expected: Record<string, string> = {};
+  for (const name of PRINCIPAL_NAMES) {
+    actual[`acknowledge by ${name}`] = String(status.get(f.acknowledgeAlertIds.get(name)!));
+    actual[`resolve by ${name}`] = String(status.get(f.resolveAlertIds.get(name)!));
+    expected[`acknowledge by ${name}`] = ALERTS_WRITE.includes(name) ? 'ACKNOWLEDGED' : 'OPEN';
+    expected[`resolve by ${name}`] = ALERTS_WRITE.includes(name) ? 'RESOLVED' : 'OPEN';
+  }
+  assert.deepEqual(actual, expected);
+});
 
 test('user(id) on oneself is allowed for every principal, even without users:read', async () => {
   for (const name of PRINCIPAL_NAMES) {

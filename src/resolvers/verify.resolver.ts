@@ -43,22 +43,32 @@ function requestOf(input: VerifyKeyInput, field: string) {
   return { ip, permissions: input.permissions ?? undefined, resource };
 }
 
+/** verifyKey's work, shared with the fast path. Input is validated before anything is verified. */
+export async function verifyOne(ctx: Pick<GraphQLContext, 'services'>, input: VerifyKeyInput): Promise<VerifyResult> {
+  const request = requestOf(input, 'input');
+  return toVerifyResult(await ctx.services.verification.verify(input.key, request));
+}
+
+/** verifyKeys' work: every input is validated before the first key is verified. */
+export async function verifyMany(ctx: Pick<GraphQLContext, 'services'>, inputs: VerifyKeyInput[]): Promise<VerifyResult[]> {
+  if (inputs.length > MAX_BATCH) throw new BadInputError('inputs', `at most ${MAX_BATCH} keys per call`);
+  const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`));
+  const outcomes = await Promise.all(inputs.map((input, i) => ctx.services.verification.verify(input.key, requests[i])));
+  return outcomes.map(toVerifyResult);
+}
+
 /** A bad key is a result (valid: false, code), never an error: services branch on `code`. */
 @Resolver()
 export class VerifyResolver {
   @Authorized('keys:verify')
   @Query(() => VerifyResult, { description: 'Checks a presented key. Needs keys:verify. A bad key is a result (valid: false), not an error.' })
-  async verifyKey(@Arg('input', () => VerifyKeyInput) input: VerifyKeyInput, @Ctx() ctx: GraphQLContext): Promise<VerifyResult> {
-    const request = requestOf(input, 'input');
-    return toVerifyResult(await ctx.services.verification.verify(input.key, request));
+  verifyKey(@Arg('input', () => VerifyKeyInput) input: VerifyKeyInput, @Ctx() ctx: GraphQLContext): Promise<VerifyResult> {
+    return verifyOne(ctx, input);
   }
 
   @Authorized('keys:verify')
   @Query(() => [VerifyResult], { description: 'Up to 100 keys in one call, results in input order' })
-  async verifyKeys(@Arg('inputs', () => [VerifyKeyInput]) inputs: VerifyKeyInput[], @Ctx() ctx: GraphQLContext): Promise<VerifyResult[]> {
-    if (inputs.length > MAX_BATCH) throw new BadInputError('inputs', `at most ${MAX_BATCH} keys per call`);
-    const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`));
-    const outcomes = await Promise.all(inputs.map((input, i) => ctx.services.verification.verify(input.key, requests[i])));
-    return outcomes.map(toVerifyResult);
+  verifyKeys(@Arg('inputs', () => [VerifyKeyInput]) inputs: VerifyKeyInput[], @Ctx() ctx: GraphQLContext): Promise<VerifyResult[]> {
+    return verifyMany(ctx, inputs);
   }
 }

@@ -99,10 +99,9 @@ export function createRequestHandler(deps: HttpDeps) {
       } else body = raw;
     }
 
-    const context = buildContext(deps.dataSource, deps.services, principal, meta);
     if (req.method === 'POST' && deps.fastVerify) {
       const accept = req.headers.accept;
-      const fast = await deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, context);
+      const fast = await deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, { principal, services: deps.services });
       if (fast) {
         metrics.fastVerify.inc();
         send(res, 200, fast.contentType, fast.body, { ...headers, 'cache-control': 'no-store' });
@@ -115,6 +114,7 @@ export function createRequestHandler(deps: HttpDeps) {
       if (value !== undefined) headerMap.set(name, Array.isArray(value) ? value.join(', ') : value);
     }
     const url = new URL(req.url ?? '/', 'http://localhost');
+    const context = buildContext(deps.dataSource, deps.services, principal, meta);
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: { method: req.method, headers: headerMap, search: url.search, body },
       context: async () => context,

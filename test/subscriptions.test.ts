@@ -1,0 +1,823 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { after, before, describe, test } from 'node:test';
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
+import { print } from 'graphql';
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import { generateKey } from '../src/auth/key-format';
+import {
+  SubAlertRaisedDocument,
+  SubAuditEventRecordedDocument,
+  SubAuditPageDocument,
+  SubCreateKeyDocument,
+  SubCreateRoleDocument,
+  SubCreateUserDocument,
+  SubDisableUserDocument,
+  SubRevokeKeyDocument,
+  SubRolesDocument,
+  SubUsersDocument,
+  SubVerifyDocument,
+  SubViewerDocument,
+  type AlertFilter,
+  type AuditEventFilter,
+  type CreateApiKeyInput,
+  type SubAlertRaisedSubscription,
+  type SubAuditEventRecordedSubscription,
+} from './generated/graphql';
+import { Cluster, sleep, type Instance } from './helpers/cluster';
+import { createTestDatabase, type TestDatabase } from './helpers/database';
+import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
+
+/**
+ * Live streams over graphql-ws: Subscription.alertRaised and Subscription.auditEventRecorded.
+ * Filters are applied on the server, permissions are checked per operation, a key that stops
+ * verifying loses its socket (4403), delivery crosses instances, and a slow reader holds nobody up.
+ */
+
+type Alert = SubAlertRaisedSubscription['alertRaised'];
+type Event = SubAuditEventRecordedSubscription['auditEventRecorded'];
+type ErrorShape = { message: string; extensions?: Record<string, unknown> };
+type CloseInfo = { code: number; reason: string; at: number };
+
+/** Either an in-process test server or a server process of the cluster. */
+interface Api {
+  url: string;
+  ok<T, V>(key: string, document: TypedDocumentNode<T, V>, variables?: V): Promise<T>;
+}
+
+const unique = (label: string) => `${label}-${randomBytes(4).toString('hex')}`;
+
+// ---------------------------------------------------------------------------------------------
+// Connections and streams
+
+/** Every client and raw socket opened by this file, so after() can close what a failed test left open. */
+const openClients: Client[] = [];
+const openSockets: WebSocket[] = [];
+
+interface Connection {
+  client: Client;
+  /** Set once the socket closed (by the server or by dispose) */
+  closed: CloseInfo | null;
+  whenClosed: Promise<CloseInfo>;
+  /** How many times the socket connected (acknowledged): must stay 1 for "the same connection" */
+  connects: number;
+}
+
+/**
+ * An eager graphql-ws client (lazy: false): it connects once and keeps that one socket whether or
+ * not an operation is running, so "the connection stays usable" really means the same socket.
+ */
+function connect(url: string, key: string): Connection {
+  let resolveClosed!: (info: CloseInfo) => void;
+  const connection: Connection = {
+    client: null as unknown as Client,
+    closed: null,
+    whenClosed: new Promise((resolve) => (resolveClosed = resolve)),
+    connects: 0,
+  };
+  connection.client = createClient({
+    url: url.replace(/^http/, 'ws'),
+    webSocketImpl: WebSocket,
+    connectionParams: { authorization: `Bearer ${key}` },
+    lazy: false,
+    retryAttempts: 0,
+    onNonLazyError: () => {},
+    on: {
+      connected: () => connection.connects++,
+      closed: (event) => {
+        const { code, reason } = event as { code: number; reason: string };
+        if (connection.closed) return;
+        connection.closed = { code, reason: String(reason), at: performance.now() };
+        resolveClosed(connection.closed);
+      },
+    },
+  });
+  openClients.push(connection.client);
+  return connection;
+}
+
+async function connected(connection: Connection, timeoutMs = 5000): Promise<void> {
+  await waitUntil(() => connection.connects > 0 || connection.closed !== null, timeoutMs, 'the WebSocket connection is acknowledged');
+  assert.equal(connection.closed, null, `the connection was closed: ${JSON.stringify(connection.closed)}`);
+}
+
+/** One running subscription: what it delivered (with arrival times), its errors, and whether it ended. */
+class Stream<T> {
+  readonly items: Array<{ value: T; at: number }> = [];
+  readonly errors: ErrorShape[] = [];
+  completed = false;
+  /** A non-GraphQL error: the close event when the socket went away */
+  failure: unknown = null;
+  readonly stop: () => void;
+
+  constructor(client: Client, query: string, variables: Record<string, unknown> | undefined, pick: (data: Record<string, unknown>) => T) {
+    this.stop = client.subscribe<Record<string, unknown>>(
+      { query, variables },
+      {
+        next: (result) => {
+          if (result.errors) this.errors.push(...(result.errors as ErrorShape[]));
+          if (result.data) this.items.push({ value: pick(result.data), at: performance.now() });
+        },
+        error: (error) => {
+          if (Array.isArray(error)) this.errors.push(...(error as ErrorShape[]));
+          else this.failure = error;
+        },
+        complete: () => (this.completed = true),
+      },
+    );
+  }
+
+  get values(): T[] {
+    return this.items.map((i) => i.value);
+  }
+
+  /** Waits until an item matching `predicate` arrived; returns it and when it arrived. */
+  async first(predicate: (value: T) => boolean, timeoutMs: number, what: string): Promise<{ value: T; at: number }> {
+    await waitUntil(
+      () => this.items.some((i) => predicate(i.value)) || this.failure !== null,
+      timeoutMs,
+      () => `${what} (received ${this.items.length}: ${JSON.stringify(this.values).slice(0, 600)}; errors ${JSON.stringify(this.errors)})`,
+    );
+    const found = this.items.find((i) => predicate(i.value));
+    assert.ok(found, `${what}: the stream failed first: ${JSON.stringify(this.failure)}`);
+    return found;
+  }
+
+  /** Waits until the operation ended with errors (an error on this operation only). */
+  async refused(timeoutMs = 3000): Promise<ErrorShape[]> {
+    await waitUntil(() => this.errors.length > 0 || this.failure !== null, timeoutMs, 'the operation is answered with an error');
+    assert.equal(this.failure, null, `the socket must not be closed: ${JSON.stringify(this.failure)}`);
+    return this.errors;
+  }
+}
+
+function alerts(client: Client, filter?: AlertFilter | null): Stream<Alert> {
+  return new Stream(client, print(SubAlertRaisedDocument), filter === undefined ? undefined : { filter }, (d) => d.alertRaised as Alert);
+}
+
+function auditTail(client: Client, filter?: AuditEventFilter | null): Stream<Event> {
+  return new Stream(client, print(SubAuditEventRecordedDocument), filter === undefined ? undefined : { filter }, (d) => d.auditEventRecorded as Event);
+}
+
+/** Runs one query or mutation over the connection to completion. */
+function execute<T>(client: Client, query: string, variables?: Record<string, unknown>): Promise<{ data?: T; errors?: ErrorShape[] }> {
+  return new Promise((resolve, reject) => {
+    let result: { data?: T; errors?: ErrorShape[] } = {};
+    client.subscribe<T>(
+      { query, variables },
+      {
+        next: (value) => (result = value as typeof result),
+        error: (error) => (Array.isArray(error) ? resolve({ errors: error as ErrorShape[] }) : reject(error)),
+        complete: () => resolve(result),
+      },
+    );
+  });
+}
+
+async function viewerOver(connection: Connection): Promise<{ userId: string; keyId: string }> {
+  const result = await execute<{ viewer: { user: { id: string }; key: { id: string } } }>(connection.client, '{ viewer { user { id } key { id } } }');
+  assert.equal(result.errors, undefined, `viewer over the same connection: ${JSON.stringify(result.errors)}`);
+  return { userId: result.data!.viewer.user.id, keyId: result.data!.viewer.key.id };
+}
+
+async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string | (() => string)): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    if (await condition()) return performance.now() - started;
+    if (performance.now() - started > timeoutMs) assert.fail(`not within ${timeoutMs} ms: ${typeof what === 'function' ? what() : what}`);
+    await sleep(10);
+  }
+}
+
+function codes(errors: ErrorShape[]): string[] {
+  return errors.map((e) => String(e.extensions?.code));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures (as admin, through HTTP)
+
+async function roleIdsOf(api: Api, adminKey: string): Promise<Map<string, string>> {
+  return new Map((await api.ok(adminKey, SubRolesDocument)).roles.map((r) => [r.name, r.id]));
+}
+
+async function createUser(api: Api, adminKey: string, roleIds: string[], label: string): Promise<string> {
+  const name = unique(label);
+  return (await api.ok(adminKey, SubCreateUserDocument, { input: { name, email: `${name}@example.test`, roleIds } })).createUser.id;
+}
+
+interface Key {
+  id: string;
+  secret: string;
+  name: string;
+}
+
+async function createKey(api: Api, adminKey: string, ownerId: string, extra: Partial<CreateApiKeyInput> = {}): Promise<Key> {
+  const created = (await api.ok(adminKey, SubCreateKeyDocument, { input: { ownerId, name: unique('key'), permissions: ['*'], ...extra } })).createApiKey;
+  return { id: created.apiKey.id, secret: created.secret, name: created.apiKey.name };
+}
+
+interface Principal {
+  userId: string;
+  key: Key;
+}
+
+async function principal(api: Api, adminKey: string, roleIds: string[], label: string): Promise<Principal> {
+  const userId = await createUser(api, adminKey, roleIds, label);
+  return { userId, key: await createKey(api, adminKey, userId) };
+}
+
+async function revoke(api: Api, adminKey: string, keyId: string, reason = 'subscription test'): Promise<void> {
+  const revoked = await api.ok(adminKey, SubRevokeKeyDocument, { id: keyId, reason });
+  assert.equal(revoked.revokeApiKey.status, 'REVOKED');
+}
+
+async function verify(api: Api, adminKey: string, secret: string): Promise<string> {
+  return (await api.ok(adminKey, SubVerifyDocument, { input: { key: secret } })).verifyKey.code;
+}
+
+/** A fresh key of `ownerId`, revoked, then presented: REVOKED_KEY_USED (HIGH) for that key. */
+async function raiseRevokedKeyUsed(api: Api, adminKey: string, ownerId: string, verifyOn: Api = api): Promise<Key> {
+  const key = await createKey(api, adminKey, ownerId);
+  await revoke(api, adminKey, key.id);
+  assert.equal(await verify(verifyOn, adminKey, key.secret), 'REVOKED');
+  return key;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One in-process server for everything but the cluster
+
+let t: TestServer;
+let adminUserId: string;
+let roles: Map<string, string>;
+let alertsOnlyRole: string;
+let member: Principal;
+let auditor: Principal;
+let alertsOnly: Principal;
+
+const feeds = () => t.server.services.alerting;
+
+/** Waits until the server has registered `count` more subscribers on the feed than `base`. */
+async function registered(kind: 'alertFeed' | 'auditFeed', base: number, count: number): Promise<void> {
+  await waitUntil(() => feeds()[kind].size >= base + count, 3000, () => `${count} ${kind} subscriber(s) registered (size ${feeds()[kind].size}, base ${base})`);
+}
+
+before(async () => {
+  t = await startTestServer();
+  adminUserId = (await t.ok(t.adminKey, SubViewerDocument)).viewer.user.id;
+  roles = await roleIdsOf(t, t.adminKey);
+  alertsOnlyRole = (await t.ok(t.adminKey, SubCreateRoleDocument, { input: { name: unique('alerts-only'), permissions: ['alerts:read'] } })).createRole.id;
+  member = await principal(t, t.adminKey, [roles.get('member')!], 'member');
+  auditor = await principal(t, t.adminKey, [roles.get('auditor')!], 'auditor');
+  alertsOnly = await principal(t, t.adminKey, [alertsOnlyRole], 'alerts-only');
+});
+
+after(async () => {
+  await Promise.allSettled(openClients.map((c) => c.dispose()));
+  for (const socket of openSockets) socket.terminate();
+  await t?.close();
+});
+
+describe('alertRaised', () => {
+  test('delivers a new alert with its fields within 2 s; a repeat of the same cause is not delivered again', async () => {
+    const admin = connect(t.url, t.adminKey);
+    await connected(admin);
+    const base = feeds().alertFeed.size;
+    const stream = alerts(admin.client);
+    await registered('alertFeed', base, 1);
+
+    const ownerId = await createUser(t, t.adminKey, [], 'leaker');
+    const key = await raiseRevokedKeyUsed(t, t.adminKey, ownerId);
+    const verifiedAt = performance.now();
+    const { value: alert, at } = await stream.first((a) => a.key?.id === key.id, 2000, 'the REVOKED_KEY_USED alert of the presented key');
+    assert.ok(at - verifiedAt <= 2000, `delivered ${(at - verifiedAt).toFixed(0)} ms after the verification`);
+    assert.equal(alert.type, 'REVOKED_KEY_USED');
+    assert.equal(alert.severity, 'HIGH');
+    assert.equal(alert.status, 'OPEN');
+    assert.deepEqual(alert.key, { id: key.id, name: key.name });
+    assert.equal(alert.user?.id, ownerId);
+    assert.ok(alert.message.includes(key.name), `the message names the key: ${alert.message}`);
+    assert.equal(alert.details?.code, 'REVOKED', `details: ${JSON.stringify(alert.details)}`);
+    assert.ok(!Number.isNaN(Date.parse(alert.createdAt)));
+    const [stored] = await t.db.query<{ id: string; type: string }>('SELECT id, type FROM alerts WHERE key_id = $1', [key.id]);
+    assert.equal(alert.id, stored?.id, 'the delivered alert is the stored one');
+
+    // The same cause again: folded into the open alert, not a new one.
+    assert.equal(await verify(t, t.adminKey, key.secret), 'REVOKED');
+    assert.equal(await verify(t, t.adminKey, key.secret), 'REVOKED');
+    // A different key afterwards is a new alert: once it is in, the repeats had every chance to arrive before it.
+    const other = await raiseRevokedKeyUsed(t, t.adminKey, ownerId);
+    await stream.first((a) => a.key?.id === other.id, 2000, 'the alert of a second revoked key');
+    await sleep(300);
+    assert.equal(stream.values.filter((a) => a.key?.id === key.id).length, 1, 'the repeated cause was delivered once');
+    const [{ count }] = (await t.db.query<{ count: number }>('SELECT count(*)::int AS count FROM alerts WHERE key_id = $1', [key.id])) as [{ count: number }];
+    assert.equal(count, 1);
+    assert.deepEqual(stream.errors, []);
+    assert.equal(admin.closed, null);
+    stream.stop();
+  });
+
+  test('every AlertFilter field filters on the server', async () => {
+    const highOwner = await createUser(t, t.adminKey, [], 'high-owner');
+    const lowOwner = await createUser(t, t.adminKey, [], 'low-owner');
+    // EXPIRED_KEY_USED (LOW) needs a key that expires: created now, presented once it has.
+    const expiresAt = new Date(Date.now() + 1500);
+    const expiring = await createKey(t, t.adminKey, lowOwner, { expiresAt: expiresAt.toISOString() });
+    const revokedKey = await createKey(t, t.adminKey, highOwner);
+    await revoke(t, t.adminKey, revokedKey.id);
+
+    const admin = connect(t.url, t.adminKey);
+    await connected(admin);
+    const filters: Record<string, AlertFilter | null> = {
+      none: null,
+      types: { types: ['EXPIRED_KEY_USED'] },
+      minSeverity: { minSeverity: 'MEDIUM' },
+      keyId: { keyId: expiring.id },
+      userId: { userId: highOwner },
+      open: { status: 'OPEN' },
+      acknowledged: { status: 'ACKNOWLEDGED' },
+    };
+    const base = feeds().alertFeed.size;
+    const streams = Object.fromEntries(Object.entries(filters).map(([name, filter]) => [name, alerts(admin.client, filter)])) as Record<string, Stream<Alert>>;
+    await registered('alertFeed', base, Object.keys(filters).length);
+
+    await sleep(Math.max(0, expiresAt.getTime() - Date.now() + 100));
+    assert.equal(await verify(t, t.adminKey, expiring.secret), 'EXPIRED');
+    assert.equal(await verify(t, t.adminKey, revokedKey.secret), 'REVOKED');
+
+    const isHigh = (a: Alert) => a.type === 'REVOKED_KEY_USED' && a.key?.id === revokedKey.id;
+    const isLow = (a: Alert) => a.type === 'EXPIRED_KEY_USED' && a.key?.id === expiring.id;
+    const high = (await streams.none!.first(isHigh, 2000, 'REVOKED_KEY_USED on the unfiltered stream')).value;
+    const low = (await streams.none!.first(isLow, 2000, 'EXPIRED_KEY_USED on the unfiltered stream')).value;
+    assert.equal(high.severity, 'HIGH');
+    assert.equal(low.severity, 'LOW');
+    assert.equal(low.user?.id, lowOwner);
+    // Every subscriber was handed the alerts in the same pass: give the filtered ones a moment to drain.
+    await sleep(400);
+
+    const rank = { INFO: 0, LOW: 1, MEDIUM: 2, HIGH: 3, CRITICAL: 4 } as const;
+    const expectations: Record<string, { matches: (a: Alert) => boolean; high: boolean; low: boolean }> = {
+      none: { matches: () => true, high: true, low: true },
+      types: { matches: (a) => a.type === 'EXPIRED_KEY_USED', high: false, low: true },
+      minSeverity: { matches: (a) => rank[a.severity] >= rank.MEDIUM, high: true, low: false },
+      keyId: { matches: (a) => a.key?.id === expiring.id, high: false, low: true },
+      userId: { matches: (a) => a.user?.id === highOwner, high: true, low: false },
+      open: { matches: (a) => a.status === 'OPEN', high: true, low: true },
+      acknowledged: { matches: (a) => a.status === 'ACKNOWLEDGED', high: false, low: false },
+    };
+    const unfilteredIds = new Set(streams.none!.values.map((a) => a.id));
+    for (const [name, expected] of Object.entries(expectations)) {
+      const stream = streams[name]!;
+      assert.deepEqual(stream.errors, [], `${name}: no errors`);
+      const got = stream.values;
+      const summary = JSON.stringify(got.map((a) => `${a.type}/${a.severity}/${a.key?.id}`));
+      for (const alert of got) {
+        assert.ok(expected.matches(alert), `${name} (${JSON.stringify(filters[name])}) delivered a non-matching alert ${alert.type}/${alert.severity}/${alert.status}: ${summary}`);
+        assert.ok(unfilteredIds.has(alert.id), `${name}: ${alert.id} is a real alert (also on the unfiltered stream)`);
+      }
+      assert.equal(got.filter(isHigh).length, expected.high ? 1 : 0, `${name}: REVOKED_KEY_USED HIGH ${expected.high ? 'delivered once' : 'not delivered'}: ${summary}`);
+      assert.equal(got.filter(isLow).length, expected.low ? 1 : 0, `${name}: EXPIRED_KEY_USED LOW ${expected.low ? 'delivered once' : 'not delivered'}: ${summary}`);
+    }
+    assert.equal(streams.acknowledged!.items.length, 0, 'a new alert is OPEN: nothing for status ACKNOWLEDGED');
+    for (const stream of Object.values(streams)) stream.stop();
+  });
+});
+
+describe('auditEventRecorded', () => {
+  test('actions (prefixes), actorId, targetId, outcome, detailsContains and ip filters apply on the server', async () => {
+    const target = await createKey(t, t.adminKey, adminUserId);
+    const other = await createKey(t, t.adminKey, adminUserId);
+    const reason = unique('reason');
+    const admin = connect(t.url, t.adminKey);
+    await connected(admin);
+    const filters: Record<string, AuditEventFilter> = {
+      keys: { actions: ['key.*'] },
+      actor: { actorId: member.userId },
+      target: { targetId: target.id },
+      denied: { outcome: 'DENIED' },
+      details: { detailsContains: { reason } },
+      loopback: { ip: '127.0.0.0/8' },
+      tenNet: { ip: '10.0.0.0/8' },
+    };
+    const base = feeds().auditFeed.size;
+    const s = Object.fromEntries(Object.entries(filters).map(([name, filter]) => [name, auditTail(admin.client, filter)])) as Record<string, Stream<Event>>;
+    await registered('auditFeed', base, Object.keys(filters).length);
+
+    const createdUser = await createUser(t, t.adminKey, [], 'audited'); // user.create by admin
+    const adminKeyCreate = await createKey(t, t.adminKey, createdUser); // key.create by admin
+    await revoke(t, t.adminKey, target.id, reason); // key.revoke of target, with the reason
+    await revoke(t, t.adminKey, other.id, unique('other-reason')); // key.revoke, another reason
+    const denied = await t.request(member.key.secret, SubUsersDocument); // authz.denied by member
+    assert.equal(denied.errors?.[0]?.extensions?.code, 'FORBIDDEN');
+    const own = await t.ok(member.key.secret, SubCreateKeyDocument, { input: { name: unique('own') } }); // key.create by member
+    const ownKeyId = own.createApiKey.apiKey.id;
+
+    const keyCreate = (id: string) => (e: Event) => e.action === 'key.create' && e.targetId === id;
+    const userCreate = (e: Event) => e.action === 'user.create' && e.targetId === createdUser;
+    const revokeOf = (id: string) => (e: Event) => e.action === 'key.revoke' && e.targetId === id;
+    const deniedUsers = (e: Event) => e.action === 'authz.denied' && e.actor?.id === member.userId && e.details?.operation === 'Query.users';
+
+    await s.keys!.first(keyCreate(adminKeyCreate.id), 2000, 'key.* sees key.create');
+    await s.keys!.first(revokeOf(target.id), 2000, 'key.* sees key.revoke');
+    await s.keys!.first(revokeOf(other.id), 2000, 'key.* sees the other key.revoke');
+    await s.keys!.first(keyCreate(ownKeyId), 2000, "key.* sees the member's key.create");
+    await s.actor!.first(deniedUsers, 2000, "actorId sees the member's authz.denied");
+    await s.actor!.first(keyCreate(ownKeyId), 2000, "actorId sees the member's key.create");
+    await s.target!.first(revokeOf(target.id), 2000, 'targetId sees the revocation of its target');
+    const deniedEvent = (await s.denied!.first(deniedUsers, 2000, 'outcome DENIED sees authz.denied')).value;
+    assert.equal(deniedEvent.outcome, 'DENIED');
+    await s.details!.first(revokeOf(target.id), 2000, 'detailsContains sees the event with that reason');
+    const local = (await s.loopback!.first(userCreate, 2000, '127.0.0.0/8 sees events from 127.0.0.1')).value;
+    assert.equal(local.ip, '127.0.0.1');
+    await s.loopback!.first(deniedUsers, 2000, '127.0.0.0/8 sees the denial from 127.0.0.1');
+    await sleep(400);
+
+    const inLoopback = (ip: string | null | undefined) => typeof ip === 'string' && /^127\.\d+\.\d+\.\d+$/.test(ip);
+    const rules: Record<string, { matches: (e: Event) => boolean; absent: Array<[string, (e: Event) => boolean]> }> = {
+      keys: { matches: (e) => e.action.startsWith('key.'), absent: [['user.create', userCreate], ['authz.denied', deniedUsers]] },
+      actor: { matches: (e) => e.actor?.id === member.userId, absent: [["admin's key.create", keyCreate(adminKeyCreate.id)], ["admin's user.create", userCreate]] },
+      target: { matches: (e) => e.targetId === target.id, absent: [['the other revocation', revokeOf(other.id)]] },
+      denied: { matches: (e) => e.outcome === 'DENIED', absent: [['key.revoke', revokeOf(target.id)], ['user.create', userCreate]] },
+      details: { matches: (e) => e.details?.reason === reason, absent: [['the other revocation', revokeOf(other.id)]] },
+      loopback: { matches: (e) => inLoopback(e.ip), absent: [] },
+      tenNet: { matches: () => false, absent: [['user.create from 127.0.0.1', userCreate]] },
+    };
+    for (const [name, rule] of Object.entries(rules)) {
+      const stream = s[name]!;
+      assert.deepEqual(stream.errors, [], `${name}: no errors`);
+      for (const event of stream.values) {
+        assert.ok(rule.matches(event), `${name} (${JSON.stringify(filters[name])}) delivered a non-matching event: ${JSON.stringify(event)}`);
+      }
+      for (const [what, predicate] of rule.absent) assert.ok(!stream.values.some(predicate), `${name} must not see ${what}`);
+    }
+    assert.equal(s.tenNet!.items.length, 0, 'nothing came from 10.0.0.0/8');
+    for (const stream of Object.values(s)) stream.stop();
+  });
+
+  test('a filter-less tail gets every event once, in id order, without gaps, while several writers write at once', async () => {
+    const admin = connect(t.url, t.adminKey);
+    await connected(admin);
+    const base = feeds().auditFeed.size;
+    const tail = auditTail(admin.client);
+    await registered('auditFeed', base, 1);
+
+    const writers = Array.from({ length: 6 }, async (_, w) => {
+      for (let i = 0; i < 15; i++) {
+        if (i % 3 === 2) await t.ok(t.adminKey, SubCreateRoleDocument, { input: { name: unique(`w${w}-role`), permissions: ['things:read'] } });
+        else await createUser(t, t.adminKey, [], `w${w}-user`);
+      }
+    });
+    // A member's refusals and its own keys in between: another actor, another key.
+    writers.push(
+      (async () => {
+        for (let i = 0; i < 5; i++) {
+          await t.request(member.key.secret, SubUsersDocument);
+          await t.ok(member.key.secret, SubCreateKeyDocument, { input: { name: unique('m') } });
+        }
+      })(),
+    );
+    await Promise.all(writers);
+    const marker = await createUser(t, t.adminKey, [], 'marker');
+    const markerEvent = (await tail.first((e) => e.action === 'user.create' && e.targetId === marker, 3000, 'the marker event')).value;
+
+    const received = tail.values.filter((e) => BigInt(e.id) <= BigInt(markerEvent.id));
+    assert.ok(received.length >= 6 * 15 + 10 + 1, `received ${received.length} events`);
+    const firstId = BigInt(received[0]!.id);
+
+    const stored: Array<{ id: string; action: string; targetId?: string | null; hash: string }> = [];
+    let after: string | null | undefined = null;
+    for (;;) {
+      const page = (await t.ok(t.adminKey, SubAuditPageDocument, { first: 500, after, order: 'ASC' })).auditEvents;
+      stored.push(...page.nodes);
+      if (!page.pageInfo.hasNextPage) break;
+      after = page.pageInfo.endCursor;
+    }
+    const expected = stored.filter((e) => BigInt(e.id) >= firstId && BigInt(e.id) <= BigInt(markerEvent.id));
+    assert.deepEqual(
+      received.map((e) => e.id),
+      expected.map((e) => e.id),
+      'the tail delivered exactly the stored events from its first one to the marker, in id order, none twice',
+    );
+    assert.deepEqual(
+      received.map((e) => [e.action, e.hash]),
+      expected.map((e) => [e.action, e.hash]),
+      'and they are the same events',
+    );
+    assert.deepEqual(tail.errors, []);
+    tail.stop();
+  });
+});
+
+describe('permissions on subscriptions', () => {
+  async function deniedEvents(userId: string, operation: string): Promise<number> {
+    const rows = await t.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM audit_events WHERE action = 'authz.denied' AND outcome = 'DENIED' AND actor_id = $1 AND details->>'operation' = $2`,
+      [userId, operation],
+    );
+    return rows[0]!.n;
+  }
+
+  test('a member subscribing to alertRaised gets FORBIDDEN on that operation, audited; its connection stays usable', async () => {
+    const connection = connect(t.url, member.key.secret);
+    await connected(connection);
+    const before = await deniedEvents(member.userId, 'Subscription.alertRaised');
+    const alertBase = feeds().alertFeed.size;
+    const stream = alerts(connection.client);
+    assert.deepEqual(codes(await stream.refused()), ['FORBIDDEN']);
+    assert.ok(!JSON.stringify(stream.errors).includes('stack'));
+    const viewer = await viewerOver(connection);
+    assert.equal(viewer.userId, member.userId);
+    assert.equal(connection.connects, 1, 'the same socket all along');
+    assert.equal(connection.closed, null);
+    assert.equal(feeds().alertFeed.size, alertBase, 'no subscriber left registered');
+    await waitUntil(async () => (await deniedEvents(member.userId, 'Subscription.alertRaised')) > before, 3000, 'an authz.denied event naming Subscription.alertRaised');
+    // And the same for the audit tail.
+    const tail = auditTail(connection.client);
+    assert.deepEqual(codes(await tail.refused()), ['FORBIDDEN']);
+    await waitUntil(async () => (await deniedEvents(member.userId, 'Subscription.auditEventRecorded')) > 0, 3000, 'an authz.denied event naming Subscription.auditEventRecorded');
+    assert.equal((await viewerOver(connection)).userId, member.userId);
+    assert.equal(connection.connects, 1);
+  });
+
+  test('an auditor can subscribe to both; its tail is audited as audit.query (auditEventRecorded)', async () => {
+    const connection = connect(t.url, auditor.key.secret);
+    await connected(connection);
+    const alertBase = feeds().alertFeed.size;
+    const auditBase = feeds().auditFeed.size;
+    const alertStream = alerts(connection.client);
+    const tail = auditTail(connection.client, { actions: ['key.*', 'user.create'] });
+    await registered('alertFeed', alertBase, 1);
+    await registered('auditFeed', auditBase, 1);
+
+    const ownerId = await createUser(t, t.adminKey, [], 'auditor-sees');
+    const key = await raiseRevokedKeyUsed(t, t.adminKey, ownerId);
+    await alertStream.first((a) => a.key?.id === key.id && a.type === 'REVOKED_KEY_USED', 2000, "the auditor's alertRaised");
+    await tail.first((e) => e.action === 'key.create' && e.targetId === key.id, 2000, "the auditor's audit tail sees key.create");
+    await tail.first((e) => e.action === 'user.create' && e.targetId === ownerId, 2000, "the auditor's audit tail sees user.create");
+    assert.deepEqual(alertStream.errors, []);
+    assert.deepEqual(tail.errors, []);
+    const rows = await t.db.query<{ details: { query?: string; filter?: { actions?: string[] } } }>(
+      `SELECT details FROM audit_events WHERE action = 'audit.query' AND actor_id = $1 AND details->>'query' = 'auditEventRecorded'`,
+      [auditor.userId],
+    );
+    assert.equal(rows.length, 1, 'one audit.query event for starting the tail');
+    assert.deepEqual(rows[0]!.details.filter?.actions, ['key.*', 'user.create'], 'it records the filter');
+    alertStream.stop();
+    tail.stop();
+  });
+
+  test('a key with only alerts:read cannot tail the audit log (FORBIDDEN, audited) but can receive alerts', async () => {
+    const connection = connect(t.url, alertsOnly.key.secret);
+    await connected(connection);
+    const auditBase = feeds().auditFeed.size;
+    const tail = auditTail(connection.client);
+    assert.deepEqual(codes(await tail.refused()), ['FORBIDDEN']);
+    assert.equal(feeds().auditFeed.size, auditBase, 'no audit subscriber left registered');
+    await waitUntil(async () => (await deniedEvents(alertsOnly.userId, 'Subscription.auditEventRecorded')) > 0, 3000, 'an authz.denied event naming Subscription.auditEventRecorded');
+
+    const alertBase = feeds().alertFeed.size;
+    const stream = new Stream<{ id: string; type: string }>(connection.client, 'subscription { alertRaised { id type } }', undefined, (d) => d.alertRaised as { id: string; type: string });
+    await registered('alertFeed', alertBase, 1);
+    const ownerId = await createUser(t, t.adminKey, [], 'alerts-only-sees');
+    const key = await raiseRevokedKeyUsed(t, t.adminKey, ownerId);
+    const [row] = await waitForAlertRow(key.id);
+    await stream.first((a) => a.id === row.id, 2000, 'the alert on the same connection');
+    assert.deepEqual(stream.errors, []);
+    assert.equal(connection.connects, 1);
+    stream.stop();
+  });
+});
+
+async function waitForAlertRow(keyId: string): Promise<[{ id: string }]> {
+  let rows: Array<{ id: string }> = [];
+  await waitUntil(async () => (rows = await t.db.query<{ id: string }>('SELECT id FROM alerts WHERE key_id = $1', [keyId])).length > 0, 3000, 'the alert is stored');
+  return rows as [{ id: string }];
+}
+
+test('a bad filter is BAD_USER_INPUT on that operation; the connection stays usable', async () => {
+  const connection = connect(t.url, t.adminKey);
+  await connected(connection);
+  const alertBase = feeds().alertFeed.size;
+  const auditBase = feeds().auditFeed.size;
+  const bad: Array<[string, () => Stream<unknown>]> = [
+    ['ip not a CIDR', () => auditTail(connection.client, { ip: '10.0.0.0/33' })],
+    ['ip not an address', () => auditTail(connection.client, { ip: 'not-an-address' })],
+    ['from after to', () => auditTail(connection.client, { from: '2030-01-02T00:00:00.000Z', to: '2030-01-01T00:00:00.000Z' })],
+    ['a bad action pattern', () => auditTail(connection.client, { actions: ['key.%'] })],
+    ['keyId not an id', () => alerts(connection.client, { keyId: 'not-an-id' })],
+    ['userId not an id', () => alerts(connection.client, { userId: '12345' })],
+  ];
+  for (const [what, start] of bad) {
+    const stream = start();
+    assert.deepEqual(codes(await stream.refused()), ['BAD_USER_INPUT'], `${what}: ${JSON.stringify(stream.errors)}`);
+    assert.equal(stream.items.length, 0);
+  }
+  assert.equal(feeds().alertFeed.size, alertBase, 'no alert subscriber left registered');
+  assert.equal(feeds().auditFeed.size, auditBase, 'no audit subscriber left registered');
+  const viewer = await viewerOver(connection);
+  assert.equal(viewer.userId, adminUserId);
+  // A good filter still starts on the same connection.
+  const good = auditTail(connection.client, { actions: ['user.create'] });
+  await registered('auditFeed', auditBase, 1);
+  const created = await createUser(t, t.adminKey, [], 'after-bad-filters');
+  await good.first((e) => e.targetId === created, 2000, 'a valid tail on the same connection');
+  assert.equal(connection.connects, 1);
+  assert.equal(connection.closed, null);
+  good.stop();
+});
+
+describe('a connection whose key stops verifying is closed with 4403', () => {
+  /** A principal that may hold alertRaised open, subscribed on its own connection; the stream is registered. */
+  async function subscribedPrincipal(label: string): Promise<{ who: Principal; connection: Connection; stream: Stream<unknown> }> {
+    const who = await principal(t, t.adminKey, [alertsOnlyRole], label);
+    const connection = connect(t.url, who.key.secret);
+    await connected(connection);
+    const base = feeds().alertFeed.size;
+    const stream = new Stream(connection.client, 'subscription { alertRaised { id } }', undefined, (d) => d);
+    await registered('alertFeed', base, 1);
+    return { who, connection, stream };
+  }
+
+  test('revokeApiKey of the connection key (over HTTP): socket closed 4403 within 1 s with only a subscription open', async (ctx) => {
+    const bystander = await subscribedPrincipal('bystander');
+    const { who, connection, stream } = await subscribedPrincipal('revoked-while-connected');
+    await revoke(t, t.adminKey, who.key.id, 'leaked while connected');
+    const answered = performance.now();
+    const closed = await Promise.race([connection.whenClosed, sleep(3000).then(() => null)]);
+    assert.ok(closed, 'the socket was closed');
+    ctx.diagnostic(`closed ${(closed.at - answered).toFixed(0)} ms after revokeApiKey answered (${closed.code} ${closed.reason})`);
+    assert.equal(closed.code, 4403);
+    assert.ok(closed.at - answered <= 1000, `closed ${(closed.at - answered).toFixed(0)} ms after the revocation (limit 1000 ms)`);
+    assert.ok(stream.failure !== null || stream.completed, 'the subscription ended');
+    // Another key's connection is untouched.
+    assert.equal(bystander.connection.closed, null);
+    assert.equal((await viewerOver(bystander.connection)).userId, bystander.who.userId);
+  });
+
+  test("disableUser of the key's owner: socket closed 4403 within 1 s", async (ctx) => {
+    const { who, connection } = await subscribedPrincipal('disabled-while-connected');
+    const disabled = await t.ok(t.adminKey, SubDisableUserDocument, { id: who.userId, reason: 'left the company' });
+    assert.equal(disabled.disableUser.status, 'DISABLED');
+    const answered = performance.now();
+    const closed = await Promise.race([connection.whenClosed, sleep(3000).then(() => null)]);
+    assert.ok(closed, 'the socket was closed');
+    ctx.diagnostic(`closed ${(closed.at - answered).toFixed(0)} ms after disableUser answered`);
+    assert.equal(closed.code, 4403);
+    assert.ok(closed.at - answered <= 1000, `closed ${(closed.at - answered).toFixed(0)} ms after disableUser (limit 1000 ms)`);
+  });
+});
+
+test('a slow subscriber (socket not read) does not hold up another one; the server stays responsive', { timeout: 60_000 }, async (ctx) => {
+  const EVENTS = 300;
+  const wsUrl = t.url.replace(/^http/, 'ws');
+  // The slow one: the protocol by hand, a subscription whose every event is ~60 KB, then the socket paused.
+  const slow = new WebSocket(wsUrl, 'graphql-transport-ws');
+  openSockets.push(slow);
+  await once(slow, 'open');
+  let slowMessages = 0;
+  const acked = new Promise<void>((resolve, reject) => {
+    slow.on('message', (data) => {
+      const message = JSON.parse(String(data)) as { type: string };
+      if (message.type === 'connection_ack') resolve();
+      else if (message.type === 'next') slowMessages++;
+      else if (message.type === 'error') reject(new Error(String(data)));
+    });
+  });
+  slow.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${t.adminKey}` } }));
+  await acked;
+  const fat = Array.from({ length: 250 }, (_, i) => `d${i}: details h${i}: hash a${i}: action`).join(' ');
+  const auditBase = feeds().auditFeed.size;
+  slow.send(
+    JSON.stringify({
+      id: 'slow',
+      type: 'subscribe',
+      payload: { query: `subscription SubSlow($filter: AuditEventFilter) { auditEventRecorded(filter: $filter) { id ${fat} } }`, variables: { filter: { actions: ['user.create'] } } },
+    }),
+  );
+  await registered('auditFeed', auditBase, 1);
+  (slow as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+
+  const normal = connect(t.url, t.adminKey);
+  await connected(normal);
+  const tail = auditTail(normal.client, { actions: ['user.create'] });
+  await registered('auditFeed', auditBase, 2);
+
+  // Responsiveness probe: a viewer query over HTTP every 100 ms while the events are produced.
+  let producing = true;
+  const latencies: number[] = [];
+  const probe = (async () => {
+    while (producing) {
+      const started = performance.now();
+      const response = await postGraphQL(t.url, t.adminKey, '{ viewer { user { id } } }');
+      assert.equal(response.status, 200);
+      latencies.push(performance.now() - started);
+      await sleep(100);
+    }
+  })();
+
+  const answeredAt = new Map<string, number>();
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: 20 }, async () => {
+      while (next < EVENTS) {
+        next++;
+        const id = await createUser(t, t.adminKey, [], 'flood');
+        answeredAt.set(id, performance.now());
+      }
+    }),
+  );
+  const producedMs = performance.now() - started;
+  await waitUntil(
+    () => [...answeredAt.keys()].every((id) => tail.items.some((i) => i.value.targetId === id)),
+    5000,
+    () => `the normal subscriber received all ${EVENTS} events (has ${tail.items.length})`,
+  );
+  producing = false;
+  await probe;
+
+  const lags = tail.items.filter((i) => answeredAt.has(i.value.targetId ?? '')).map((i) => i.at - answeredAt.get(i.value.targetId!)!);
+  const maxLag = Math.max(...lags);
+  const maxLatency = Math.max(...latencies);
+  ctx.diagnostic(
+    `${EVENTS} events produced in ${producedMs.toFixed(0)} ms; normal subscriber: max lag ${maxLag.toFixed(0)} ms after the mutation answered; ` +
+      `viewer over HTTP: ${latencies.length} probes, max ${maxLatency.toFixed(0)} ms; slow subscriber had read ${slowMessages} messages`,
+  );
+  assert.equal(lags.length, EVENTS, 'each event delivered once to the normal subscriber');
+  assert.ok(maxLag < 1500, `the normal subscriber got every event within 1.5 s of its mutation (max ${maxLag.toFixed(0)} ms)`);
+  assert.ok(latencies.length > 0 && maxLatency < 1500, `the server answered queries meanwhile (max ${maxLatency.toFixed(0)} ms)`);
+  assert.equal(slowMessages, 0, 'the slow socket was really not read');
+  assert.deepEqual(tail.errors, []);
+
+  // The slow one was merely slow: reading again, it gets its events.
+  (slow as unknown as { _socket: { resume(): void } })._socket.resume();
+  await waitUntil(() => slowMessages > 0, 10_000, 'the slow subscriber receives events once it reads again');
+  tail.stop();
+  slow.terminate();
+  await waitUntil(() => feeds().auditFeed.size <= auditBase, 5000, () => `both subscribers unregistered (size ${feeds().auditFeed.size}, base ${auditBase})`);
+});
+
+describe('two server processes on one database', () => {
+  const PEPPER = randomBytes(32).toString('base64url');
+  const ADMIN_KEY = generateKey('kl');
+  const cluster = new Cluster();
+  let db: TestDatabase;
+  let A: Instance;
+  let B: Instance;
+  let clusterRoles: Map<string, string>;
+
+  before(async () => {
+    db = await createTestDatabase();
+    const env = { DATABASE_URL: db.url, KEY_PEPPER: PEPPER, BOOTSTRAP_ADMIN_KEY: ADMIN_KEY };
+    A = await cluster.start('A', env);
+    B = await cluster.start('B', env);
+    clusterRoles = await roleIdsOf(A, ADMIN_KEY);
+  });
+
+  after(async () => {
+    await cluster.stopAll();
+    await db?.drop();
+  });
+
+  test('a subscriber on B receives an alert raised on A and an audit event written on A', async () => {
+    const connection = connect(B.url, ADMIN_KEY);
+    await connected(connection);
+    const alertStream = alerts(connection.client, { types: ['REVOKED_KEY_USED'] });
+    const tail = auditTail(connection.client);
+    // The tail's own audit.query event comes back through it: B's feeds are listening (the alert stream started first).
+    await tail.first((e) => e.action === 'audit.query' && e.details?.query === 'auditEventRecorded', 5000, "the tail's own audit.query on B");
+    await viewerOver(connection);
+
+    const ownerId = await createUser(A, ADMIN_KEY, [], 'cluster-user');
+    await tail.first((e) => e.action === 'user.create' && e.targetId === ownerId, 2000, 'user.create written on A, heard on B');
+    const key = await raiseRevokedKeyUsed(A, ADMIN_KEY, ownerId);
+    const alert = (await alertStream.first((a) => a.key?.id === key.id, 2000, 'the alert raised on A, delivered on B')).value;
+    assert.equal(alert.type, 'REVOKED_KEY_USED');
+    assert.equal(alert.severity, 'HIGH');
+    assert.equal(alert.key?.name, key.name);
+    await tail.first((e) => e.action === 'key.revoke' && e.targetId === key.id, 2000, 'key.revoke written on A, heard on B');
+    assert.deepEqual(alertStream.errors, []);
+    assert.deepEqual(tail.errors, []);
+    alertStream.stop();
+    tail.stop();
+  });
+
+  test('a key revoked on A closes its socket on B with 4403', async (ctx) => {
+    const role = (await A.ok(ADMIN_KEY, SubCreateRoleDocument, { input: { name: unique('alerts-reader'), permissions: ['alerts:read'] } })).createRole.id;
+    const who = await principal(A, ADMIN_KEY, [role, clusterRoles.get('member')!], 'cluster-revoked');
+    const connection = connect(B.url, who.key.secret);
+    await connected(connection);
+    const stream = new Stream(connection.client, 'subscription { alertRaised { id } }', undefined, (d) => d);
+    assert.equal((await viewerOver(connection)).userId, who.userId);
+    assert.deepEqual(stream.errors, []);
+    await revoke(A, ADMIN_KEY, who.key.id, 'revoked on A');
+    const answered = performance.now();
+    const closed = await Promise.race([connection.whenClosed, sleep(3000).then(() => null)]);
+    assert.ok(closed, 'the socket on B was closed');
+    ctx.diagnostic(`B closed the socket ${(closed.at - answered).toFixed(0)} ms after A answered revokeApiKey`);
+    assert.equal(closed.code, 4403);
+    assert.ok(closed.at - answered <= 1000, `closed ${(closed.at - answered).toFixed(0)} ms after the revocation on A (limit 1000 ms)`);
+  });
+});
