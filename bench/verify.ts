@@ -17,16 +17,29 @@ const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50);
 interface Row {
   name: string;
   rps: number;
+  /** Usage records the server wrote per second during the run (every verification is one) */
+  usagePerSecond?: number;
   p50: number;
   p99: number;
   errors: number;
 }
 
-async function load(name: string, url: string, body: string, headers: Record<string, string> = {}): Promise<Row> {
+async function usageWritten(base: string | null): Promise<number> {
+  if (!base) return 0;
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('keyledger_usage_records{state="written"}'));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+async function load(name: string, url: string, body: string, headers: Record<string, string> = {}, server: string | null = null): Promise<Row> {
   // A short warm-up so JIT and caches are hot before measuring.
   await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: 2, body, headers: { 'content-type': 'application/json', ...headers } });
+  const before = await usageWritten(server);
+  const started = Date.now();
   const result = await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: DURATION, body, headers: { 'content-type': 'application/json', ...headers } });
-  return { name, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx + result.timeouts };
+  await new Promise((r) => setTimeout(r, 500)); // the last flush
+  const usagePerSecond = server ? ((await usageWritten(server)) - before) / ((Date.now() - started) / 1000) : undefined;
+  return { name, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx + result.timeouts, usagePerSecond };
 }
 
 async function main(): Promise<void> {
@@ -46,16 +59,18 @@ async function main(): Promise<void> {
 
     const rows: Row[] = [];
     rows.push(await load('(a) bare node:http', `${bare.base}/verify`, JSON.stringify({ key: keys[0] })));
-    rows.push(await load('(b) { __typename } via Apollo', `${server.base}/graphql`, JSON.stringify({ query: '{ __typename }' }), auth));
+    rows.push(await load('(b) { __typename } via Apollo', `${server.base}/graphql`, JSON.stringify({ query: '{ __typename }' }), auth, server.base));
     rows.push(await load('(c) verifyKey', `${server.base}/graphql`,
-      JSON.stringify({ query: `query($k: String!) { verifyKey(input: { key: $k, permissions: ["invoices:read"] }) ${selection} }`, variables: { k: keys[0] } }), auth));
+      JSON.stringify({ query: `query($k: String!) { verifyKey(input: { key: $k, permissions: ["invoices:read"] }) ${selection} }`, variables: { k: keys[0] } }), auth, server.base));
     rows.push(await load('(d) verifyKeys x 20', `${server.base}/graphql`,
-      JSON.stringify({ query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: keys.map((key) => ({ key })) } }), auth));
+      JSON.stringify({ query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: keys.map((key) => ({ key })) } }), auth, server.base));
 
     console.log(`\nverify bench: ${CONNECTIONS} connections, ${DURATION} s each, node ${process.version}\n`);
-    console.log('| run | req/s | p50 ms | p99 ms | errors |');
-    console.log('|---|---:|---:|---:|---:|');
-    for (const r of rows) console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} |`);
+    console.log('| run | req/s | p50 ms | p99 ms | errors | usage records written/s |');
+    console.log('|---|---:|---:|---:|---:|---:|');
+    for (const r of rows) {
+      console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.usagePerSecond === undefined ? '-' : r.usagePerSecond.toFixed(0)} |`);
+    }
     const [a, b, c, d] = rows as [Row, Row, Row, Row];
     console.log(`\nc/a = ${(c.rps / a.rps).toFixed(2)} (target >= 0.5)   c/b = ${(c.rps / b.rps).toFixed(2)}   (d x 20)/a = ${((d.rps * 20) / a.rps).toFixed(2)} (target >= 3)`);
   } finally {

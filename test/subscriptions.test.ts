@@ -26,6 +26,7 @@ import {
   type CreateApiKeyInput,
   type SubAlertRaisedSubscription,
   type SubAuditEventRecordedSubscription,
+  type SubAuditPageQuery,
 } from './generated/graphql';
 import { Cluster, sleep, type Instance } from './helpers/cluster';
 import { createTestDatabase, type TestDatabase } from './helpers/database';
@@ -489,7 +490,7 @@ describe('auditEventRecorded', () => {
     const stored: Array<{ id: string; action: string; targetId?: string | null; hash: string }> = [];
     let after: string | null | undefined = null;
     for (;;) {
-      const page = (await t.ok(t.adminKey, SubAuditPageDocument, { first: 500, after, order: 'ASC' })).auditEvents;
+      const page: SubAuditPageQuery['auditEvents'] = (await t.ok(t.adminKey, SubAuditPageDocument, { first: 500, after, order: 'ASC' })).auditEvents;
       stored.push(...page.nodes);
       if (!page.pageInfo.hasNextPage) break;
       after = page.pageInfo.endCursor;

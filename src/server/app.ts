@@ -15,7 +15,7 @@ import { startApollo } from './apollo';
 import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
-import { createMetrics, registerForwarderLag, registerKeyCache, type Metrics } from './metrics';
+import { createMetrics, registerForwarderLag, registerKeyCache, registerUsage, type Metrics } from './metrics';
 import { PgListener } from '../services/pg-listener';
 import { connectRedis } from './redis';
 import type { Redis } from 'ioredis';
@@ -92,6 +92,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     services.alerting.listenOn(listener);
     await listener.start();
     registerKeyCache(metrics, keyCache);
+    registerUsage(metrics, services.usage);
     const feed = listener;
     const boot = await bootstrap(services, config.bootstrapAdminKey);
     if (boot.created) logger.info('bootstrap: created user admin with the admin role');

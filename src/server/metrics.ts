@@ -82,3 +82,18 @@ export function registerKeyCache(metrics: Metrics, cache: { size: number; stats:
     },
   });
 }
+
+/** Usage records: written, dropped (buffer full or a batch failing for good) and waiting. */
+export function registerUsage(metrics: Metrics, usage: { written: number; dropped: number; buffered: number }): void {
+  new Gauge({
+    name: 'keyledger_usage_records',
+    help: 'Usage records since start, by state (written, dropped) and now buffered',
+    labelNames: ['state'],
+    registers: [metrics.registry],
+    collect() {
+      this.set({ state: 'written' }, usage.written);
+      this.set({ state: 'dropped' }, usage.dropped);
+      this.set({ state: 'buffered' }, usage.buffered);
+    },
+  });
+}

@@ -260,15 +260,15 @@ export class KeyVerificationService {
    */
   async verify(secret: string, request: VerifyRequest = {}): Promise<VerifyOutcome> {
     const outcome = await this.check(secret, request);
+    const at = Date.now();
     this.usage.record({
-      occurredAt: new Date(),
+      occurredAt: at,
       keyId: outcome.record?.id ?? null,
       ownerId: outcome.record?.ownerId ?? null,
       code: outcome.code,
       ip: request.ip ?? null,
       resource: request.resource?.slice(0, 200) ?? null,
     });
-    const at = Date.now();
     for (const observe of this.observers) observe(outcome, request, at);
     return outcome;
   }

@@ -3,7 +3,8 @@ import type { VerifyCode } from '../entities/enums';
 import { BadInputError } from './errors';
 
 export interface UsageRecord {
-  occurredAt: Date;
+  /** Epoch milliseconds: no Date per verification on the hot path */
+  occurredAt: number;
   keyId: string | null;
   ownerId: string | null;
   code: VerifyCode;
@@ -30,6 +31,7 @@ export class UsageService {
   private flushing: Promise<void> | null = null;
   private readonly timer: NodeJS.Timeout;
   dropped = 0;
+  written = 0;
   private failedAttempts = 0;
 
   constructor(
@@ -58,6 +60,7 @@ export class UsageService {
     this.flushing = this.write(batch)
       .then(() => {
         this.failedAttempts = 0;
+        this.written += batch.length;
       })
       .catch((error: unknown) => {
         this.onError(error);
@@ -75,6 +78,10 @@ export class UsageService {
     await this.flushing;
   }
 
+  get buffered(): number {
+    return this.buffer.length;
+  }
+
   async close(): Promise<void> {
     clearInterval(this.timer);
     await this.flush();
@@ -88,7 +95,8 @@ export class UsageService {
   private async writeIn(tx: EntityManager, batch: UsageRecord[]): Promise<void> {
     await tx.query(
       `INSERT INTO usage_events (occurred_at, key_id, owner_id, code, ip, resource)
-       SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])`,
+       SELECT to_timestamp(t / 1000.0), k, o, c, i, r
+         FROM unnest($1::float8[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[]) AS u(t, k, o, c, i, r)`,
       [
         batch.map((r) => r.occurredAt),
         batch.map((r) => r.keyId),
@@ -108,9 +116,9 @@ export class UsageService {
       `UPDATE api_keys k SET last_used_at = v.t, last_used_ip = v.ip
          FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, t, ip)
         WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.t)`,
-      [rows.map((r) => r.keyId), rows.map((r) => r.occurredAt), rows.map((r) => r.ip)],
+      [rows.map((r) => r.keyId), rows.map((r) => new Date(r.occurredAt)), rows.map((r) => r.ip)],
     );
-    const owners = new Map([...rows].sort((a, b) => (a.ownerId! < b.ownerId! ? -1 : 1)).map((r) => [r.ownerId!, r.occurredAt]));
+    const owners = new Map([...rows].sort((a, b) => (a.ownerId! < b.ownerId! ? -1 : 1)).map((r) => [r.ownerId!, new Date(r.occurredAt)]));
     await tx.query(
       `UPDATE users u SET last_active_at = v.t
          FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
