@@ -304,3 +304,23 @@ test('lag() counts undelivered events and the age of the oldest, and is zero onc
   assert.equal(stopped.events, (await allEventIds()).length - all.length);
   assert.ok(stopped.seconds >= 0 && stopped.seconds < 60);
 });
+
+test('several instances forwarding to one destination deliver each event once: the cursor row is a per-round lock', async () => {
+  const hec = await openHec();
+  // Three forwarders on the same cursor, as three server instances with the same configuration.
+  const group = [1, 2, 3].map(() => forwarder(hec, { name: 'shared-cursor', pollIntervalMs: 5 }));
+  hec.delayMs = 15; // long enough that rounds overlap if nothing stops them
+  group.forEach((f) => f.start());
+  await recordEvents(12, 'shared');
+  const all = await allEventIds();
+  const deadline = Date.now() + 10_000;
+  while (hec.ids.length < all.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 100)); // any duplicate round would land by now
+  await Promise.all(group.map((f) => f.stop()));
+  hec.delayMs = 0;
+
+  assert.deepEqual(hec.ids, all, 'every event once, in id order, across all three');
+  assert.equal(group.reduce((sum, f) => sum + f.delivered, 0), all.length);
+  assert.ok(group.filter((f) => f.delivered > 0).length >= 1);
+  assert.equal(await cursorOf('shared-cursor'), all.at(-1));
+});

@@ -147,37 +147,42 @@ export class SplunkForwarder {
     }
   }
 
-  /** One batch: read after the cursor, POST, then move the cursor. True when the batch was full. */
+  /**
+   * One batch: read after the cursor, POST, then move the cursor. True when the batch was full.
+   * The cursor row stays locked for the round, and an instance that finds it locked skips its
+   * round: with several instances forwarding, one delivers at a time and none re-sends the
+   * other's batch (at-least-once remains only across a crash between POST and commit).
+   */
   private async round(): Promise<boolean> {
     // A wake() from now on concerns events this round may not have seen.
     this.wakeRequested = false;
-    const after = await this.cursor();
-    const events = await this.dataSource.manager
-      .createQueryBuilder(AuditEventEntity, 'e')
-      .where('e.id > :after', { after })
-      .orderBy('e.id', 'ASC')
-      .limit(this.batchSize)
-      .getMany();
-    if (events.length === 0) return false;
-    await this.post(events);
-    // greatest(): another instance on the same cursor can never move it backwards.
-    await this.dataSource.query(
-      `UPDATE forwarder_cursors SET last_event_id = greatest(last_event_id, $2::bigint), updated_at = now() WHERE name = $1`,
-      [this.name, events[events.length - 1]!.id],
-    );
-    this.delivered += events.length;
-    return events.length === this.batchSize;
+    await this.ensureCursor();
+    return this.dataSource.transaction(async (tx) => {
+      const [cursor] = (await tx.query('SELECT last_event_id::text AS id FROM forwarder_cursors WHERE name = $1 FOR UPDATE SKIP LOCKED', [
+        this.name,
+      ])) as Array<{ id: string }>;
+      if (!cursor) return false;
+      const events = await tx
+        .createQueryBuilder(AuditEventEntity, 'e')
+        .where('e.id > :after', { after: cursor.id })
+        .orderBy('e.id', 'ASC')
+        .limit(this.batchSize)
+        .getMany();
+      if (events.length === 0) return false;
+      await this.post(events);
+      await tx.query(`UPDATE forwarder_cursors SET last_event_id = $2::bigint, updated_at = now() WHERE name = $1`, [
+        this.name,
+        events[events.length - 1]!.id,
+      ]);
+      this.delivered += events.length;
+      return events.length === this.batchSize;
+    });
   }
 
-  private async cursor(): Promise<string> {
-    if (!this.cursorCreated) {
-      await this.dataSource.query('INSERT INTO forwarder_cursors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING', [this.name]);
-      this.cursorCreated = true;
-    }
-    const [row] = (await this.dataSource.query('SELECT last_event_id::text AS id FROM forwarder_cursors WHERE name = $1', [
-      this.name,
-    ])) as Array<{ id: string }>;
-    return row?.id ?? '0';
+  private async ensureCursor(): Promise<void> {
+    if (this.cursorCreated) return;
+    await this.dataSource.query('INSERT INTO forwarder_cursors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING', [this.name]);
+    this.cursorCreated = true;
   }
 
   /** HEC batch format: one JSON object per line. Resolves only when the collector accepted all of it. */
