@@ -28,7 +28,7 @@ import {
 } from './generated/graphql';
 import { firstErrorWithCode, roleIdByName, unique } from './helpers/fixtures';
 import { createHuman, expectBadInput, expectError, pollUntil, sleep, viewerOf, type KeyPrincipal } from './helpers/key-principals';
-import { createPrincipal, type TestPrincipal } from './helpers/principals';
+import { createPrincipal, principalWithPermissions, type TestPrincipal } from './helpers/principals';
 import { errorCodes, startTestServer, type TestServer } from './helpers/server';
 
 /**
@@ -569,18 +569,22 @@ test('QUOTA_LOW with refill: the level is ceil(refillAmount * fraction), warned 
   assert.equal(details(alert).refillAmount, 20);
   assert.equal(details(alert).refillIntervalSeconds, 3600);
 
-  // A refill every 2 s: the warning comes back in the next period, not before.
-  const refilling = await newKey(main, { remaining: 10, refill: { amount: 10, intervalSeconds: 2 } });
+  // A refill every 3 s: the warning comes back in the next period, not before.
+  const refilling = await newKey(main, { remaining: 10, refill: { amount: 10, intervalSeconds: 3 } });
   const created = Date.now();
   const first = await verifyMany(main, Array.from({ length: 9 }, () => ({ key: refilling.secret })));
   assert.deepEqual(first.map((r) => r.remaining).sort((a, b) => Number(a) - Number(b)), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  await oneAlertFor(main, 'QUOTA_LOW', refilling.id);
   assert.equal((await verify(main, { key: refilling.secret })).remaining, 0);
+  assert.ok(Date.now() - created < 2500, 'the first period was used up inside the period');
+  await oneAlertFor(main, 'QUOTA_LOW', refilling.id);
   await quiesce(main);
   assert.equal((await alerts(main, { types: ['QUOTA_LOW'], keyId: refilling.id })).length, 1, 'same period: no second warning');
 
-  await sleep(Math.max(0, created + 2300 - Date.now()));
-  const second = await verifyMany(main, Array.from({ length: 9 }, () => ({ key: refilling.secret })));
+  await sleep(Math.max(0, created + 3300 - Date.now()));
+  // The refill is applied by one verification first (concurrent verifications racing a due refill
+  // are a separate matter), then the rest of the period's quota in one batch.
+  assert.equal((await verify(main, { key: refilling.secret })).remaining, 9, 'refilled to 10, one taken');
+  const second = await verifyMany(main, Array.from({ length: 8 }, () => ({ key: refilling.secret })));
   assert.ok(second.every((r) => r.code === 'VALID'), `refilled: ${JSON.stringify(second)}`);
   const both = await waitForAlerts(main, { types: ['QUOTA_LOW'], keyId: refilling.id }, (n) => n.length === 2, 'a warning in the next refill period');
   assert.ok(both.every((a) => a.details?.threshold === 1));
@@ -673,6 +677,22 @@ test('THRESHOLD: a VERIFY_CALLS rule on one key fires at N calls (with the rule 
 
   await quiesce(main);
   await noAlert(main, { types: ['THRESHOLD'], keyId: near.id }, `rule ${nearRule.id}: 2 calls with threshold 3`);
+});
+
+test('THRESHOLD: only hits inside the rule window count', async () => {
+  const key = await newKey(main);
+  const rule = await createRule(main, { metric: 'VERIFY_CALLS', threshold: 2, windowSeconds: 1, keyId: key.id });
+  // The evidence tells which calls the alert counted: had the first (outside the window) counted,
+  // the alert would have been raised by the second call, with 203.0.113.41 in its sample.
+  await verify(main, { key: key.secret, ip: '203.0.113.41' });
+  await sleep(1200);
+  await verify(main, { key: key.secret, ip: '203.0.113.42' });
+  await verify(main, { key: key.secret, ip: '203.0.113.43' });
+  const alert = await oneAlertFor(main, 'THRESHOLD', key.id);
+  assert.equal(alert.rule?.id, rule.id);
+  assert.equal(details(alert).windowSeconds, 1);
+  assert.equal(details(alert).observed, 2);
+  assert.deepEqual(sample(alert, 'ip'), ['203.0.113.42', '203.0.113.43']);
 });
 
 test('THRESHOLD: a VERIFY_FAILURES rule on one user counts all of its keys', async () => {
@@ -1045,6 +1065,33 @@ test('acknowledgeAlert and resolveAlert: OPEN → ACKNOWLEDGED → RESOLVED, CON
   assert.deepEqual([events[1]!.details?.before, events[1]!.details?.after], ['ACKNOWLEDGED', 'RESOLVED']);
   const directEvents = await auditOf(main, { actions: ['alert.acknowledge', 'alert.resolve'], targetId: other.id });
   assert.deepEqual(directEvents.map((e) => [e.action, e.details?.before, e.details?.after]), [['alert.resolve', 'OPEN', 'RESOLVED']]);
+});
+
+test('a custom role with only alerts:read and alerts:write handles alerts; links it may not read are null', async () => {
+  const handler = await principalWithPermissions(main, ['alerts:read', 'alerts:write'], 'alert-handler');
+  const key = await newKey(main);
+  await revoke(main, key);
+  await verify(main, { key: key.secret });
+  const asAdmin = await oneAlertFor(main, 'REVOKED_KEY_USED', key.id);
+
+  const seen = (await main.ok(handler.key, AlAlertsDocument, { filter: { keyId: key.id }, first: 10 })).alerts;
+  assert.equal(seen.totalCount, 1);
+  const alert = seen.nodes[0]!;
+  assert.equal(alert.id, asAdmin.id);
+  assert.equal(alert.key, null, "another user's key needs keys:read");
+  assert.equal(alert.user, null, 'another user needs users:read');
+  assert.equal(alert.details?.code, 'REVOKED', 'the alert itself is readable');
+
+  const acked = await main.request(handler.key, AlAcknowledgeDocument, { id: alert.id });
+  assert.deepEqual(errorCodes(acked), []);
+  assert.equal(acked.data?.acknowledgeAlert.status, 'ACKNOWLEDGED');
+  assert.equal(acked.data?.acknowledgeAlert.acknowledgedBy?.id, handler.userId, 'the handler sees itself');
+  const [event] = await auditOf(main, { actions: ['alert.acknowledge'], targetId: alert.id });
+  assert.equal(event?.actor?.id, handler.userId);
+  assert.equal(event?.actorKey?.id, handler.keyId);
+
+  // alerts:write is not keys:read: the rest of the API stays closed.
+  assert.deepEqual(errorCodes(await main.request(handler.key, AlUsersDocument)), ['FORBIDDEN']);
 });
 
 test('alert.raised is audited as a SYSTEM event targeting the alert; actions ["alert.*"] finds the alert events only', async () => {

@@ -18,6 +18,7 @@ import {
   SubDisableUserDocument,
   SubRevokeKeyDocument,
   SubRolesDocument,
+  SubUpdateRoleDocument,
   SubUsersDocument,
   SubVerifyDocument,
   SubViewerDocument,
@@ -387,20 +388,28 @@ describe('alertRaised', () => {
 });
 
 describe('auditEventRecorded', () => {
-  test('actions (prefixes), actorId, targetId, outcome, detailsContains and ip filters apply on the server', async () => {
+  test('actions (prefixes), actorId, actorKeyId, targetId, targetType, outcome, detailsContains, ip/CIDR and from/to filters apply on the server', async () => {
     const target = await createKey(t, t.adminKey, adminUserId);
     const other = await createKey(t, t.adminKey, adminUserId);
     const reason = unique('reason');
     const admin = connect(t.url, t.adminKey);
     await connected(admin);
+    const past = new Date(Date.now() - 3600_000).toISOString();
+    const future = new Date(Date.now() + 3600_000).toISOString();
     const filters: Record<string, AuditEventFilter> = {
       keys: { actions: ['key.*'] },
       actor: { actorId: member.userId },
+      actorKey: { actorKeyId: member.key.id },
       target: { targetId: target.id },
+      targetType: { targetType: 'user' },
       denied: { outcome: 'DENIED' },
       details: { detailsContains: { reason } },
       loopback: { ip: '127.0.0.0/8' },
+      exactIp: { ip: '127.0.0.1', actions: ['user.create'] },
       tenNet: { ip: '10.0.0.0/8' },
+      window: { from: past, to: future, actions: ['user.create'] },
+      ended: { to: past },
+      later: { from: future },
     };
     const base = feeds().auditFeed.size;
     const s = Object.fromEntries(Object.entries(filters).map(([name, filter]) => [name, auditTail(admin.client, filter)])) as Record<string, Stream<Event>>;
@@ -426,7 +435,12 @@ describe('auditEventRecorded', () => {
     await s.keys!.first(keyCreate(ownKeyId), 2000, "key.* sees the member's key.create");
     await s.actor!.first(deniedUsers, 2000, "actorId sees the member's authz.denied");
     await s.actor!.first(keyCreate(ownKeyId), 2000, "actorId sees the member's key.create");
+    await s.actorKey!.first(deniedUsers, 2000, "actorKeyId sees the member key's authz.denied");
+    await s.actorKey!.first(keyCreate(ownKeyId), 2000, "actorKeyId sees the member key's key.create");
     await s.target!.first(revokeOf(target.id), 2000, 'targetId sees the revocation of its target');
+    await s.targetType!.first(userCreate, 2000, 'targetType user sees user.create');
+    await s.exactIp!.first(userCreate, 2000, 'a single address (127.0.0.1) sees user.create');
+    await s.window!.first(userCreate, 2000, 'from an hour ago to in an hour sees user.create');
     const deniedEvent = (await s.denied!.first(deniedUsers, 2000, 'outcome DENIED sees authz.denied')).value;
     assert.equal(deniedEvent.outcome, 'DENIED');
     await s.details!.first(revokeOf(target.id), 2000, 'detailsContains sees the event with that reason');
@@ -439,11 +453,17 @@ describe('auditEventRecorded', () => {
     const rules: Record<string, { matches: (e: Event) => boolean; absent: Array<[string, (e: Event) => boolean]> }> = {
       keys: { matches: (e) => e.action.startsWith('key.'), absent: [['user.create', userCreate], ['authz.denied', deniedUsers]] },
       actor: { matches: (e) => e.actor?.id === member.userId, absent: [["admin's key.create", keyCreate(adminKeyCreate.id)], ["admin's user.create", userCreate]] },
+      actorKey: { matches: (e) => e.actorKey?.id === member.key.id, absent: [["admin's key.create", keyCreate(adminKeyCreate.id)]] },
       target: { matches: (e) => e.targetId === target.id, absent: [['the other revocation', revokeOf(other.id)]] },
+      targetType: { matches: (e) => e.targetType === 'user', absent: [['key.revoke', revokeOf(target.id)]] },
       denied: { matches: (e) => e.outcome === 'DENIED', absent: [['key.revoke', revokeOf(target.id)], ['user.create', userCreate]] },
       details: { matches: (e) => e.details?.reason === reason, absent: [['the other revocation', revokeOf(other.id)]] },
       loopback: { matches: (e) => inLoopback(e.ip), absent: [] },
+      exactIp: { matches: (e) => e.ip === '127.0.0.1' && e.action === 'user.create', absent: [] },
       tenNet: { matches: () => false, absent: [['user.create from 127.0.0.1', userCreate]] },
+      window: { matches: (e) => e.action === 'user.create', absent: [] },
+      ended: { matches: () => false, absent: [['user.create', userCreate]] },
+      later: { matches: () => false, absent: [['user.create', userCreate]] },
     };
     for (const [name, rule] of Object.entries(rules)) {
       const stream = s[name]!;
@@ -454,6 +474,8 @@ describe('auditEventRecorded', () => {
       for (const [what, predicate] of rule.absent) assert.ok(!stream.values.some(predicate), `${name} must not see ${what}`);
     }
     assert.equal(s.tenNet!.items.length, 0, 'nothing came from 10.0.0.0/8');
+    assert.equal(s.ended!.items.length, 0, 'a tail whose `to` is past gets nothing');
+    assert.equal(s.later!.items.length, 0, 'a tail whose `from` is in an hour gets nothing yet');
     for (const stream of Object.values(s)) stream.stop();
   });
 
@@ -590,6 +612,41 @@ describe('permissions on subscriptions', () => {
     stream.stop();
   });
 });
+
+// Known gap, kept as a todo (reported, not failing the run) so it becomes a real check once fixed:
+// a role change is in force for every new operation at once, but a tail started before it keeps the
+// principal it started with (ws.ts re-checks the key and updates the connection's principal, not the
+// running operation's context) and goes on streaming the audit log to a key without audit:read.
+test(
+  'a key that loses audit:read while tailing receives no further audit events',
+  { todo: 'src/server/ws.ts: a running subscription keeps the permissions it started with' },
+  async () => {
+    const role = (await t.ok(t.adminKey, SubCreateRoleDocument, { input: { name: unique('narrowed'), permissions: ['alerts:read', 'audit:read'] } })).createRole.id;
+    const who = await principal(t, t.adminKey, [role], 'narrowed');
+    const connection = connect(t.url, who.key.secret);
+    await connected(connection);
+    const base = feeds().auditFeed.size;
+    const tail = new Stream<{ targetId: string | null }>(
+      connection.client,
+      'subscription { auditEventRecorded(filter: { actions: ["user.create"] }) { targetId } }',
+      undefined,
+      (d) => d.auditEventRecorded as { targetId: string | null },
+    );
+    await registered('auditFeed', base, 1);
+    const before = await createUser(t, t.adminKey, [], 'before-narrowing');
+    await tail.first((e) => e.targetId === before, 2000, 'an event while the key holds audit:read');
+
+    await t.ok(t.adminKey, SubUpdateRoleDocument, { id: role, input: { permissions: ['alerts:read'] } });
+    const query = await postGraphQL(t.url, who.key.secret, '{ auditEvents(first: 1) { nodes { id } } }');
+    assert.equal(query.errors?.[0]?.extensions?.code, 'FORBIDDEN', 'the narrowing is in force for a new operation');
+    const afterwards = await createUser(t, t.adminKey, [], 'after-narrowing');
+    await sleep(1000);
+    assert.ok(
+      !tail.values.some((e) => e.targetId === afterwards),
+      'an event written after audit:read was removed must not reach the tail (it may end with FORBIDDEN, or the socket may close)',
+    );
+  },
+);
 
 async function waitForAlertRow(keyId: string): Promise<[{ id: string }]> {
   let rows: Array<{ id: string }> = [];
