@@ -342,6 +342,18 @@ test('exact quota under concurrency: 100 concurrent verifications of remaining 5
   assert.equal(rows[0]?.remaining, 0);
 });
 
+test('concurrent verifications arriving when a refill falls due all see the refilled quota', async () => {
+  const { secret, key } = await keyFor({ name: 'refill-race', remaining: 3, refill: { amount: 10, intervalSeconds: 1 } });
+  const drain = (await t.ok(verifier.key, KtVerifyManyDocument, { inputs: Array.from({ length: 4 }, () => ({ key: secret })) })).verifyKeys;
+  assert.deepEqual(drain.map((r) => r.code).sort(), ['USAGE_EXCEEDED', 'VALID', 'VALID', 'VALID']);
+  await new Promise((resolve) => setTimeout(resolve, 1300));
+  // All nine wait on the row lock taken by the first, which applies the refill.
+  const burst = (await t.ok(verifier.key, KtVerifyManyDocument, { inputs: Array.from({ length: 9 }, () => ({ key: secret })) })).verifyKeys;
+  assert.deepEqual(burst.map((r) => r.code), Array(9).fill('VALID'));
+  assert.deepEqual(burst.map((r) => r.remaining).sort((a, b) => a! - b!), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(await storedRemaining(key.id), 1);
+});
+
 test('refill restores the quota after intervalSeconds', async () => {
   const { secret, key } = await keyFor({ name: 'refilling', remaining: 1, refill: { amount: 2, intervalSeconds: 1 } });
   assert.ok(key.refill?.lastRefillAt, 'refill starts counting at creation');

@@ -17,7 +17,17 @@ export interface AlertSettings {
   /** REVOKED_KEY_USED, EXPIRED_KEY_USED, RATE_LIMITED: repeats within this fold into one alert */
   dedupSeconds: number;
   /** USAGE_SPIKE: per-bucket calls against an EWMA baseline of the key's own buckets */
-  spike: { bucketSeconds: number; historyBuckets: number; floor: number; factor: number; sigmas: number; minCalls: number };
+  spike: {
+    bucketSeconds: number;
+    historyBuckets: number;
+    floor: number;
+    factor: number;
+    sigmas: number;
+    minCalls: number;
+    /** Also above this multiple of the key's own busiest bucket (decaying over peakHalfLifeBuckets) */
+    peakFactor: number;
+    peakHalfLifeBuckets: number;
+  };
   /** NEW_SOURCE_IP: networks are only learned during the key's first seconds */
   newIpLearningSeconds: number;
   /** QUOTA_LOW: warn at this fraction of the refill amount, or at this many left without refill */
@@ -30,7 +40,7 @@ export const DEFAULT_ALERT_SETTINGS: AlertSettings = {
   failureBurst: { threshold: 20, windowSeconds: 60 },
   deniedBurst: { threshold: 5, windowSeconds: 60 },
   dedupSeconds: 3600,
-  spike: { bucketSeconds: 60, historyBuckets: 10, floor: 600, factor: 4, sigmas: 6, minCalls: 30 },
+  spike: { bucketSeconds: 60, historyBuckets: 10, floor: 600, factor: 4, sigmas: 6, minCalls: 30, peakFactor: 1.5, peakHalfLifeBuckets: 1440 },
   newIpLearningSeconds: 86_400,
   quotaLow: { fraction: 0.1, remaining: 10 },
   expiring: { days: 7, scanSeconds: 60 },
@@ -74,8 +84,16 @@ function summarise(hits: readonly Hit[]): Record<string, unknown> {
   return { sample, ...(Object.keys(codes).length > 0 ? { codes } : {}) };
 }
 
-/** The /24 of an IPv4 address or the /64 of an IPv6 one. */
+const networks = new LRUCache<string, { network: string | null }>({ max: 10_000 });
+
+/** The /24 of an IPv4 address or the /64 of an IPv6 one (remembered: callers repeat themselves). */
 export function networkOf(ip: string): string | null {
+  let known = networks.get(ip);
+  if (!known) networks.set(ip, (known = { network: computeNetwork(ip) }));
+  return known.network;
+}
+
+function computeNetwork(ip: string): string | null {
   const family = isIP(ip);
   if (family === 4) return ip.split('.').slice(0, 3).join('.') + '.0/24';
   if (family !== 6) return null;
@@ -92,6 +110,10 @@ interface Rate {
   mean: number;
   variance: number;
   buckets: number;
+  /** The busiest bucket seen, decaying: what a batch or cron key normally does at its peak */
+  peak: number;
+  /** The current bucket already alerted: it is not learned as the key's normal peak */
+  fired: boolean;
 }
 
 const EWMA_ALPHA = 0.1;
@@ -230,11 +252,16 @@ export class AlertDetectors {
   }
 
   private usageSpike(keyId: string, ownerId: string, name: string, at: number): void {
-    const { bucketSeconds, historyBuckets, floor, factor, sigmas, minCalls } = this.settings.spike;
+    const { bucketSeconds, historyBuckets, floor, factor, sigmas, minCalls, peakFactor, peakHalfLifeBuckets } = this.settings.spike;
     const bucket = Math.floor(at / (bucketSeconds * 1000));
     let rate = this.rates.get(keyId);
-    if (!rate) this.rates.set(keyId, (rate = { bucket, count: 0, mean: 0, variance: 0, buckets: 0 }));
+    if (!rate) this.rates.set(keyId, (rate = { bucket, count: 0, mean: 0, variance: 0, buckets: 0, peak: 0, fired: false }));
     if (bucket !== rate.bucket) {
+      // The mean follows the key's typical bucket; the peak remembers its legitimate bursts (a
+      // nightly batch, a cron job), which a mean decayed by idle buckets would call spikes.
+      const elapsed = bucket - rate.bucket;
+      rate.peak = Math.max(rate.peak * 0.5 ** (elapsed / peakHalfLifeBuckets), rate.fired ? 0 : rate.count);
+      rate.fired = false;
       // Close the finished bucket, and count idle buckets since as zero (a few are enough to decay).
       const learn = (x: number) => {
         if (rate!.buckets === 0) rate!.mean = x;
@@ -251,8 +278,11 @@ export class AlertDetectors {
     }
     rate.count++;
     const learned = rate.buckets >= historyBuckets;
-    const limit = learned ? Math.max(minCalls, rate.mean * factor, rate.mean + sigmas * Math.sqrt(rate.variance)) : floor;
+    const limit = learned
+      ? Math.max(minCalls, rate.mean * factor, rate.mean + sigmas * Math.sqrt(rate.variance), rate.peak * peakFactor)
+      : floor;
     if (rate.count < limit) return;
+    rate.fired = true;
     this.emit({
       type: AlertType.USAGE_SPIKE,
       severity: AlertSeverity.MEDIUM,
@@ -263,7 +293,9 @@ export class AlertDetectors {
       details: {
         windowSeconds: bucketSeconds,
         observed: rate.count,
-        baseline: learned ? { mean: Number(rate.mean.toFixed(2)), stddev: Number(Math.sqrt(rate.variance).toFixed(2)), buckets: rate.buckets } : null,
+        baseline: learned
+          ? { mean: Number(rate.mean.toFixed(2)), stddev: Number(Math.sqrt(rate.variance).toFixed(2)), peak: Number(rate.peak.toFixed(1)), buckets: rate.buckets }
+          : null,
         threshold: Math.ceil(limit),
         staticFloor: learned ? null : floor,
       },

@@ -70,15 +70,25 @@ export class AlertSink {
     }
   }
 
-  /** Adds counted repeats to their open alerts; an alert resolved meanwhile is forgotten here. */
+  /**
+   * Adds counted repeats to their open alerts. When there is none any more (resolved meanwhile, or
+   * its window passed), the repeat is a new occurrence: it is raised as a new alert.
+   */
   async flushRepeats(): Promise<void> {
     for (const [id, open] of this.open.entries()) {
       if (open.pending === 0) continue;
       const repeats = open.pending;
       open.pending = 0;
       const updated = await this.alerts.addRepeats(null, open.signal.type, open.signal.subject, repeats);
-      if (updated === 0) this.open.delete(id);
+      if (updated > 0) continue;
+      this.open.delete(id);
+      this.emit(open.signal);
     }
+  }
+
+  /** The alert for this type and subject was resolved here: its next occurrence is a new alert at once. */
+  forget(type: string, subject: string): void {
+    this.open.delete(`${type}:${subject}`);
   }
 
   /** Resolves once every queued signal has been raised. */

@@ -55,6 +55,7 @@ export class Alerting {
       committed: (record: AuditRecord, actor: Actor) => {
         if (record.targetType === 'alert_rule') void this.reloadRules();
         if (record.targetType === 'api_key' && ['key.create', 'key.update', 'key.rotate'].includes(record.action)) this.detectors.scanSoon();
+        if (record.action === 'alert.resolve' && record.details) this.sink.forget(String(record.details.type), String(record.details.subject));
         this.detectors.onAudit(record, actor);
       },
     };

@@ -197,23 +197,29 @@ export function availableQuota(record: KeyRecord, now: Date): number | null {
 /**
  * Takes one from the quota in a single row-locking statement, applying a due refill first
  * (refill restores `amount`), so concurrent verifications can never overspend.
- * Returns the quota left, or null when nothing was left to take.
+ * Every decision is computed from the row as locked (the CTE), never from the statement's
+ * snapshot: a verification that waited for another's refill must see the refilled row, and
+ * PostgreSQL re-checks only rows that qualified on the snapshot.
+ * Returns the quota left, or no row when nothing was left to take.
  */
 const CONSUME_QUOTA = `
-  WITH due AS (
-    SELECT id, refill_interval_seconds IS NOT NULL AND last_refill_at IS NOT NULL
-               AND now() >= last_refill_at + make_interval(secs => refill_interval_seconds) AS refill
+  WITH locked AS (
+    SELECT id, remaining, refill_amount, refill_interval_seconds, last_refill_at,
+           refill_interval_seconds IS NOT NULL AND last_refill_at IS NOT NULL
+             AND now() >= last_refill_at + make_interval(secs => refill_interval_seconds) AS refill
       FROM api_keys WHERE id = $1 FOR UPDATE
+  ), due AS (
+    SELECT id,
+           CASE WHEN refill THEN refill_amount ELSE remaining END AS available,
+           CASE WHEN refill
+             THEN last_refill_at + make_interval(secs => refill_interval_seconds
+                    * floor(extract(epoch FROM now() - last_refill_at) / refill_interval_seconds))
+             ELSE last_refill_at END AS next_refill_at
+      FROM locked
   )
-  UPDATE api_keys k SET
-    remaining = (CASE WHEN due.refill THEN k.refill_amount ELSE k.remaining END) - 1,
-    last_refill_at = CASE WHEN due.refill
-      THEN k.last_refill_at + make_interval(secs => k.refill_interval_seconds
-             * floor(extract(epoch FROM now() - k.last_refill_at) / k.refill_interval_seconds))
-      ELSE k.last_refill_at END
+  UPDATE api_keys k SET remaining = due.available - 1, last_refill_at = due.next_refill_at
   FROM due
-  WHERE k.id = due.id AND k.remaining IS NOT NULL
-    AND (CASE WHEN due.refill THEN k.refill_amount ELSE k.remaining END) > 0
+  WHERE k.id = due.id AND due.available > 0
   RETURNING k.remaining, k.last_refill_at`;
 
 export type VerificationObserver = (outcome: VerifyOutcome, request: VerifyRequest, at: number) => void;
