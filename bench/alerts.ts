@@ -12,6 +12,7 @@ import { generateKey } from '../src/auth/key-format';
 import { createBenchDatabase } from './lib/bench-database';
 import { gql, startKeyledger, type Running } from './lib/processes';
 import { percentile } from './lib/stats';
+import { runBench } from './lib/run';
 
 const SUBSCRIBERS = Number(process.env.SUBSCRIBERS ?? 1000);
 const TRIALS = Number(process.env.TRIALS ?? 30);
@@ -247,7 +248,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runBench(main);

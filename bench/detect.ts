@@ -24,6 +24,7 @@ import { gql, startKeyledger } from './lib/processes';
 import { Random } from './lib/random';
 import { percentile } from './lib/stats';
 import { mangle, post, Replay, rhythm, TICK_MS, Traffic, type Call, type TrafficKey, type TrafficShape } from './lib/synthetic-traffic';
+import { runBench } from './lib/run';
 
 const SEED = Number(process.env.SEED ?? 1);
 const KEY_COUNT = Number(process.env.KEYS ?? 300);
@@ -37,6 +38,8 @@ const DAY_SECONDS = 60;
 const SHAPE: TrafficShape = { daySeconds: DAY_SECONDS, failureNoise: 0.008, noiseSigma: 0.3, noiseMemory: 0.75, surgePerSecond: 1 / 400 };
 /** Incidents are injected between these times (s into the traffic); new networks only once learning is over */
 const INJECT_FROM = 20;
+/** A key's first ALERT_SPIKE_HISTORY_BUCKETS (default 30) buckets only learn its rhythm: relative spikes come after */
+const INJECT_SPIKES_FROM = 40;
 const INJECT_NEW_IP_FROM = DAY_SECONDS + 12;
 /** An alert counts for an incident if raised up to this long after it ended */
 const LATE_MS = 10_000;
@@ -502,7 +505,7 @@ class Trace {
   /** A runaway client: 10x the key's expected rate (at least 60/s) for 4 s. */
   private spikes(): void {
     for (const key of this.having('spike')) {
-      this.at(this.when(), () => {
+      this.at(this.when(INJECT_SPIKES_FROM), () => {
         const expected = key.base * rhythm((Date.now() - this.t0) / 1000, key.phase, DAY_SECONDS);
         const rate = Math.max(10 * expected, 60);
         const label = `${key.name}: ${rate.toFixed(0)}/s against an expected ${expected.toFixed(1)}/s`;
@@ -721,7 +724,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runBench(main);

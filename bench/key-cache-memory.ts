@@ -10,6 +10,7 @@ import { Client } from 'pg';
 import { generateKey, hashKey } from '../src/auth/key-format';
 import { createBenchDatabase } from './lib/bench-database';
 import { gql, startKeyledger } from './lib/processes';
+import { runBench } from './lib/run';
 
 const KEYS = Number(process.env.KEYS ?? 1_000_000);
 const BATCH = 100;
@@ -77,7 +78,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runBench(main);

@@ -10,6 +10,7 @@ import { generateKey } from '../src/auth/key-format';
 import { createBenchDatabase } from './lib/bench-database';
 import { gql, startKeyledger, type Running } from './lib/processes';
 import { percentile } from './lib/stats';
+import { runBench } from './lib/run';
 
 const TRIALS = Number(process.env.TRIALS ?? 200);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -98,7 +99,4 @@ async function main(): Promise<void> {
   else console.log(`| with REDIS_URL | skipped: ${REDIS_URL} not reachable |`);
 }
 
-void main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runBench(main);

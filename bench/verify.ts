@@ -10,6 +10,7 @@ import autocannon from 'autocannon';
 import { generateKey } from '../src/auth/key-format';
 import { createBenchDatabase } from './lib/bench-database';
 import { gql, startKeyledger, startProcess } from './lib/processes';
+import { runBench } from './lib/run';
 
 const DURATION = Number(process.env.DURATION_S ?? 10);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50);
@@ -80,7 +81,4 @@ async function main(): Promise<void> {
   }
 }
 
-void main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runBench(main);

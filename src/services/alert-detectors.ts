@@ -40,7 +40,7 @@ export const DEFAULT_ALERT_SETTINGS: AlertSettings = {
   failureBurst: { threshold: 20, windowSeconds: 60 },
   deniedBurst: { threshold: 5, windowSeconds: 60 },
   dedupSeconds: 3600,
-  spike: { bucketSeconds: 60, historyBuckets: 10, floor: 600, factor: 4, sigmas: 6, minCalls: 30, peakFactor: 1.5, peakHalfLifeBuckets: 1440 },
+  spike: { bucketSeconds: 60, historyBuckets: 30, floor: 600, factor: 4, sigmas: 6, minCalls: 30, peakFactor: 1.5, peakHalfLifeBuckets: 1440 },
   newIpLearningSeconds: 86_400,
   quotaLow: { fraction: 0.1, remaining: 10 },
   expiring: { days: 7, scanSeconds: 60 },
