@@ -1,5 +1,6 @@
 import { Arg, Resolver, Root, Subscription, type ResolverData } from 'type-graphql';
 import { requireAnyPermission } from '../auth/auth-checker';
+import { coveredBy } from '../auth/permissions';
 import type { GraphQLContext } from '../auth/context';
 import type { AlertEntity, AuditEventEntity } from '../entities';
 import { alertMatches, type AlertFilter as AlertFilterShape } from '../services/alert.service';
@@ -21,7 +22,9 @@ function subscribeToAlerts({ args, context }: SubscribeData) {
     const value = filter?.[field];
     if (value !== null && value !== undefined && !isUuid(value)) throw new BadInputError(`filter.${field}`, `filter.${field} is not an id`);
   }
-  return context.services.alerting.alertFeed.subscribe((alert) => alertMatches(alert, filter));
+  return context.services.alerting.alertFeed.subscribe((alert) => alertMatches(alert, filter), {
+    allowed: () => coveredBy(context.principal.permissions, 'alerts:read'),
+  });
 }
 
 async function subscribeToAudit({ args, context }: SubscribeData) {
@@ -29,7 +32,9 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
   const filter = (args.filter ?? null) as AuditFilterShape | null;
   context.services.auditQueries.validateFilter(filter);
   const matches = auditEventMatcher(filter);
-  const feed = context.services.alerting.auditFeed.subscribe(matches);
+  const feed = context.services.alerting.auditFeed.subscribe(matches, {
+    allowed: () => coveredBy(context.principal.permissions, 'audit:read'),
+  });
   // A live tail is an audit query too.
   await context.services.audit.recordAlone(
     context.actor,
@@ -41,7 +46,9 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
 
 /**
  * Live streams over graphql-ws. The permission is checked when the subscription starts (an error
- * on that operation only: the connection stays usable); filters are applied on the server.
+ * on that operation only: the connection stays usable) and again for every event: the connection
+ * keeps its principal current (ws.ts), so a key that loses the permission sees its stream complete.
+ * Filters are applied on the server.
  */
 @Resolver()
 export class SubscriptionResolver {

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { authenticate, presentedKey } from '../auth/authenticate';
-import type { GraphQLContext, Principal, RequestMeta } from '../auth/context';
+import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
 import { VerifyCode } from '../entities/enums';
 import type { Services } from '../services';
 import { DomainError } from '../services/errors';
@@ -62,8 +62,16 @@ export function attachWebSocket(
   const recheck = async (state: ConnectionState) => {
     try {
       const { code, permissions } = await deps.services.verification.peek(state.secret, state.meta.ip);
-      if (STILL_USABLE.has(code)) state.principal = { ...state.principal, permissions };
-      else state.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
+      if (!STILL_USABLE.has(code)) {
+        state.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
+        return;
+      }
+      // Running operations (subscriptions) see the new permissions for their next event.
+      state.principal = { ...state.principal, permissions };
+      for (const context of state.operations.values()) {
+        context.principal = state.principal;
+        context.actor = actorOf(state.principal, context);
+      }
     } catch (error) {
       deps.logger.warn({ err: error }, 'could not re-check a WebSocket connection');
     }

@@ -23,14 +23,25 @@ export class LiveFeed<T> {
     for (const subscriber of this.subscribers) if (subscriber.accepts(item)) subscriber.push(item);
   }
 
-  /** An async iterator of the items `accepts` lets through, from now until the consumer stops. */
-  subscribe(accepts: (item: T) => boolean, limit = SUBSCRIBER_BUFFER): AsyncIterableIterator<T> {
+  /**
+   * An async iterator of the items `accepts` lets through, from now until the consumer stops, or
+   * until `allowed` says the subscriber may no longer see them (its permission was taken away):
+   * then the stream completes and nothing more is delivered.
+   */
+  subscribe(
+    accepts: (item: T) => boolean,
+    { limit = SUBSCRIBER_BUFFER, allowed = () => true }: { limit?: number; allowed?: () => boolean } = {},
+  ): AsyncIterableIterator<T> {
     const queue: T[] = [];
     let waiting: ((result: IteratorResult<T>) => void) | null = null;
     let done = false;
     const subscriber: Subscriber<T> = {
       accepts,
       push: (item) => {
+        if (!allowed()) {
+          void finish();
+          return;
+        }
         if (waiting) {
           const resolve = waiting;
           waiting = null;
@@ -45,6 +56,7 @@ export class LiveFeed<T> {
       },
     };
     this.subscribers.add(subscriber);
+    // Defined after `push` refers to it: push only runs once subscribe has returned.
     const finish = (): Promise<IteratorResult<T>> => {
       done = true;
       this.subscribers.delete(subscriber);
