@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const adminKey = generateKey('kl');
   const server = await startServer(
     {
-      port: 0, host: '127.0.0.1', databaseUrl: db.url, dataDir: '/nonexistent', keyPepper: randomBytes(32).toString('hex'),
+      port: 0, host: '127.0.0.1', databaseUrl: db.url, dataDir: '/nonexistent', databasePoolSize: 20, keyPepper: randomBytes(32).toString('hex'),
       keyPrefix: 'kl', bootstrapAdminKey: adminKey, redisUrl: null, keyCacheSize: 100_000, alerts: DEFAULT_ALERT_SETTINGS, trustProxy: false, logLevel: 'warn', splunkHec: null,
     },
     { announce: () => {} },

@@ -11,6 +11,8 @@ export interface Config {
   /** null: start an embedded PostgreSQL under dataDir */
   databaseUrl: string | null;
   dataDir: string;
+  /** Connections each instance may open (size it with max_connections / instances in mind) */
+  databasePoolSize: number;
   keyPepper: string;
   keyPrefix: string;
   bootstrapAdminKey: string | null;
@@ -176,6 +178,7 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const databaseUrl = parseDatabaseUrl(nonEmpty(env, 'DATABASE_URL'));
   const dataDir = resolve(nonEmpty(env, 'DATA_DIR') ?? './.data');
+  const databasePoolSize = parsePositive('DATABASE_POOL_SIZE', nonEmpty(env, 'DATABASE_POOL_SIZE'), 20, { max: 1000 });
 
   const keyPrefix = nonEmpty(env, 'KEY_PREFIX') ?? 'kl';
   if (!isValidPrefix(keyPrefix)) {
@@ -204,6 +207,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     databaseUrl,
     dataDir,
+    databasePoolSize,
     keyPepper,
     keyPrefix,
     bootstrapAdminKey,

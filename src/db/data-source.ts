@@ -19,7 +19,7 @@ function observingLogger(observer: QueryObserver): TypeOrmLogger {
   };
 }
 
-export function createDataSource(url: string, observer: QueryObserver): DataSource {
+export function createDataSource(url: string, observer: QueryObserver, poolSize = 20): DataSource {
   return new DataSource({
     type: 'postgres',
     url,
@@ -29,7 +29,7 @@ export function createDataSource(url: string, observer: QueryObserver): DataSour
     synchronize: false,
     logging: ['query', 'error'],
     logger: observingLogger(observer),
-    extra: { max: 20, application_name: 'keyledger' },
+    extra: { max: poolSize, application_name: 'keyledger' },
   });
 }
 

@@ -61,7 +61,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         metrics.dbErrors.inc();
         logger.debug({ message }, 'query failed');
       },
-    });
+    }, config.databasePoolSize);
     await dataSource.initialize();
     const ds = dataSource;
     const applied = await migrate(dataSource);

@@ -36,6 +36,8 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {})
     host: '127.0.0.1',
     databaseUrl,
     dataDir: '/nonexistent',
+    // Test files run in parallel against one PostgreSQL (max_connections 100 by default).
+    databasePoolSize: 8,
     keyPepper: randomBytes(32).toString('base64url'),
     keyPrefix: 'kl',
     bootstrapAdminKey: generateKey('kl'),
