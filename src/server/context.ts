@@ -20,7 +20,9 @@ export function buildContext(
     actor: actorOf(principal, meta),
     // Created on first use: verification requests never load relations.
     get loaders() {
-      return (loaders ??= sharedLoaders ? sharedLoaders() : createLoaders(dataSource));
+      // Shared loaders are renewed every few ms: a long-lived subscription must not pin one set.
+      if (sharedLoaders) return sharedLoaders();
+      return (loaders ??= createLoaders(dataSource));
     },
     services,
     deniedAudited: new Set(),

@@ -103,7 +103,7 @@ export class AuditService {
 
   constructor(
     private readonly dataSource: DataSource,
-    private readonly onSealError: (error: unknown) => void = () => {},
+    private readonly onBackgroundError: (error: unknown) => void = () => {},
     private readonly hooks: ChangeHook[] = [],
   ) {}
 
@@ -144,7 +144,14 @@ export class AuditService {
       this.onCommit.set(tx, effects);
       return work(tx);
     });
-    for (const effect of effects) effect();
+    // The change is committed: an effect that fails (a detector, a cache) must not turn it into an error.
+    for (const effect of effects) {
+      try {
+        effect();
+      } catch (error) {
+        this.onBackgroundError(error);
+      }
+    }
     const sealed = this.sealed();
     if (waitForSeal) await sealed;
     return result;
@@ -199,7 +206,7 @@ export class AuditService {
     try {
       await this.seal();
     } catch (error) {
-      this.onSealError(error);
+      this.onBackgroundError(error);
     }
   }
 
