@@ -29,7 +29,7 @@ import {
   type SubAuditEventRecordedSubscription,
   type SubAuditPageQuery,
 } from './generated/graphql';
-import { Cluster, sleep, type Instance } from './helpers/cluster';
+import { Cluster, redisForTests, sleep, type Instance } from './helpers/cluster';
 import { createTestDatabase, type TestDatabase } from './helpers/database';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
@@ -817,7 +817,9 @@ test('a slow subscriber (socket not read) does not hold up another one; the serv
   await waitUntil(() => feeds().auditFeed.size <= auditBase, 5000, () => `both subscribers unregistered (size ${feeds().auditFeed.size}, base ${auditBase})`);
 });
 
-describe('two server processes on one database', () => {
+/** The same checks with each cross-instance transport: PostgreSQL NOTIFY, and Redis pub/sub when REDIS_URL is set. */
+function twoProcesses(title: string, extraEnv: () => Record<string, string>, skip: string | false = false) {
+describe(title, { skip }, () => {
   const PEPPER = randomBytes(32).toString('base64url');
   const ADMIN_KEY = generateKey('kl');
   const cluster = new Cluster();
@@ -828,7 +830,7 @@ describe('two server processes on one database', () => {
 
   before(async () => {
     db = await createTestDatabase();
-    const env = { DATABASE_URL: db.url, KEY_PEPPER: PEPPER, BOOTSTRAP_ADMIN_KEY: ADMIN_KEY };
+    const env = { DATABASE_URL: db.url, KEY_PEPPER: PEPPER, BOOTSTRAP_ADMIN_KEY: ADMIN_KEY, ...extraEnv() };
     A = await cluster.start('A', env);
     B = await cluster.start('B', env);
     clusterRoles = await roleIdsOf(A, ADMIN_KEY);
@@ -879,3 +881,8 @@ describe('two server processes on one database', () => {
     assert.ok(closed.at - answered <= 1000, `closed ${(closed.at - answered).toFixed(0)} ms after the revocation on A (limit 1000 ms)`);
   });
 });
+}
+
+twoProcesses('two server processes on one database', () => ({}));
+const redis = redisForTests();
+twoProcesses('two server processes with REDIS_URL: alerts and audit events travel over Redis', () => ({ REDIS_URL: redis.url! }), redis.skip);

@@ -16,6 +16,7 @@ import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
 import { createMetrics, registerForwarderLag, registerKeyCache, registerUsage, type Metrics } from './metrics';
+import { PgEventBus, RedisEventBus, type EventBus } from '../services/event-bus';
 import { PgListener } from '../services/pg-listener';
 import { connectRedis } from './redis';
 import type { Redis } from 'ioredis';
@@ -50,6 +51,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let dataSource: DataSource | null = null;
   let redis: Redis | null = null;
   let listener: PgListener | null = null;
+  let bus: EventBus | null = null;
   try {
     if (config.databaseUrl === null) {
       embedded = await startEmbeddedPostgres(config.dataDir, (line) => logger.debug({ postgres: line.trim() }, 'embedded postgres'));
@@ -73,25 +75,30 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const partitionTimer = setInterval(() => void maintainPartitions(), 6 * 3600 * 1000);
     partitionTimer.unref();
 
-    if (config.redisUrl) redis = await connectRedis(config.redisUrl, (error) => logger.warn({ err: error }, 'redis connection error'));
-    const services = createServices(dataSource, {
-      ...config,
-      redis,
-      onBackgroundError: (error) => logger.error({ err: error }, 'background write failed'),
-    });
+    const redisError = (error: unknown) => logger.warn({ err: error }, 'redis connection error');
+    if (config.redisUrl) redis = await connectRedis(config.redisUrl, redisError);
     // The key cache only runs while this instance hears every other instance's changes.
-    const keyCache = services.verification.cache;
+    let keyCache: { goLive(): void; goDark(): void } | null = null;
     listener = new PgListener(config.databaseUrl ?? embedded!.url, {
-      onUp: () => keyCache.goLive(),
+      onUp: () => keyCache?.goLive(),
       onDown: (error) => {
-        keyCache.goDark();
+        keyCache?.goDark();
         logger.warn({ err: error }, 'change feed lost; key cache dropped until it reconnects');
       },
     });
+    bus = redis ? new RedisEventBus(redis, redisError) : new PgEventBus(listener);
+    const services = createServices(dataSource, {
+      ...config,
+      redis,
+      bus,
+      onBackgroundError: (error) => logger.error({ err: error }, 'background write failed'),
+    });
+    keyCache = services.verification.cache;
     services.keyChanges.listenOn(listener);
     services.alerting.listenOn(listener);
     await listener.start();
-    registerKeyCache(metrics, keyCache);
+    await bus.ready();
+    registerKeyCache(metrics, services.verification.cache);
     registerUsage(metrics, services.usage);
     const feed = listener;
     const boot = await bootstrap(services, config.bootstrapAdminKey);
@@ -175,12 +182,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           await services.audit.sealQuietly();
           await forwarder?.stop();
           await ds.destroy();
+          await bus?.close();
           redis?.disconnect();
           await embedded?.stop();
         })()),
     };
   } catch (error) {
     await listener?.stop().catch(() => undefined);
+    await bus?.close().catch(() => undefined);
     redis?.disconnect();
     await dataSource?.destroy().catch(() => undefined);
     await embedded?.stop().catch(() => undefined);

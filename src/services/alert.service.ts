@@ -4,6 +4,7 @@ import { AlertSeverity, AlertStatus, AlertType, SEVERITY_RANK } from '../entitie
 import { SYSTEM_ACTOR, type Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { ConflictError } from './errors';
+import type { EventBus } from './event-bus';
 import { pageByCreation, type Page } from './pagination';
 import { lockById } from './transaction';
 import { isUuid } from './validation';
@@ -32,7 +33,7 @@ export interface AlertFilter {
   userId?: string | null;
 }
 
-/** New alerts, on commit, to every instance: the payload is the alert itself (or its id when large). */
+/** New alerts, once committed, to every instance: the payload is the alert itself (or its id when large: NOTIFY's limit). */
 export const ALERTS_CHANNEL = 'keyledger_alerts';
 const NOTIFY_LIMIT = 7900;
 
@@ -64,14 +65,17 @@ export class AlertService {
   constructor(
     private readonly dataSource: DataSource,
     private readonly audit: AuditService,
+    private readonly bus: EventBus | null = null,
   ) {}
 
   /**
    * Creates the alert, or folds `repeats` into the open one for the same type and subject.
-   * Returns the alert when it is new, null when it was folded.
+   * Returns the alert when it is new, null when it was folded. New alerts are announced to every
+   * instance's subscribers once committed.
    */
   async raise(signal: AlertSignal, repeats = 1): Promise<AlertEntity | null> {
-    return this.audit.transaction(
+    let announcement: string | null = null;
+    const raised = await this.audit.transaction(
       async (tx) => {
         // Serialises raisers of one (type, subject) across instances so only one alert opens.
         await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`alert:${signal.type}:${signal.subject}`]);
@@ -105,11 +109,14 @@ export class AlertService {
           details: { type: alert.type, severity: alert.severity, subject: alert.subject, keyId: alert.keyId, userId: alert.userId, ruleId: alert.ruleId, message: alert.message },
         });
         const full = JSON.stringify(alert);
-        await tx.query('SELECT pg_notify($1, $2)', [ALERTS_CHANNEL, Buffer.byteLength(full) <= NOTIFY_LIMIT ? full : JSON.stringify({ id: alert.id })]);
+        announcement = Buffer.byteLength(full) <= NOTIFY_LIMIT ? full : JSON.stringify({ id: alert.id });
+        await this.bus?.staged(tx, ALERTS_CHANNEL, announcement);
         return alert;
       },
       { waitForSeal: false },
     );
+    if (announcement) this.bus?.committed(ALERTS_CHANNEL, announcement);
+    return raised;
   }
 
   /** Counts repeats into the open alert of this type and subject; 0 when there is none any more. */

@@ -10,6 +10,7 @@ import type { AuditQueryService } from './audit-query.service';
 import { AUDIT_SEALED_CHANNEL, type AuditRecord, type AuditService, type ChangeHook } from './audit.service';
 import type { KeyVerificationService } from './key-verification.service';
 import { LiveFeed } from './live-feed';
+import type { EventBus } from './event-bus';
 import type { PgListener } from './pg-listener';
 
 export const ALERT_RULES_CHANNEL = 'keyledger_alert_rules';
@@ -17,8 +18,8 @@ export const ALERT_RULES_CHANNEL = 'keyledger_alert_rules';
 /**
  * Alerts end to end: detectors fed by verifications and committed audit records, the sink that
  * deduplicates and raises, rules reloaded on every instance when one changes, and the live feeds
- * that subscriptions read (new alerts and sealed audit events arrive from every instance through
- * LISTEN/NOTIFY, sent inside the transaction that made them, so only committed ones are heard).
+ * that subscriptions read (new alerts and sealed audit events arrive from every instance on the
+ * event bus: PostgreSQL NOTIFY, or Redis with REDIS_URL; only committed ones are announced).
  */
 export class Alerting {
   readonly alerts: AlertService;
@@ -36,8 +37,9 @@ export class Alerting {
     verification: KeyVerificationService,
     settings: AlertSettings,
     private readonly onError: (error: unknown) => void,
+    private readonly bus: EventBus | null = null,
   ) {
-    this.alerts = new AlertService(dataSource, audit);
+    this.alerts = new AlertService(dataSource, audit, bus);
     this.rules = new AlertRuleService(dataSource, audit);
     this.sink = new AlertSink(this.alerts, onError);
     this.detectors = new AlertDetectors(settings, (signal) => this.sink.emit(signal), dataSource, onError);
@@ -69,10 +71,12 @@ export class Alerting {
     }
   }
 
+  /** Rule changes ride on the database's NOTIFY (sent in the changing transaction); live feeds on the bus. */
   listenOn(listener: PgListener): void {
     listener.on(ALERT_RULES_CHANNEL, () => void this.reloadRules());
-    listener.on(ALERTS_CHANNEL, (payload) => void this.deliverAlert(payload));
-    listener.on(AUDIT_SEALED_CHANNEL, (payload) => {
+    if (!this.bus) return;
+    this.bus.subscribe(ALERTS_CHANNEL, (payload) => void this.deliverAlert(payload));
+    this.bus.subscribe(AUDIT_SEALED_CHANNEL, (payload) => {
       // In seal order, one range at a time, and only when someone is tailing.
       this.auditDelivery = this.auditDelivery.then(() => this.deliverAudit(payload)).catch(this.onError);
     });

@@ -5,6 +5,7 @@ import { ActorType, AuditOutcome } from '../entities/enums';
 import { redactKeys } from '../auth/key-format';
 import type { Actor } from './actor';
 import { canonicalJson } from './canonical-json';
+import type { EventBus } from './event-bus';
 
 export interface AuditRecord {
   action: string;
@@ -105,6 +106,7 @@ export class AuditService {
     private readonly dataSource: DataSource,
     private readonly onBackgroundError: (error: unknown) => void = () => {},
     private readonly hooks: ChangeHook[] = [],
+    private readonly bus: EventBus | null = null,
   ) {}
 
   addHook(hook: ChangeHook): void {
@@ -196,8 +198,9 @@ export class AuditService {
     let total = 0;
     for (;;) {
       const sealed = await this.dataSource.transaction((tx) => this.sealBatch(tx));
-      total += sealed;
-      if (sealed < SEAL_BATCH) return total;
+      if (sealed.announcement) this.bus?.committed(AUDIT_SEALED_CHANNEL, sealed.announcement);
+      total += sealed.count;
+      if (sealed.count < SEAL_BATCH) return total;
     }
   }
 
@@ -210,14 +213,14 @@ export class AuditService {
     }
   }
 
-  private async sealBatch(tx: EntityManager): Promise<number> {
+  private async sealBatch(tx: EntityManager): Promise<{ count: number; announcement: string | null }> {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
     const staged = (await tx.query(
       `DELETE FROM audit_staging WHERE id IN (SELECT id FROM audit_staging ORDER BY id LIMIT $1) RETURNING *`,
       [SEAL_BATCH],
     )) as [StagedRow[], number];
     const rows = staged[0].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-    if (rows.length === 0) return 0;
+    if (rows.length === 0) return { count: 0, announcement: null };
     const [head] = (await tx.query(
       `SELECT coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), $1) AS hash`,
       [GENESIS_HASH],
@@ -257,7 +260,8 @@ export class AuditService {
        column('requestId'), events.map((e) => (e.details === null ? null : JSON.stringify(e.details))),
        column('prevHash'), column('hash')],
     );
-    await tx.query('SELECT pg_notify($1, $2)', [AUDIT_SEALED_CHANNEL, JSON.stringify({ from: events[0]!.id, to: events.at(-1)!.id })]);
-    return events.length;
+    const announcement = JSON.stringify({ from: events[0]!.id, to: events.at(-1)!.id });
+    await this.bus?.staged(tx, AUDIT_SEALED_CHANNEL, announcement);
+    return { count: events.length, announcement };
   }
 }

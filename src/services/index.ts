@@ -6,6 +6,7 @@ import { AuditReportService } from './audit-report.service';
 import { AuditService } from './audit.service';
 import { DEFAULT_ALERT_SETTINGS, type AlertSettings } from './alert-detectors';
 import { Alerting } from './alerting';
+import type { EventBus } from './event-bus';
 import { KeyCache } from './key-cache';
 import { KeyChangeFeed } from './key-change-feed';
 import { KeyVerificationService, type KeyRecord } from './key-verification.service';
@@ -24,6 +25,8 @@ export interface ServiceSettings {
   keyCacheSize?: number;
   /** Detector settings; the documented defaults when absent */
   alerts?: AlertSettings;
+  /** Announces new alerts and sealed audit events to every instance; none: nobody hears them live */
+  bus?: EventBus | null;
   /** Shared rate-limit windows across instances; in-process without */
   redis?: Redis | null;
   onBackgroundError?: (error: unknown) => void;
@@ -32,12 +35,20 @@ export interface ServiceSettings {
 export function createServices(dataSource: DataSource, settings: ServiceSettings) {
   const keyCache = new KeyCache<KeyRecord>({ maxEntries: settings.keyCacheSize ?? 100_000 });
   const keyChanges = new KeyChangeFeed(keyCache);
-  const audit = new AuditService(dataSource, settings.onBackgroundError, [keyChanges]);
+  const audit = new AuditService(dataSource, settings.onBackgroundError, [keyChanges], settings.bus ?? null);
   const usage = new UsageService(dataSource, settings.onBackgroundError);
   const keys = new KeyService(audit, settings.keyPepper, settings.keyPrefix);
   const auditQueries = new AuditQueryService(dataSource);
   const verification = new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(settings.redis ?? null), usage, keyCache);
-  const alerting = new Alerting(dataSource, audit, auditQueries, verification, settings.alerts ?? DEFAULT_ALERT_SETTINGS, settings.onBackgroundError ?? (() => {}));
+  const alerting = new Alerting(
+    dataSource,
+    audit,
+    auditQueries,
+    verification,
+    settings.alerts ?? DEFAULT_ALERT_SETTINGS,
+    settings.onBackgroundError ?? (() => {}),
+    settings.bus ?? null,
+  );
   return {
     audit,
     usage,

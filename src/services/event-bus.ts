@@ -1,0 +1,80 @@
+import type { Redis } from 'ioredis';
+import type { EntityManager } from 'typeorm';
+import type { PgListener } from './pg-listener';
+
+/**
+ * Fan-out of committed events (new alerts, sealed audit ranges) to every instance. A producer
+ * calls `staged` inside its transaction and `committed` once it has committed; each transport
+ * acts at the point it can keep its promise: PostgreSQL's NOTIFY rides on the commit itself,
+ * Redis publishes after it.
+ */
+export interface EventBus {
+  staged(tx: EntityManager, channel: string, payload: string): Promise<void>;
+  committed(channel: string, payload: string): void;
+  subscribe(channel: string, handler: (payload: string) => void): void;
+  /** Resolves once every subscription is in place (events published before then are not heard). */
+  ready(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** LISTEN/NOTIFY: delivered only if the transaction commits, in commit order. */
+export class PgEventBus implements EventBus {
+  constructor(private readonly listener: PgListener) {}
+
+  async staged(tx: EntityManager, channel: string, payload: string): Promise<void> {
+    await tx.query('SELECT pg_notify($1, $2)', [channel, payload]);
+  }
+
+  committed(): void {}
+
+  subscribe(channel: string, handler: (payload: string) => void): void {
+    this.listener.on(channel, handler);
+  }
+
+  async ready(): Promise<void> {}
+
+  async close(): Promise<void> {}
+}
+
+/**
+ * Redis pub/sub (REDIS_URL): published after the commit, so a subscriber never hears of something
+ * that rolled back; a crash between commit and publish loses that live notice (the alert or event
+ * itself is stored). One extra connection subscribes; ioredis re-subscribes after a reconnect.
+ */
+export class RedisEventBus implements EventBus {
+  private readonly subscriber: Redis;
+  private readonly handlers = new Map<string, Array<(payload: string) => void>>();
+  private readonly subscribed: Array<Promise<unknown>> = [];
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly onError: (error: unknown) => void,
+  ) {
+    this.subscriber = redis.duplicate({ enableOfflineQueue: true });
+    this.subscriber.on('error', onError);
+    this.subscriber.on('message', (channel: string, payload: string) => {
+      for (const handler of this.handlers.get(channel) ?? []) handler(payload);
+    });
+  }
+
+  async staged(): Promise<void> {}
+
+  committed(channel: string, payload: string): void {
+    this.redis.publish(channel, payload).catch(this.onError);
+  }
+
+  subscribe(channel: string, handler: (payload: string) => void): void {
+    const list = this.handlers.get(channel) ?? [];
+    list.push(handler);
+    this.handlers.set(channel, list);
+    if (list.length === 1) this.subscribed.push(this.subscriber.subscribe(channel));
+  }
+
+  async ready(): Promise<void> {
+    await Promise.all(this.subscribed);
+  }
+
+  async close(): Promise<void> {
+    this.subscriber.disconnect();
+  }
+}
