@@ -266,6 +266,8 @@ export class KeyVerificationService {
    */
   async verify(secret: string, request: VerifyRequest = {}): Promise<VerifyOutcome> {
     const outcome = await this.check(secret, request);
+    // Backpressure: when the writer falls behind, verifications wait for it rather than pile up.
+    if (this.usage.saturated) await this.usage.drained();
     const at = Date.now();
     this.usage.record({
       occurredAt: at,

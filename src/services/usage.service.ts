@@ -16,7 +16,9 @@ export type Bucket = 'MINUTE' | 'HOUR' | 'DAY';
 
 const FLUSH_INTERVAL_MS = 200;
 const FLUSH_BATCH = 2000;
-/** Past this many unflushed records new ones are dropped (and counted) rather than growing memory. */
+/** Past this many unflushed records, producers wait for a flush (backpressure). */
+const HIGH_WATER = 50_000;
+/** Past this many (the database refusing writes for a while), new ones are dropped and counted rather than growing memory. */
 const MAX_BUFFERED = 200_000;
 const MAX_RANGE_POINTS = 10_000;
 const MAX_ATTEMPTS = 5;
@@ -80,6 +82,16 @@ export class UsageService {
 
   get buffered(): number {
     return this.buffer.length;
+  }
+
+  /** True when producers should wait for `drained()` before recording more. */
+  get saturated(): boolean {
+    return this.buffer.length >= HIGH_WATER;
+  }
+
+  /** Waits for one flush (a failing database does not hold producers longer than one attempt). */
+  async drained(): Promise<void> {
+    await this.flush();
   }
 
   async close(): Promise<void> {
