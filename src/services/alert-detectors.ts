@@ -170,12 +170,16 @@ export class AlertDetectors {
   onVerification = (outcome: VerifyOutcome, request: VerifyRequest, at: number): void => {
     const { code, record } = outcome;
     const ip = request.ip ?? null;
-    const evidence = { code, ip, keyId: record?.id ?? null, resource: request.resource ?? null };
-    const keyScope = { keyId: record?.id ?? null, userId: record?.ownerId ?? null };
-
-    this.countRules(AlertMetric.VERIFY_CALLS, keyScope, at, evidence);
-    if (code !== VerifyCode.VALID) this.countRules(AlertMetric.VERIFY_FAILURES, keyScope, at, evidence);
-    if (!NOT_FAILURES.has(code)) this.failureBurst(at, evidence, record?.id ?? null, record?.ownerId ?? null, ip);
+    const failure = !NOT_FAILURES.has(code);
+    // The common case (a valid key, no rules) allocates nothing here: this runs on every verification.
+    if (failure || this.rulesByMetric.size > 0) {
+      const evidence = { code, ip, keyId: record?.id ?? null, resource: request.resource ?? null };
+      const keyScope = { keyId: record?.id ?? null, userId: record?.ownerId ?? null };
+      this.countRules(AlertMetric.VERIFY_CALLS, keyScope, at, evidence);
+      if (code !== VerifyCode.VALID) this.countRules(AlertMetric.VERIFY_FAILURES, keyScope, at, evidence);
+      if (code === VerifyCode.RATE_LIMITED) this.countRules(AlertMetric.RATE_LIMITED, keyScope, at, evidence);
+      if (failure) this.failureBurst(at, evidence, record?.id ?? null, record?.ownerId ?? null, ip);
+    }
     if (record) {
       this.usageSpike(record.id, record.ownerId, record.name, at);
       const keyUse = (type: AlertType, severity: AlertSeverity, message: string) =>
@@ -191,10 +195,7 @@ export class AlertDetectors {
         });
       if (code === VerifyCode.REVOKED) keyUse(AlertType.REVOKED_KEY_USED, AlertSeverity.HIGH, `Revoked key "${record.name}" was presented`);
       if (code === VerifyCode.EXPIRED) keyUse(AlertType.EXPIRED_KEY_USED, AlertSeverity.LOW, `Expired key "${record.name}" was presented`);
-      if (code === VerifyCode.RATE_LIMITED) {
-        keyUse(AlertType.RATE_LIMITED, AlertSeverity.LOW, `Key "${record.name}" hit its rate limit`);
-        this.countRules(AlertMetric.RATE_LIMITED, keyScope, at, evidence);
-      }
+      if (code === VerifyCode.RATE_LIMITED) keyUse(AlertType.RATE_LIMITED, AlertSeverity.LOW, `Key "${record.name}" hit its rate limit`);
       if (code === VerifyCode.VALID) {
         if (outcome.remaining !== null) this.quotaLow(outcome);
         if (ip) this.newSource(record.id, record.ownerId, record.name, record.createdAt, ip, at);
