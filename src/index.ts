@@ -2,6 +2,8 @@ import 'reflect-metadata';
 import { ConfigError, loadConfig } from './config';
 import { startServer } from './server/app';
 
+const SHUTDOWN_TIMEOUT_MS = 30_000;
+
 /** Process entry: config -> database -> server -> listen; SIGTERM/SIGINT close everything cleanly. */
 export async function main(): Promise<void> {
   let server;
@@ -18,6 +20,11 @@ export async function main(): Promise<void> {
   const running = server;
   const stop = (signal: string) => {
     running.logger.info({ signal }, 'shutting down');
+    // A dependency that never answers (a vanished database) must not keep the process alive forever.
+    setTimeout(() => {
+      running.logger.error({ signal, timeoutMs: SHUTDOWN_TIMEOUT_MS }, 'shutdown timed out');
+      process.exit(1);
+    }, SHUTDOWN_TIMEOUT_MS).unref();
     running.close().then(
       () => process.exit(0),
       (error: unknown) => {
