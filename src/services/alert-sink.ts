@@ -17,7 +17,7 @@ const REPEAT_FLUSH_MS = 1000;
  */
 export class AlertSink {
   private readonly open = new LRUCache<string, OpenAlert>({ max: 50_000 });
-  private readonly queue: AlertSignal[] = [];
+  private readonly queue: Array<{ signal: AlertSignal; occurrences: number }> = [];
   private running = 0;
   private readonly drained: Array<() => void> = [];
   private timer: NodeJS.Timeout | null = null;
@@ -43,21 +43,25 @@ export class AlertSink {
       open.pending++;
       return;
     }
+    this.enqueue(signal, 1);
+  }
+
+  private enqueue(signal: AlertSignal, occurrences: number): void {
     if (this.queue.length >= this.maxQueued) {
-      this.dropped++;
+      this.dropped += occurrences;
       return;
     }
-    this.open.set(id, { until: now + signal.windowSeconds * 1000, pending: 0, signal });
-    this.queue.push(signal);
+    this.open.set(`${signal.type}:${signal.subject}`, { until: Date.now() + signal.windowSeconds * 1000, pending: 0, signal });
+    this.queue.push({ signal, occurrences });
     this.pump();
   }
 
   private pump(): void {
     while (this.running < this.concurrency && this.queue.length > 0) {
-      const signal = this.queue.shift()!;
+      const { signal, occurrences } = this.queue.shift()!;
       this.running++;
       this.alerts
-        .raise(signal)
+        .raise(signal, occurrences)
         .catch((error: unknown) => {
           this.open.delete(`${signal.type}:${signal.subject}`);
           this.onError(error);
@@ -71,18 +75,17 @@ export class AlertSink {
   }
 
   /**
-   * Adds counted repeats to their open alerts. When there is none any more (resolved meanwhile, or
-   * its window passed), the repeat is a new occurrence: it is raised as a new alert.
+   * Adds counted repeats to their open alerts. When there is none (resolved meanwhile, its window
+   * passed, or its raise has not committed yet), the occurrences go through raise(), which under
+   * its lock either folds them into the alert it finds or opens a new one: none is lost.
    */
   async flushRepeats(): Promise<void> {
-    for (const [id, open] of this.open.entries()) {
+    for (const open of [...this.open.values()]) {
       if (open.pending === 0) continue;
       const repeats = open.pending;
       open.pending = 0;
       const updated = await this.alerts.addRepeats(null, open.signal.type, open.signal.subject, repeats);
-      if (updated > 0) continue;
-      this.open.delete(id);
-      this.emit(open.signal);
+      if (updated === 0) this.enqueue(open.signal, repeats);
     }
   }
 

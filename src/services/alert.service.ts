@@ -69,7 +69,8 @@ export class AlertService {
   ) {}
 
   /**
-   * Creates the alert, or folds `repeats` into the open one for the same type and subject.
+   * Creates the alert for `repeats` occurrences (the first opens it, the rest are its repeats), or
+   * folds them all into the open one for the same type and subject.
    * Returns the alert when it is new, null when it was folded. New alerts are announced to every
    * instance's subscribers once committed.
    */
@@ -92,7 +93,8 @@ export class AlertService {
           userId: signal.userId ?? null,
           ruleId: signal.ruleId ?? null,
           details: signal.details,
-          repeatCount: 0,
+          // Occurrences counted before this alert existed (a raise that queued behind another) are repeats.
+          repeatCount: repeats - 1,
           windowEndsAt: new Date(now.getTime() + signal.windowSeconds * 1000),
           lastSeenAt: now,
           createdAt: now,
