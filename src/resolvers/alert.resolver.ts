@@ -1,8 +1,6 @@
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { GraphQLContext } from '../auth/context';
-import { coveredBy } from '../auth/permissions';
 import type { AlertEntity, AlertRuleEntity } from '../entities';
-import { canReadKeysOf } from '../services/key-access';
 import { encodeCursor } from '../services/pagination';
 import { AlertFilter, CreateAlertRuleInput, UpdateAlertRuleInput } from '../schema/alert.input';
 import { Alert, AlertConnection, AlertRule } from '../schema/alert.type';
@@ -10,7 +8,7 @@ import { ApiKey } from '../schema/api-key.type';
 import { toConnection } from '../schema/connection.type';
 import { JSONObject } from '../schema/scalars';
 import { User } from '../schema/user.type';
-import { visibleUser } from './visibility';
+import { canReadKey, visibleUser } from './visibility';
 
 @Resolver(() => AlertRule)
 export class AlertRuleResolver {
@@ -78,10 +76,7 @@ export class AlertResolver {
   @FieldResolver(() => ApiKey, { nullable: true })
   async key(@Root() alert: AlertEntity, @Ctx() ctx: GraphQLContext) {
     const key = alert.keyId ? await ctx.loaders.keyById.load(alert.keyId) : null;
-    if (!key) return null;
-    if (coveredBy(ctx.principal.permissions, 'keys:read')) return key;
-    const owner = await ctx.loaders.userById.load(key.ownerId);
-    return owner && canReadKeysOf(ctx.actor, owner) ? key : null;
+    return key && (await canReadKey(ctx, key)) ? key : null;
   }
 
   @FieldResolver(() => User, { nullable: true })

@@ -33,8 +33,14 @@ export function assertCanListServiceAccounts(ctx: GraphQLContext, owner: UserEnt
   if (owner.id !== ctx.principal.userId) requireAnyPermission(ctx, ['users:read'], 'User.serviceAccounts');
 }
 
+/** Whether the caller may read this key, as apiKey(id) decides. */
+export async function canReadKey(ctx: GraphQLContext, key: ApiKeyEntity): Promise<boolean> {
+  if (coveredBy(ctx.principal.permissions, 'keys:read')) return true;
+  const owner = await ctx.loaders.userById.load(key.ownerId);
+  return owner !== null && canReadKeysOf(ctx.actor, owner);
+}
+
 /** A key reached through a link (AuditEvent.actorKey, ApiKey.usage) is readable as apiKey(id) is. */
 export async function assertCanReadKey(ctx: GraphQLContext, key: ApiKeyEntity, operation: string): Promise<void> {
-  const owner = await ctx.loaders.userById.load(key.ownerId);
-  if (!owner || !canReadKeysOf(ctx.actor, owner)) requireAnyPermission(ctx, ['keys:read'], operation);
+  if (!(await canReadKey(ctx, key))) requireAnyPermission(ctx, ['keys:read'], operation);
 }

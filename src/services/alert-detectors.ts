@@ -84,12 +84,12 @@ function summarise(hits: readonly Hit[]): Record<string, unknown> {
   return { sample, ...(Object.keys(codes).length > 0 ? { codes } : {}) };
 }
 
-const networks = new LRUCache<string, { network: string | null }>({ max: 10_000 });
+const networkByIp = new LRUCache<string, { network: string | null }>({ max: 10_000 });
 
 /** The /24 of an IPv4 address or the /64 of an IPv6 one (remembered: callers repeat themselves). */
 export function networkOf(ip: string): string | null {
-  let known = networks.get(ip);
-  if (!known) networks.set(ip, (known = { network: computeNetwork(ip) }));
+  let known = networkByIp.get(ip);
+  if (!known) networkByIp.set(ip, (known = { network: computeNetwork(ip) }));
   return known.network;
 }
 

@@ -1,7 +1,6 @@
-import { BlockList, isIP } from 'node:net';
 import type { AuditEventEntity } from '../entities';
 import type { AuditEventFilter } from './audit-query.service';
-import { parseCidr } from './validation';
+import { inNetworks, networkList, parseCidr } from './validation';
 
 /** jsonb `@>` semantics: objects by key, arrays by "every wanted element is in some element", scalars by equality. */
 export function jsonContains(value: unknown, wanted: unknown): boolean {
@@ -29,12 +28,7 @@ export function auditEventMatcher(filter: AuditEventFilter | null | undefined): 
     else if (action.endsWith('.*')) prefixes.push(action.slice(0, -1));
     else exact.add(action);
   }
-  let network: BlockList | null = null;
-  if (filter.ip) {
-    const [address, bits] = parseCidr(filter.ip)!.split('/') as [string, string];
-    network = new BlockList();
-    network.addSubnet(address, Number(bits), isIP(address) === 6 ? 'ipv6' : 'ipv4');
-  }
+  const network = filter.ip ? networkList([parseCidr(filter.ip)!]) : null;
   return (e) =>
     (!filter.actorId || e.actorId === filter.actorId) &&
     (!filter.actorKeyId || e.actorKeyId === filter.actorKeyId) &&
@@ -42,7 +36,7 @@ export function auditEventMatcher(filter: AuditEventFilter | null | undefined): 
     (!filter.outcome || e.outcome === filter.outcome) &&
     (!filter.targetType || e.targetType === filter.targetType) &&
     (!filter.targetId || e.targetId === filter.targetId) &&
-    (!network || (e.ip !== null && isIP(e.ip) !== 0 && network.check(e.ip, isIP(e.ip) === 6 ? 'ipv6' : 'ipv4'))) &&
+    (!network || inNetworks(network, e.ip)) &&
     (!filter.from || e.occurredAt.getTime() >= filter.from.getTime()) &&
     (!filter.to || e.occurredAt.getTime() < filter.to.getTime()) &&
     (!filter.detailsContains || jsonContains(e.details, filter.detailsContains));

@@ -1,9 +1,10 @@
-import { BlockList, isIP } from 'node:net';
+import type { BlockList } from 'node:net';
 import type { DataSource } from 'typeorm';
 import { hashKey, parseKey } from '../auth/key-format';
 import { coversAll, intersect, normalize } from '../auth/permissions';
 import { StoredKeyStatus, UserStatus, VerifyCode } from '../entities/enums';
 import type { KeyCache } from './key-cache';
+import { inNetworks, networkList } from './validation';
 import type { KeyRateLimiter, RateLimitDecision } from './rate-limiter';
 import type { UsageService } from './usage.service';
 
@@ -140,27 +141,12 @@ function toRecord(row: KeyRow): KeyRecord {
     ownerPermissions,
     roleNames: listOf(row.role_names),
     effective: listOf(intersect(keyPermissions, ownerPermissions)),
-    allowlist: sharedAllowlists.get(row.allowed_cidrs.join(' '), () => compileAllowlist(row.allowed_cidrs)),
+    allowlist: sharedAllowlists.get(row.allowed_cidrs.join(' '), () => (row.allowed_cidrs.length > 0 ? networkList(row.allowed_cidrs) : null)),
   };
 }
 
-function compileAllowlist(allowedCidrs: readonly string[]): BlockList | null {
-  if (allowedCidrs.length === 0) return null;
-  const list = new BlockList();
-  for (const cidr of allowedCidrs) {
-    const [network, bits] = cidr.split('/') as [string, string | undefined];
-    const networkFamily = isIP(network) === 6 ? 'ipv6' : 'ipv4';
-    list.addSubnet(network, Number(bits ?? (networkFamily === 'ipv6' ? 128 : 32)), networkFamily);
-  }
-  return list;
-}
-
 function ipAllowed(allowlist: BlockList | null, ip: string | null | undefined): boolean {
-  if (allowlist === null) return true;
-  if (!ip) return false;
-  const family = isIP(ip);
-  if (family === 0) return false;
-  return allowlist.check(ip, family === 6 ? 'ipv6' : 'ipv4');
+  return allowlist === null || inNetworks(allowlist, ip);
 }
 
 /** Checks in the contract's VerifyCode order and stops at the first failure. */

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { isValidPermission, normalize } from '../auth/permissions';
 import { BadInputError } from './errors';
 
@@ -70,6 +70,24 @@ export function parseCidr(value: string): string | null {
   const prefix = bits === undefined ? max : Number(bits);
   if (prefix > max) return null;
   return `${address.toLowerCase()}/${prefix}`;
+}
+
+/** Networks (canonical CIDRs, as parseCidr gives them) compiled once for repeated address checks. */
+export function networkList(cidrs: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const cidr of cidrs) {
+    const [network, bits] = cidr.split('/') as [string, string | undefined];
+    const family = isIP(network) === 6 ? 'ipv6' : 'ipv4';
+    list.addSubnet(network, Number(bits ?? (family === 'ipv6' ? 128 : 32)), family);
+  }
+  return list;
+}
+
+/** Whether an address lies in one of the networks; no address, or not an address, is outside. */
+export function inNetworks(list: BlockList, ip: string | null | undefined): boolean {
+  if (!ip) return false;
+  const family = isIP(ip);
+  return family !== 0 && list.check(ip, family === 6 ? 'ipv6' : 'ipv4');
 }
 
 export function requireCidrs(field: string, values: readonly string[] | null | undefined): string[] {
