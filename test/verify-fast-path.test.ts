@@ -352,3 +352,26 @@ test('a document with an error in one root field verifies the other field once, 
     assert.equal(points.reduce((sum, p) => sum + p.valid, 0), 1, `one verification recorded for ${key.name}`);
   }
 });
+
+test('argument shapes the compiled coercion handles answer exactly as graphql-js coerces them', async () => {
+  const { secret } = await keyFor({ name: 'shapes', permissions: ['invoices:read'] });
+  const selection = '{ valid code keyId permissions }';
+  const inline = `query($k: String!, $p: [String!]) { verifyKey(input: { key: $k, permissions: $p, resource: "r/1" }) ${selection} }`;
+  const shapes: Array<{ what: string; body: unknown; fast: boolean; code?: string }> = [
+    { what: 'object literal of variables', body: { query: inline, variables: { k: secret, p: ['invoices:read'] } }, fast: true, code: 'VALID' },
+    { what: 'one string for a list variable', body: { query: inline, variables: { k: secret, p: 'invoices:write' } }, fast: true, code: 'INSUFFICIENT_PERMISSIONS' },
+    { what: 'a nullable variable left out', body: { query: inline, variables: { k: secret } }, fast: false, code: 'VALID' },
+    { what: 'a null list variable', body: { query: inline, variables: { k: secret, p: null } }, fast: true, code: 'VALID' },
+    { what: 'literals only, one string for a list', body: { query: `{ verifyKey(input: { key: "${secret}", permissions: "invoices:read" }) ${selection} }` }, fast: true, code: 'VALID' },
+    { what: 'a variable default', body: { query: `query($k: String! = "${secret}") { verifyKey(input: { key: $k }) ${selection} }` }, fast: true, code: 'VALID' },
+    { what: 'one object for a list of inputs', body: { query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: { key: secret } } }, fast: true },
+    { what: 'an unknown input field', body: { query: 'query($i: VerifyKeyInput!) { verifyKey(input: $i) { code } }', variables: { i: { key: secret, bogus: 1 } } }, fast: false },
+    { what: 'a number for a string inside an object literal', body: { query: inline, variables: { k: 7 } }, fast: false },
+  ];
+  for (const shape of shapes) {
+    const { fast, apollo } = await bothWays(shape.body, { expectFast: shape.fast });
+    assertSameResponse(fast, apollo, shape.what);
+    if (shape.code) assert.equal((JSON.parse(fast.text) as { data: { verifyKey: { code: string } } }).data.verifyKey.code, shape.code, shape.what);
+    if (!shape.fast && !shape.code) assert.match(fast.text, /"errors"/, `${shape.what} is refused`);
+  }
+});

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 /**
@@ -26,8 +26,15 @@ function toBase62(value: bigint, width: number): string {
   return out.padStart(width, '0');
 }
 
+/** Number arithmetic: a CRC32 fits a double exactly, and this runs twice per verification. */
 function checksum(body: string): string {
-  return toBase62(BigInt(crc32(body)), CHECKSUM_LENGTH);
+  let rest = crc32(body);
+  let out = '';
+  for (let i = 0; i < CHECKSUM_LENGTH; i++) {
+    out = ALPHABET[rest % 62] + out;
+    rest = Math.floor(rest / 62);
+  }
+  return out;
 }
 
 export function isValidPrefix(prefix: string): boolean {
@@ -65,7 +72,15 @@ export function isWellFormedKey(candidate: string): boolean {
 
 /** What is stored: HMAC-SHA256 under the server pepper, so a stolen table alone cannot be brute-forced. */
 export function hashKey(pepper: string, key: string): Buffer {
-  return createHmac('sha256', pepper).update(key).digest();
+  return createHmac('sha256', pepperKey(pepper)).update(key).digest();
+}
+
+/** The pepper as a prepared key object, made once: preparing it costs on every hash otherwise. */
+const pepperKeys = new Map<string, KeyObject>();
+function pepperKey(pepper: string): KeyObject {
+  let key = pepperKeys.get(pepper);
+  if (!key) pepperKeys.set(pepper, (key = createSecretKey(Buffer.from(pepper, 'utf8'))));
+  return key;
 }
 
 export function sameHash(a: Buffer, b: Buffer): boolean {

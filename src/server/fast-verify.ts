@@ -1,8 +1,13 @@
 import {
+  GraphQLInputObjectType,
   GraphQLList,
   GraphQLNonNull,
   GraphQLObjectType,
   Kind,
+  isEnumType,
+  isScalarType,
+  typeFromAST,
+  valueFromAST,
   OperationTypeNode,
   getArgumentValues,
   getOperationAST,
@@ -12,7 +17,9 @@ import {
   validate,
   type FieldNode,
   type GraphQLField,
+  type GraphQLInputType,
   type GraphQLOutputType,
+  type ValueNode,
   type GraphQLSchema,
   type OperationDefinitionNode,
   type SelectionSetNode,
@@ -43,7 +50,13 @@ interface Plan {
   /** Response keys of the root selection in order */
   root: Array<{ key: string; typename: boolean }>;
   project: Projector;
+  /** The field's arguments from the request's variables; NOT_FAST when only graphql-js can tell */
+  args: ArgsCompiler | null;
 }
+
+const NOT_FAST = Symbol('not fast');
+type Coerced = unknown | typeof NOT_FAST;
+type ArgsCompiler = (variables: Record<string, unknown>) => Record<string, unknown> | typeof NOT_FAST;
 
 interface GraphQLBody {
   query?: unknown;
@@ -97,6 +110,142 @@ function projector(type: GraphQLOutputType, selection: SelectionSetNode | undefi
   };
 }
 
+/**
+ * graphql-js's input coercion for a JSON value that is already valid: scalars by their own
+ * parseValue, a single value where a list is expected becomes a list, absent input fields take
+ * their defaults. Anything invalid is NOT_FAST, so graphql-js reports it on the normal path.
+ */
+function coerceJson(value: unknown, type: GraphQLInputType): Coerced {
+  if (type instanceof GraphQLNonNull) return value === null || value === undefined ? NOT_FAST : coerceJson(value, type.ofType);
+  if (value === null) return null;
+  if (value === undefined) return NOT_FAST;
+  if (type instanceof GraphQLList) {
+    if (!Array.isArray(value)) {
+      const one = coerceJson(value, type.ofType);
+      return one === NOT_FAST ? NOT_FAST : [one];
+    }
+    const out = new Array<unknown>(value.length);
+    for (let i = 0; i < value.length; i++) {
+      const item = coerceJson(value[i], type.ofType);
+      if (item === NOT_FAST) return NOT_FAST;
+      out[i] = item;
+    }
+    return out;
+  }
+  if (type instanceof GraphQLInputObjectType) {
+    if (typeof value !== 'object' || Array.isArray(value)) return NOT_FAST;
+    const fields = type.getFields();
+    const given = value as Record<string, unknown>;
+    for (const name in given) if (!(name in fields)) return NOT_FAST;
+    const out: Record<string, unknown> = {};
+    for (const name in fields) {
+      const field = fields[name]!;
+      const fieldValue = given[name];
+      if (fieldValue === undefined) {
+        if (field.defaultValue !== undefined) out[name] = field.defaultValue;
+        else if (field.type instanceof GraphQLNonNull) return NOT_FAST;
+        continue;
+      }
+      const coerced = coerceJson(fieldValue, field.type);
+      if (coerced === NOT_FAST) return NOT_FAST;
+      out[name] = coerced;
+    }
+    return out;
+  }
+  if (isScalarType(type) || isEnumType(type)) {
+    try {
+      const parsed: unknown = type.parseValue(value);
+      return parsed === undefined ? NOT_FAST : parsed;
+    } catch {
+      return NOT_FAST;
+    }
+  }
+  return NOT_FAST;
+}
+
+function hasVariables(node: ValueNode): boolean {
+  if (node.kind === Kind.VARIABLE) return true;
+  if (node.kind === Kind.LIST) return node.values.some(hasVariables);
+  if (node.kind === Kind.OBJECT) return node.fields.some((f) => hasVariables(f.value));
+  return false;
+}
+
+/**
+ * Compiles the verify field's arguments for the shapes clients send: an argument that is a
+ * variable, a literal, or an input object literal whose fields are variables or literals.
+ * Null when the document needs graphql-js's general coercion (nested variables, defaults).
+ */
+function compileArgs(schema: GraphQLSchema, operation: OperationDefinitionNode, field: GraphQLField<unknown, unknown>, node: FieldNode): ArgsCompiler | null {
+  const definitions = new Map<string, GraphQLInputType>();
+  for (const definition of operation.variableDefinitions ?? []) {
+    if (definition.defaultValue) return null;
+    definitions.set(definition.variable.name.value, typeFromAST(schema, definition.type as never) as GraphQLInputType);
+  }
+  type Part = (variables: Record<string, unknown>) => Coerced;
+  const variable = (name: string): Part => {
+    const type = definitions.get(name)!;
+    return (variables) => coerceJson(variables[name], type);
+  };
+  const constant = (value: ValueNode, type: GraphQLInputType): Part | null => {
+    const coerced = valueFromAST(value, type);
+    return coerced === undefined ? null : () => coerced;
+  };
+  const parts: Array<{ name: string; part: Part }> = [];
+  for (const argument of node.arguments ?? []) {
+    const definition = field.args.find((a) => a.name === argument.name.value);
+    if (!definition) return null;
+    const value = argument.value;
+    let part: Part | null = null;
+    if (value.kind === Kind.VARIABLE) part = variable(value.name.value);
+    else if (!hasVariables(value)) part = constant(value, definition.type);
+    else if (value.kind === Kind.OBJECT) {
+      const inputType = definition.type instanceof GraphQLNonNull ? definition.type.ofType : definition.type;
+      if (!(inputType instanceof GraphQLInputObjectType)) return null;
+      const fields = inputType.getFields();
+      const given = new Map(value.fields.map((f) => [f.name.value, f.value]));
+      const fieldParts: Array<{ name: string; part: Part }> = [];
+      for (const name in fields) {
+        const fieldNode = given.get(name);
+        const fieldType = fields[name]!.type;
+        let fieldPart: Part | null;
+        if (fieldNode === undefined) {
+          const fallback = fields[name]!.defaultValue;
+          if (fallback === undefined) continue;
+          fieldPart = () => fallback;
+        } else if (fieldNode.kind === Kind.VARIABLE) {
+          const read = variable(fieldNode.name.value);
+          const name = fieldNode.name.value;
+          // A missing variable leaves the field out in graphql-js: let it decide.
+          fieldPart = (variables) => (variables[name] === undefined ? NOT_FAST : read(variables));
+        } else if (!hasVariables(fieldNode)) fieldPart = constant(fieldNode, fieldType);
+        else return null;
+        if (!fieldPart) return null;
+        fieldParts.push({ name, part: fieldPart });
+      }
+      part = (variables) => {
+        const out: Record<string, unknown> = {};
+        for (const { name, part: read } of fieldParts) {
+          const coerced = read(variables);
+          if (coerced === NOT_FAST) return NOT_FAST;
+          out[name] = coerced;
+        }
+        return out;
+      };
+    }
+    if (!part) return null;
+    parts.push({ name: argument.name.value, part });
+  }
+  return (variables) => {
+    const args: Record<string, unknown> = {};
+    for (const { name, part } of parts) {
+      const coerced = part(variables);
+      if (coerced === NOT_FAST) return NOT_FAST;
+      args[name] = coerced;
+    }
+    return args;
+  };
+}
+
 function planFor(schema: GraphQLSchema, query: string, operationName: string | undefined): Plan | null {
   try {
     const document = parse(query);
@@ -121,6 +270,7 @@ function planFor(schema: GraphQLSchema, query: string, operationName: string | u
       fieldNode,
       root: fieldNodes.map((f) => ({ key: f.alias?.value ?? f.name.value, typename: f.name.value === '__typename' })),
       project: projector(field.type, fieldNode.selectionSet),
+      args: compileArgs(schema, operation, field, fieldNode),
     };
   } catch {
     return null;
@@ -137,6 +287,20 @@ function planFor(schema: GraphQLSchema, query: string, operationName: string | u
  * takes the normal path, which gives the same body or the same error.
  */
 export function createVerifyFastPath(schema: GraphQLSchema) {
+  function argumentsOf(plan: Plan, variables: Record<string, unknown>): Record<string, unknown> | null {
+    if (plan.args) {
+      const args = plan.args(variables);
+      return args === NOT_FAST ? null : args;
+    }
+    const coerced = getVariableValues(schema, plan.operation.variableDefinitions ?? [], variables);
+    if (coerced.errors) return null;
+    try {
+      return getArgumentValues(plan.field, plan.fieldNode, coerced.coerced);
+    } catch {
+      return null;
+    }
+  }
+
   const plans = new LRUCache<string, { plan: Plan | null }>({ max: 1000 });
 
   /** `context` is all a verification needs: who asks (their permissions) and the services. */
@@ -159,11 +323,10 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
     const plan = cached.plan;
     if (!plan) return null;
 
-    const coerced = getVariableValues(schema, plan.operation.variableDefinitions ?? [], (variables ?? {}) as Record<string, unknown>);
-    if (coerced.errors) return null;
+    const args = argumentsOf(plan, (variables ?? {}) as Record<string, unknown>);
+    if (!args) return null;
     let resolved: unknown;
     try {
-      const args = getArgumentValues(plan.field, plan.fieldNode, coerced.coerced);
       resolved =
         plan.field.name === 'verifyKey'
           ? await verifyOne(context, args.input as VerifyKeyInput)

@@ -76,6 +76,21 @@ function readBody(req: IncomingMessage): Promise<string> {
 
 export function createRequestHandler(deps: HttpDeps) {
   const { apollo, logger, metrics } = deps;
+  const fastAnswers = metrics.fastVerify;
+  // Metric children by label, resolved once: looking labels up costs on every request.
+  const counted = new Map<string, { inc(): void }>();
+  const timed = new Map<string, { observe(seconds: number): void }>();
+  const countRequest = (route: string, status: number) => {
+    const id = `${route} ${status}`;
+    let child = counted.get(id);
+    if (!child) counted.set(id, (child = metrics.httpRequests.labels(route, String(status))));
+    child.inc();
+  };
+  const timeRequest = (route: string, seconds: number) => {
+    let child = timed.get(route);
+    if (!child) timed.set(route, (child = metrics.requestDuration.labels(route)));
+    child.observe(seconds);
+  };
 
   async function graphql(req: IncomingMessage, res: ServerResponse, meta: RequestMeta): Promise<number> {
     const type = responseType(req);
@@ -112,8 +127,14 @@ export function createRequestHandler(deps: HttpDeps) {
       const accept = req.headers.accept;
       const fast = await deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, { principal, services: deps.services });
       if (fast) {
-        metrics.fastVerify.inc();
-        send(res, 200, fast.contentType, fast.body, { ...headers, 'cache-control': 'no-store' });
+        fastAnswers.inc();
+        res.writeHead(200, [
+          'content-type', fast.contentType,
+          'content-length', String(Buffer.byteLength(fast.body)),
+          'x-request-id', meta.requestId,
+          'cache-control', 'no-store',
+        ]);
+        res.end(fast.body);
         return 200;
       }
     }
@@ -144,7 +165,8 @@ export function createRequestHandler(deps: HttpDeps) {
 
   return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
-    const path = (req.url ?? '/').split('?')[0];
+    const url = req.url ?? '/';
+    const path = url === '/graphql' ? url : url.split('?')[0];
     let route = 'other';
     let status = 404;
     try {
@@ -176,8 +198,8 @@ export function createRequestHandler(deps: HttpDeps) {
       if (!res.headersSent) send(res, 500, 'application/json', errorBody('INTERNAL_SERVER_ERROR', 'Internal server error'));
       else res.destroy();
     } finally {
-      metrics.httpRequests.inc({ route, status: String(status) });
-      metrics.requestDuration.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9);
+      countRequest(route, status);
+      timeRequest(route, Number(process.hrtime.bigint() - started) / 1e9);
     }
   };
 }
