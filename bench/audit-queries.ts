@@ -31,6 +31,8 @@ async function time(run: () => Promise<unknown>): Promise<{ p50: number; p95: nu
 async function seed(sql: Client): Promise<void> {
   const started = Date.now();
   const base = Number((await sql.query(`SELECT coalesce(max(id), 0) AS max FROM audit_events`)).rows[0].max);
+  // A year of history needs its monthly partitions, as an import of old events would.
+  await sql.query(`SELECT keyledger_audit_partitions(now() - interval '366 days', now() + interval '1 month')`);
   // 10k actors, 40 actions in 4 families, targets, addresses in 10.0.0.0/12, a year of history.
   await sql.query(`
     INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,

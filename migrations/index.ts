@@ -3,6 +3,7 @@ import { Usage1732400000000 } from './1732400000000-usage';
 import { AuditStaging1732600000000 } from './1732600000000-audit-staging';
 import { ForwarderCursor1732500000000 } from './1732500000000-forwarder-cursor';
 import { Alerts1732700000000 } from './1732700000000-alerts';
+import { AuditPartitions1732800000000 } from './1732800000000-audit-partitions';
 
 /** Every migration, in order. Listed explicitly so a compiled build needs no glob. */
-export const MIGRATIONS = [Initial1732300000000, Usage1732400000000, ForwarderCursor1732500000000, AuditStaging1732600000000, Alerts1732700000000];
+export const MIGRATIONS = [Initial1732300000000, Usage1732400000000, ForwarderCursor1732500000000, AuditStaging1732600000000, Alerts1732700000000, AuditPartitions1732800000000];

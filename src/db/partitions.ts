@@ -26,3 +26,14 @@ export async function ensureUsagePartitions(dataSource: DataSource, now = new Da
   }
   return created;
 }
+
+/**
+ * Monthly audit_events partitions from last month to three months ahead, made by the function
+ * the migration defines (idempotent). Events outside them go to audit_events_default.
+ */
+export async function ensureAuditPartitions(dataSource: DataSource): Promise<number> {
+  const [row] = (await dataSource.query(
+    `SELECT keyledger_audit_partitions(now() - interval '1 month', now() + interval '3 months') AS made`,
+  )) as Array<{ made: number }>;
+  return row?.made ?? 0;
+}

@@ -5,7 +5,7 @@ import type { DataSource } from 'typeorm';
 import type { Config } from '../config';
 import { createDataSource, hasPendingMigrations, migrate } from '../db/data-source';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded';
-import { ensureUsagePartitions } from '../db/partitions';
+import { ensureAuditPartitions, ensureUsagePartitions } from '../db/partitions';
 import { checkPepper } from '../db/pepper-check';
 import { buildKeyledgerSchema } from '../schema/build-schema';
 import { createServices, type Services } from '../services';
@@ -70,7 +70,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
     await checkPepper(dataSource, config.keyPepper);
     const maintainPartitions = () =>
-      ensureUsagePartitions(ds).catch((error: unknown) => logger.error({ err: error }, 'usage partition maintenance failed'));
+      Promise.all([ensureUsagePartitions(ds), ensureAuditPartitions(ds)]).catch((error: unknown) =>
+        logger.error({ err: error }, 'partition maintenance failed'));
     await maintainPartitions();
     const partitionTimer = setInterval(() => void maintainPartitions(), 6 * 3600 * 1000);
     partitionTimer.unref();

@@ -2,7 +2,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { AlertEntity } from '../entities';
 import { AlertSeverity, AlertStatus, AlertType, SEVERITY_RANK } from '../entities/enums';
 import { SYSTEM_ACTOR, type Actor } from './actor';
-import type { AuditService } from './audit.service';
+import { withCommit, type AuditService } from './audit.service';
 import { ConflictError } from './errors';
 import type { EventBus } from './event-bus';
 import { pageByCreation, type Page } from './pagination';
@@ -112,7 +112,8 @@ export class AlertService {
         });
         const full = JSON.stringify(alert);
         announcement = Buffer.byteLength(full) <= NOTIFY_LIMIT ? full : JSON.stringify({ id: alert.id });
-        await this.bus?.staged(tx, ALERTS_CHANNEL, announcement);
+        const notify = this.bus?.statement(ALERTS_CHANNEL, announcement);
+        if (notify) await withCommit(tx, notify);
         return alert;
       },
       { waitForSeal: false },

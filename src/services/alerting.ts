@@ -7,7 +7,7 @@ import { AlertRuleService } from './alert-rule.service';
 import { AlertSink } from './alert-sink';
 import { ALERTS_CHANNEL, AlertService, reviveAlert } from './alert.service';
 import type { AuditQueryService } from './audit-query.service';
-import { AUDIT_SEALED_CHANNEL, type AuditRecord, type AuditService, type ChangeHook } from './audit.service';
+import { AUDIT_SEALED_CHANNEL, notifyStatement, withCommit, type AuditRecord, type AuditService, type ChangeHook } from './audit.service';
 import type { KeyVerificationService } from './key-verification.service';
 import { LiveFeed } from './live-feed';
 import type { EventBus } from './event-bus';
@@ -51,7 +51,7 @@ export class Alerting {
     return {
       staged: async (tx: EntityManager, record: AuditRecord) => {
         if (record.targetType === 'alert_rule' && (record.outcome ?? AuditOutcome.SUCCESS) === AuditOutcome.SUCCESS) {
-          await tx.query(`SELECT pg_notify($1, '')`, [ALERT_RULES_CHANNEL]);
+          await withCommit(tx, notifyStatement(ALERT_RULES_CHANNEL, ''));
         }
       },
       committed: (record: AuditRecord, actor: Actor) => {

@@ -101,8 +101,13 @@ export class AuditReportService {
     return { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: previousHash };
   }
 
+  /** The hash the event `id` must link to: the event before it, or what retention removed, or genesis. */
   private async hashBefore(id: string): Promise<string> {
-    const [row] = (await this.dataSource.query('SELECT hash FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1', [id])) as Array<{ hash: string }>;
+    const [row] = (await this.dataSource.query(
+      `SELECT coalesce((SELECT hash FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1),
+                       (SELECT hash FROM audit_chain_anchors WHERE last_id < $1 ORDER BY last_id DESC LIMIT 1)) AS hash`,
+      [id],
+    )) as Array<{ hash: string | null }>;
     return row?.hash ?? GENESIS_HASH;
   }
 }

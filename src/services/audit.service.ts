@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { escapeLiteral, type PoolClient, type QueryResult } from 'pg';
 import type { DataSource, EntityManager } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import { ActorType, AuditOutcome } from '../entities/enums';
@@ -82,6 +83,28 @@ interface StagedRow {
   details: Record<string, unknown> | null;
 }
 
+/**
+ * Statements a transaction opened by AuditService.transaction() sends together with its COMMIT:
+ * its audit events and notifications then cost no round trip of their own.
+ */
+const commitTails = new WeakMap<EntityManager, string[]>();
+
+/** Runs `statement` (literals only, no parameters) with the transaction's COMMIT, or now when it has no tail. */
+export async function withCommit(tx: EntityManager, statement: string): Promise<void> {
+  const tail = commitTails.get(tx);
+  if (tail) tail.push(statement);
+  else await tx.query(statement);
+}
+
+/** A SQL literal; NUL (which PostgreSQL text cannot hold) is dropped. */
+export function sqlLiteral(value: string | null): string {
+  return value === null ? 'NULL' : escapeLiteral(value.replace(/\u0000/g, ''));
+}
+
+export function notifyStatement(channel: string, payload: string): string {
+  return `SELECT pg_notify(${sqlLiteral(channel)}, ${sqlLiteral(payload)})`;
+}
+
 const SEAL_BATCH = 5000;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
 export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
@@ -119,13 +142,25 @@ export class AuditService {
    */
   async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
     const details = scrubSecrets(record.details);
-    await tx.query(
+    const values = [
+      `${sqlLiteral(new Date().toISOString())}::timestamptz`,
+      sqlLiteral(record.action),
+      sqlLiteral(record.outcome ?? AuditOutcome.SUCCESS),
+      sqlLiteral(actor.type),
+      `${sqlLiteral(actor.userId)}::uuid`,
+      `${sqlLiteral(actor.keyId)}::uuid`,
+      sqlLiteral(record.targetType ?? null),
+      sqlLiteral(record.targetId ?? null),
+      sqlLiteral(actor.ip),
+      sqlLiteral(actor.userAgent?.slice(0, 512) ?? null),
+      sqlLiteral(actor.requestId),
+      `${sqlLiteral(details === null ? null : JSON.stringify(details))}::jsonb`,
+    ];
+    await withCommit(
+      tx,
       `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
                                   target_id, ip, user_agent, request_id, details)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-      [new Date(), record.action, record.outcome ?? AuditOutcome.SUCCESS, actor.type, actor.userId, actor.keyId,
-       record.targetType ?? null, record.targetId ?? null, actor.ip, actor.userAgent?.slice(0, 512) ?? null,
-       actor.requestId, details === null ? null : JSON.stringify(details)],
+       VALUES (${values.join(', ')})`,
     );
     for (const hook of this.hooks) await hook.staged(tx, record);
     for (const hook of this.hooks) this.afterCommit(tx, () => hook.committed(record, actor));
@@ -142,10 +177,27 @@ export class AuditService {
    */
   async transaction<T>(work: (tx: EntityManager) => Promise<T>, { waitForSeal = true } = {}): Promise<T> {
     const effects: Array<() => void> = [];
-    const result = await this.dataSource.transaction((tx) => {
-      this.onCommit.set(tx, effects);
-      return work(tx);
-    });
+    const tail: string[] = [];
+    const runner = this.dataSource.createQueryRunner();
+    const query = runner.query.bind(runner);
+    // The audit insert and notifications ride on the COMMIT: a failing one aborts the commit.
+    runner.query = ((sql: string, ...rest: unknown[]) =>
+      sql === 'COMMIT' && tail.length > 0
+        ? query(`${tail.join(';\n')};\nCOMMIT`)
+        : (query as (...args: unknown[]) => Promise<unknown>)(sql, ...rest)) as typeof runner.query;
+    let result: T;
+    try {
+      await runner.startTransaction();
+      this.onCommit.set(runner.manager, effects);
+      commitTails.set(runner.manager, tail);
+      result = await work(runner.manager);
+      await runner.commitTransaction();
+    } catch (error) {
+      if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => {});
+      throw error;
+    } finally {
+      await runner.release();
+    }
     // The change is committed: an effect that fails (a detector, a cache) must not turn it into an error.
     for (const effect of effects) {
       try {
@@ -197,7 +249,7 @@ export class AuditService {
   async seal(): Promise<number> {
     let total = 0;
     for (;;) {
-      const sealed = await this.dataSource.transaction((tx) => this.sealBatch(tx));
+      const sealed = await this.sealBatch();
       if (sealed.announcement) this.bus?.committed(AUDIT_SEALED_CHANNEL, sealed.announcement);
       total += sealed.count;
       if (sealed.count < SEAL_BATCH) return total;
@@ -213,55 +265,91 @@ export class AuditService {
     }
   }
 
-  private async sealBatch(tx: EntityManager): Promise<{ count: number; announcement: string | null }> {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
-    const staged = (await tx.query(
-      `DELETE FROM audit_staging WHERE id IN (SELECT id FROM audit_staging ORDER BY id LIMIT $1) RETURNING *`,
-      [SEAL_BATCH],
-    )) as [StagedRow[], number];
-    const rows = staged[0].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-    if (rows.length === 0) return { count: 0, announcement: null };
-    const [head] = (await tx.query(
-      `SELECT coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), $1) AS hash`,
-      [GENESIS_HASH],
-    )) as Array<{ hash: string }>;
-    const ids = (await tx.query(`SELECT nextval('audit_events_id_seq')::text AS id FROM generate_series(1, $1)`, [rows.length])) as Array<{ id: string }>;
-    let prevHash = head!.hash;
-    const events = rows.map((row, i) => {
-      const event = new AuditEventEntity();
-      Object.assign(event, {
-        id: ids[i]!.id,
-        occurredAt: row.occurred_at,
-        action: row.action,
-        outcome: row.outcome,
-        actorType: row.actor_type,
-        actorId: row.actor_id,
-        actorKeyId: row.actor_key_id,
-        targetType: row.target_type,
-        targetId: row.target_id,
-        ip: row.ip,
-        userAgent: row.user_agent,
-        requestId: row.request_id,
-        details: row.details,
-        prevHash,
+  /**
+   * One seal pass in two round trips (every statement of a pass shares the chain lock, so its
+   * length is how long writers wait): the first takes the lock, reads the head and moves a batch
+   * out of staging with new ids; the second appends the hashed events, moves the head and commits.
+   */
+  private async sealBatch(): Promise<{ count: number; announcement: string | null }> {
+    const driver = this.dataSource.driver as unknown as { obtainMasterConnection(): Promise<[PoolClient, () => void]> };
+    const [client, release] = await driver.obtainMasterConnection();
+    try {
+      const results = (await client.query(`
+        BEGIN;
+        SELECT pg_advisory_xact_lock(${CHAIN_LOCK});
+        SELECT hash FROM audit_chain_head;
+        WITH moved AS (
+          DELETE FROM audit_staging WHERE id IN (SELECT id FROM audit_staging ORDER BY id LIMIT ${SEAL_BATCH}) RETURNING *
+        )
+        SELECT nextval('audit_events_id_seq')::text AS event_id, m.* FROM (SELECT * FROM moved ORDER BY id) m`)) as unknown as QueryResult[];
+      const head = (results[2]!.rows[0] as { hash: string } | undefined)?.hash ?? GENESIS_HASH;
+      const staged = results[3]!.rows as Array<StagedRow & { event_id: string }>;
+      if (staged.length === 0) {
+        await client.query('COMMIT');
+        return { count: 0, announcement: null };
+      }
+      // Chain order is staging order; the new ids, whatever order they were drawn in, follow it.
+      const byStaging = (a: { id: string }, b: { id: string }) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1);
+      const rows = staged.sort(byStaging);
+      const ids = staged.map((row) => ({ id: row.event_id })).sort(byStaging).map((row) => row.id);
+      let prevHash = head;
+      const events = rows.map((row, i) => {
+        const event = new AuditEventEntity();
+        Object.assign(event, {
+          id: ids[i]!,
+          occurredAt: row.occurred_at,
+          action: row.action,
+          outcome: row.outcome,
+          actorType: row.actor_type,
+          actorId: row.actor_id,
+          actorKeyId: row.actor_key_id,
+          targetType: row.target_type,
+          targetId: row.target_id,
+          ip: row.ip,
+          userAgent: row.user_agent,
+          requestId: row.request_id,
+          details: row.details,
+          prevHash,
+        });
+        event.hash = eventHash(event);
+        prevHash = event.hash;
+        return event;
       });
-      event.hash = eventHash(event);
-      prevHash = event.hash;
-      return event;
-    });
-    const column = <K extends keyof AuditEventEntity>(key: K) => events.map((e) => e[key]);
-    await tx.query(
-      `INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
-                                 target_id, ip, user_agent, request_id, details, prev_hash, hash)
-       SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::uuid[],
-                            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[])`,
-      [column('id'), column('occurredAt'), column('action'), column('outcome'), column('actorType'), column('actorId'),
-       column('actorKeyId'), column('targetType'), column('targetId'), column('ip'), column('userAgent'),
-       column('requestId'), events.map((e) => (e.details === null ? null : JSON.stringify(e.details))),
-       column('prevHash'), column('hash')],
-    );
-    const announcement = JSON.stringify({ from: events[0]!.id, to: events.at(-1)!.id });
-    await this.bus?.staged(tx, AUDIT_SEALED_CHANNEL, announcement);
-    return { count: events.length, announcement };
+      const values = events.map((e) =>
+        [
+          /^\d+$/.test(e.id) ? e.id : 'NULL',
+          `${sqlLiteral(e.occurredAt.toISOString())}::timestamptz`,
+          sqlLiteral(e.action),
+          sqlLiteral(e.outcome),
+          sqlLiteral(e.actorType),
+          `${sqlLiteral(e.actorId)}::uuid`,
+          `${sqlLiteral(e.actorKeyId)}::uuid`,
+          sqlLiteral(e.targetType),
+          sqlLiteral(e.targetId),
+          sqlLiteral(e.ip),
+          sqlLiteral(e.userAgent),
+          sqlLiteral(e.requestId),
+          `${sqlLiteral(e.details === null ? null : JSON.stringify(e.details))}::jsonb`,
+          sqlLiteral(e.prevHash),
+          sqlLiteral(e.hash),
+        ].join(', '),
+      );
+      const last = events.at(-1)!;
+      const announcement = JSON.stringify({ from: events[0]!.id, to: last.id });
+      const notify = this.bus?.statement(AUDIT_SEALED_CHANNEL, announcement);
+      await client.query(`
+        INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
+                                  target_id, ip, user_agent, request_id, details, prev_hash, hash)
+        VALUES (${values.join('),\n(')});
+        UPDATE audit_chain_head SET last_id = ${last.id}, hash = ${sqlLiteral(last.hash)};
+        ${notify ? `${notify};` : ''}
+        COMMIT`);
+      return { count: events.length, announcement };
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      release();
+    }
   }
 }

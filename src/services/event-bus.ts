@@ -1,15 +1,16 @@
 import type { Redis } from 'ioredis';
-import type { EntityManager } from 'typeorm';
+import { notifyStatement } from './audit.service';
 import type { PgListener } from './pg-listener';
 
 /**
  * Fan-out of committed events (new alerts, sealed audit ranges) to every instance. A producer
- * calls `staged` inside its transaction and `committed` once it has committed; each transport
+ * runs `statement` inside its transaction and calls `committed` once it has committed; each transport
  * acts at the point it can keep its promise: PostgreSQL's NOTIFY rides on the commit itself,
  * Redis publishes after it.
  */
 export interface EventBus {
-  staged(tx: EntityManager, channel: string, payload: string): Promise<void>;
+  /** SQL to run inside the transaction that makes the event (NOTIFY), or null to publish only after it commits */
+  statement(channel: string, payload: string): string | null;
   committed(channel: string, payload: string): void;
   subscribe(channel: string, handler: (payload: string) => void): void;
   /** Resolves once every subscription is in place (events published before then are not heard). */
@@ -21,8 +22,8 @@ export interface EventBus {
 export class PgEventBus implements EventBus {
   constructor(private readonly listener: PgListener) {}
 
-  async staged(tx: EntityManager, channel: string, payload: string): Promise<void> {
-    await tx.query('SELECT pg_notify($1, $2)', [channel, payload]);
+  statement(channel: string, payload: string): string {
+    return notifyStatement(channel, payload);
   }
 
   committed(): void {}
@@ -57,7 +58,9 @@ export class RedisEventBus implements EventBus {
     });
   }
 
-  async staged(): Promise<void> {}
+  statement(): null {
+    return null;
+  }
 
   committed(channel: string, payload: string): void {
     this.redis.publish(channel, payload).catch(this.onError);

@@ -1,6 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import { AuditOutcome } from '../entities/enums';
-import type { AuditRecord, ChangeHook } from './audit.service';
+import { notifyStatement, withCommit, type AuditRecord, type ChangeHook } from './audit.service';
 import type { Invalidation } from './key-cache';
 import type { PgListener } from './pg-listener';
 
@@ -58,7 +58,7 @@ export class KeyChangeFeed implements ChangeHook {
 
   async staged(tx: EntityManager, record: AuditRecord): Promise<void> {
     const change = invalidationFor(record);
-    if (change) await tx.query('SELECT pg_notify($1, $2)', [KEY_CHANGES_CHANNEL, JSON.stringify(change)]);
+    if (change) await withCommit(tx, notifyStatement(KEY_CHANGES_CHANNEL, JSON.stringify(change)));
   }
 
   committed(record: AuditRecord): void {
