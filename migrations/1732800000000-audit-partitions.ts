@@ -1,4 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { ROLLUP_BACKFILL } from '../src/services/audit-rollup';
 
 const COLUMNS = `id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type, target_id, ip,
                  user_agent, request_id, details, prev_hash, hash`;
@@ -17,6 +18,7 @@ const COLUMNS = `id, occurred_at, action, outcome, actor_type, actor_id, actor_k
  * - audit_chain_head holds the last sealed id and hash, so sealing never searches the partitions.
  * - audit_chain_anchors records what retention removed (the last removed id and its hash), so the
  *   chain of what remains still verifies from its first event.
+ * - audit_counts_hourly rolls counts up by hour, action, outcome and target type (see audit-rollup.ts).
  */
 export class AuditPartitions1732800000000 implements MigrationInterface {
   name = 'AuditPartitions1732800000000';
@@ -112,12 +114,22 @@ export class AuditPartitions1732800000000 implements MigrationInterface {
         removed_events bigint NOT NULL,
         removed_at timestamptz NOT NULL DEFAULT now()
       );
+
+      CREATE TABLE audit_counts_hourly (
+        hour timestamptz NOT NULL,
+        action text NOT NULL,
+        outcome text NOT NULL,
+        target_type text,
+        count bigint NOT NULL,
+        UNIQUE NULLS NOT DISTINCT (hour, action, outcome, target_type)
+      );
     `);
+    await q.query(ROLLUP_BACKFILL);
   }
 
   async down(q: QueryRunner): Promise<void> {
     await q.query(`
-      DROP TABLE audit_chain_anchors, audit_chain_head;
+      DROP TABLE audit_counts_hourly, audit_chain_anchors, audit_chain_head;
       ALTER SEQUENCE audit_events_id_seq OWNED BY NONE;
       ALTER TABLE audit_events RENAME TO audit_events_partitioned;
       CREATE TABLE audit_events (LIKE audit_events_partitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS);

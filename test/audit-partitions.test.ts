@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { AuditIdsDocument, AuditIntegrityCheckDocument, CreateRoleDocument } from './generated/graphql';
+import { AuditCountsByDocument, AuditIdsDocument, AuditIntegrityCheckDocument, CreateRoleDocument } from './generated/graphql';
 import { startTestServer, type TestServer } from './helpers/server';
 
 /**
@@ -93,4 +93,56 @@ test('a month-bounded query reads one partition', async () => {
   const text = JSON.stringify(plan!['QUERY PLAN']);
   const scanned = new Set([...text.matchAll(/"Relation Name":"(audit_events_[a-z0-9_]+)"/g)].map((m) => m[1]));
   assert.deepEqual([...scanned], [monthName(new Date())], text);
+});
+
+test('auditCounts from the hourly rollup agree with counting the events, with partial hours at both ends', async () => {
+  // Events spread over four hours of one day, some denied, of two target types.
+  const times = ['10:05', '10:40', '10:59', '11:00', '11:30', '12:10', '12:45', '13:20', '13:50'];
+  for (const [i, time] of times.entries()) {
+    await t.db.query(
+      `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, target_type)
+       VALUES ($1, $2, $3, 'SYSTEM', $4)`,
+      [`2026-03-03T${time}:00Z`, i % 3 === 0 ? 'rollup.one' : 'rollup.two', i % 4 === 0 ? 'DENIED' : 'SUCCESS', i % 2 === 0 ? 'api_key' : null],
+    );
+  }
+  await t.server.services.audit.seal();
+  const ranges = [
+    { from: '2026-03-03T10:30:00Z', to: '2026-03-03T13:30:00Z' },
+    { from: '2026-03-03T11:00:00Z', to: '2026-03-03T13:00:00Z' },
+    { from: '2026-03-03T10:50:00Z', to: '2026-03-03T10:59:30Z' },
+    { to: '2026-03-03T12:30:00Z' },
+  ];
+  const columns = { ACTION: 'action', OUTCOME: 'outcome', TARGET_TYPE: 'target_type' } as const;
+  for (const range of ranges) {
+    for (const [groupBy, column] of Object.entries(columns) as Array<[keyof typeof columns, string]>) {
+      for (const extra of [{}, { actions: ['rollup.*'] }, { outcome: 'DENIED' as const }]) {
+        const filter = { actions: ['rollup.*'], ...range, ...extra };
+        const counted = await t.ok(t.adminKey, AuditCountsByDocument, { filter, groupBy, limit: 50 });
+        const expected = await t.db.query<{ key: string; count: number }>(
+          `SELECT coalesce(${column}, '(none)') AS key, count(*)::int AS count FROM audit_events
+            WHERE action LIKE 'rollup.%' AND ($1::timestamptz IS NULL OR occurred_at >= $1) AND occurred_at < $2
+              AND ($3::text IS NULL OR outcome = $3)
+            GROUP BY 1 ORDER BY 2 DESC, 1 ASC`,
+          [range.from ?? null, range.to, 'outcome' in extra ? extra.outcome : null],
+        );
+        assert.deepEqual(counted.auditCounts, expected, `${groupBy} over ${JSON.stringify(filter)}`);
+      }
+    }
+  }
+  const rolled = await t.db.query<{ count: string }>(`SELECT sum(count)::text AS count FROM audit_counts_hourly WHERE action LIKE 'rollup.%'`);
+  assert.equal(Number(rolled[0]!.count), times.length, 'the rollup holds every sealed event once');
+
+  // Whole hours are read from the rollup, not counted from the events: a changed rollup row shows.
+  const bump = (by: number) =>
+    t.db.query(`UPDATE audit_counts_hourly SET count = count + $1 WHERE action = 'rollup.one' AND outcome = 'SUCCESS' AND hour = '2026-03-03T11:00:00Z'`, [by]);
+  const one = async () =>
+    (await t.ok(t.adminKey, AuditCountsByDocument, { filter: { actions: ['rollup.one'], from: '2026-03-03T11:00:00Z', to: '2026-03-03T13:00:00Z' }, groupBy: 'ACTION' }))
+      .auditCounts[0]!.count;
+  const before = await one();
+  await bump(100);
+  try {
+    assert.equal(await one(), before + 100);
+  } finally {
+    await bump(-100);
+  }
 });

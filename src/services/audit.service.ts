@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
-import { escapeLiteral, type PoolClient, type QueryResult } from 'pg';
+import type { PoolClient, QueryResult } from 'pg';
 import type { DataSource, EntityManager } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import { ActorType, AuditOutcome } from '../entities/enums';
 import { redactKeys } from '../auth/key-format';
 import type { Actor } from './actor';
 import { canonicalJson } from './canonical-json';
+import { rollupStatement } from './audit-rollup';
+import { sqlLiteral } from './sql-literal';
 import type { EventBus } from './event-bus';
 
 export interface AuditRecord {
@@ -94,15 +96,6 @@ export async function withCommit(tx: EntityManager, statement: string): Promise<
   const tail = commitTails.get(tx);
   if (tail) tail.push(statement);
   else await tx.query(statement);
-}
-
-/** A SQL literal; NUL (which PostgreSQL text cannot hold) is dropped. */
-export function sqlLiteral(value: string | null): string {
-  return value === null ? 'NULL' : escapeLiteral(value.replace(/\u0000/g, ''));
-}
-
-export function notifyStatement(channel: string, payload: string): string {
-  return `SELECT pg_notify(${sqlLiteral(channel)}, ${sqlLiteral(payload)})`;
 }
 
 const SEAL_BATCH = 5000;
@@ -342,6 +335,7 @@ export class AuditService {
                                   target_id, ip, user_agent, request_id, details, prev_hash, hash)
         VALUES (${values.join('),\n(')});
         UPDATE audit_chain_head SET last_id = ${last.id}, hash = ${sqlLiteral(last.hash)};
+        ${rollupStatement(events)};
         ${notify ? `${notify};` : ''}
         COMMIT`);
       return { count: events.length, announcement };

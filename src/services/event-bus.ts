@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { notifyStatement } from './audit.service';
+import { notifyStatement } from './sql-literal';
 import type { PgListener } from './pg-listener';
 
 /**

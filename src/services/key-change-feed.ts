@@ -1,6 +1,7 @@
 import type { EntityManager } from 'typeorm';
 import { AuditOutcome } from '../entities/enums';
-import { notifyStatement, withCommit, type AuditRecord, type ChangeHook } from './audit.service';
+import { withCommit, type AuditRecord, type ChangeHook } from './audit.service';
+import { notifyStatement } from './sql-literal';
 import type { Invalidation } from './key-cache';
 import type { PgListener } from './pg-listener';
 
