@@ -1,5 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
-import { ROLLUP_BACKFILL } from '../src/services/audit-rollup';
+import { rollupBackfill } from '../src/services/audit-rollup';
 
 const COLUMNS = `id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type, target_id, ip,
                  user_agent, request_id, details, prev_hash, hash`;
@@ -124,7 +124,7 @@ export class AuditPartitions1732800000000 implements MigrationInterface {
         UNIQUE NULLS NOT DISTINCT (hour, action, outcome, target_type)
       );
     `);
-    await q.query(ROLLUP_BACKFILL);
+    await q.query(rollupBackfill());
   }
 
   async down(q: QueryRunner): Promise<void> {

@@ -12,11 +12,18 @@ import { User } from '../schema/user.type';
 import { assertCanReadKey, visibleUser } from './visibility';
 
 /**
- * Auditors' queries are audited too (audit.query, the filter in details), written after the read
- * so an event never appears in its own result.
+ * Auditors' queries are audited too (audit.query, the filter in details). Input is checked first,
+ * then the read and the event's commit run side by side: the answer leaves only once the event is
+ * committed, and costs the longer of the two rather than their sum. The event is staged, not yet
+ * sealed, while the read runs, so it does not appear in its own result.
  */
-function recordQuery(ctx: GraphQLContext, query: string, details: Record<string, unknown>) {
-  // Committed before the answer; sealing follows without holding the auditor's read up.
+async function audited<T>(ctx: GraphQLContext, query: string, details: Record<string, unknown>, read: () => Promise<T>): Promise<T> {
+  await ctx.services.audit.settled();
+  const [result] = await Promise.all([read(), recordQuery(ctx, query, details)]);
+  return result;
+}
+
+function recordQuery(ctx: GraphQLContext, query: string, details: Record<string, unknown>): Promise<void> {
   return ctx.services.audit.recordAlone(
     ctx.actor,
     { action: 'audit.query', targetType: 'audit', details: { query, ...details } },
@@ -35,9 +42,10 @@ export class AuditResolver {
     @Arg('after', () => String, { nullable: true }) after?: string | null,
     @Arg('order', () => SortOrder, { nullable: true, defaultValue: SortOrder.DESC }) order?: SortOrder | null,
   ) {
-    await ctx.services.audit.settled();
-    const page = await ctx.services.auditQueries.list(filter, first, after, order ?? SortOrder.DESC);
-    await recordQuery(ctx, 'auditEvents', { filter: filter ?? null, first, order, paged: Boolean(after) });
+    ctx.services.auditQueries.validateList(filter, first, after);
+    const page = await audited(ctx, 'auditEvents', { filter: filter ?? null, first, order, paged: Boolean(after) }, () =>
+      ctx.services.auditQueries.list(filter, first, after, order ?? SortOrder.DESC),
+    );
     return toConnection(page.rows, page.hasNextPage, (row) => encodeAuditCursor(row.id));
   }
 
@@ -49,10 +57,8 @@ export class AuditResolver {
     @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
     @Arg('limit', () => Int, { nullable: true, defaultValue: 20 }) limit?: number | null,
   ) {
-    await ctx.services.audit.settled();
-    const rows = await ctx.services.auditReports.counts(filter, groupBy, limit);
-    await recordQuery(ctx, 'auditCounts', { filter: filter ?? null, groupBy, limit });
-    return rows;
+    ctx.services.auditReports.validateCounts(filter, limit);
+    return audited(ctx, 'auditCounts', { filter: filter ?? null, groupBy, limit }, () => ctx.services.auditReports.counts(filter, groupBy, limit));
   }
 
   @Authorized('audit:read')
@@ -62,10 +68,8 @@ export class AuditResolver {
     @Arg('bucket', () => TimeBucket) bucket: TimeBucket,
     @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
   ) {
-    await ctx.services.audit.settled();
-    const rows = await ctx.services.auditReports.timeline(filter, bucket);
-    await recordQuery(ctx, 'auditTimeline', { filter: filter ?? null, bucket });
-    return rows;
+    ctx.services.auditQueries.validateFilter(filter);
+    return audited(ctx, 'auditTimeline', { filter: filter ?? null, bucket }, () => ctx.services.auditReports.timeline(filter, bucket));
   }
 
   @Authorized('audit:read')

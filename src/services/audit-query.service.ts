@@ -105,6 +105,13 @@ export class AuditQueryService {
     applyAuditFilter(this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e'), filter);
   }
 
+  /** Refuses a bad page request (size, cursor, filter) as list() would, without running it. */
+  validateList(filter: AuditEventFilter | null | undefined, first: number | null | undefined, after: string | null | undefined): void {
+    pageSize(first);
+    decodeAuditCursor(after);
+    this.validateFilter(filter);
+  }
+
   /** Sealed events with ids from..to, in order: what one seal pass appended. */
   range(from: string, to: string): Promise<AuditEventEntity[]> {
     if (!isBigint(from) || !isBigint(to)) return Promise.resolve([]);

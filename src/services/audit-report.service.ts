@@ -45,11 +45,18 @@ function groupColumn(groupBy: AuditGroupBy): string {
 export class AuditReportService {
   constructor(private readonly dataSource: DataSource) {}
 
-  async counts(filter: AuditEventFilter | null | undefined, groupBy: AuditGroupBy, limit: number | null | undefined): Promise<Array<{ key: string; count: number }>> {
+  /** Refuses a bad counts request as counts() would, without running it. */
+  validateCounts(filter: AuditEventFilter | null | undefined, limit: number | null | undefined): number {
     const size = limit ?? 20;
     if (!Number.isInteger(size) || size < 1 || size > MAX_GROUPS) {
       throw new BadInputError('limit', `limit must be between 1 and ${MAX_GROUPS}`);
     }
+    applyAuditFilter(this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e'), filter);
+    return size;
+  }
+
+  async counts(filter: AuditEventFilter | null | undefined, groupBy: AuditGroupBy, limit: number | null | undefined): Promise<Array<{ key: string; count: number }>> {
+    const size = this.validateCounts(filter, limit);
     const column = groupColumn(groupBy);
     const rolledUp = ROLLED_UP.has(groupBy) ? this.fromRollup(filter, column, size) : null;
     if (rolledUp) return rolledUp;

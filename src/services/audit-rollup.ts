@@ -9,12 +9,14 @@ import { sqlLiteral } from './sql-literal';
  */
 export const ROLLUP_TABLE = 'audit_counts_hourly';
 
-/** Fills the rollup from events already stored (the migration, and a bench that seeds by SQL). */
-export const ROLLUP_BACKFILL = `
+/** Adds events already stored after `afterId` to the rollup (the migration, and a bench that seeds by SQL). */
+export function rollupBackfill(afterId = 0): string {
+  return `
   INSERT INTO audit_counts_hourly (hour, action, outcome, target_type, count)
   SELECT date_trunc('hour', occurred_at, 'UTC'), action, outcome, target_type, count(*)
-    FROM audit_events GROUP BY 1, 2, 3, 4
+    FROM audit_events WHERE id > ${Math.trunc(afterId)} GROUP BY 1, 2, 3, 4
   ON CONFLICT (hour, action, outcome, target_type) DO UPDATE SET count = audit_counts_hourly.count + excluded.count`;
+}
 
 const HOUR = 3_600_000;
 

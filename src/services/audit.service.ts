@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { PoolClient, QueryResult } from 'pg';
-import type { DataSource, EntityManager } from 'typeorm';
+import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import { ActorType, AuditOutcome } from '../entities/enums';
 import { redactKeys } from '../auth/key-format';
@@ -98,6 +98,37 @@ export async function withCommit(tx: EntityManager, statement: string): Promise<
   else await tx.query(statement);
 }
 
+export interface TransactionOptions {
+  /** false: answer once the event is committed and let the seal follow */
+  waitForSeal?: boolean;
+}
+
+/**
+ * A query runner whose COMMIT carries the transaction's tail, and whose BEGIN waits for the first
+ * statement: a transaction that only records an event is then one round trip, not three.
+ */
+function deferringRunner(runner: QueryRunner, tail: string[]): QueryRunner {
+  const query = runner.query.bind(runner) as (sql: string, ...rest: unknown[]) => Promise<unknown>;
+  let beginPending = false;
+  runner.query = (async (sql: string, ...rest: unknown[]) => {
+    if (sql === 'START TRANSACTION') {
+      beginPending = true;
+      return undefined;
+    }
+    if (beginPending && (sql === 'COMMIT' || sql === 'ROLLBACK')) {
+      beginPending = false;
+      if (sql === 'ROLLBACK' || tail.length === 0) return undefined; // nothing was sent
+      return query(`START TRANSACTION;\n${tail.join(';\n')};\nCOMMIT`);
+    }
+    if (beginPending) {
+      beginPending = false;
+      await query('START TRANSACTION');
+    }
+    return sql === 'COMMIT' && tail.length > 0 ? query(`${tail.join(';\n')};\nCOMMIT`) : query(sql, ...rest);
+  }) as typeof runner.query;
+  return runner;
+}
+
 const SEAL_BATCH = 5000;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
 export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
@@ -114,6 +145,9 @@ export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
  */
 export class AuditService {
   private waiting: Array<() => void> = [];
+  /** Commits made by this process, and how many of them are known to be sealed (for settled()) */
+  private visibleCommits = 0;
+  private sealedThrough = 0;
   private sealing: Promise<void> | null = null;
   /** What each open transaction wants done once it has committed */
   private readonly onCommit = new WeakMap<EntityManager, Array<() => void>>();
@@ -168,16 +202,13 @@ export class AuditService {
    * A change and its audit events in one transaction, sealed into the chain once committed.
    * `waitForSeal: false` answers once the event is committed and lets the seal follow.
    */
-  async transaction<T>(work: (tx: EntityManager) => Promise<T>, { waitForSeal = true } = {}): Promise<T> {
+  async transaction<T>(
+    work: (tx: EntityManager) => Promise<T>,
+    { waitForSeal = true }: TransactionOptions = {},
+  ): Promise<T> {
     const effects: Array<() => void> = [];
     const tail: string[] = [];
-    const runner = this.dataSource.createQueryRunner();
-    const query = runner.query.bind(runner);
-    // The audit insert and notifications ride on the COMMIT: a failing one aborts the commit.
-    runner.query = ((sql: string, ...rest: unknown[]) =>
-      sql === 'COMMIT' && tail.length > 0
-        ? query(`${tail.join(';\n')};\nCOMMIT`)
-        : (query as (...args: unknown[]) => Promise<unknown>)(sql, ...rest)) as typeof runner.query;
+    const runner = deferringRunner(this.dataSource.createQueryRunner(), tail);
     let result: T;
     try {
       await runner.startTransaction();
@@ -199,6 +230,7 @@ export class AuditService {
         this.onBackgroundError(error);
       }
     }
+    this.visibleCommits++;
     const sealed = this.sealed();
     if (waitForSeal) await sealed;
     return result;
@@ -217,7 +249,7 @@ export class AuditService {
 
   /** For readers: waits only when this process has events committed but not yet sealed. */
   settled(): Promise<void> {
-    return this.sealing || this.waiting.length > 0 ? this.sealed() : Promise.resolve();
+    return this.sealedThrough >= this.visibleCommits ? Promise.resolve() : this.sealed();
   }
 
   private runSealPasses(): void {
@@ -226,7 +258,8 @@ export class AuditService {
       while (this.waiting.length > 0) {
         const waiters = this.waiting;
         this.waiting = [];
-        await this.sealQuietly();
+        const through = this.visibleCommits;
+        if (await this.sealQuietly()) this.sealedThrough = Math.max(this.sealedThrough, through);
         waiters.forEach((resolve) => resolve());
       }
       this.sealing = null;
@@ -234,7 +267,7 @@ export class AuditService {
   }
 
   /** For events with no surrounding change: denials and authentication failures. */
-  async recordAlone(actor: Actor, record: AuditRecord, options: { waitForSeal?: boolean } = {}): Promise<void> {
+  async recordAlone(actor: Actor, record: AuditRecord, options: TransactionOptions = {}): Promise<void> {
     await this.transaction((tx) => this.record(tx, actor, record), options);
   }
 
@@ -250,11 +283,13 @@ export class AuditService {
   }
 
   /** The change already committed; a failed seal is retried by the next seal or the background pass. */
-  async sealQuietly(): Promise<void> {
+  async sealQuietly(): Promise<boolean> {
     try {
       await this.seal();
+      return true;
     } catch (error) {
       this.onBackgroundError(error);
+      return false;
     }
   }
 
