@@ -26,7 +26,7 @@ export interface ChangeHook {
 
 export const GENESIS_HASH = '0'.repeat(64);
 /** One sealer at a time, across every instance, so the chain never forks. */
-const CHAIN_LOCK = 7_400_002;
+export const CHAIN_LOCK = 7_400_002;
 
 /** Every string, at any depth, without NUL (jsonb refuses it) and with anything key-shaped blanked. */
 function scrubStrings(value: unknown): unknown {

@@ -1,0 +1,94 @@
+import 'reflect-metadata';
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { DataSource } from 'typeorm';
+import { createDataSource, migrate } from '../src/db/data-source';
+import { SYSTEM_ACTOR } from '../src/services/actor';
+import { AuditReportService } from '../src/services/audit-report.service';
+import { applyRetention } from '../src/services/audit-retention';
+import { AuditService } from '../src/services/audit.service';
+import { createTestDatabase, type TestDatabase } from './helpers/database';
+
+/** Retention (src/services/audit-retention.ts, `keyledger audit-retention`) on a real database. */
+
+let db: TestDatabase;
+let dataSource: DataSource;
+let audit: AuditService;
+let reports: AuditReportService;
+
+before(async () => {
+  db = await createTestDatabase();
+  dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
+  await dataSource.initialize();
+  await migrate(dataSource);
+  audit = new AuditService(dataSource);
+  reports = new AuditReportService(dataSource);
+  await db.query(`SELECT keyledger_audit_partitions('2024-01-01', '2024-04-01')`);
+});
+after(async () => {
+  await dataSource.destroy();
+  await db.drop();
+});
+
+async function stageAt(occurredAt: string, action: string): Promise<void> {
+  await db.query(`INSERT INTO audit_staging (occurred_at, action, outcome, actor_type) VALUES ($1, $2, 'SUCCESS', 'SYSTEM')`, [occurredAt, action]);
+}
+
+const exists = async (name: string) => (await db.query<{ oid: string | null }>('SELECT to_regclass($1)::text AS oid', [name]))[0]!.oid !== null;
+const eventCount = async () => Number((await db.query<{ n: string }>('SELECT count(*)::text AS n FROM audit_events'))[0]!.n);
+
+test('old months are dropped whole; what remains still verifies from an anchor, and the removal is audited', async () => {
+  for (const [at, action] of [['2024-01-10', 'old.jan'], ['2024-01-20', 'old.jan'], ['2024-02-05', 'old.feb'], ['2024-02-25', 'old.feb'], ['2024-03-05', 'old.mar']]) {
+    await stageAt(`${at}T12:00:00Z`, action!);
+  }
+  await audit.seal();
+  for (let i = 0; i < 3; i++) await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.now' });
+  const [lastFeb] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'old.feb' ORDER BY id DESC LIMIT 1`);
+
+  const dry = await applyRetention(audit, new Date('2024-03-01T00:00:00Z'), { dryRun: true });
+  assert.deepEqual(dry.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
+  assert.ok(await exists('audit_events_2024_01'), 'a dry run removes nothing');
+
+  const report = await applyRetention(audit, new Date('2024-03-01T00:00:00Z'));
+  assert.deepEqual(report.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
+  assert.equal(report.removedEvents, 4);
+  assert.deepEqual(report.anchor, { lastId: lastFeb!.id, hash: lastFeb!.hash });
+  assert.equal(await exists('audit_events_2024_01'), false);
+  assert.equal(await exists('audit_events_2024_02'), false);
+  assert.ok(await exists('audit_events_2024_03'), 'March is younger than the cut-off and stays');
+
+  const integrity = await reports.integrity(null, null);
+  assert.equal(integrity.ok, true, JSON.stringify(integrity));
+  assert.equal(integrity.checkedEvents, await eventCount(), 'every remaining event was checked');
+  const [event] = await db.query<{ details: { removedEvents: number; anchor: { lastId: string } } }>(`SELECT details FROM audit_events WHERE action = 'audit.retention'`);
+  assert.equal(event!.details.removedEvents, 4);
+  assert.equal(event!.details.anchor.lastId, lastFeb!.id);
+  const rolled = await db.query(`SELECT 1 FROM audit_counts_hourly WHERE hour < '2024-03-01'`);
+  assert.equal(rolled.length, 0, 'the rollup forgets the removed months too');
+});
+
+test('a forged anchor is reported at the first kept event', async () => {
+  const [first] = await db.query<{ id: string }>('SELECT id::text FROM audit_events ORDER BY id LIMIT 1');
+  const [anchor] = await db.query<{ hash: string }>('SELECT hash FROM audit_chain_anchors');
+  await db.query(`UPDATE audit_chain_anchors SET hash = repeat('f', 64)`);
+  try {
+    const integrity = await reports.integrity(null, null);
+    assert.equal(integrity.ok, false);
+    assert.equal(integrity.firstInvalidEventId, first!.id);
+  } finally {
+    await db.query('UPDATE audit_chain_anchors SET hash = $1', [anchor!.hash]);
+  }
+});
+
+test('a month whose events sit after kept ones in the chain is kept, and nothing is removed', async () => {
+  // Sealed after today's events (a late import, a skewed clock): removing March would cut the chain.
+  await stageAt('2024-03-20T12:00:00Z', 'late.mar');
+  await audit.seal();
+  const before = await eventCount();
+  const report = await applyRetention(audit, new Date('2024-04-01T00:00:00Z'));
+  assert.deepEqual(report.removedPartitions, []);
+  assert.equal(report.kept.length, 1);
+  assert.match(report.kept[0]!, /audit_events_2024_03/);
+  assert.ok(await exists('audit_events_2024_03'));
+  assert.equal(await eventCount(), before, 'no event removed and no retention event written');
+});
