@@ -1,19 +1,80 @@
 /**
- * How many usage records per second the buffered writer can put into usage_events: RECORDS
- * records for a few hundred keys are handed to UsageService as fast as the producer can, and the
- * time until all are written is measured (the writer flushes every 200 ms and at 2,000 buffered).
- * Usage: npm run bench:usage-ingest   (DATABASE_URL or embedded PostgreSQL; RECORDS)
+ * 1. How many usage records per second the buffered writer can put into usage_events: RECORDS
+ *    records for a few hundred keys are handed to UsageService as fast as the producer can, and the
+ *    time until all are written is measured (the writer flushes every 200 ms and at 2,000 buffered).
+ * 2. What that ingest costs verification: verifications/s of 20 cached keys (KeyVerificationService
+ *    in this process, 20 at a time as verifyKeys does) with the real writer, against the same loop
+ *    with usage records discarded, alternating runs of DURATION_S, medians.
+ * Usage: npm run bench:usage-ingest   (DATABASE_URL or embedded PostgreSQL; RECORDS, DURATION_S)
  */
 import 'reflect-metadata';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { DataSource } from 'typeorm';
+import { generateKey, hashKey } from '../src/auth/key-format';
 import { createDataSource, migrate } from '../src/db/data-source';
 import { ensureUsagePartitions } from '../src/db/partitions';
 import { VerifyCode } from '../src/entities/enums';
+import { KeyCache } from '../src/services/key-cache';
+import { KeyVerificationService, type KeyRecord } from '../src/services/key-verification.service';
+import { KeyRateLimiter } from '../src/services/rate-limiter';
 import { UsageService } from '../src/services/usage.service';
+import { percentile } from './lib/stats';
 import { createBenchDatabase } from './lib/bench-database';
 import { runBench } from './lib/run';
 
 const RECORDS = Number(process.env.RECORDS ?? 1_000_000);
+
+const DURATION_MS = Number(process.env.DURATION_S ?? 5) * 1000;
+
+/** Usage recording switched off: the baseline for what ingest costs verification. */
+class DiscardingUsage extends UsageService {
+  override record(): void {}
+}
+
+async function verifyWithAndWithoutIngest(dataSource: DataSource, ownerId: string): Promise<void> {
+  const pepper = randomBytes(32).toString('hex');
+  const secrets = Array.from({ length: 20 }, () => generateKey('kl'));
+  for (const [i, secret] of secrets.entries()) {
+    await dataSource.query(
+      `INSERT INTO api_keys (hash, prefix, start, name, owner_id, granted_permissions) VALUES ($1, 'kl', $2, $3, $4, '{invoices:read}')`,
+      [hashKey(pepper, secret), secret.slice(0, 7), `ingest-${i}`, ownerId],
+    );
+  }
+  const run = async (usage: UsageService): Promise<{ perSecond: number; written: number }> => {
+    const cache = new KeyCache<KeyRecord>({ maxEntries: 1000 });
+    cache.goLive();
+    const verification = new KeyVerificationService(dataSource, pepper, new KeyRateLimiter(null), usage, cache);
+    const writtenBefore = usage.written;
+    let verified = 0;
+    const deadline = performance.now() + DURATION_MS;
+    const started = performance.now();
+    while (performance.now() < deadline) {
+      const outcomes = await Promise.all(secrets.map((secret) => verification.verify(secret, { ip: '10.0.0.1', permissions: ['invoices:read'] })));
+      if (outcomes[0]!.code !== VerifyCode.VALID) throw new Error(`unexpected ${outcomes[0]!.code}`);
+      verified += outcomes.length;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    await usage.flush();
+    return { perSecond: verified / seconds, written: (usage.written - writtenBefore) / seconds };
+  };
+  const writer = new UsageService(dataSource, (error) => console.error(error));
+  const discarding = new DiscardingUsage(dataSource, (error) => console.error(error));
+  await run(writer); // warm-up
+  const without: number[] = [];
+  const withIngest: Array<{ perSecond: number; written: number }> = [];
+  for (let round = 0; round < 3; round++) {
+    without.push((await run(discarding)).perSecond);
+    withIngest.push(await run(writer));
+  }
+  await writer.close();
+  await discarding.close();
+  const median = (values: number[]) => percentile(values, 50);
+  const a = median(without);
+  const b = median(withIngest.map((r) => r.perSecond));
+  const written = median(withIngest.map((r) => r.written));
+  console.log(`\nverifications/s (20 cached keys, in process): usage discarded ${a.toFixed(0)}, usage written ${b.toFixed(0)}`);
+  console.log(`usage written meanwhile: ${written.toFixed(0)} records/s; verify throughput ratio ${(b / a).toFixed(2)} (target: ingest >= 50,000/s at >= 0.9)`);
+}
 
 async function main(): Promise<void> {
   const db = await createBenchDatabase();
@@ -50,6 +111,7 @@ async function main(): Promise<void> {
     const [{ count }] = (await dataSource.query('SELECT count(*)::int AS count FROM usage_events')) as Array<{ count: number }>;
     console.log(`\nusage ingest: ${RECORDS} records in ${seconds.toFixed(1)} s = ${(RECORDS / seconds).toFixed(0)} records/s (target >= 50,000)`);
     console.log(`written ${count}, dropped ${usage.dropped} (producers wait past 50,000 buffered; drops only past 200,000)`);
+    await verifyWithAndWithoutIngest(dataSource, ownerId!);
   } finally {
     await dataSource.destroy();
     await db.cleanup();

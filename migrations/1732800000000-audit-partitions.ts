@@ -1,6 +1,21 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 import { rollupBackfill } from '../src/services/audit-rollup';
 
+/** What audit_events has on top of its columns, before and after this migration alike. */
+const INDEXES_AND_TRIGGERS = `
+      CREATE INDEX audit_events_time ON audit_events (occurred_at, id);
+      CREATE INDEX audit_events_actor ON audit_events (actor_id, id);
+      CREATE INDEX audit_events_actor_key ON audit_events (actor_key_id, id);
+      CREATE INDEX audit_events_action ON audit_events (action text_pattern_ops, id);
+      CREATE INDEX audit_events_target ON audit_events (target_type, target_id, id);
+      CREATE INDEX audit_events_outcome ON audit_events (outcome, id);
+      CREATE INDEX audit_events_ip ON audit_events USING gist ((ip::inet) inet_ops);
+      CREATE INDEX audit_events_details ON audit_events USING gin (details jsonb_path_ops);
+      CREATE TRIGGER audit_events_no_update_delete BEFORE UPDATE OR DELETE ON audit_events
+        FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+      CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only();`;
+
 const COLUMNS = `id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type, target_id, ip,
                  user_agent, request_id, details, prev_hash, hash`;
 
@@ -50,18 +65,7 @@ export class AuditPartitions1732800000000 implements MigrationInterface {
         PRIMARY KEY (id, occurred_at)
       ) PARTITION BY RANGE (occurred_at);
       ALTER SEQUENCE audit_events_id_seq OWNED BY audit_events.id;
-      CREATE INDEX audit_events_time ON audit_events (occurred_at, id);
-      CREATE INDEX audit_events_actor ON audit_events (actor_id, id);
-      CREATE INDEX audit_events_actor_key ON audit_events (actor_key_id, id);
-      CREATE INDEX audit_events_action ON audit_events (action text_pattern_ops, id);
-      CREATE INDEX audit_events_target ON audit_events (target_type, target_id, id);
-      CREATE INDEX audit_events_outcome ON audit_events (outcome, id);
-      CREATE INDEX audit_events_ip ON audit_events USING gist ((ip::inet) inet_ops);
-      CREATE INDEX audit_events_details ON audit_events USING gin (details jsonb_path_ops);
-      CREATE TRIGGER audit_events_no_update_delete BEFORE UPDATE OR DELETE ON audit_events
-        FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
-      CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
-        FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only();
+      ${INDEXES_AND_TRIGGERS}
 
       CREATE FUNCTION keyledger_audit_partition(name text, bounds text) RETURNS void LANGUAGE plpgsql AS $$
       BEGIN
@@ -138,18 +142,7 @@ export class AuditPartitions1732800000000 implements MigrationInterface {
       DROP FUNCTION keyledger_audit_partitions(timestamptz, timestamptz), keyledger_audit_partition(text, text);
       ALTER TABLE audit_events ADD PRIMARY KEY (id);
       ALTER SEQUENCE audit_events_id_seq OWNED BY audit_events.id;
-      CREATE INDEX audit_events_time ON audit_events (occurred_at, id);
-      CREATE INDEX audit_events_actor ON audit_events (actor_id, id);
-      CREATE INDEX audit_events_actor_key ON audit_events (actor_key_id, id);
-      CREATE INDEX audit_events_action ON audit_events (action text_pattern_ops, id);
-      CREATE INDEX audit_events_target ON audit_events (target_type, target_id, id);
-      CREATE INDEX audit_events_outcome ON audit_events (outcome, id);
-      CREATE INDEX audit_events_ip ON audit_events USING gist ((ip::inet) inet_ops);
-      CREATE INDEX audit_events_details ON audit_events USING gin (details jsonb_path_ops);
-      CREATE TRIGGER audit_events_no_update_delete BEFORE UPDATE OR DELETE ON audit_events
-        FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
-      CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
-        FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only();
+      ${INDEXES_AND_TRIGGERS}
     `);
   }
 }
