@@ -66,13 +66,22 @@ export function parseKey(candidate: string): ParsedKey | null {
   return { prefix, start: `${prefix}_${tail.slice(0, START_LENGTH)}` };
 }
 
+/** parseKey's verdict without its result: nothing allocated but the checksummed body. Runs on every verification. */
 export function isWellFormedKey(candidate: string): boolean {
-  return parseKey(candidate) !== null;
+  if (typeof candidate !== 'string' || candidate.length < MIN_LENGTH || candidate.length > MAX_LENGTH || !KEY_PATTERN.test(candidate)) {
+    return false;
+  }
+  return checksum(candidate.slice(0, candidate.length - CHECKSUM_LENGTH)) === candidate.slice(candidate.length - CHECKSUM_LENGTH);
 }
 
 /** What is stored: HMAC-SHA256 under the server pepper, so a stolen table alone cannot be brute-forced. */
 export function hashKey(pepper: string, key: string): Buffer {
   return createHmac('sha256', pepperKey(pepper)).update(key).digest();
+}
+
+/** The same hash as a latin1 string (one byte per char): a cache key without a Buffer in between. */
+export function hashKeyLatin1(pepper: string, key: string): string {
+  return createHmac('sha256', pepperKey(pepper)).update(key).digest('binary');
 }
 
 /** The pepper as a prepared key object, made once: preparing it costs on every hash otherwise. */

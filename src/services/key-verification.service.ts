@@ -1,6 +1,6 @@
 import type { BlockList } from 'node:net';
 import type { DataSource } from 'typeorm';
-import { hashKey, parseKey } from '../auth/key-format';
+import { hashKeyLatin1, isWellFormedKey } from '../auth/key-format';
 import { coversAll, intersect, normalize } from '../auth/permissions';
 import { StoredKeyStatus, UserStatus, VerifyCode } from '../entities/enums';
 import type { KeyCache } from './key-cache';
@@ -223,12 +223,11 @@ export class KeyVerificationService {
   ) {}
 
   private async lookup(secret: string): Promise<KeyRecord | null> {
-    const hash = hashKey(this.pepper, secret);
-    const cacheKey = hash.toString('latin1');
+    const cacheKey = hashKeyLatin1(this.pepper, secret);
     const cached = this.cache.get(cacheKey);
     if (cached !== undefined) return cached;
     const ticket = this.cache.ticket();
-    const rows = (await this.dataSource.query(KEY_QUERY, [hash])) as KeyRow[];
+    const rows = (await this.dataSource.query(KEY_QUERY, [Buffer.from(cacheKey, 'latin1')])) as KeyRow[];
     const record = rows[0] ? toRecord(rows[0]) : null;
     this.cache.put(cacheKey, record, ticket);
     return record;
@@ -239,7 +238,7 @@ export class KeyVerificationService {
    * usage: for re-checking long-lived connections when something about their key changed.
    */
   async peek(secret: string, ip: string | null): Promise<{ code: VerifyCode; permissions: string[] }> {
-    if (!parseKey(secret)) return { code: VerifyCode.MALFORMED, permissions: [] };
+    if (!isWellFormedKey(secret)) return { code: VerifyCode.MALFORMED, permissions: [] };
     const record = await this.lookup(secret);
     if (!record) return { code: VerifyCode.NOT_FOUND, permissions: [] };
     const code = evaluate(record, { ip }, new Date());
@@ -275,7 +274,7 @@ export class KeyVerificationService {
       remaining: record ? availableQuota(record, new Date()) : null,
       rateLimit: null,
     });
-    if (!parseKey(secret)) return fail(VerifyCode.MALFORMED);
+    if (!isWellFormedKey(secret)) return fail(VerifyCode.MALFORMED);
     const record = await this.lookup(secret);
     if (!record) return fail(VerifyCode.NOT_FOUND);
     const code = evaluate(record, request, new Date());

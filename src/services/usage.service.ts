@@ -110,7 +110,8 @@ export class UsageService {
       return;
     }
     this.buffer.push(entry);
-    if (this.buffer.length >= FLUSH_BATCH) void this.flush();
+    // One flush at a time is asked for: a call per record while one runs would only queue promises.
+    if (this.buffer.length >= FLUSH_BATCH && !this.flushing) void this.flush();
   }
 
   /** Writes everything buffered so far; concurrent callers share one flush. */
