@@ -2,8 +2,8 @@
  * verifyKey throughput against a bare node:http server, in one run on one machine:
  *   (a) bare node:http answering the verify JSON shape   (b) `{ __typename }` through Apollo
  *   (c) verifyKey of a valid key (the fast path)          (d) verifyKeys with 20 keys
- * Prints req/s, p50, p99 and the ratios c/a, c/b, (d x 20)/a.
- * Usage: npm run bench:verify   (DATABASE_URL or embedded PostgreSQL; DURATION_S, CONNECTIONS)
+ * ROUNDS rounds of all four (default 3); prints medians of req/s, p50, p99 and the ratios c/a, c/b, (d x 20)/a.
+ * Usage: npm run bench:verify   (DATABASE_URL or embedded PostgreSQL; DURATION_S, CONNECTIONS, ROUNDS)
  */
 import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
@@ -11,9 +11,11 @@ import { generateKey } from '../src/auth/key-format';
 import { createBenchDatabase } from './lib/bench-database';
 import { gql, startKeyledger, startProcess } from './lib/processes';
 import { runBench } from './lib/run';
+import { percentile } from './lib/stats';
 
 const DURATION = Number(process.env.DURATION_S ?? 10);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50);
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
 
 interface Row {
   name: string;
@@ -58,19 +60,37 @@ async function main(): Promise<void> {
     const auth = { authorization: `Bearer ${verifierKey}` };
     const selection = '{ valid code keyId ownerId permissions remaining }';
 
-    const rows: Row[] = [];
-    rows.push(await load('(a) bare node:http', `${bare.base}/verify`, JSON.stringify({ key: keys[0] })));
-    rows.push(await load('(b) { __typename } via Apollo', `${server.base}/graphql`, JSON.stringify({ query: '{ __typename }' }), auth, server.base));
-    rows.push(await load('(c) verifyKey', `${server.base}/graphql`,
-      JSON.stringify({ query: `query($k: String!) { verifyKey(input: { key: $k, permissions: ["invoices:read"] }) ${selection} }`, variables: { k: keys[0] } }), auth, server.base));
-    rows.push(await load('(d) verifyKeys x 20', `${server.base}/graphql`,
-      JSON.stringify({ query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: keys.map((key) => ({ key })) } }), auth, server.base));
+    const runs: Array<[string, () => Promise<Row>]> = [
+      ['(a) bare node:http', () => load('(a) bare node:http', `${bare.base}/verify`, JSON.stringify({ key: keys[0] }))],
+      ['(b) { __typename } via Apollo', () => load('(b) { __typename } via Apollo', `${server.base}/graphql`, JSON.stringify({ query: '{ __typename }' }), auth, server.base)],
+      ['(c) verifyKey', () => load('(c) verifyKey', `${server.base}/graphql`,
+        JSON.stringify({ query: `query($k: String!) { verifyKey(input: { key: $k, permissions: ["invoices:read"] }) ${selection} }`, variables: { k: keys[0] } }), auth, server.base)],
+      ['(d) verifyKeys x 20', () => load('(d) verifyKeys x 20', `${server.base}/graphql`,
+        JSON.stringify({ query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: keys.map((key) => ({ key })) } }), auth, server.base)],
+    ];
+    // Rounds of all four, medians: this machine's speed drifts by tens of percent between minutes.
+    const samples = new Map<string, Row[]>(runs.map(([name]) => [name, []]));
+    for (let round = 0; round < ROUNDS; round++) for (const [name, run] of runs) samples.get(name)!.push(await run());
+    const median = (values: number[]) => percentile(values, 50);
+    const rows: Row[] = runs.map(([name]) => {
+      const list = samples.get(name)!;
+      const usage = list.map((r) => r.usagePerSecond).filter((v): v is number => v !== undefined);
+      return {
+        name,
+        rps: median(list.map((r) => r.rps)),
+        p50: median(list.map((r) => r.p50)),
+        p99: median(list.map((r) => r.p99)),
+        errors: list.reduce((n, r) => n + r.errors, 0),
+        usagePerSecond: usage.length > 0 ? median(usage) : undefined,
+      };
+    });
 
-    console.log(`\nverify bench: ${CONNECTIONS} connections, ${DURATION} s each, node ${process.version}\n`);
-    console.log('| run | req/s | p50 ms | p99 ms | errors | usage records written/s |');
-    console.log('|---|---:|---:|---:|---:|---:|');
+    console.log(`\nverify bench: ${CONNECTIONS} connections, ${DURATION} s each, ${ROUNDS} rounds (medians), node ${process.version}\n`);
+    console.log('| run | req/s | p50 ms | p99 ms | errors | usage records written/s | req/s per round |');
+    console.log('|---|---:|---:|---:|---:|---:|---|');
     for (const r of rows) {
-      console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.usagePerSecond === undefined ? '-' : r.usagePerSecond.toFixed(0)} |`);
+      const perRound = samples.get(r.name)!.map((x) => x.rps.toFixed(0)).join(', ');
+      console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.usagePerSecond === undefined ? '-' : r.usagePerSecond.toFixed(0)} | ${perRound} |`);
     }
     const [a, b, c, d] = rows as [Row, Row, Row, Row];
     console.log(`\nc/a = ${(c.rps / a.rps).toFixed(2)} (target >= 0.5)   c/b = ${(c.rps / b.rps).toFixed(2)}   (d x 20)/a = ${((d.rps * 20) / a.rps).toFixed(2)} (target >= 3)`);
