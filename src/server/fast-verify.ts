@@ -1,8 +1,10 @@
 import {
+  GraphQLID,
   GraphQLInputObjectType,
   GraphQLList,
   GraphQLNonNull,
   GraphQLObjectType,
+  GraphQLString,
   Kind,
   isEnumType,
   isScalarType,
@@ -18,6 +20,7 @@ import {
   type FieldNode,
   type GraphQLField,
   type GraphQLInputType,
+  type GraphQLLeafType,
   type GraphQLOutputType,
   type ValueNode,
   type GraphQLSchema,
@@ -39,6 +42,28 @@ const FAST_ACCEPT = new Map<string | undefined, string>([
   ['application/graphql-response+json, application/json;q=0.9', 'application/graphql-response+json; charset=utf-8'],
   ['application/graphql-response+json, application/json; q=0.9', 'application/graphql-response+json; charset=utf-8'],
 ]);
+
+/**
+ * A leaf's serialize, with the answer the spec scalars give for values of their own type taken
+ * without the call (the names String, ID, Boolean and Int cannot be redefined by a schema).
+ */
+function leafSerializer(type: GraphQLLeafType): (value: unknown) => unknown {
+  const general = (value: unknown) => type.serialize(value);
+  switch (type.name) {
+    case 'String':
+    case 'ID':
+      return (value) => (typeof value === 'string' ? value : general(value));
+    case 'Boolean':
+      return (value) => (typeof value === 'boolean' ? value : general(value));
+    case 'Int':
+      return (value) => (typeof value === 'number' && Number.isInteger(value) && value <= MAX_INT && value >= MIN_INT ? value : general(value));
+    default:
+      return general;
+  }
+}
+
+const MAX_INT = 2_147_483_647;
+const MIN_INT = -2_147_483_648;
 
 /** Turns a resolved value into its response shape, exactly as graphql-js completes it. */
 type Projector = (value: unknown) => unknown;
@@ -86,7 +111,10 @@ function projector(type: GraphQLOutputType, selection: SelectionSetNode | undefi
     const item = projector(type.ofType, selection);
     return (value) => (value === null || value === undefined ? null : (value as unknown[]).map(item));
   }
-  if (isLeafType(type)) return (value) => (value === null || value === undefined ? null : type.serialize(value));
+  if (isLeafType(type)) {
+    const serialize = leafSerializer(type);
+    return (value) => (value === null || value === undefined ? null : serialize(value));
+  }
   if (!(type instanceof GraphQLObjectType) || !PLAIN_TYPES.has(type.name) || !selection) throw new NotFast();
   const fields = type.getFields();
   const seen = new Set<string>();
@@ -151,6 +179,9 @@ function coerceJson(value: unknown, type: GraphQLInputType): Coerced {
       out[name] = coerced;
     }
     return out;
+  }
+  if (type === GraphQLString || type === GraphQLID) {
+    if (typeof value === 'string') return value; // what their parseValue returns for a string
   }
   if (isScalarType(type) || isEnumType(type)) {
     try {
