@@ -299,8 +299,9 @@ export class AuditService {
    * out of staging with new ids; the second appends the hashed events, moves the head and commits.
    */
   private async sealBatch(): Promise<{ count: number; announcement: string | null }> {
-    const driver = this.dataSource.driver as unknown as { obtainMasterConnection(): Promise<[PoolClient, () => void]> };
+    const driver = this.dataSource.driver as unknown as { obtainMasterConnection(): Promise<[PoolClient, (error?: unknown) => void]> };
     const [client, release] = await driver.obtainMasterConnection();
+    let failure: unknown;
     try {
       const results = (await client.query(`
         BEGIN;
@@ -375,10 +376,12 @@ export class AuditService {
         COMMIT`);
       return { count: events.length, announcement };
     } catch (error) {
+      failure = error;
       await client.query('ROLLBACK').catch(() => {});
       throw error;
     } finally {
-      release();
+      // After a failure the connection goes, not back to the pool: it may be mid-transaction or broken.
+      release(failure);
     }
   }
 }
