@@ -67,7 +67,8 @@ export class AuditPartitions1732800000000 implements MigrationInterface {
       ALTER SEQUENCE audit_events_id_seq OWNED BY audit_events.id;
       ${INDEXES_AND_TRIGGERS}
 
-      CREATE FUNCTION keyledger_audit_partition(name text, bounds text) RETURNS void LANGUAGE plpgsql AS $$
+      CREATE FUNCTION keyledger_audit_partition(name text, bounds text) RETURNS void LANGUAGE plpgsql
+      SET timezone = 'UTC' AS $$
       BEGIN
         IF to_regclass(name) IS NOT NULL THEN RETURN; END IF;
         EXECUTE format('CREATE TABLE %I PARTITION OF audit_events %s', name, bounds);
@@ -76,8 +77,9 @@ export class AuditPartitions1732800000000 implements MigrationInterface {
       END $$;
 
       -- One partition per UTC month touching [from_time, to_time); returns how many were made.
+      -- In UTC whatever the session's zone: month arithmetic on timestamptz follows the session's zone.
       CREATE FUNCTION keyledger_audit_partitions(from_time timestamptz, to_time timestamptz) RETURNS integer
-      LANGUAGE plpgsql AS $$
+      LANGUAGE plpgsql SET timezone = 'UTC' AS $$
       DECLARE
         month timestamptz := date_trunc('month', from_time, 'UTC');
         made integer := 0;

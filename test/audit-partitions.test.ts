@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AuditCountsByDocument, AuditIdsDocument, AuditIntegrityCheckDocument, CreateRoleDocument } from './generated/graphql';
+import { SYSTEM_ACTOR } from '../src/services/actor';
 import { startTestServer, type TestServer } from './helpers/server';
 
 /**
@@ -145,4 +146,38 @@ test('auditCounts from the hourly rollup agree with counting the events, with pa
   } finally {
     await bump(-100);
   }
+});
+
+test('partitions are whole UTC months whatever the session time zone', async () => {
+  for (const zone of ['America/New_York', 'Europe/Berlin', 'Pacific/Chatham']) {
+    await t.db.query(`SET TimeZone = '${zone}'`);
+    await t.db.query(`SELECT keyledger_audit_partitions('2031-01-15Z', '2031-12-01Z')`);
+  }
+  await t.db.query('SET TimeZone = UTC');
+  const bounds = await t.db.query<{ name: string; bound: string }>(
+    `SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = 'audit_events'::regclass AND c.relname LIKE 'audit_events_2031_%' ORDER BY c.relname`,
+  );
+  assert.equal(bounds.length, 11);
+  for (const { name, bound } of bounds) {
+    const month = Number(name.slice(-2));
+    const from = new Date(Date.UTC(2031, month - 1, 1)).toISOString().slice(0, 10);
+    const to = new Date(Date.UTC(2031, month, 1)).toISOString().slice(0, 10);
+    assert.equal(bound, `FOR VALUES FROM ('${from} 00:00:00+00') TO ('${to} 00:00:00+00')`, name);
+  }
+});
+
+test('an event recorded in a savepoint that rolls back is not committed with the outer change', async () => {
+  const audit = t.server.services.audit;
+  await audit.transaction(async (tx) => {
+    await audit.record(tx, SYSTEM_ACTOR, { action: 'savepoint.outer' });
+    await tx
+      .transaction(async (inner) => {
+        await audit.record(inner, SYSTEM_ACTOR, { action: 'savepoint.inner' });
+        throw new Error('inner work fails');
+      })
+      .catch(() => undefined);
+  });
+  const actions = (await t.db.query<{ action: string }>(`SELECT action FROM audit_events WHERE action LIKE 'savepoint.%'`)).map((r) => r.action);
+  assert.deepEqual(actions, ['savepoint.outer']);
 });

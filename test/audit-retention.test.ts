@@ -52,7 +52,7 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
   const report = await applyRetention(audit, new Date('2024-03-01T00:00:00Z'));
   assert.deepEqual(report.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
   assert.equal(report.removedEvents, 4);
-  assert.deepEqual(report.anchor, { lastId: lastFeb!.id, hash: lastFeb!.hash });
+  assert.deepEqual(report.anchors, [{ lastId: lastFeb!.id, hash: lastFeb!.hash }], 'March links to the last removed event');
   assert.equal(await exists('audit_events_2024_01'), false);
   assert.equal(await exists('audit_events_2024_02'), false);
   assert.ok(await exists('audit_events_2024_03'), 'March is younger than the cut-off and stays');
@@ -60,9 +60,9 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
   const integrity = await reports.integrity(null, null);
   assert.equal(integrity.ok, true, JSON.stringify(integrity));
   assert.equal(integrity.checkedEvents, await eventCount(), 'every remaining event was checked');
-  const [event] = await db.query<{ details: { removedEvents: number; anchor: { lastId: string } } }>(`SELECT details FROM audit_events WHERE action = 'audit.retention'`);
+  const [event] = await db.query<{ details: { removedEvents: number; anchors: Array<{ lastId: string }> } }>(`SELECT details FROM audit_events WHERE action = 'audit.retention'`);
   assert.equal(event!.details.removedEvents, 4);
-  assert.equal(event!.details.anchor.lastId, lastFeb!.id);
+  assert.equal(event!.details.anchors[0]!.lastId, lastFeb!.id);
   const rolled = await db.query(`SELECT 1 FROM audit_counts_hourly WHERE hour < '2024-03-01'`);
   assert.equal(rolled.length, 0, 'the rollup forgets the removed months too');
 });
@@ -80,15 +80,33 @@ test('a forged anchor is reported at the first kept event', async () => {
   }
 });
 
-test('a month whose events sit after kept ones in the chain is kept, and nothing is removed', async () => {
-  // Sealed after today's events (a late import, a skewed clock): removing March would cut the chain.
+test('a month whose events sit among kept ones in the chain is removed with an anchor at every crossing', async () => {
+  // Sealed after today's events (a late commit, a skewed clock): March now spans the chain.
   await stageAt('2024-03-20T12:00:00Z', 'late.mar');
   await audit.seal();
-  const before = await eventCount();
+  const [early] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'old.mar'`);
+  const [late] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'late.mar'`);
   const report = await applyRetention(audit, new Date('2024-04-01T00:00:00Z'));
-  assert.deepEqual(report.removedPartitions, []);
-  assert.equal(report.kept.length, 1);
-  assert.match(report.kept[0]!, /audit_events_2024_03/);
-  assert.ok(await exists('audit_events_2024_03'));
-  assert.equal(await eventCount(), before, 'no event removed and no retention event written');
+  assert.deepEqual(report.removedPartitions, ['audit_events_2024_03']);
+  assert.equal(report.removedEvents, 2);
+  assert.deepEqual(report.anchors, [
+    { lastId: early!.id, hash: early!.hash },
+    { lastId: late!.id, hash: late!.hash },
+  ], 'the early event is followed by a kept one; the late one was the head');
+  assert.equal(await exists('audit_events_2024_03'), false);
+  const integrity = await reports.integrity(null, null);
+  assert.equal(integrity.ok, true, JSON.stringify(integrity));
+  assert.equal(integrity.checkedEvents, await eventCount());
+  // And the chain goes on from there.
+  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.after' });
+  assert.equal((await reports.integrity(null, null)).ok, true);
+});
+
+test('a cut-off later than the start of this month is refused: this month and later are never dropped', async () => {
+  const next = new Date();
+  next.setUTCMonth(next.getUTCMonth() + 1, 1);
+  await assert.rejects(applyRetention(audit, next), /current month/);
+  await assert.rejects(applyRetention(audit, new Date('2207-01-01T00:00:00Z')), /current month/);
+  const partitions = await db.query(`SELECT 1 FROM pg_inherits WHERE inhparent = 'audit_events'::regclass`);
+  assert.ok(partitions.length >= 5, 'nothing was dropped');
 });

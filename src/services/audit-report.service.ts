@@ -75,7 +75,8 @@ export class AuditReportService {
    */
   private fromRollup(filter: AuditEventFilter | null | undefined, column: string, size: number): Promise<Array<{ key: string; count: number }>> | null {
     const f = filter ?? {};
-    if (f.actorId || f.actorKeyId || f.targetId || f.ip || f.detailsContains) return null;
+    // The same tests applyAuditFilter makes: an empty actorId still filters (to nothing).
+    if (f.actorId != null || f.actorKeyId != null || f.targetId || f.ip || f.detailsContains) return null;
     if (f.from && f.to && f.from.getTime() > f.to.getTime()) throw new BadInputError('filter.from', 'filter.from must not be after filter.to');
     const start = f.from ? ceilHour(f.from) : null;
     const end = f.to ? floorHour(f.to) : null;
@@ -144,6 +145,9 @@ export class AuditReportService {
       if (batch.length === 0) break;
       for (const event of batch) {
         if (previousHash === null) previousHash = await this.hashBefore(event.id);
+        // The event read before this one need not be its predecessor: one outside the time range,
+        // or removed by retention (an anchor), may sit between them. Then the chain itself says.
+        if (event.prevHash !== previousHash) previousHash = await this.hashBefore(event.id);
         const { hash, ...rest } = event;
         if (event.prevHash !== previousHash || eventHash(rest) !== hash) {
           return { ok: false, checkedEvents: checked + 1, firstInvalidEventId: event.id, headHash: null };
@@ -156,13 +160,16 @@ export class AuditReportService {
     return { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: previousHash };
   }
 
-  /** The hash the event `id` must link to: the event before it, or what retention removed, or genesis. */
+  /** The hash the event `id` must link to: the event before it, or one retention removed (an anchor), or genesis. */
   private async hashBefore(id: string): Promise<string> {
     const [row] = (await this.dataSource.query(
-      `SELECT coalesce((SELECT hash FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1),
-                       (SELECT hash FROM audit_chain_anchors WHERE last_id < $1 ORDER BY last_id DESC LIMIT 1)) AS hash`,
+      `SELECT hash FROM (
+         (SELECT id, hash FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1)
+         UNION ALL
+         (SELECT last_id, hash FROM audit_chain_anchors WHERE last_id < $1 ORDER BY last_id DESC LIMIT 1)
+       ) before ORDER BY id DESC LIMIT 1`,
       [id],
-    )) as Array<{ hash: string | null }>;
+    )) as Array<{ hash: string }>;
     return row?.hash ?? GENESIS_HASH;
   }
 }

@@ -5,103 +5,96 @@ import { CHAIN_LOCK, type AuditService } from './audit.service';
 export interface RetentionReport {
   removedPartitions: string[];
   removedEvents: number;
-  /** The last removed event: what the first kept event links to */
-  anchor: { lastId: string; hash: string } | null;
-  /** Months that are old enough but were kept, and why */
-  kept: string[];
-}
-
-interface PartitionSpan {
-  name: string;
-  /** Start of the month after the partition's: everything in it is older */
-  until: Date | null;
-  minId: bigint | null;
-  maxId: bigint | null;
-  events: number;
+  /**
+   * Removed events that a kept event links to (or that the chain head is): their id and hash stay
+   * as anchors. Usually one; more when months overlap in the chain (late commits, skewed clocks).
+   */
+  anchors: Array<{ lastId: string; hash: string }>;
 }
 
 const MONTH_PARTITION = /^audit_events_(\d{4})_(\d{2})$/;
 
-async function spans(tx: EntityManager): Promise<PartitionSpan[]> {
-  const names = (await tx.query(
+/** Month partitions wholly older than `before`, oldest first. Names come from the catalogue and match MONTH_PARTITION. */
+async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: string[]; kept: string[] }> {
+  const rows = (await tx.query(
     `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
       WHERE i.inhparent = 'audit_events'::regclass ORDER BY c.relname`,
   )) as Array<{ name: string }>;
-  const result: PartitionSpan[] = [];
-  for (const { name } of names) {
-    // Names come from the catalogue and match a fixed pattern (or are the default partition).
-    if (name !== 'audit_events_default' && !MONTH_PARTITION.test(name)) continue;
-    const [row] = (await tx.query(`SELECT min(id)::text AS min, max(id)::text AS max, count(*)::int AS events FROM ${name}`)) as Array<{
-      min: string | null;
-      max: string | null;
-      events: number;
-    }>;
+  const old: string[] = [];
+  const kept: string[] = [];
+  for (const { name } of rows) {
     const month = MONTH_PARTITION.exec(name);
-    result.push({
-      name,
-      until: month ? new Date(Date.UTC(Number(month[1]), Number(month[2]), 1)) : null,
-      minId: row!.min === null ? null : BigInt(row!.min),
-      maxId: row!.max === null ? null : BigInt(row!.max),
-      events: row!.events,
-    });
+    const until = month ? Date.UTC(Number(month[1]), Number(month[2]), 1) : null;
+    if (until !== null && until <= before.getTime()) old.push(name);
+    else if (month || name === 'audit_events_default') kept.push(name);
   }
-  return result;
+  return { old, kept };
 }
 
 /**
- * Removes whole months of audit events older than `before`, leaving a chain that still verifies:
- * the removed events must be a prefix of the chain (no kept event older in the chain than a removed
- * one), the last removed event's id and hash are kept as an anchor that the first kept event links
- * to, and the removal is itself an audit event (audit.retention) in the same transaction. Months
- * are detached and dropped, never deleted row by row (the table refuses that).
+ * Removes whole months of audit events older than `before` and leaves a chain that still verifies.
+ * Ids follow sealing order while months follow occurred_at, so months can overlap in the chain
+ * (an event committed late, clocks apart): every removed event that a kept event links to, or that
+ * is the chain's head, is kept as an anchor (its id and hash), and integrity checks link across it.
+ * The removal is an audit event (audit.retention) in the same transaction, under the chain lock.
+ * Months are detached and dropped, never deleted row by row (the table refuses that).
  */
 export async function applyRetention(
   audit: AuditService,
   before: Date,
-  { actor = SYSTEM_ACTOR, dryRun = false }: { actor?: Actor; dryRun?: boolean } = {},
+  { actor = SYSTEM_ACTOR, dryRun = false, now = new Date() }: { actor?: Actor; dryRun?: boolean; now?: Date } = {},
 ): Promise<RetentionReport> {
-  let report: RetentionReport = { removedPartitions: [], removedEvents: 0, anchor: null, kept: [] };
+  // A typo of a year must not drop this month or future ones (their events would land in default).
+  const thisMonth = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
+  if (!(before.getTime() <= thisMonth)) throw new RangeError('before must not be later than the start of the current month (UTC)');
+  let report: RetentionReport = { removedPartitions: [], removedEvents: 0, anchors: [] };
   await audit.transaction(async (tx) => {
+    // Detaching needs the table to itself: give up rather than queue every writer behind a long read.
+    await tx.query(`SET LOCAL lock_timeout = '5s'`);
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
-    const all = await spans(tx);
-    const old = all.filter((s) => s.until !== null && s.until.getTime() <= before.getTime()).sort((a, b) => a.until!.getTime() - b.until!.getTime());
-    const removed: PartitionSpan[] = [];
-    const kept: string[] = [];
-    for (const candidate of old) {
-      const next = [...removed, candidate];
-      const maxRemoved = next.reduce<bigint | null>((m, s) => (s.maxId !== null && (m === null || s.maxId > m) ? s.maxId : m), null);
-      const minKept = all
-        .filter((s) => !next.includes(s))
-        .reduce<bigint | null>((m, s) => (s.minId !== null && (m === null || s.minId < m) ? s.minId : m), null);
-      if (maxRemoved !== null && minKept !== null && maxRemoved > minKept) {
-        kept.push(`${candidate.name}: holds events that follow kept ones in the chain`);
-        break;
-      }
-      removed.push(candidate);
+    const { old, kept } = await monthsBefore(tx, before);
+    if (old.length === 0) return;
+    const removed = old.map((name) => `SELECT id, hash FROM ${name}`).join(' UNION ALL ');
+    const [{ events }] = (await tx.query(`SELECT count(*)::int AS events FROM (${removed}) r`)) as Array<{ events: number }>;
+    // The oldest kept event, one index probe per kept partition.
+    let oldestKept: bigint | null = null;
+    for (const name of kept) {
+      const [{ id }] = (await tx.query(`SELECT min(id)::text AS id FROM ${name}`)) as Array<{ id: string | null }>;
+      if (id !== null && (oldestKept === null || BigInt(id) < oldestKept)) oldestKept = BigInt(id);
     }
-    const lastId = removed.reduce<bigint | null>((m, s) => (s.maxId !== null && (m === null || s.maxId > m) ? s.maxId : m), null);
-    let anchor: RetentionReport['anchor'] = null;
-    if (lastId !== null) {
-      const [row] = (await tx.query('SELECT hash FROM audit_events WHERE id = $1', [lastId.toString()])) as Array<{ hash: string }>;
-      anchor = { lastId: lastId.toString(), hash: row!.hash };
+    // Removed events below the oldest kept one are followed by removed ones, except the last of them:
+    // only from there on can a removed event be followed by a kept one (or be the head).
+    const [{ from }] = (await tx.query(
+      `SELECT coalesce(max(id), 0)::text AS from FROM (${removed}) r WHERE $1::bigint IS NULL OR r.id < $1::bigint`,
+      [oldestKept?.toString() ?? null],
+    )) as Array<{ from: string }>;
+    const anchors = (await tx.query(
+      `SELECT r.id::text AS "lastId", r.hash
+         FROM (${removed}) r
+         LEFT JOIN LATERAL (SELECT e.id, e.tableoid::regclass::text AS part FROM audit_events e WHERE e.id > r.id ORDER BY e.id LIMIT 1) n ON true
+        WHERE r.id >= $2::bigint AND (n.id IS NULL OR n.part <> ALL($1::text[]))
+        ORDER BY r.id`,
+      [old, from],
+    )) as Array<{ lastId: string; hash: string }>;
+    report = { removedPartitions: old, removedEvents: events, anchors };
+    if (dryRun) return;
+    for (const anchor of anchors) {
+      await tx.query('INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) VALUES ($1, $2, $3, $4)', [
+        anchor.lastId,
+        anchor.hash,
+        before,
+        events,
+      ]);
     }
-    report = { removedPartitions: removed.map((s) => s.name), removedEvents: removed.reduce((n, s) => n + s.events, 0), anchor, kept };
-    if (dryRun || removed.length === 0) return;
-    if (anchor) {
-      await tx.query(
-        'INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) VALUES ($1, $2, $3, $4)',
-        [anchor.lastId, anchor.hash, removed.at(-1)!.until, report.removedEvents],
-      );
+    for (const name of old) {
+      await tx.query(`ALTER TABLE audit_events DETACH PARTITION ${name}`);
+      await tx.query(`DROP TABLE ${name}`);
     }
-    for (const span of removed) {
-      await tx.query(`ALTER TABLE audit_events DETACH PARTITION ${span.name}`);
-      await tx.query(`DROP TABLE ${span.name}`);
-    }
-    await tx.query('DELETE FROM audit_counts_hourly WHERE hour < $1', [removed.at(-1)!.until]);
+    await tx.query('DELETE FROM audit_counts_hourly WHERE hour < $1', [before]);
     await audit.record(tx, actor, {
       action: 'audit.retention',
       targetType: 'audit',
-      details: { before: before.toISOString(), removedPartitions: report.removedPartitions, removedEvents: report.removedEvents, anchor, kept },
+      details: { before: before.toISOString(), removedPartitions: old, removedEvents: events, anchors },
     });
   });
   return report;

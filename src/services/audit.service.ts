@@ -110,7 +110,12 @@ export interface TransactionOptions {
 function deferringRunner(runner: QueryRunner, tail: string[]): QueryRunner {
   const query = runner.query.bind(runner) as (sql: string, ...rest: unknown[]) => Promise<unknown>;
   let beginPending = false;
+  // Tail length at each open savepoint: a rolled-back savepoint takes its events with it.
+  const savepoints: number[] = [];
   runner.query = (async (sql: string, ...rest: unknown[]) => {
+    if (sql.startsWith('SAVEPOINT ')) savepoints.push(tail.length);
+    else if (sql.startsWith('RELEASE SAVEPOINT ')) savepoints.pop();
+    else if (sql.startsWith('ROLLBACK TO SAVEPOINT ')) tail.length = savepoints.pop() ?? tail.length;
     if (sql === 'START TRANSACTION') {
       beginPending = true;
       return undefined;

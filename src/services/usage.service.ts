@@ -33,7 +33,7 @@ function arrayLiteral(values: ReadonlyArray<string | number | null>): string {
 }
 
 /** What may stand unquoted in an array literal; anything else (never expected here) is quoted. */
-const BARE_ELEMENT = /^[0-9A-Za-z][0-9A-Za-z.:%_-]*$/;
+const BARE_ELEMENT = /^(?!null$)[0-9A-Za-z][0-9A-Za-z.:%_-]*$/i;
 
 function quoteElement(value: string): string {
   return `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
@@ -77,7 +77,7 @@ class UsageColumns {
   }
 
   /** These records, then `later`'s, at most `max` in all */
-  then(later: UsageColumns, max: number): UsageColumns {
+  followedBy(later: UsageColumns, max: number): UsageColumns {
     const out = new UsageColumns();
     for (const source of [this, later]) for (let i = 0; i < source.length && out.length < max; i++) out.push(source.at(i));
     return out;
@@ -129,7 +129,7 @@ export class UsageService {
         this.onError(error);
         // Put the batch back so a passing database error loses nothing, but never let one bad
         // batch block every later record: after a few attempts it is dropped (and counted).
-        if (++this.failedAttempts < MAX_ATTEMPTS) this.buffer = batch.then(this.buffer, MAX_BUFFERED);
+        if (++this.failedAttempts < MAX_ATTEMPTS) this.buffer = batch.followedBy(this.buffer, MAX_BUFFERED);
         else {
           this.dropped += batch.length;
           this.failedAttempts = 0;
