@@ -107,15 +107,21 @@ export interface TransactionOptions {
  * A query runner whose COMMIT carries the transaction's tail, and whose BEGIN waits for the first
  * statement: a transaction that only records an event is then one round trip, not three.
  */
-function deferringRunner(runner: QueryRunner, tail: string[]): QueryRunner {
+function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() => void>): QueryRunner {
   const query = runner.query.bind(runner) as (sql: string, ...rest: unknown[]) => Promise<unknown>;
   let beginPending = false;
-  // Tail length at each open savepoint: a rolled-back savepoint takes its events with it.
-  const savepoints: number[] = [];
+  // Tail and effects at each open savepoint: a rolled-back savepoint takes its events with it.
+  const savepoints: Array<{ tail: number; effects: number }> = [];
   runner.query = (async (sql: string, ...rest: unknown[]) => {
-    if (sql.startsWith('SAVEPOINT ')) savepoints.push(tail.length);
+    if (sql.startsWith('SAVEPOINT ')) savepoints.push({ tail: tail.length, effects: effects.length });
     else if (sql.startsWith('RELEASE SAVEPOINT ')) savepoints.pop();
-    else if (sql.startsWith('ROLLBACK TO SAVEPOINT ')) tail.length = savepoints.pop() ?? tail.length;
+    else if (sql.startsWith('ROLLBACK TO SAVEPOINT ')) {
+      const mark = savepoints.pop();
+      if (mark) {
+        tail.length = mark.tail;
+        effects.length = mark.effects;
+      }
+    }
     if (sql === 'START TRANSACTION') {
       beginPending = true;
       return undefined;
@@ -213,7 +219,7 @@ export class AuditService {
   ): Promise<T> {
     const effects: Array<() => void> = [];
     const tail: string[] = [];
-    const runner = deferringRunner(this.dataSource.createQueryRunner(), tail);
+    const runner = deferringRunner(this.dataSource.createQueryRunner(), tail, effects);
     let result: T;
     try {
       await runner.startTransaction();
