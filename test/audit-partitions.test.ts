@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { AuditCountsByDocument, AuditIdsDocument, AuditIntegrityCheckDocument, CreateRoleDocument } from './generated/graphql';
+import { AuditCountsByDocument, AuditIdsDocument, AuditIntegrityCheckDocument, AuditTimelineByDocument, CreateRoleDocument } from './generated/graphql';
 import { SYSTEM_ACTOR } from '../src/services/actor';
 import { startTestServer, type TestServer } from './helpers/server';
 
@@ -143,6 +143,74 @@ test('auditCounts from the hourly rollup agree with counting the events, with pa
   await bump(100);
   try {
     assert.equal(await one(), before + 100);
+  } finally {
+    await bump(-100);
+  }
+});
+
+test('counts and timelines over days read whole days and hours from the rollups and agree with the events', async () => {
+  // Events over five days of April, at hours and minutes that leave partial days and hours at every edge.
+  const times: string[] = [];
+  for (let day = 1; day <= 5; day++) {
+    for (const time of ['00:00', '03:17', '11:59', '12:00', '18:45', '23:59']) times.push(`2026-04-0${day}T${time}:00Z`);
+  }
+  for (const [i, time] of times.entries()) {
+    await t.db.query(
+      `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, target_type) VALUES ($1, $2, $3, 'SYSTEM', $4)`,
+      [time, i % 3 === 0 ? 'daily.one' : 'daily.two', i % 5 === 0 ? 'DENIED' : 'SUCCESS', i % 2 === 0 ? 'role' : null],
+    );
+  }
+  await t.server.services.audit.seal();
+  const ranges = [
+    { from: '2026-04-01T03:30:00Z', to: '2026-04-04T18:50:00Z' }, // partial hours and days at both ends
+    { from: '2026-04-02T00:00:00Z', to: '2026-04-05T00:00:00Z' }, // whole days only
+    { from: '2026-04-01T11:00:00Z', to: '2026-04-03T12:00:00Z' }, // whole hours, partial days
+    { from: '2026-04-03T11:10:00Z', to: '2026-04-03T23:59:30Z' }, // inside one day
+    { from: '2026-04-02T05:00:00Z' },
+    { to: '2026-04-03T12:00:30Z' },
+  ];
+  const where = `action LIKE 'daily.%' AND ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2)
+                 AND ($3::text IS NULL OR outcome = $3)`;
+  for (const range of ranges) {
+    for (const outcome of [null, 'DENIED' as const]) {
+      const filter = { actions: ['daily.*'], ...range, ...(outcome ? { outcome } : {}) };
+      const params = [range.from ?? null, range.to ?? null, outcome];
+      const counted = await t.ok(t.adminKey, AuditCountsByDocument, { filter, groupBy: 'ACTION', limit: 50 });
+      const expected = await t.db.query(
+        `SELECT action AS key, count(*)::int AS count FROM audit_events WHERE ${where} GROUP BY 1 ORDER BY 2 DESC, 1 ASC`,
+        params,
+      );
+      assert.deepEqual(counted.auditCounts, expected, `counts over ${JSON.stringify(filter)}`);
+      for (const bucket of ['MINUTE', 'HOUR', 'DAY'] as const) {
+        const timeline = await t.ok(t.adminKey, AuditTimelineByDocument, { filter, bucket });
+        const rows = await t.db.query<{ start: Date; count: number }>(
+          `SELECT date_trunc('${bucket.toLowerCase()}', occurred_at, 'UTC') AS start, count(*)::int AS count FROM audit_events
+            WHERE ${where} GROUP BY 1 ORDER BY 1`,
+          params,
+        );
+        assert.deepEqual(
+          timeline.auditTimeline,
+          rows.map((r) => ({ start: r.start.toISOString(), count: r.count })),
+          `${bucket} timeline over ${JSON.stringify(filter)}`,
+        );
+      }
+    }
+  }
+  const daily = await t.db.query<{ count: string }>(`SELECT sum(count)::text AS count FROM audit_counts_daily WHERE action LIKE 'daily.%'`);
+  assert.equal(Number(daily[0]!.count), times.length, 'the daily rollup holds every sealed event once');
+
+  // Whole days come from the daily rollup: a changed daily row shows in counts and in the DAY timeline.
+  const bump = (by: number) =>
+    t.db.query(`UPDATE audit_counts_daily SET count = count + $1 WHERE action = 'daily.one' AND outcome = 'SUCCESS' AND day = '2026-04-03T00:00:00Z'`, [by]);
+  const filter = { actions: ['daily.one'], from: '2026-04-02T00:00:00Z', to: '2026-04-05T00:00:00Z' };
+  const read = async () => ({
+    count: (await t.ok(t.adminKey, AuditCountsByDocument, { filter, groupBy: 'ACTION' })).auditCounts[0]!.count,
+    day: (await t.ok(t.adminKey, AuditTimelineByDocument, { filter, bucket: 'DAY' })).auditTimeline.find((b) => b.start === '2026-04-03T00:00:00.000Z')!.count,
+  });
+  const before = await read();
+  await bump(100);
+  try {
+    assert.deepEqual(await read(), { count: before.count + 100, day: before.day + 100 });
   } finally {
     await bump(-100);
   }

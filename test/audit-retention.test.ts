@@ -49,7 +49,8 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
   assert.deepEqual(dry.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
   assert.ok(await exists('audit_events_2024_01'), 'a dry run removes nothing');
 
-  const report = await applyRetention(audit, new Date('2024-03-01T00:00:00Z'));
+  // A cut-off inside March drops only the months wholly before it.
+  const report = await applyRetention(audit, new Date('2024-03-15T00:00:00Z'));
   assert.deepEqual(report.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
   assert.equal(report.removedEvents, 4);
   assert.deepEqual(report.anchors, [{ lastId: lastFeb!.id, hash: lastFeb!.hash }], 'March links to the last removed event');
@@ -63,8 +64,12 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
   const [event] = await db.query<{ details: { removedEvents: number; anchors: Array<{ lastId: string }> } }>(`SELECT details FROM audit_events WHERE action = 'audit.retention'`);
   assert.equal(event!.details.removedEvents, 4);
   assert.equal(event!.details.anchors[0]!.lastId, lastFeb!.id);
-  const rolled = await db.query(`SELECT 1 FROM audit_counts_hourly WHERE hour < '2024-03-01'`);
-  assert.equal(rolled.length, 0, 'the rollup forgets the removed months too');
+  for (const [table, column] of [['audit_counts_hourly', 'hour'], ['audit_counts_daily', 'day']]) {
+    const rolled = await db.query<{ action: string; count: string }>(
+      `SELECT action, sum(count)::text AS count FROM ${table} WHERE ${column} < '2024-04-01' GROUP BY 1 ORDER BY 1`,
+    );
+    assert.deepEqual(rolled, [{ action: 'old.mar', count: '1' }], `${table} forgets the removed months and keeps March`);
+  }
 });
 
 test('a forged anchor is reported at the first kept event', async () => {

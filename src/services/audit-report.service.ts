@@ -3,7 +3,7 @@ import { AuditEventEntity } from '../entities';
 import { AuditGroupBy, assertNever } from '../entities/enums';
 import { applyAuditFilter, type AuditEventFilter } from './audit-query.service';
 import { GENESIS_HASH, eventHash } from './audit.service';
-import { ROLLUP_TABLE, ceilHour, floorHour } from './audit-rollup';
+import { ROLLUP_LEVELS, coverRange, type RollupLevel } from './audit-rollup';
 import { BadInputError } from './errors';
 
 
@@ -17,10 +17,12 @@ export interface IntegrityReport {
 }
 
 const NONE = '(none)';
-/** Group-bys the hourly rollup can answer (its columns) */
+/** Group-bys the rollups can answer (their columns) */
 const ROLLED_UP = new Set([AuditGroupBy.ACTION, AuditGroupBy.OUTCOME, AuditGroupBy.TARGET_TYPE]);
 const MAX_GROUPS = 1000;
 const INTEGRITY_BATCH = 5000;
+const MAX_BUCKETS = 100_000;
+const BUCKET_MILLIS: Record<TimeBucketName, number> = { MINUTE: 60_000, HOUR: 3_600_000, DAY: 86_400_000 };
 
 function groupLimit(limit: number | null | undefined): number {
   const size = limit ?? 20;
@@ -62,8 +64,13 @@ export class AuditReportService {
   async counts(filter: AuditEventFilter | null | undefined, groupBy: AuditGroupBy, limit: number | null | undefined): Promise<Array<{ key: string; count: number }>> {
     const size = groupLimit(limit);
     const column = groupColumn(groupBy);
-    const rolledUp = ROLLED_UP.has(groupBy) ? this.fromRollup(filter, column, size) : null;
-    if (rolledUp) return rolledUp;
+    const rolledUp = ROLLED_UP.has(groupBy) ? this.fromRollups(filter, ROLLUP_LEVELS, () => `coalesce(${column}, '${NONE}')`, 'key') : null;
+    if (rolledUp) {
+      return this.dataSource.query(
+        `SELECT key, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY key ORDER BY count DESC, key ASC LIMIT ${size}`,
+        rolledUp.params,
+      ) as Promise<Array<{ key: string; count: number }>>;
+    }
     const query = this.dataSource.manager
       .createQueryBuilder(AuditEventEntity, 'e')
       .select(`coalesce(${column}, '${NONE}')`, 'key')
@@ -72,59 +79,64 @@ export class AuditReportService {
     return query.groupBy('1').orderBy('count', 'DESC').addOrderBy('key', 'ASC').limit(size).getRawMany();
   }
 
-  /**
-   * Counts from the hourly rollup for the whole hours of the range, plus the raw events of the
-   * partial hours at either end, in one statement (one snapshot). Null when the filter names
-   * something the rollup does not keep (actor, key, target id, address, details).
-   */
-  private fromRollup(filter: AuditEventFilter | null | undefined, column: string, size: number): Promise<Array<{ key: string; count: number }>> | null {
-    const f = filter ?? {};
-    // The same tests applyAuditFilter makes: an empty actorId still filters (to nothing).
-    if (f.actorId != null || f.actorKeyId != null || f.targetId || f.ip || f.detailsContains) return null;
-    // A range inside one hour, or backwards (the raw path refuses it), is counted from the events.
-    const start = f.from ? ceilHour(f.from) : null;
-    const end = f.to ? floorHour(f.to) : null;
-    if (start && end && start.getTime() >= end.getTime()) return null;
-    const manager = this.dataSource.manager;
-    const rollup = manager
-      .createQueryBuilder()
-      .from(ROLLUP_TABLE, 'e')
-      .select(`coalesce(${column}, '${NONE}')`, 'key')
-      .addSelect('sum(e.count)', 'count');
-    applyAuditFilter(rollup as never, { actions: f.actions, outcome: f.outcome, targetType: f.targetType });
-    if (start) rollup.andWhere('e.hour >= :start', { start });
-    if (end) rollup.andWhere('e.hour < :end', { end });
-    const parts = [rollup.groupBy('1')];
-    const edge = (from: Date | null | undefined, to: Date | null | undefined) => {
-      const query = manager.createQueryBuilder(AuditEventEntity, 'e').select(`coalesce(${column}, '${NONE}')`, 'key').addSelect('count(*)', 'count');
-      applyAuditFilter(query, { ...f, from, to });
-      parts.push(query.groupBy('1') as never);
-    };
-    if (f.from && start && f.from.getTime() < start.getTime()) edge(f.from, start);
-    if (f.to && end && end.getTime() < f.to.getTime()) edge(end, f.to);
-    const sql: string[] = [];
-    const params: unknown[] = [];
-    for (const part of parts) {
-      const [text, values] = part.getQueryAndParameters();
-      const offset = params.length;
-      sql.push(text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + offset}`));
-      params.push(...values);
-    }
-    return this.dataSource.query(
-      `SELECT key, sum(count)::int AS count FROM (${sql.join(' UNION ALL ')}) parts GROUP BY key ORDER BY count DESC, key ASC LIMIT ${size}`,
-      params,
-    ) as Promise<Array<{ key: string; count: number }>>;
-  }
-
   /** Non-empty buckets in time order; their counts add up to the filter's number of events. */
   async timeline(filter: AuditEventFilter | null | undefined, bucket: TimeBucketName): Promise<Array<{ start: Date; count: number }>> {
     const unit = { MINUTE: 'minute', HOUR: 'hour', DAY: 'day' }[bucket];
+    // A rollup serves buckets as coarse as its own or coarser.
+    const levels = ROLLUP_LEVELS.filter((level) => level.millis <= BUCKET_MILLIS[bucket]);
+    const rolledUp = this.fromRollups(filter, levels, (time) => `date_trunc('${unit}', ${time}, 'UTC')`, 'start');
+    if (rolledUp) {
+      return this.dataSource.query(
+        `SELECT start, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY start ORDER BY start ASC LIMIT ${MAX_BUCKETS}`,
+        rolledUp.params,
+      ) as Promise<Array<{ start: Date; count: number }>>;
+    }
     const query = this.dataSource.manager
       .createQueryBuilder(AuditEventEntity, 'e')
       .select(`date_trunc('${unit}', e.occurred_at, 'UTC')`, 'start')
       .addSelect('count(*)::int', 'count');
     applyAuditFilter(query, filter);
-    return query.groupBy('1').orderBy('1', 'ASC').limit(100_000).getRawMany();
+    return query.groupBy('1').orderBy('1', 'ASC').limit(MAX_BUCKETS).getRawMany();
+  }
+
+  /**
+   * One statement (one snapshot) whose parts count the range: whole days and hours from the
+   * rollups, partial hours at either end from the events (see coverRange). Each part yields
+   * `<name>` (from `group`, given the part's time column) and `count`. Null when the filter names
+   * something the rollups do not keep (actor, key, target id, address, details) or no rollup fits.
+   */
+  private fromRollups(
+    filter: AuditEventFilter | null | undefined,
+    levels: readonly RollupLevel[],
+    group: (timeColumn: string) => string,
+    name: string,
+  ): { sql: string; params: unknown[] } | null {
+    const f = filter ?? {};
+    // The same tests applyAuditFilter makes: an empty actorId still filters (to nothing).
+    if (f.actorId != null || f.actorKeyId != null || f.targetId || f.ip || f.detailsContains) return null;
+    // A backwards range has no segments: the raw path refuses it.
+    const segments = coverRange(f.from ?? null, f.to ?? null, levels);
+    if (!segments.some((segment) => segment.level)) return null;
+    const manager = this.dataSource.manager;
+    const sql: string[] = [];
+    const params: unknown[] = [];
+    for (const { level, from, to } of segments) {
+      let part;
+      if (level) {
+        part = manager.createQueryBuilder().from(level.table, 'e').select(group(`e.${level.column}`), name).addSelect('sum(e.count)', 'count');
+        applyAuditFilter(part as never, { actions: f.actions, outcome: f.outcome, targetType: f.targetType });
+        if (from) part.andWhere(`e.${level.column} >= :from`, { from });
+        if (to) part.andWhere(`e.${level.column} < :to`, { to });
+      } else {
+        part = manager.createQueryBuilder(AuditEventEntity, 'e').select(group('e.occurred_at'), name).addSelect('count(*)', 'count');
+        applyAuditFilter(part, { ...f, from, to });
+      }
+      const [text, values] = part.groupBy('1').getQueryAndParameters();
+      const offset = params.length;
+      sql.push(text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + offset}`));
+      params.push(...values);
+    }
+    return { sql: sql.join(' UNION ALL '), params };
   }
 
   /**

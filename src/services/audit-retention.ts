@@ -1,6 +1,7 @@
 import type { EntityManager } from 'typeorm';
 import { SYSTEM_ACTOR, type Actor } from './actor';
 import { CHAIN_LOCK, type AuditService } from './audit.service';
+import { ROLLUP_LEVELS } from './audit-rollup';
 
 export interface RetentionReport {
   removedPartitions: string[];
@@ -14,6 +15,12 @@ export interface RetentionReport {
 
 const MONTH_PARTITION = /^audit_events_(\d{4})_(\d{2})$/;
 
+/** The UTC month a partition named audit_events_YYYY_MM holds. */
+function monthOf(name: string): { start: Date; end: Date } {
+  const [, year, month] = MONTH_PARTITION.exec(name)!;
+  return { start: new Date(Date.UTC(Number(year), Number(month) - 1, 1)), end: new Date(Date.UTC(Number(year), Number(month), 1)) };
+}
+
 /** Month partitions wholly older than `before`, oldest first. Names come from the catalogue and match MONTH_PARTITION. */
 async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: string[]; kept: string[] }> {
   const rows = (await tx.query(
@@ -23,9 +30,8 @@ async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: str
   const old: string[] = [];
   const kept: string[] = [];
   for (const { name } of rows) {
-    const month = MONTH_PARTITION.exec(name);
-    const until = month ? Date.UTC(Number(month[1]), Number(month[2]), 1) : null;
-    if (until !== null && until <= before.getTime()) old.push(name);
+    const month = MONTH_PARTITION.test(name) ? monthOf(name) : null;
+    if (month && month.end.getTime() <= before.getTime()) old.push(name);
     else if (month || name === 'audit_events_default') kept.push(name);
   }
   return { old, kept };
@@ -90,7 +96,13 @@ export async function applyRetention(
       await tx.query(`ALTER TABLE audit_events DETACH PARTITION ${name}`);
       await tx.query(`DROP TABLE ${name}`);
     }
-    await tx.query('DELETE FROM audit_counts_hourly WHERE hour < $1', [before]);
+    // The rollups forget exactly the months dropped (a month start is a whole day and hour).
+    for (const name of old) {
+      const { start, end } = monthOf(name);
+      for (const level of ROLLUP_LEVELS) {
+        await tx.query(`DELETE FROM ${level.table} WHERE ${level.column} >= $1 AND ${level.column} < $2`, [start, end]);
+      }
+    }
     await audit.record(tx, actor, {
       action: 'audit.retention',
       targetType: 'audit',
