@@ -3,20 +3,28 @@
  * server-side INSERT … SELECT, then measures p50/p95 of six representative queries through GraphQL
  * (a real server over HTTP) and through the equivalent hand-written SQL, in one run.
  * Usage: npm run bench:audit-queries   (EVENTS=2000000 for a quicker run; DATABASE_URL optional)
+ * KEEP_DATABASE=1 leaves the seeded database and prints its URL; SEEDED_DATABASE_URL=<it> measures
+ * again on it without seeding (seeding 10 million events takes about ten minutes here).
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import { Agent, request } from 'node:http';
 import { Client } from 'pg';
+import { createDataSource } from '../src/db/data-source';
+import { AuditService } from '../src/services/audit.service';
+import { KeyService } from '../src/services/key.service';
+import { startKeyledger } from './lib/processes';
 import { generateKey } from '../src/auth/key-format';
-import { startServer } from '../src/server/app';
 import { ceilDay, ceilHour, floorDay, floorHour, rollupBackfill } from '../src/services/audit-rollup';
 import { createBenchDatabase } from './lib/bench-database';
 import { percentile } from './lib/stats';
-import { DEFAULT_ALERT_SETTINGS } from '../src/services/alert-detectors';
+import { SYSTEM_ACTOR } from '../src/services/actor';
 
 const EVENTS = Number(process.env.EVENTS ?? 10_000_000);
 const RUNS = Number(process.env.RUNS ?? 40);
 const DAY = 86_400_000;
+/** A kept database must start again with the pepper it was made with; a bench's keys guard nothing. */
+const KEPT_DATABASE_PEPPER = 'keyledger-bench-kept-database-pepper-0000';
 
 async function time(run: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
   await run(); // warm-up
@@ -59,20 +67,57 @@ async function seed(sql: Client): Promise<void> {
   console.log(`seeded ${EVENTS} events in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 
+/** A key with every permission for the admin of a database that already has one. */
+async function freshAdminKey(url: string, pepper: string): Promise<string> {
+  const dataSource = createDataSource(url, { onQuery: () => {}, onError: () => {} });
+  await dataSource.initialize();
+  try {
+    const [{ id }] = (await dataSource.query(`SELECT id FROM users WHERE name = 'admin' ORDER BY created_at LIMIT 1`)) as Array<{ id: string }>;
+    const keys = new KeyService(new AuditService(dataSource), pepper, 'kl');
+    return (await keys.create(SYSTEM_ACTOR, { ownerId: id!, name: `bench ${Date.now()}`, permissions: ['*'] })).secret;
+  } finally {
+    await dataSource.destroy();
+  }
+}
+
+/** POSTs over one kept-alive connection, as an auditor's tool would; throws on GraphQL errors. */
+function graphqlClient(base: string, key: string): (query: string, variables: Record<string, unknown>) => Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const { hostname, port } = new URL(base);
+  return (query, variables) =>
+    new Promise((resolve, reject) => {
+      const body = JSON.stringify({ query, variables });
+      const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'content-length': Buffer.byteLength(body) };
+      const req = request({ agent, hostname, port, path: '/graphql', method: 'POST', headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const answer = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { errors?: unknown };
+          if (answer.errors) reject(new Error(JSON.stringify(answer.errors)));
+          else resolve();
+        });
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+}
+
 async function main(): Promise<void> {
-  const db = await createBenchDatabase();
-  const adminKey = generateKey('kl');
-  const server = await startServer(
-    {
-      port: 0, host: '127.0.0.1', databaseUrl: db.url, dataDir: '/nonexistent', databasePoolSize: 20, keyPepper: randomBytes(32).toString('hex'),
-      keyPrefix: 'kl', bootstrapAdminKey: adminKey, redisUrl: null, keyCacheSize: 100_000, alerts: DEFAULT_ALERT_SETTINGS, trustProxy: false, logLevel: 'warn', splunkHec: null,
-    },
-    { announce: () => {} },
-  );
+  const seeded = process.env.SEEDED_DATABASE_URL;
+  const keep = Boolean(process.env.KEEP_DATABASE);
+  const db = seeded ? { url: seeded, cleanup: async () => {} } : await createBenchDatabase();
+  const pepper = seeded || keep ? KEPT_DATABASE_PEPPER : randomBytes(32).toString('hex');
+  const bootstrapKey = generateKey('kl');
+  // The server in its own process, as deployed: the client's work does not share its event loop.
+  const server = await startKeyledger({ DATABASE_URL: db.url, KEY_PEPPER: pepper, BOOTSTRAP_ADMIN_KEY: bootstrapKey, DATABASE_POOL_SIZE: '20' });
+  // A reused database has its admin already: the run gets a fresh key of its own.
+  const adminKey = seeded ? await freshAdminKey(db.url, pepper) : bootstrapKey;
+  const graphql = graphqlClient(server.base, adminKey);
   const sql = new Client({ connectionString: db.url });
   await sql.connect();
   try {
-    await seed(sql);
+    if (!seeded) await seed(sql);
+    if (keep) console.log(`seeded database kept: ${db.url}`);
     const now = Date.now();
     const actor = (await sql.query(`SELECT md5('actor42')::uuid AS id`)).rows[0].id as string;
     const month = { from: new Date(now - 30 * DAY).toISOString(), to: new Date(now).toISOString() };
@@ -134,15 +179,7 @@ async function main(): Promise<void> {
     console.log('query                          | SQL p50 | SQL p95 | GraphQL p50 | GraphQL p95 | p95 ratio');
     for (const c of cases) {
       const direct = await time(() => sql.query(c.sql, c.params));
-      const viaGraphQL = await time(async () => {
-        const response = await fetch(server.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
-          body: JSON.stringify({ query: c.graphql, variables: c.variables }),
-        });
-        const body = (await response.json()) as { errors?: unknown };
-        if (body.errors) throw new Error(JSON.stringify(body.errors));
-      });
+      const viaGraphQL = await time(() => graphql(c.graphql, c.variables));
       console.log(
         `${c.name.padEnd(30)} | ${direct.p50.toFixed(1).padStart(7)} | ${direct.p95.toFixed(1).padStart(7)} | ` +
           `${viaGraphQL.p50.toFixed(1).padStart(11)} | ${viaGraphQL.p95.toFixed(1).padStart(11)} | ${(viaGraphQL.p95 / direct.p95).toFixed(2)}`,
@@ -153,8 +190,8 @@ async function main(): Promise<void> {
     console.log(`(the same counts by scanning a month of events, SQL: p50 ${scan.p50.toFixed(1)}, p95 ${scan.p95.toFixed(1)})`);
   } finally {
     await sql.end();
-    await server.close();
-    await db.cleanup();
+    await server.stop();
+    if (!keep) await db.cleanup();
   }
 }
 

@@ -9,6 +9,7 @@ import {
   CreateRoleDocument,
   UpdateRoleDocument,
 } from './generated/graphql';
+import { CHAIN_LOCK } from '../src/services/audit.service';
 import { errorCodes, startTestServer, type TestServer } from './helpers/server';
 
 let t: TestServer;
@@ -89,6 +90,27 @@ describe('ad-hoc queries', () => {
     await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetType: 'role-marker-query' } });
     const events = await t.ok(t.adminKey, AuditIdsDocument, { filter: { actions: ['audit.query'], detailsContains: { filter: { targetType: 'role-marker-query' } } } });
     assert.equal(events.auditEvents.nodes.length, 1);
+  });
+
+  test('an auditor waits for the sealing of its own earlier queries only when its filter could match them', async () => {
+    // Sealing stalls while the chain lock is held elsewhere.
+    await t.db.query('SELECT pg_advisory_lock($1)', [CHAIN_LOCK]);
+    let matching: Promise<AuditIdsQuery> | null = null;
+    try {
+      await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetType: 'stalled-seal-a' } });
+      // Its audit.query event is committed but not sealed; a query that cannot see it goes ahead.
+      const other = t.ok(t.adminKey, AuditIdsDocument, { filter: { actions: ['role.*'] } });
+      const answered = await Promise.race([other.then(() => 'answered'), new Promise((resolve) => setTimeout(resolve, 2000, 'waiting'))]);
+      assert.equal(answered, 'answered', 'a query its earlier event cannot match does not wait for the seal');
+      assert.ok((await other).auditEvents.nodes.length > 0);
+      // One that could see it waits for the seal, so that it does.
+      matching = t.ok(t.adminKey, AuditIdsDocument, { filter: { actions: ['audit.query'], detailsContains: { filter: { targetType: 'stalled-seal-a' } } } });
+      const early = await Promise.race([matching.then(() => 'answered'), new Promise((resolve) => setTimeout(resolve, 500, 'waiting'))]);
+      assert.equal(early, 'waiting', 'the matching query waits for the stalled seal');
+    } finally {
+      await t.db.query('SELECT pg_advisory_unlock($1)', [CHAIN_LOCK]);
+    }
+    assert.equal((await matching).auditEvents.nodes.length, 1, 'and then sees the earlier query');
   });
 });
 

@@ -1,6 +1,7 @@
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Query, Resolver, Root } from 'type-graphql';
 import type { GraphQLContext } from '../auth/context';
 import type { AuditEventEntity } from '../entities';
+import { auditEventMatcher } from '../services/audit-match';
 import { encodeAuditCursor } from '../services/audit-query.service';
 import { ApiKey } from '../schema/api-key.type';
 import { AuditEventFilter } from '../schema/audit-event.input';
@@ -15,10 +16,17 @@ import { assertCanReadKey, visibleUser } from './visibility';
  * Auditors' queries are audited too (audit.query, the filter in details). Input is checked first,
  * then the read and the event's commit run side by side: the answer leaves only once the event is
  * committed, and costs the longer of the two rather than their sum. The event is staged, not yet
- * sealed, while the read runs, so it does not appear in its own result.
+ * sealed, while the read runs, so it does not appear in its own result. Before reading, this
+ * process's events that the filter could match are sealed (read-your-writes), and only those.
  */
-async function audited<T>(ctx: GraphQLContext, query: string, details: Record<string, unknown>, read: () => Promise<T>): Promise<T> {
-  await ctx.services.audit.settled();
+async function audited<T>(
+  ctx: GraphQLContext,
+  query: string,
+  filter: AuditEventFilter | null | undefined,
+  details: Record<string, unknown>,
+  read: () => Promise<T>,
+): Promise<T> {
+  await ctx.services.audit.settled(auditEventMatcher(filter));
   const [result] = await Promise.all([read(), recordQuery(ctx, query, details)]);
   return result;
 }
@@ -43,7 +51,7 @@ export class AuditResolver {
     @Arg('order', () => SortOrder, { nullable: true, defaultValue: SortOrder.DESC }) order?: SortOrder | null,
   ) {
     ctx.services.auditQueries.validateList(filter, first, after);
-    const page = await audited(ctx, 'auditEvents', { filter: filter ?? null, first, order, paged: Boolean(after) }, () =>
+    const page = await audited(ctx, 'auditEvents', filter, { filter: filter ?? null, first, order, paged: Boolean(after) }, () =>
       ctx.services.auditQueries.list(filter, first, after, order ?? SortOrder.DESC),
     );
     return toConnection(page.rows, page.hasNextPage, (row) => encodeAuditCursor(row.id));
@@ -58,7 +66,7 @@ export class AuditResolver {
     @Arg('limit', () => Int, { nullable: true, defaultValue: 20 }) limit?: number | null,
   ) {
     ctx.services.auditReports.validateCounts(filter, limit);
-    return audited(ctx, 'auditCounts', { filter: filter ?? null, groupBy, limit }, () => ctx.services.auditReports.counts(filter, groupBy, limit));
+    return audited(ctx, 'auditCounts', filter, { filter: filter ?? null, groupBy, limit }, () => ctx.services.auditReports.counts(filter, groupBy, limit));
   }
 
   @Authorized('audit:read')
@@ -69,7 +77,7 @@ export class AuditResolver {
     @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
   ) {
     ctx.services.auditQueries.validateFilter(filter);
-    return audited(ctx, 'auditTimeline', { filter: filter ?? null, bucket }, () => ctx.services.auditReports.timeline(filter, bucket));
+    return audited(ctx, 'auditTimeline', filter, { filter: filter ?? null, bucket }, () => ctx.services.auditReports.timeline(filter, bucket));
   }
 
   @Authorized('audit:read')

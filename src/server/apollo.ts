@@ -1,4 +1,5 @@
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServerPluginCacheControlDisabled } from '@apollo/server/plugin/disabled';
 import type { GraphQLSchema } from 'graphql';
 import type { Logger } from 'pino';
 import type { GraphQLContext } from '../auth/context';
@@ -45,7 +46,8 @@ export async function startApollo(schema: GraphQLSchema, logger: Logger, metrics
     includeStacktraceInErrorResponses: false,
     introspection: true,
     formatError,
-    plugins: [observabilityPlugin(logger, metrics)],
+    // Responses are per principal and never cacheable; the plugin would also wrap every field resolver.
+    plugins: [observabilityPlugin(logger, metrics), ApolloServerPluginCacheControlDisabled()],
     logger: {
       debug: () => {},
       info: () => {},

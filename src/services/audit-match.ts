@@ -14,11 +14,18 @@ export function jsonContains(value: unknown, wanted: unknown): boolean {
   return value === wanted;
 }
 
+/** What a filter looks at in an event: known before the event is sealed. */
+export type MatchableEvent = Pick<
+  AuditEventEntity,
+  'actorId' | 'actorKeyId' | 'action' | 'outcome' | 'targetType' | 'targetId' | 'ip' | 'occurredAt' | 'details'
+>;
+
 /**
  * The same filter as the auditEvents query, compiled to a predicate over one event, for live
- * tails (validated beforehand by applyAuditFilter, so bad input is already refused).
+ * tails and for readers deciding whether an unsealed event concerns them (validated beforehand by
+ * applyAuditFilter, so bad input is already refused).
  */
-export function auditEventMatcher(filter: AuditEventFilter | null | undefined): (event: AuditEventEntity) => boolean {
+export function auditEventMatcher(filter: AuditEventFilter | null | undefined): (event: MatchableEvent) => boolean {
   if (!filter) return () => true;
   const exact = new Set<string>();
   const prefixes: string[] = [];

@@ -9,6 +9,7 @@ import { canonicalJson } from './canonical-json';
 import { rollupStatement } from './audit-rollup';
 import { sqlLiteral } from './sql-literal';
 import type { EventBus } from './event-bus';
+import type { MatchableEvent } from './audit-match';
 
 export interface AuditRecord {
   action: string;
@@ -141,6 +142,8 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
 }
 
 const SEAL_BATCH = 5000;
+/** Unsealed commits whose events settled() can match; beyond this it simply waits */
+const MAX_TRACKED_COMMITS = 10_000;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
 export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
 
@@ -159,9 +162,14 @@ export class AuditService {
   /** Commits made by this process, and how many of them are known to be sealed (for settled()) */
   private visibleCommits = 0;
   private sealedThrough = 0;
+  /** This process's commits not yet known to be sealed, oldest first, with the events each wrote */
+  private unsealed: Array<{ commit: number; events: MatchableEvent[] }> = [];
+  private untrackedThrough = 0;
   private sealing: Promise<void> | null = null;
   /** What each open transaction wants done once it has committed */
   private readonly onCommit = new WeakMap<EntityManager, Array<() => void>>();
+  /** The events each open transaction has recorded so far */
+  private readonly recorded = new WeakMap<EntityManager, MatchableEvent[]>();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -180,8 +188,20 @@ export class AuditService {
    */
   async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
     const details = scrubSecrets(record.details);
+    const occurredAt = new Date();
+    this.recorded.get(tx)?.push({
+      occurredAt,
+      action: record.action,
+      outcome: record.outcome ?? AuditOutcome.SUCCESS,
+      actorId: actor.userId,
+      actorKeyId: actor.keyId,
+      targetType: record.targetType ?? null,
+      targetId: record.targetId ?? null,
+      ip: actor.ip,
+      details,
+    });
     const values = [
-      `${sqlLiteral(new Date().toISOString())}::timestamptz`,
+      `${sqlLiteral(occurredAt.toISOString())}::timestamptz`,
       sqlLiteral(record.action),
       sqlLiteral(record.outcome ?? AuditOutcome.SUCCESS),
       sqlLiteral(actor.type),
@@ -218,12 +238,14 @@ export class AuditService {
     { waitForSeal = true }: TransactionOptions = {},
   ): Promise<T> {
     const effects: Array<() => void> = [];
+    const events: MatchableEvent[] = [];
     const tail: string[] = [];
     const runner = deferringRunner(this.dataSource.createQueryRunner(), tail, effects);
     let result: T;
     try {
       await runner.startTransaction();
       this.onCommit.set(runner.manager, effects);
+      this.recorded.set(runner.manager, events);
       commitTails.set(runner.manager, tail);
       result = await work(runner.manager);
       await runner.commitTransaction();
@@ -242,6 +264,10 @@ export class AuditService {
       }
     }
     this.visibleCommits++;
+    if (events.length > 0) {
+      if (this.unsealed.length < MAX_TRACKED_COMMITS) this.unsealed.push({ commit: this.visibleCommits, events });
+      else this.untrackedThrough = this.visibleCommits;
+    }
     const sealed = this.sealed();
     if (waitForSeal) await sealed;
     return result;
@@ -258,9 +284,17 @@ export class AuditService {
     });
   }
 
-  /** For readers: waits only when this process has events committed but not yet sealed. */
-  settled(): Promise<void> {
-    return this.sealedThrough >= this.visibleCommits ? Promise.resolve() : this.sealed();
+  /**
+   * For readers: waits only when this process has events committed but not yet sealed, and, given
+   * `concerns`, only when one of them is something the reader could see: an auditor's next query
+   * need not wait for the seal of the audit.query event its last one wrote, unless it asks for it.
+   */
+  settled(concerns?: (event: MatchableEvent) => boolean): Promise<void> {
+    if (this.sealedThrough >= this.visibleCommits) return Promise.resolve();
+    // A commit past the tracking bound (seals failing for long) is not known: wait for it.
+    const known = this.untrackedThrough <= this.sealedThrough;
+    if (concerns && known && !this.unsealed.some((c) => c.commit > this.sealedThrough && c.events.some(concerns))) return Promise.resolve();
+    return this.sealed();
   }
 
   private runSealPasses(): void {
@@ -270,7 +304,10 @@ export class AuditService {
         const waiters = this.waiting;
         this.waiting = [];
         const through = this.visibleCommits;
-        if (await this.sealQuietly()) this.sealedThrough = Math.max(this.sealedThrough, through);
+        if (await this.sealQuietly()) {
+          this.sealedThrough = Math.max(this.sealedThrough, through);
+          this.unsealed = this.unsealed.filter((c) => c.commit > this.sealedThrough);
+        }
         waiters.forEach((resolve) => resolve());
       }
       this.sealing = null;
