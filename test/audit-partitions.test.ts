@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AuditCountsByDocument, AuditIdsDocument, AuditIntegrityCheckDocument, AuditTimelineByDocument, CreateRoleDocument } from './generated/graphql';
 import { SYSTEM_ACTOR } from '../src/services/actor';
+import { createDataSource } from '../src/db/data-source';
+import { maintainPartitions } from '../src/db/partitions';
 import { startTestServer, type TestServer } from './helpers/server';
 
 /**
@@ -248,4 +250,21 @@ test('an event recorded in a savepoint that rolls back is not committed with the
   });
   const actions = (await t.db.query<{ action: string }>(`SELECT action FROM audit_events WHERE action LIKE 'savepoint.%'`)).map((r) => r.action);
   assert.deepEqual(actions, ['savepoint.outer']);
+});
+
+test('instances maintaining partitions at the same moment do not collide', async () => {
+  const dataSource = createDataSource(t.db.url, { onQuery: () => {}, onError: () => {} }, 8);
+  await dataSource.initialize();
+  try {
+    // Six instances waking together, in a year whose months nobody has made yet.
+    const results = await Promise.allSettled(Array.from({ length: 6 }, () => maintainPartitions(dataSource, new Date('2040-01-15T00:00:00Z'))));
+    assert.deepEqual(results.filter((r) => r.status === 'rejected'), []);
+    const usage = await t.db.query<{ name: string }>(
+      `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'usage_events'::regclass AND c.relname LIKE 'usage_events_2040_%' ORDER BY 1`,
+    );
+    assert.deepEqual(usage.map((r) => r.name), ['usage_events_2040_01', 'usage_events_2040_02', 'usage_events_2040_03']);
+  } finally {
+    await dataSource.destroy();
+  }
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
 import { generateKey, isWellFormedKey } from '../src/auth/key-format';
+import { postgresVersionProblem } from '../src/db/data-source';
 import { createTestDatabase, type TestDatabase } from './helpers/database';
 import { runToExit, startServerProcess } from './helpers/process';
 import { postGraphQL } from './helpers/server';
@@ -150,4 +151,10 @@ describe('command line', () => {
       await db.drop();
     }
   });
+});
+
+test('a PostgreSQL older than 15 is refused by name before any migration runs', () => {
+  assert.match(postgresVersionProblem(140012, '14.12') ?? '', /PostgreSQL 15 or later; this server is 14\.12/);
+  assert.equal(postgresVersionProblem(150000, '15.0'), null);
+  assert.equal(postgresVersionProblem(170006, '17.6'), null);
 });

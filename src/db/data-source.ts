@@ -34,9 +34,26 @@ export function createDataSource(url: string, observer: QueryObserver, poolSize 
 }
 
 const MIGRATION_LOCK = 7_400_001;
+/** UNIQUE NULLS NOT DISTINCT (the audit rollups) arrived in PostgreSQL 15. */
+export const MIN_POSTGRES_VERSION = 150_000;
+
+/** Why this PostgreSQL cannot hold keyledger's schema, or null when it can. */
+export function postgresVersionProblem(versionNum: number, version: string): string | null {
+  return versionNum >= MIN_POSTGRES_VERSION ? null : `keyledger needs PostgreSQL 15 or later; this server is ${version}`;
+}
+
+async function assertSupportedPostgres(dataSource: DataSource): Promise<void> {
+  const [row] = (await dataSource.query(
+    `SELECT current_setting('server_version_num')::int AS num, current_setting('server_version') AS version`,
+  )) as Array<{ num: number; version: string }>;
+  const problem = postgresVersionProblem(row!.num, row!.version);
+  if (problem) throw new Error(problem);
+}
 
 /** Applies pending migrations; an advisory lock keeps instances that start together from racing. */
 export async function migrate(dataSource: DataSource): Promise<string[]> {
+  // Refused up front: a migration half-way would fail on syntax the server does not know.
+  await assertSupportedPostgres(dataSource);
   const runner = dataSource.createQueryRunner();
   await runner.connect();
   try {

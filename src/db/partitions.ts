@@ -1,5 +1,13 @@
 import type { DataSource } from 'typeorm';
 
+/** What the partition functions need: a DataSource, or a transaction's EntityManager. */
+interface Queryable {
+  query(sql: string, parameters?: unknown[]): Promise<unknown>;
+}
+
+/** Partition maintenance on one instance at a time: two creating the same month would collide. */
+const PARTITION_LOCK = 7_400_004;
+
 const MONTHS_AHEAD = 2;
 
 function monthStart(year: number, month: number): Date {
@@ -10,7 +18,7 @@ function monthStart(year: number, month: number): Date {
  * Creates monthly partitions of usage_events from this month to MONTHS_AHEAD ahead, so rows never
  * land in the default partition (which would block creating the partition for their month later).
  */
-export async function ensureUsagePartitions(dataSource: DataSource, now = new Date()): Promise<string[]> {
+export async function ensureUsagePartitions(dataSource: Queryable, now = new Date()): Promise<string[]> {
   const created: string[] = [];
   for (let i = 0; i <= MONTHS_AHEAD; i++) {
     const from = monthStart(now.getUTCFullYear(), now.getUTCMonth() + i);
@@ -31,9 +39,18 @@ export async function ensureUsagePartitions(dataSource: DataSource, now = new Da
  * Monthly audit_events partitions from last month to three months ahead, made by the function
  * the migration defines (idempotent). Events outside them go to audit_events_default.
  */
-export async function ensureAuditPartitions(dataSource: DataSource): Promise<number> {
+export async function ensureAuditPartitions(dataSource: Queryable): Promise<number> {
   const [row] = (await dataSource.query(
     `SELECT keyledger_audit_partitions(now() - interval '1 month', now() + interval '3 months') AS made`,
   )) as Array<{ made: number }>;
   return row?.made ?? 0;
+}
+
+/** Every month partition this server keeps ahead, in one transaction under PARTITION_LOCK. */
+export function maintainPartitions(dataSource: DataSource, now = new Date()): Promise<void> {
+  return dataSource.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [PARTITION_LOCK]);
+    await ensureUsagePartitions(tx, now);
+    await ensureAuditPartitions(tx);
+  });
 }

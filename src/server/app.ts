@@ -5,7 +5,7 @@ import type { DataSource } from 'typeorm';
 import type { Config } from '../config';
 import { createDataSource, hasPendingMigrations, migrate } from '../db/data-source';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded';
-import { ensureAuditPartitions, ensureUsagePartitions } from '../db/partitions';
+import { maintainPartitions } from '../db/partitions';
 import { checkPepper } from '../db/pepper-check';
 import { buildKeyledgerSchema } from '../schema/build-schema';
 import { createServices, type Services } from '../services';
@@ -69,11 +69,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const applied = await migrate(dataSource);
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
     await checkPepper(dataSource, config.keyPepper);
-    const maintainPartitions = () =>
-      Promise.all([ensureUsagePartitions(ds), ensureAuditPartitions(ds)]).catch((error: unknown) =>
-        logger.error({ err: error }, 'partition maintenance failed'));
-    await maintainPartitions();
-    const partitionTimer = setInterval(() => void maintainPartitions(), 6 * 3600 * 1000);
+    const partitions = () =>
+      maintainPartitions(ds).catch((error: unknown) => logger.error({ err: error }, 'partition maintenance failed'));
+    await partitions();
+    const partitionTimer = setInterval(() => void partitions(), 6 * 3600 * 1000);
     partitionTimer.unref();
 
     const redisError = (error: unknown) => logger.warn({ err: error }, 'redis connection error');
