@@ -116,3 +116,14 @@ test('actions: ["*"] keeps every other filter', async () => {
   assert.ok(all.auditEvents.nodes.length > 0, 'the denials above were recorded');
   assert.ok(all.auditEvents.nodes.every((n) => n.outcome === 'DENIED'));
 });
+
+test('GraphQL answers, data and errors alike, tell caches not to store them', async () => {
+  for (const [key, query] of [[t.adminKey, '{ roles { id } }'], [t.adminKey, '{ nope }'], [null, '{ roles { id } }']] as const) {
+    const response = await fetch(t.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify({ query }),
+    });
+    assert.equal(response.headers.get('cache-control'), 'no-store', `${query} with${key ? '' : 'out'} a key: ${response.status}`);
+  }
+});

@@ -150,7 +150,8 @@ export function createRequestHandler(deps: HttpDeps) {
       context: async () => context,
     });
     const status = result.status ?? 200;
-    const outHeaders: Record<string, string> = { ...headers };
+    // Answers are per principal: never stored by a cache (Apollo's cache-control plugin is off).
+    const outHeaders: Record<string, string> = { ...headers, 'cache-control': 'no-store' };
     for (const [name, value] of result.headers) outHeaders[name] = value;
     if (result.body.kind === 'complete') {
       res.writeHead(status, { ...outHeaders, 'content-length': Buffer.byteLength(result.body.string) });

@@ -5,8 +5,9 @@ import type { Services } from '../services';
 import { DomainError } from '../services/errors';
 import { errorBody } from './errors';
 
+/** Every answer is for its caller alone and of its moment: no cache may keep it. */
 export function send(res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra });
   res.end(body);
 }
 

@@ -142,6 +142,8 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
 }
 
 const SEAL_BATCH = 5000;
+/** How long an event nobody waits for (an auditor's query, an alert) may stay unsealed */
+const UNAWAITED_SEAL_DELAY_MS = 20;
 /** Unsealed commits whose events settled() can match; beyond this it simply waits */
 const MAX_TRACKED_COMMITS = 10_000;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
@@ -166,6 +168,7 @@ export class AuditService {
   private unsealed: Array<{ commit: number; events: MatchableEvent[] }> = [];
   private untrackedThrough = 0;
   private sealing: Promise<void> | null = null;
+  private sealTimer: NodeJS.Timeout | null = null;
   /** What each open transaction wants done once it has committed */
   private readonly onCommit = new WeakMap<EntityManager, Array<() => void>>();
   /** The events each open transaction has recorded so far */
@@ -231,7 +234,8 @@ export class AuditService {
 
   /**
    * A change and its audit events in one transaction, sealed into the chain once committed.
-   * `waitForSeal: false` answers once the event is committed and lets the seal follow.
+   * `waitForSeal: false` answers once the event is committed and lets the seal follow (within
+   * UNAWAITED_SEAL_DELAY_MS, or at once when a reader needs it: see settled()).
    */
   async transaction<T>(
     work: (tx: EntityManager) => Promise<T>,
@@ -268,8 +272,8 @@ export class AuditService {
       if (this.unsealed.length < MAX_TRACKED_COMMITS) this.unsealed.push({ commit: this.visibleCommits, events });
       else this.untrackedThrough = this.visibleCommits;
     }
-    const sealed = this.sealed();
-    if (waitForSeal) await sealed;
+    if (waitForSeal) await this.sealed();
+    else this.sealSoon();
     return result;
   }
 
@@ -282,6 +286,16 @@ export class AuditService {
       this.waiting.push(resolve);
       this.runSealPasses();
     });
+  }
+
+  /** Seals what nobody waits for a moment later, so a stream of such commits shares passes. */
+  private sealSoon(): void {
+    if (this.sealTimer) return;
+    this.sealTimer = setTimeout(() => {
+      this.sealTimer = null;
+      if (this.sealedThrough < this.visibleCommits) void this.sealed();
+    }, UNAWAITED_SEAL_DELAY_MS);
+    this.sealTimer.unref();
   }
 
   /**
