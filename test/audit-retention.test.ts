@@ -115,3 +115,17 @@ test('a cut-off later than the start of this month is refused: this month and la
   const partitions = await db.query(`SELECT 1 FROM pg_inherits WHERE inhparent = 'audit_events'::regclass`);
   assert.ok(partitions.length >= 5, 'nothing was dropped');
 });
+
+test('closing the audit service seals what was committed without waiting, and leaves no timer behind', async () => {
+  const errors: unknown[] = [];
+  const own = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
+  await own.initialize();
+  const service = new AuditService(own, (error) => errors.push(error));
+  await service.recordAlone(SYSTEM_ACTOR, { action: 'test.closing' }, { waitForSeal: false });
+  await service.close();
+  await own.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 100)); // past the 20 ms seal delay
+  assert.deepEqual(errors, [], 'no seal ran on the closed connection pool');
+  assert.equal((await db.query(`SELECT 1 FROM audit_events WHERE action = 'test.closing'`)).length, 1, 'sealed by close()');
+  assert.equal((await db.query('SELECT 1 FROM audit_staging')).length, 0, 'nothing left in staging');
+});

@@ -8,6 +8,7 @@ import {
   AuditTimelineByDocument,
   CreateRoleDocument,
   UpdateRoleDocument,
+  ViewerDocument,
 } from './generated/graphql';
 import { CHAIN_LOCK } from '../src/services/audit.service';
 import { errorCodes, startTestServer, type TestServer } from './helpers/server';
@@ -96,6 +97,7 @@ describe('ad-hoc queries', () => {
     // Sealing stalls while the chain lock is held elsewhere.
     await t.db.query('SELECT pg_advisory_lock($1)', [CHAIN_LOCK]);
     let matching: Promise<AuditIdsQuery> | null = null;
+    let upper: Promise<AuditIdsQuery> | null = null;
     try {
       await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetType: 'stalled-seal-a' } });
       // Its audit.query event is committed but not sealed; a query that cannot see it goes ahead.
@@ -105,12 +107,19 @@ describe('ad-hoc queries', () => {
       assert.ok((await other).auditEvents.nodes.length > 0);
       // One that could see it waits for the seal, so that it does.
       matching = t.ok(t.adminKey, AuditIdsDocument, { filter: { actions: ['audit.query'], detailsContains: { filter: { targetType: 'stalled-seal-a' } } } });
-      const early = await Promise.race([matching.then(() => 'answered'), new Promise((resolve) => setTimeout(resolve, 500, 'waiting'))]);
-      assert.equal(early, 'waiting', 'the matching query waits for the stalled seal');
+      // The actor's id in capitals matches too, as the uuid column compares.
+      const { user } = (await t.ok(t.adminKey, ViewerDocument, {})).viewer;
+      upper = t.ok(t.adminKey, AuditIdsDocument, { filter: { actorId: user!.id.toUpperCase(), actions: ['audit.query'] } });
+      const early = await Promise.race([
+        Promise.race([matching, upper]).then(() => 'answered'),
+        new Promise((resolve) => setTimeout(resolve, 500, 'waiting')),
+      ]);
+      assert.equal(early, 'waiting', 'the matching queries wait for the stalled seal');
     } finally {
       await t.db.query('SELECT pg_advisory_unlock($1)', [CHAIN_LOCK]);
     }
     assert.equal((await matching).auditEvents.nodes.length, 1, 'and then sees the earlier query');
+    assert.ok((await upper)!.auditEvents.nodes.length >= 2);
   });
 });
 

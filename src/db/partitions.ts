@@ -46,11 +46,19 @@ export async function ensureAuditPartitions(dataSource: Queryable): Promise<numb
   return row?.made ?? 0;
 }
 
-/** Every month partition this server keeps ahead, in one transaction under PARTITION_LOCK. */
-export function maintainPartitions(dataSource: DataSource, now = new Date()): Promise<void> {
-  return dataSource.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [PARTITION_LOCK]);
-    await ensureUsagePartitions(tx, now);
-    await ensureAuditPartitions(tx);
-  });
+/**
+ * Every month partition this server keeps ahead. Each table in its own short transaction under
+ * PARTITION_LOCK: creating a partition locks its parent exclusively, so it gives up (and is
+ * retried at the next round) rather than queue every writer behind a long reader.
+ */
+export async function maintainPartitions(dataSource: DataSource, now = new Date()): Promise<void> {
+  const locked = (work: (tx: Queryable) => Promise<unknown>) =>
+    dataSource.transaction(async (tx) => {
+      await tx.query(`SET LOCAL lock_timeout = '5s'`);
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [PARTITION_LOCK]);
+      await work(tx);
+    });
+  const results = await Promise.allSettled([locked((tx) => ensureUsagePartitions(tx, now)), locked((tx) => ensureAuditPartitions(tx))]);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

@@ -179,7 +179,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           await feed.stop();
           await services.alerting.close();
           await services.usage.close();
-          await services.audit.sealQuietly();
+          await services.audit.close();
           await forwarder?.stop();
           await ds.destroy();
           await bus?.close();

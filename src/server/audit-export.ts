@@ -72,7 +72,7 @@ export async function handleAuditExport(req: IncomingMessage, res: ServerRespons
     details: { format, from: fromDate?.toISOString() ?? null, to: toDate?.toISOString() ?? null },
   });
   await services.audit.settled();
-  res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'x-request-id': meta.requestId });
+  res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-request-id': meta.requestId });
   for await (const event of services.auditExport.events(fromDate, toDate)) {
     if (res.destroyed) break;
     // Wait for the client to take what was written; stop if it goes away.

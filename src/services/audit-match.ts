@@ -36,9 +36,12 @@ export function auditEventMatcher(filter: AuditEventFilter | null | undefined): 
     else exact.add(action);
   }
   const network = filter.ip ? networkList([parseCidr(filter.ip)!]) : null;
+  // uuid columns compare regardless of case; events carry them as PostgreSQL prints them (lower).
+  const actorId = filter.actorId?.toLowerCase();
+  const actorKeyId = filter.actorKeyId?.toLowerCase();
   return (e) =>
-    (!filter.actorId || e.actorId === filter.actorId) &&
-    (!filter.actorKeyId || e.actorKeyId === filter.actorKeyId) &&
+    (!actorId || e.actorId?.toLowerCase() === actorId) &&
+    (!actorKeyId || e.actorKeyId?.toLowerCase() === actorKeyId) &&
     (anyAction || exact.has(e.action) || prefixes.some((p) => e.action.startsWith(p))) &&
     (!filter.outcome || e.outcome === filter.outcome) &&
     (!filter.targetType || e.targetType === filter.targetType) &&

@@ -108,19 +108,20 @@ export interface TransactionOptions {
  * A query runner whose COMMIT carries the transaction's tail, and whose BEGIN waits for the first
  * statement: a transaction that only records an event is then one round trip, not three.
  */
-function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() => void>): QueryRunner {
+function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() => void>, events: MatchableEvent[]): QueryRunner {
   const query = runner.query.bind(runner) as (sql: string, ...rest: unknown[]) => Promise<unknown>;
   let beginPending = false;
-  // Tail and effects at each open savepoint: a rolled-back savepoint takes its events with it.
-  const savepoints: Array<{ tail: number; effects: number }> = [];
+  // Tail, effects and events at each open savepoint: a rolled-back savepoint takes its events with it.
+  const savepoints: Array<{ tail: number; effects: number; events: number }> = [];
   runner.query = (async (sql: string, ...rest: unknown[]) => {
-    if (sql.startsWith('SAVEPOINT ')) savepoints.push({ tail: tail.length, effects: effects.length });
+    if (sql.startsWith('SAVEPOINT ')) savepoints.push({ tail: tail.length, effects: effects.length, events: events.length });
     else if (sql.startsWith('RELEASE SAVEPOINT ')) savepoints.pop();
     else if (sql.startsWith('ROLLBACK TO SAVEPOINT ')) {
       const mark = savepoints.pop();
       if (mark) {
         tail.length = mark.tail;
         effects.length = mark.effects;
+        events.length = mark.events;
       }
     }
     if (sql === 'START TRANSACTION') {
@@ -144,8 +145,8 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
 const SEAL_BATCH = 5000;
 /** How long an event nobody waits for (an auditor's query, an alert) may stay unsealed */
 const UNAWAITED_SEAL_DELAY_MS = 20;
-/** Unsealed commits whose events settled() can match; beyond this it simply waits */
-const MAX_TRACKED_COMMITS = 10_000;
+/** Unsealed events settled() can match; beyond this it simply waits */
+const MAX_TRACKED_EVENTS = 10_000;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
 export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
 
@@ -166,6 +167,7 @@ export class AuditService {
   private sealedThrough = 0;
   /** This process's commits not yet known to be sealed, oldest first, with the events each wrote */
   private unsealed: Array<{ commit: number; events: MatchableEvent[] }> = [];
+  private trackedEvents = 0;
   private untrackedThrough = 0;
   private sealing: Promise<void> | null = null;
   private sealTimer: NodeJS.Timeout | null = null;
@@ -244,7 +246,7 @@ export class AuditService {
     const effects: Array<() => void> = [];
     const events: MatchableEvent[] = [];
     const tail: string[] = [];
-    const runner = deferringRunner(this.dataSource.createQueryRunner(), tail, effects);
+    const runner = deferringRunner(this.dataSource.createQueryRunner(), tail, effects, events);
     let result: T;
     try {
       await runner.startTransaction();
@@ -269,8 +271,10 @@ export class AuditService {
     }
     this.visibleCommits++;
     if (events.length > 0) {
-      if (this.unsealed.length < MAX_TRACKED_COMMITS) this.unsealed.push({ commit: this.visibleCommits, events });
-      else this.untrackedThrough = this.visibleCommits;
+      if (this.trackedEvents + events.length <= MAX_TRACKED_EVENTS) {
+        this.unsealed.push({ commit: this.visibleCommits, events });
+        this.trackedEvents += events.length;
+      } else this.untrackedThrough = this.visibleCommits;
     }
     if (waitForSeal) await this.sealed();
     else this.sealSoon();
@@ -321,6 +325,7 @@ export class AuditService {
         if (await this.sealQuietly()) {
           this.sealedThrough = Math.max(this.sealedThrough, through);
           this.unsealed = this.unsealed.filter((c) => c.commit > this.sealedThrough);
+          this.trackedEvents = this.unsealed.reduce((n, c) => n + c.events.length, 0);
         }
         waiters.forEach((resolve) => resolve());
       }
@@ -331,6 +336,14 @@ export class AuditService {
   /** For events with no surrounding change: denials and authentication failures. */
   async recordAlone(actor: Actor, record: AuditRecord, options: TransactionOptions = {}): Promise<void> {
     await this.transaction((tx) => this.record(tx, actor, record), options);
+  }
+
+  /** At shutdown: no timer left behind, the running pass finished, everything committed sealed. */
+  async close(): Promise<void> {
+    if (this.sealTimer) clearTimeout(this.sealTimer);
+    this.sealTimer = null;
+    await this.sealing;
+    await this.sealed();
   }
 
   /** Seals every committed staged event; returns how many. */
@@ -364,6 +377,11 @@ export class AuditService {
     const driver = this.dataSource.driver as unknown as { obtainMasterConnection(): Promise<[PoolClient, (error?: unknown) => void]> };
     const [client, release] = await driver.obtainMasterConnection();
     let failure: unknown;
+    // A connection lost mid-pass (the server going down) fails the pass; unheard, it would crash the process.
+    const onError = (error: unknown) => {
+      failure ??= error;
+    };
+    client.on('error', onError);
     try {
       const results = (await client.query(`
         BEGIN;
@@ -443,6 +461,7 @@ export class AuditService {
       throw error;
     } finally {
       // After a failure the connection goes, not back to the pool: it may be mid-transaction or broken.
+      client.off('error', onError);
       release(failure);
     }
   }
