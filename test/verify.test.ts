@@ -642,3 +642,12 @@ test('WebSocket: an open connection stops working once its key is revoked', asyn
     await client.dispose();
   }
 });
+
+test('usage records keep any resource text exactly, quotes, braces and the word NULL included', async () => {
+  const { secret, key } = await keyFor({ name: 'resources' });
+  const resources = ['NULL', 'null', '', ' spaced ', 'a"b\\c', '{x,y}', 'inv/é/1', "it's"];
+  for (const resource of resources) assert.equal((await check({ key: secret, resource })).code, 'VALID');
+  await t.server.services.usage.flush();
+  const rows = await t.db.query<{ resource: string | null }>('SELECT resource FROM usage_events WHERE key_id = $1', [key.id]);
+  assert.deepEqual(rows.map((r) => r.resource).sort(), [...resources].sort());
+});

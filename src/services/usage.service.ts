@@ -25,11 +25,24 @@ const MAX_ATTEMPTS = 5;
 const BUCKET_SECONDS: Record<Bucket, number> = { MINUTE: 60, HOUR: 3600, DAY: 86_400 };
 
 /**
- * A PostgreSQL array literal for values that never need quoting (numbers, uuids, codes, addresses
- * in canonical form): joining them is several times cheaper than the driver's element escaping.
+ * A PostgreSQL array literal, several times cheaper than the driver's element escaping: numbers,
+ * uuids, codes and canonical addresses stand bare, anything else is quoted. A batch repeats few
+ * distinct strings (its keys, owners, codes, callers), so each is checked once.
  */
 function arrayLiteral(values: ReadonlyArray<string | number | null>): string {
-  return `{${values.map((v) => (v === null ? 'NULL' : typeof v === 'number' || BARE_ELEMENT.test(v) ? v : quoteElement(v))).join(',')}}`;
+  const bare = new Set<string>();
+  let literal = '{';
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i]!;
+    if (i > 0) literal += ',';
+    if (value === null) literal += 'NULL';
+    else if (typeof value === 'number' || bare.has(value)) literal += value;
+    else if (BARE_ELEMENT.test(value)) {
+      bare.add(value);
+      literal += value;
+    } else literal += quoteElement(value);
+  }
+  return `${literal}}`;
 }
 
 /** What may stand unquoted in an array literal; anything else (never expected here) is quoted. */
@@ -170,7 +183,7 @@ export class UsageService {
       `INSERT INTO usage_events (occurred_at, key_id, owner_id, code, ip, resource)
        SELECT to_timestamp(t / 1000.0), k, o, c, i, r
          FROM unnest($1::float8[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[]) AS u(t, k, o, c, i, r)`,
-      [arrayLiteral(batch.occurredAt), arrayLiteral(batch.keyId), arrayLiteral(batch.ownerId), arrayLiteral(batch.code), arrayLiteral(batch.ip), batch.resource],
+      [batch.occurredAt, batch.keyId, batch.ownerId, batch.code, batch.ip, batch.resource].map(arrayLiteral),
     );
     // lastUsedAt/lastUsedIp and the owner's lastActiveAt: one statement each per batch, newest valid use.
     const newest = new Map<string, number>();
