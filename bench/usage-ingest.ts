@@ -116,7 +116,7 @@ async function main(): Promise<void> {
     }
     await usage.close();
     const seconds = (performance.now() - started) / 1000;
-    const [{ count }] = (await dataSource.query('SELECT count(*)::int AS count FROM usage_events')) as Array<{ count: number }>;
+    const [{ count }] = (await dataSource.query('SELECT coalesce(sum(occurrences), 0)::int AS count FROM usage_events')) as Array<{ count: number }>;
     console.log(`\nusage ingest: ${RECORDS} records in ${seconds.toFixed(1)} s = ${(RECORDS / seconds).toFixed(0)} records/s (target >= 50,000)`);
     console.log(`written ${count}, dropped ${usage.dropped} (producers wait past 50,000 buffered; drops only past 200,000)`);
     await verifyWithAndWithoutIngest(dataSource, ownerId!);

@@ -401,7 +401,8 @@ describe('SIGTERM under load loses no usage record', () => {
 
   async function usageRows(keyId: string): Promise<{ total: number; valid: number }> {
     const [row] = await db.query<{ total: number; valid: number }>(
-      `SELECT count(*)::int AS total, count(*) FILTER (WHERE code = 'VALID')::int AS valid FROM usage_events WHERE key_id = $1`,
+      `SELECT coalesce(sum(occurrences), 0)::int AS total, coalesce(sum(occurrences) FILTER (WHERE code = 'VALID'), 0)::int AS valid
+         FROM usage_events WHERE key_id = $1`,
       [keyId],
     );
     return row!;

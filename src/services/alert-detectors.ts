@@ -114,6 +114,8 @@ interface Rate {
   peak: number;
   /** The current bucket already alerted: it is not learned as the key's normal peak */
   fired: boolean;
+  /** That alert: each later call in the bucket repeats it rather than building another */
+  signal: AlertSignal | null;
 }
 
 const EWMA_ALPHA = 0.1;
@@ -256,13 +258,14 @@ export class AlertDetectors {
     const { bucketSeconds, historyBuckets, floor, factor, sigmas, minCalls, peakFactor, peakHalfLifeBuckets } = this.settings.spike;
     const bucket = Math.floor(at / (bucketSeconds * 1000));
     let rate = this.rates.get(keyId);
-    if (!rate) this.rates.set(keyId, (rate = { bucket, count: 0, mean: 0, variance: 0, buckets: 0, peak: 0, fired: false }));
+    if (!rate) this.rates.set(keyId, (rate = { bucket, count: 0, mean: 0, variance: 0, buckets: 0, peak: 0, fired: false, signal: null }));
     if (bucket !== rate.bucket) {
       // The mean follows the key's typical bucket; the peak remembers its legitimate bursts (a
       // nightly batch, a cron job), which a mean decayed by idle buckets would call spikes.
       const elapsed = bucket - rate.bucket;
       rate.peak = Math.max(rate.peak * 0.5 ** (elapsed / peakHalfLifeBuckets), rate.fired ? 0 : rate.count);
       rate.fired = false;
+      rate.signal = null;
       // Close the finished bucket, and count idle buckets since as zero (a few are enough to decay).
       const learn = (x: number) => {
         if (rate!.buckets === 0) rate!.mean = x;
@@ -278,13 +281,15 @@ export class AlertDetectors {
       rate.count = 0;
     }
     rate.count++;
+    // A key past its line is being hammered: its calls must not each build an alert.
+    if (rate.signal) return this.emit(rate.signal);
     const learned = rate.buckets >= historyBuckets;
     const limit = learned
       ? Math.max(minCalls, rate.mean * factor, rate.mean + sigmas * Math.sqrt(rate.variance), rate.peak * peakFactor)
       : floor;
     if (rate.count < limit) return;
     rate.fired = true;
-    this.emit({
+    rate.signal = {
       type: AlertType.USAGE_SPIKE,
       severity: AlertSeverity.MEDIUM,
       subject: `key:${keyId}`,
@@ -301,7 +306,8 @@ export class AlertDetectors {
         staticFloor: learned ? null : floor,
       },
       windowSeconds: bucketSeconds * 5,
-    });
+    };
+    this.emit(rate.signal);
   }
 
   private quotaLow(outcome: VerifyOutcome): void {

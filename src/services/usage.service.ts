@@ -55,7 +55,8 @@ function quoteElement(value: string): string {
 /**
  * Buffered records held column by column: one small array per field instead of an object per
  * verification, so what waits for the next flush is mostly numbers and shared strings, and the
- * columns go to the INSERT as they are.
+ * columns go to the INSERT as they are. A record identical to its key's previous one in the same
+ * millisecond only adds to that row's count: a hot key writes a row per millisecond at most.
  */
 class UsageColumns {
   readonly occurredAt: number[] = [];
@@ -64,18 +65,40 @@ class UsageColumns {
   readonly code: VerifyCode[] = [];
   readonly ip: Array<string | null> = [];
   readonly resource: Array<string | null> = [];
+  readonly occurrences: number[] = [];
+  /** Records held, counting each merged one */
+  records = 0;
+  /** Each key's latest row (keyless records under the empty string) */
+  private readonly latestRow = new Map<string, number>();
 
+  /** Rows held */
   get length(): number {
     return this.occurredAt.length;
   }
 
-  push(entry: UsageRecord): void {
+  push(entry: UsageRecord, occurrences = 1): void {
+    this.records += occurrences;
+    const key = entry.keyId ?? '';
+    const row = this.latestRow.get(key);
+    if (
+      row !== undefined &&
+      this.occurredAt[row] === entry.occurredAt &&
+      this.code[row] === entry.code &&
+      this.ip[row] === entry.ip &&
+      this.resource[row] === entry.resource &&
+      this.ownerId[row] === entry.ownerId
+    ) {
+      this.occurrences[row]! += occurrences;
+      return;
+    }
+    this.latestRow.set(key, this.occurredAt.length);
     this.occurredAt.push(entry.occurredAt);
     this.keyId.push(entry.keyId);
     this.ownerId.push(entry.ownerId);
     this.code.push(entry.code);
     this.ip.push(entry.ip);
     this.resource.push(entry.resource);
+    this.occurrences.push(occurrences);
   }
 
   at(i: number): UsageRecord {
@@ -92,7 +115,9 @@ class UsageColumns {
   /** These records, then `later`'s, at most `max` in all */
   followedBy(later: UsageColumns, max: number): UsageColumns {
     const out = new UsageColumns();
-    for (const source of [this, later]) for (let i = 0; i < source.length && out.length < max; i++) out.push(source.at(i));
+    for (const source of [this, later]) {
+      for (let i = 0; i < source.length && out.records < max; i++) out.push(source.at(i), Math.min(source.occurrences[i]!, max - out.records));
+    }
     return out;
   }
 }
@@ -118,7 +143,7 @@ export class UsageService {
   }
 
   record(entry: UsageRecord): void {
-    if (this.buffer.length >= MAX_BUFFERED) {
+    if (this.buffer.records >= MAX_BUFFERED) {
       this.dropped++;
       return;
     }
@@ -136,7 +161,7 @@ export class UsageService {
     this.flushing = this.write(batch)
       .then(() => {
         this.failedAttempts = 0;
-        this.written += batch.length;
+        this.written += batch.records;
       })
       .catch((error: unknown) => {
         this.onError(error);
@@ -144,7 +169,7 @@ export class UsageService {
         // batch block every later record: after a few attempts it is dropped (and counted).
         if (++this.failedAttempts < MAX_ATTEMPTS) this.buffer = batch.followedBy(this.buffer, MAX_BUFFERED);
         else {
-          this.dropped += batch.length;
+          this.dropped += batch.records;
           this.failedAttempts = 0;
         }
       })
@@ -154,13 +179,14 @@ export class UsageService {
     await this.flushing;
   }
 
+  /** Records waiting (a row may hold several) */
   get buffered(): number {
-    return this.buffer.length;
+    return this.buffer.records;
   }
 
   /** True when producers should wait for `drained()` before recording more. */
   get saturated(): boolean {
-    return this.buffer.length >= HIGH_WATER;
+    return this.buffer.records >= HIGH_WATER;
   }
 
   /** Waits for one flush (a failing database does not hold producers longer than one attempt). */
@@ -180,10 +206,10 @@ export class UsageService {
 
   private async writeIn(tx: EntityManager, batch: UsageColumns): Promise<void> {
     await tx.query(
-      `INSERT INTO usage_events (occurred_at, key_id, owner_id, code, ip, resource)
-       SELECT to_timestamp(t / 1000.0), k, o, c, i, r
-         FROM unnest($1::float8[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[]) AS u(t, k, o, c, i, r)`,
-      [batch.occurredAt, batch.keyId, batch.ownerId, batch.code, batch.ip, batch.resource].map(arrayLiteral),
+      `INSERT INTO usage_events (occurred_at, key_id, owner_id, code, ip, resource, occurrences)
+       SELECT to_timestamp(t / 1000.0), k, o, c, i, r, n
+         FROM unnest($1::float8[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[]) AS u(t, k, o, c, i, r, n)`,
+      [batch.occurredAt, batch.keyId, batch.ownerId, batch.code, batch.ip, batch.resource, batch.occurrences].map(arrayLiteral),
     );
     // lastUsedAt/lastUsedIp and the owner's lastActiveAt: one statement each per batch, newest valid use.
     const newest = new Map<string, number>();
@@ -224,8 +250,8 @@ export class UsageService {
                                 $3::timestamptz - interval '1 microsecond', make_interval(secs => $4)) AS start
        )
        SELECT b.start,
-              count(u.*) FILTER (WHERE u.code = 'VALID')::int AS valid,
-              count(u.*) FILTER (WHERE u.code <> 'VALID')::int AS invalid
+              coalesce(sum(u.occurrences) FILTER (WHERE u.code = 'VALID'), 0)::int AS valid,
+              coalesce(sum(u.occurrences) FILTER (WHERE u.code <> 'VALID'), 0)::int AS invalid
          FROM buckets b
          LEFT JOIN usage_events u
            ON u.key_id = $1 AND u.occurred_at >= greatest(b.start, $2) AND u.occurred_at < least(b.start + make_interval(secs => $4), $3)
@@ -241,8 +267,8 @@ export class UsageService {
     await this.flush();
     return (await this.dataSource.query(
       `SELECT key_id AS "keyId",
-              count(*) FILTER (WHERE code = 'VALID')::int AS valid,
-              count(*) FILTER (WHERE code <> 'VALID')::int AS invalid
+              coalesce(sum(occurrences) FILTER (WHERE code = 'VALID'), 0)::int AS valid,
+              coalesce(sum(occurrences) FILTER (WHERE code <> 'VALID'), 0)::int AS invalid
          FROM usage_events
         WHERE key_id IS NOT NULL AND occurred_at >= $1 AND occurred_at < $2
           AND ($3::uuid[] IS NULL OR owner_id = ANY($3::uuid[]))
