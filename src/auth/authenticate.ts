@@ -1,5 +1,6 @@
 import { AuditOutcome, VerifyCode } from '../entities/enums';
 import type { Services } from '../services';
+import type { VerifyOutcome } from '../services/key-verification.service';
 import { RateLimitedError, UnauthenticatedError } from '../services/errors';
 import { anonymousActor, type Principal, type RequestMeta } from './context';
 
@@ -14,14 +15,23 @@ export function presentedKey(authorization: string | undefined | null, apiKeyHea
 
 /**
  * Authenticates a request exactly as verifyKey checks a key. A rejected key is an auth.failure
- * audit event naming the key when it exists, never the presented secret.
+ * audit event naming the key when it exists, never the presented secret. Synchronous when the
+ * key's verification is (a cached key with nothing to consume).
  */
-export async function authenticate(services: Services, secret: string | null, meta: RequestMeta): Promise<Principal> {
-  if (!secret) throw new UnauthenticatedError();
-  const outcome = await services.verification.verify(secret, { ip: meta.ip, resource: 'keyledger:graphql' });
+export function authenticate(services: Services, secret: string | null, meta: RequestMeta): Principal | Promise<Principal> {
+  if (!secret) return Promise.reject(new UnauthenticatedError());
+  const outcome = services.verification.verifyNow(secret, { ip: meta.ip, resource: 'keyledger:graphql' });
+  return outcome instanceof Promise ? outcome.then((settled) => principalOf(services, settled, meta)) : principalOf(services, outcome, meta);
+}
+
+function principalOf(services: Services, outcome: VerifyOutcome, meta: RequestMeta): Principal | Promise<Principal> {
   if (outcome.code === VerifyCode.VALID && outcome.record) {
     return { userId: outcome.record.ownerId, keyId: outcome.record.id, permissions: outcome.permissions };
   }
+  return refuse(services, outcome, meta);
+}
+
+async function refuse(services: Services, outcome: VerifyOutcome, meta: RequestMeta): Promise<never> {
   await services.audit.recordAlone(anonymousActor(meta, outcome.record?.id ?? null), {
     action: 'auth.failure',
     outcome: AuditOutcome.DENIED,

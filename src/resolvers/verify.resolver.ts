@@ -43,18 +43,23 @@ function requestOf(input: VerifyKeyInput, field: string) {
   return { ip, permissions: input.permissions ?? undefined, resource };
 }
 
-/** verifyKey's work, shared with the fast path. Input is validated before anything is verified. */
-export async function verifyOne(ctx: Pick<GraphQLContext, 'services'>, input: VerifyKeyInput): Promise<VerifyResult> {
+/**
+ * verifyKey's work, shared with the fast path, which takes the answer synchronously when it is
+ * (see verifyNow). Input is validated before anything is verified.
+ */
+export function verifyOneNow(ctx: Pick<GraphQLContext, 'services'>, input: VerifyKeyInput): VerifyResult | Promise<VerifyResult> {
   const request = requestOf(input, 'input');
-  return toVerifyResult(await ctx.services.verification.verify(input.key, request));
+  const outcome = ctx.services.verification.verifyNow(input.key, request);
+  return outcome instanceof Promise ? outcome.then(toVerifyResult) : toVerifyResult(outcome);
 }
 
 /** verifyKeys' work: every input is validated before the first key is verified. */
-export async function verifyMany(ctx: Pick<GraphQLContext, 'services'>, inputs: VerifyKeyInput[]): Promise<VerifyResult[]> {
+export function verifyManyNow(ctx: Pick<GraphQLContext, 'services'>, inputs: VerifyKeyInput[]): VerifyResult[] | Promise<VerifyResult[]> {
   if (inputs.length > MAX_BATCH) throw new BadInputError('inputs', `at most ${MAX_BATCH} keys per call`);
   const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`));
-  const outcomes = await Promise.all(inputs.map((input, i) => ctx.services.verification.verify(input.key, requests[i])));
-  return outcomes.map(toVerifyResult);
+  const outcomes = inputs.map((input, i) => ctx.services.verification.verifyNow(input.key, requests[i]));
+  if (outcomes.some((outcome) => outcome instanceof Promise)) return Promise.all(outcomes).then((settled) => settled.map(toVerifyResult));
+  return (outcomes as VerifyOutcome[]).map(toVerifyResult);
 }
 
 /** A bad key is a result (valid: false, code), never an error: services branch on `code`. */
@@ -63,12 +68,12 @@ export class VerifyResolver {
   @Authorized('keys:verify')
   @Query(() => VerifyResult, { description: 'Checks a presented key. Needs keys:verify. A bad key is a result (valid: false), not an error.' })
   verifyKey(@Arg('input', () => VerifyKeyInput) input: VerifyKeyInput, @Ctx() ctx: GraphQLContext): Promise<VerifyResult> {
-    return verifyOne(ctx, input);
+    return Promise.resolve(verifyOneNow(ctx, input));
   }
 
   @Authorized('keys:verify')
   @Query(() => [VerifyResult], { description: 'Up to 100 keys in one call, results in input order' })
   verifyKeys(@Arg('inputs', () => [VerifyKeyInput]) inputs: VerifyKeyInput[], @Ctx() ctx: GraphQLContext): Promise<VerifyResult[]> {
-    return verifyMany(ctx, inputs);
+    return Promise.resolve(verifyManyNow(ctx, inputs));
   }
 }

@@ -30,7 +30,7 @@ import {
 import { LRUCache } from 'lru-cache';
 import type { GraphQLContext } from '../auth/context';
 import { coveredBy } from '../auth/permissions';
-import { verifyMany, verifyOne } from '../resolvers/verify.resolver';
+import { verifyManyNow, verifyOneNow } from '../resolvers/verify.resolver';
 import type { VerifyKeyInput } from '../schema/verify.type';
 
 /** Accept headers whose negotiated response type is unambiguous (as Apollo would choose it). */
@@ -334,12 +334,15 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
 
   const plans = new LRUCache<string, { plan: Plan | null }>({ max: 1000 });
 
-  /** `context` is all a verification needs: who asks (their permissions) and the services. */
-  return async function answer(
+  /**
+   * `context` is all a verification needs: who asks (their permissions) and the services. The
+   * answer is synchronous when the verification is.
+   */
+  return function answer(
     body: unknown,
     accept: string | undefined,
     context: Pick<GraphQLContext, 'principal' | 'services'>,
-  ): Promise<FastAnswer | null> {
+  ): FastAnswer | null | Promise<FastAnswer | null> {
     const contentType = FAST_ACCEPT.get(accept);
     if (contentType === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return null;
     const { query, variables, operationName, extensions } = body as GraphQLBody;
@@ -360,15 +363,18 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
     try {
       resolved =
         plan.field.name === 'verifyKey'
-          ? await verifyOne(context, args.input as VerifyKeyInput)
-          : await verifyMany(context, args.inputs as VerifyKeyInput[]);
+          ? verifyOneNow(context, args.input as VerifyKeyInput)
+          : verifyManyNow(context, args.inputs as VerifyKeyInput[]);
     } catch {
       return null;
     }
-    const data: Record<string, unknown> = {};
-    for (const { key, typename } of plan.root) data[key] = typename ? 'Query' : plan.project(resolved);
-    // Apollo's serialisation: fields in the order errors, data, extensions; one trailing newline.
-    return { contentType, body: JSON.stringify({ data }) + '\n' };
+    const respond = (value: unknown): FastAnswer => {
+      const data: Record<string, unknown> = {};
+      for (const { key, typename } of plan.root) data[key] = typename ? 'Query' : plan.project(value);
+      // Apollo's serialisation: fields in the order errors, data, extensions; one trailing newline.
+      return { contentType, body: JSON.stringify({ data }) + '\n' };
+    };
+    return resolved instanceof Promise ? resolved.then(respond, () => null) : respond(resolved);
   };
 }
 

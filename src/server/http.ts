@@ -99,7 +99,8 @@ export function createRequestHandler(deps: HttpDeps) {
       send(res, 405, type, errorBody('BAD_REQUEST', 'GraphQL accepts GET and POST'), { ...headers, allow: 'GET, POST' });
       return 405;
     }
-    const principal = await authenticateRequest(req, res, deps.services, meta, type);
+    const authenticated = authenticateRequest(req, res, deps.services, meta, type);
+    const principal = authenticated instanceof Promise ? await authenticated : authenticated;
     if (!principal) return res.statusCode;
 
     let body: unknown = undefined;
@@ -125,7 +126,8 @@ export function createRequestHandler(deps: HttpDeps) {
 
     if (req.method === 'POST' && deps.fastVerify) {
       const accept = req.headers.accept;
-      const fast = await deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, { principal, services: deps.services });
+      const answered = deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, { principal, services: deps.services });
+      const fast = answered instanceof Promise ? await answered : answered;
       if (fast) {
         fastAnswers.inc();
         res.writeHead(200, [

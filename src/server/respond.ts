@@ -13,21 +13,25 @@ export function send(res: ServerResponse, status: number, type: string, body: st
 
 /**
  * Authenticates from the key headers; on failure answers 401 (or 429 when rate-limited) in the
- * GraphQL error shape and returns null.
+ * GraphQL error shape and returns null. Synchronous when authentication is.
  */
-export async function authenticateRequest(
+export function authenticateRequest(
   req: IncomingMessage,
   res: ServerResponse,
   services: Services,
   meta: RequestMeta,
   type = 'application/json; charset=utf-8',
-): Promise<Principal | null> {
-  try {
-    return await authenticate(services, presentedKey(req.headers.authorization, req.headers['x-api-key'] as string | undefined), meta);
-  } catch (error) {
+): Principal | null | Promise<Principal | null> {
+  const refused = (error: unknown): null => {
     if (!(error instanceof DomainError)) throw error;
     const status = error.code === 'RATE_LIMITED' ? 429 : 401;
     send(res, status, type, errorBody(error.code as 'UNAUTHENTICATED', error.message, error.extensions), { 'x-request-id': meta.requestId });
     return null;
+  };
+  try {
+    const principal = authenticate(services, presentedKey(req.headers.authorization, req.headers['x-api-key'] as string | undefined), meta);
+    return principal instanceof Promise ? principal.catch(refused) : principal;
+  } catch (error) {
+    return refused(error);
   }
 }
