@@ -121,6 +121,30 @@ describe('ad-hoc queries', () => {
     assert.equal((await matching).auditEvents.nodes.length, 1, 'and then sees the earlier query');
     assert.ok((await upper)!.auditEvents.nodes.length >= 2);
   });
+
+  test('a change committed by another instance, its seal not yet run, is sealed before a reader who could see it reads', async () => {
+    // What another instance leaves between its commit and its seal: the event in staging only.
+    const stage = (targetId: string) =>
+      t.db.query(
+        `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, target_type, target_id, details)
+         VALUES (now(), 'role.create', 'SUCCESS', 'SYSTEM', 'role', $1, '{"elsewhere": true}')`,
+        [targetId],
+      );
+    const staged = async () => (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_staging WHERE target_id = $1', ['elsewhere-1']))[0]!.n;
+    await stage('elsewhere-1');
+    // A reader it cannot concern does not wait for it (nor seal it).
+    const unrelated = await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetType: 'no-such-type' } });
+    assert.equal(unrelated.auditEvents.nodes.length, 0);
+    assert.equal(await staged(), 1, 'still staged after an unrelated read');
+    // One that could see it gets it, sealed into the chain.
+    const seen = await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetId: 'elsewhere-1' } });
+    assert.equal(seen.auditEvents.nodes.length, 1, 'the other instance’s event is read');
+    assert.equal(await staged(), 0, 'it was sealed first');
+    await stage('elsewhere-2');
+    const report = await t.ok(t.adminKey, AuditIntegrityCheckDocument, {});
+    assert.equal(report.auditIntegrity.ok, true);
+    assert.equal((await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetId: 'elsewhere-2' } })).auditEvents.nodes.length, 1);
+  });
 });
 
 describe('tamper evidence', () => {

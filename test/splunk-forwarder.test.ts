@@ -127,11 +127,12 @@ function forwarder(hec: FakeHec, options: Partial<SplunkForwarderOptions> & { na
 
 async function recordEvents(count: number, tag: string): Promise<void> {
   for (let i = 0; i < count; i++) {
-    await t.server.services.audit.recordAlone(SYSTEM_ACTOR, { action: 'forwarder.test', details: { tag, i } });
+    await t.server.services.audit.recordAlone(SYSTEM_ACTOR, { action: 'forwarder.test', details: { tag, i } }, { waitForSeal: true });
   }
 }
 
 async function allEventIds(): Promise<string[]> {
+  await t.server.services.audit.settled();
   return (await t.db.query<{ id: string }>('SELECT id::text AS id FROM audit_events e ORDER BY e.id')).map((r) => r.id);
 }
 
@@ -191,6 +192,7 @@ test('wake() runs a round at once instead of after the poll interval', async () 
   await waitForAll(hec, f);
   // Created through GraphQL: the mutation's own event, and the forwarder is idle for a minute.
   await t.ok(t.adminKey, CreateUserDocument, { input: { name: 'woken', email: 'woken@example.com' } });
+  await t.server.services.audit.settled(); // as the seal's announcement would be
   f.wake();
   const all = await waitForAll(hec, f);
   assert.equal(hec.accepted.at(-1)!.event.action, 'user.create');
@@ -274,7 +276,8 @@ test('no loss across a restart: a new forwarder resumes from the persistent curs
   await t.ok(t.adminKey, CreateUserDocument, { input: { name: 'restarted', email: 'restarted@example.com' } });
   hec.delayMs = 0;
   const second = forwarder(hec, { name: 'restart' });
-  assert.equal((await second.lag()).events, (await allEventIds()).filter((id) => Number(id) > Number(cursor)).length);
+  const pending = (await allEventIds()).filter((id) => Number(id) > Number(cursor)).length; // sealed first
+  assert.equal((await second.lag()).events, pending);
   second.start();
   const all = await waitForAll(hec, second);
   await second.stop();

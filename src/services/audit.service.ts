@@ -100,7 +100,7 @@ export async function withCommit(tx: EntityManager, statement: string): Promise<
 }
 
 export interface TransactionOptions {
-  /** false: answer once the event is committed and let the seal follow */
+  /** true: answer only once the events are sealed into the chain (default: once committed) */
   waitForSeal?: boolean;
 }
 
@@ -108,20 +108,19 @@ export interface TransactionOptions {
  * A query runner whose COMMIT carries the transaction's tail, and whose BEGIN waits for the first
  * statement: a transaction that only records an event is then one round trip, not three.
  */
-function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() => void>, events: MatchableEvent[]): QueryRunner {
+function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() => void>): QueryRunner {
   const query = runner.query.bind(runner) as (sql: string, ...rest: unknown[]) => Promise<unknown>;
   let beginPending = false;
-  // Tail, effects and events at each open savepoint: a rolled-back savepoint takes its events with it.
-  const savepoints: Array<{ tail: number; effects: number; events: number }> = [];
+  // Tail and effects at each open savepoint: a rolled-back savepoint takes its statements and effects with it.
+  const savepoints: Array<{ tail: number; effects: number }> = [];
   runner.query = (async (sql: string, ...rest: unknown[]) => {
-    if (sql.startsWith('SAVEPOINT ')) savepoints.push({ tail: tail.length, effects: effects.length, events: events.length });
+    if (sql.startsWith('SAVEPOINT ')) savepoints.push({ tail: tail.length, effects: effects.length });
     else if (sql.startsWith('RELEASE SAVEPOINT ')) savepoints.pop();
     else if (sql.startsWith('ROLLBACK TO SAVEPOINT ')) {
       const mark = savepoints.pop();
       if (mark) {
         tail.length = mark.tail;
         effects.length = mark.effects;
-        events.length = mark.events;
       }
     }
     if (sql === 'START TRANSACTION') {
@@ -143,10 +142,10 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
 }
 
 const SEAL_BATCH = 5000;
-/** How long an event nobody waits for (an auditor's query, an alert) may stay unsealed */
+/** How long a committed event may stay unsealed when no reader asks for it: commits meanwhile share one pass */
 const UNAWAITED_SEAL_DELAY_MS = 20;
-/** Unsealed events settled() can match; beyond this it simply waits */
-const MAX_TRACKED_EVENTS = 10_000;
+/** Staged events settled() matches a reader's filter against; beyond this it simply waits */
+const MAX_MATCHED_STAGED = 1000;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
 export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
 
@@ -157,24 +156,19 @@ export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
  * writers never wait on each other's commit. Sealing moves staged events into audit_events in
  * staging order under one advisory lock (one sealer at a time across all instances), giving each
  * its public id and its hash over the previous event's hash: one commit seals a whole batch.
- * transaction() seals right after its commit, so a change's event is in the chain before the
- * change's response is sent; a background pass seals anything left behind by a crash.
+ * A change answers once its event is committed; the seal follows within UNAWAITED_SEAL_DELAY_MS,
+ * or at once when a reader on any instance could see the event (settled()), so nobody reads the
+ * log without it. A background pass seals anything left behind by a crash.
  */
 export class AuditService {
   private waiting: Array<() => void> = [];
-  /** Commits made by this process, and how many of them are known to be sealed (for settled()) */
+  /** Commits made by this process, and how many of them are known to be sealed (for sealSoon()) */
   private visibleCommits = 0;
   private sealedThrough = 0;
-  /** This process's commits not yet known to be sealed, oldest first, with the events each wrote */
-  private unsealed: Array<{ commit: number; events: MatchableEvent[] }> = [];
-  private trackedEvents = 0;
-  private untrackedThrough = 0;
   private sealing: Promise<void> | null = null;
   private sealTimer: NodeJS.Timeout | null = null;
   /** What each open transaction wants done once it has committed */
   private readonly onCommit = new WeakMap<EntityManager, Array<() => void>>();
-  /** The events each open transaction has recorded so far */
-  private readonly recorded = new WeakMap<EntityManager, MatchableEvent[]>();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -194,17 +188,6 @@ export class AuditService {
   async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
     const details = scrubSecrets(record.details);
     const occurredAt = new Date();
-    this.recorded.get(tx)?.push({
-      occurredAt,
-      action: record.action,
-      outcome: record.outcome ?? AuditOutcome.SUCCESS,
-      actorId: actor.userId,
-      actorKeyId: actor.keyId,
-      targetType: record.targetType ?? null,
-      targetId: record.targetId ?? null,
-      ip: actor.ip,
-      details,
-    });
     const values = [
       `${sqlLiteral(occurredAt.toISOString())}::timestamptz`,
       sqlLiteral(record.action),
@@ -235,23 +218,20 @@ export class AuditService {
   }
 
   /**
-   * A change and its audit events in one transaction, sealed into the chain once committed.
-   * `waitForSeal: false` answers once the event is committed and lets the seal follow (within
-   * UNAWAITED_SEAL_DELAY_MS, or at once when a reader needs it: see settled()).
+   * A change and its audit events in one transaction, sealed into the chain once committed
+   * (within UNAWAITED_SEAL_DELAY_MS, or at once when a reader needs it: see settled()).
    */
   async transaction<T>(
     work: (tx: EntityManager) => Promise<T>,
-    { waitForSeal = true }: TransactionOptions = {},
+    { waitForSeal = false }: TransactionOptions = {},
   ): Promise<T> {
     const effects: Array<() => void> = [];
-    const events: MatchableEvent[] = [];
     const tail: string[] = [];
-    const runner = deferringRunner(this.dataSource.createQueryRunner(), tail, effects, events);
+    const runner = deferringRunner(this.dataSource.createQueryRunner(), tail, effects);
     let result: T;
     try {
       await runner.startTransaction();
       this.onCommit.set(runner.manager, effects);
-      this.recorded.set(runner.manager, events);
       commitTails.set(runner.manager, tail);
       result = await work(runner.manager);
       await runner.commitTransaction();
@@ -270,12 +250,6 @@ export class AuditService {
       }
     }
     this.visibleCommits++;
-    if (events.length > 0) {
-      if (this.trackedEvents + events.length <= MAX_TRACKED_EVENTS) {
-        this.unsealed.push({ commit: this.visibleCommits, events });
-        this.trackedEvents += events.length;
-      } else this.untrackedThrough = this.visibleCommits;
-    }
     if (waitForSeal) await this.sealed();
     else this.sealSoon();
     return result;
@@ -303,16 +277,18 @@ export class AuditService {
   }
 
   /**
-   * For readers: waits only when this process has events committed but not yet sealed, and, given
+   * For readers: seals first when events committed by any instance wait in staging, and, given
    * `concerns`, only when one of them is something the reader could see: an auditor's next query
    * need not wait for the seal of the audit.query event its last one wrote, unless it asks for it.
    */
-  settled(concerns?: (event: MatchableEvent) => boolean): Promise<void> {
-    if (this.sealedThrough >= this.visibleCommits) return Promise.resolve();
-    // A commit past the tracking bound (seals failing for long) is not known: wait for it.
-    const known = this.untrackedThrough <= this.sealedThrough;
-    if (concerns && known && !this.unsealed.some((c) => c.commit > this.sealedThrough && c.events.some(concerns))) return Promise.resolve();
-    return this.sealed();
+  async settled(concerns?: (event: MatchableEvent) => boolean): Promise<void> {
+    const staged = (await this.dataSource.query(
+      `SELECT occurred_at AS "occurredAt", action, outcome, actor_id AS "actorId", actor_key_id AS "actorKeyId",
+              target_type AS "targetType", target_id AS "targetId", ip, details
+         FROM audit_staging ORDER BY id LIMIT ${MAX_MATCHED_STAGED + 1}`,
+    )) as MatchableEvent[];
+    if (staged.length === 0) return;
+    if (!concerns || staged.length > MAX_MATCHED_STAGED || staged.some(concerns)) await this.sealed();
   }
 
   private runSealPasses(): void {
@@ -322,11 +298,7 @@ export class AuditService {
         const waiters = this.waiting;
         this.waiting = [];
         const through = this.visibleCommits;
-        if (await this.sealQuietly()) {
-          this.sealedThrough = Math.max(this.sealedThrough, through);
-          this.unsealed = this.unsealed.filter((c) => c.commit > this.sealedThrough);
-          this.trackedEvents = this.unsealed.reduce((n, c) => n + c.events.length, 0);
-        }
+        if (await this.sealQuietly()) this.sealedThrough = Math.max(this.sealedThrough, through);
         waiters.forEach((resolve) => resolve());
       }
       this.sealing = null;

@@ -87,9 +87,18 @@ export async function startTestServer(overrides: Partial<Config> = {}): Promise<
   const server = await startServer(config, { logDestination, announce: (line) => logs.push(line) });
   const request: TestServer['request'] = (key, document, variables, headers) =>
     postGraphQL(server.url, key, print(document), variables, headers);
+  // Like the server's own readers, a test reading the audit log directly first lets it seal what
+  // is committed: a change answers once its event is committed, and the seal follows.
+  const auditReader: TestDatabase = {
+    ...db,
+    query: async (sql, params) => {
+      if (/\baudit_events\b/.test(sql) && !/^\s*(DELETE|UPDATE|TRUNCATE)\b/i.test(sql)) await server.services.audit.settled();
+      return db.query(sql, params);
+    },
+  };
   return {
     server,
-    db,
+    db: auditReader,
     url: server.url,
     baseUrl: server.url.replace(/\/graphql$/, ''),
     adminKey: config.bootstrapAdminKey!,
