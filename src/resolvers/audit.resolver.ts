@@ -35,7 +35,6 @@ function recordQuery(ctx: GraphQLContext, query: string, details: Record<string,
   return ctx.services.audit.recordAlone(
     ctx.actor,
     { action: 'audit.query', targetType: 'audit', details: { query, ...details } },
-    { waitForSeal: false },
   );
 }
 

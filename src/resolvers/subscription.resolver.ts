@@ -39,7 +39,6 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
   await context.services.audit.recordAlone(
     context.actor,
     { action: 'audit.query', targetType: 'audit', details: { query: 'auditEventRecorded', filter } },
-    { waitForSeal: false },
   );
   return feed;
 }

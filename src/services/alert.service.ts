@@ -116,7 +116,6 @@ export class AlertService {
         if (notify) await withCommit(tx, notify);
         return alert;
       },
-      { waitForSeal: false },
     );
     if (announcement) this.bus?.committed(ALERTS_CHANNEL, announcement);
     return raised;
