@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
+import { Client } from 'pg';
 import { generateKey } from '../src/auth/key-format';
 import { startServer } from '../src/server/app';
 import {
@@ -132,6 +133,38 @@ test('a key verified twice: the second verification is answered from the cache, 
   assert.equal((await check({ key: fresh })).code, 'VALID');
   const afterCold = await metric(t.baseUrl, 'keyledger_db_queries_total');
   assert.ok(afterCold - beforeCold >= 1, `a cold verification queried ${afterCold - beforeCold} times`);
+});
+
+test('a cold key verified by many requests at once is looked up once; a lookup begun before a change is not shared after it', async () => {
+  const { secret } = await keyFor({ name: 'stampede' });
+  const verification = t.server.services.verification;
+  // The key lookups waiting on a lock this test holds on api_keys: each is one statement sent.
+  const lookupsWaiting = async () =>
+    (await t.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%k.stored_status, k.expires_at%'`,
+    ))[0]!.n;
+  const locker = new Client({ connectionString: t.db.url });
+  await locker.connect();
+  try {
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE');
+    const concurrent = Array.from({ length: 10 }, () => verification.verify(secret, {}));
+    await pollUntil(lookupsWaiting, (n) => n >= 1, { timeoutMs: 5000, what: 'the lookup to wait on the lock' });
+    await sleep(200);
+    assert.equal(await lookupsWaiting(), 1, 'ten concurrent verifications of one cold key send one lookup');
+
+    // Any change moves the cache to a new epoch: the lookup in flight may have read the row
+    // before it, so a verification from now on sends its own.
+    cache().invalidate({ kind: 'user', id: randomUUID() });
+    const afterChange = verification.verify(secret, {});
+    await pollUntil(lookupsWaiting, (n) => n >= 2, { timeoutMs: 5000, what: 'a second lookup after the change' });
+    await locker.query('ROLLBACK');
+    const outcomes = await Promise.all([...concurrent, afterChange]);
+    assert.deepEqual(new Set(outcomes.map((o) => o.code)), new Set(['VALID']));
+  } finally {
+    await locker.end();
+  }
 });
 
 test('revokeApiKey: the very next verification of a warm key is REVOKED', async () => {

@@ -215,6 +215,9 @@ export class KeyVerificationService {
   /** Told of every verification after it is decided (alert detectors); must be cheap and synchronous */
   readonly observers: VerificationObserver[] = [];
 
+  /** Table lookups in flight by cache key, with the cache epoch each began in */
+  private readonly loading = new Map<string, { ticket: number; record: Promise<KeyRecord | null> }>();
+
   constructor(
     private readonly dataSource: DataSource,
     private readonly pepper: string,
@@ -233,8 +236,27 @@ export class KeyVerificationService {
     return { cacheKey, record: this.cache.get(cacheKey) };
   }
 
-  private async load(secret: string, cacheKey: string): Promise<KeyRecord | null> {
+  /**
+   * One table lookup per uncached key at a time: concurrent verifications of a key join the lookup
+   * in flight instead of each sending their own, so a cold cache under load (a start, a lost
+   * change feed) costs one query per key, not one per request. A lookup begun before an
+   * invalidation is never joined after it: it may have read the row as it was before the change.
+   */
+  private load(secret: string, cacheKey: string): Promise<KeyRecord | null> {
     const ticket = this.cache.ticket();
+    const inFlight = this.loading.get(cacheKey);
+    if (inFlight && inFlight.ticket === ticket) return inFlight.record;
+    const record = this.loadFromTable(secret, cacheKey, ticket);
+    const entry = { ticket, record };
+    this.loading.set(cacheKey, entry);
+    const done = () => {
+      if (this.loading.get(cacheKey) === entry) this.loading.delete(cacheKey);
+    };
+    record.then(done, done);
+    return record;
+  }
+
+  private async loadFromTable(secret: string, cacheKey: string, ticket: number): Promise<KeyRecord | null> {
     const rows = (await this.dataSource.query(KEY_QUERY, [hashKey(this.pepper, secret)])) as KeyRow[];
     const record = rows[0] ? toRecord(rows[0]) : null;
     this.cache.put(cacheKey, record, ticket);
