@@ -261,7 +261,10 @@ export class UsageService {
     return rows;
   }
 
-  /** Per-key valid/invalid counts over [from, to): the basis for reporting and invoicing. */
+  /**
+   * Per-key valid/invalid counts over [from, to): the basis for reporting and invoicing. Owners'
+   * usage is their keys' usage (a key's owner never changes), read through the key index.
+   */
   async report(from: Date, to: Date, ownerIds: string[] | null): Promise<Array<{ keyId: string; valid: number; invalid: number }>> {
     if (from.getTime() >= to.getTime()) throw new BadInputError('from', 'from must be before to');
     await this.flush();
@@ -271,7 +274,7 @@ export class UsageService {
               coalesce(sum(occurrences) FILTER (WHERE code <> 'VALID'), 0)::int AS invalid
          FROM usage_events
         WHERE key_id IS NOT NULL AND occurred_at >= $1 AND occurred_at < $2
-          AND ($3::uuid[] IS NULL OR owner_id = ANY($3::uuid[]))
+          AND ($3::uuid[] IS NULL OR key_id IN (SELECT id FROM api_keys WHERE owner_id = ANY($3::uuid[])))
         GROUP BY key_id ORDER BY key_id`,
       [from, to, ownerIds],
     )) as Array<{ keyId: string; valid: number; invalid: number }>;
