@@ -1,17 +1,25 @@
 /**
- * Audited writes per second with 32 concurrent writers, against the same transaction without its
- * audit insert, in one run on one database; then checks the chain is intact.
- * Usage: npm run bench:audit-write  (DATABASE_URL or embedded PostgreSQL; DURATION_S, WRITERS)
+ * Audited writes per second with 32 concurrent writers, against the same work without its audit
+ * insert, in one run on one database; then checks the chain is intact. Three measures:
+ *   1. one INSERT per transaction, in this process: the audit's cost at its most visible;
+ *   2. RoleService.create, in this process: the mutation's service work, no HTTP or GraphQL;
+ *   3. the createRole mutation over GraphQL-over-HTTP with autocannon (32 connections) against a
+ *      real server process, and against the same server with its audit insert switched off
+ *      (bench/lib/server-unaudited): what the issue calls audited mutations per second.
+ * Usage: npm run bench:audit-write  (DATABASE_URL or embedded PostgreSQL; DURATION_S, WRITERS, ROUNDS)
  */
 import 'reflect-metadata';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import autocannon from 'autocannon';
 import type { DataSource, EntityManager } from 'typeorm';
 import { createDataSource, migrate } from '../src/db/data-source';
 import { SYSTEM_ACTOR } from '../src/services/actor';
 import { AuditReportService } from '../src/services/audit-report.service';
 import { AuditService } from '../src/services/audit.service';
 import { RoleService } from '../src/services/role.service';
-import { createBenchDatabase } from './lib/bench-database';
+import { generateKey } from '../src/auth/key-format';
+import { createBenchDatabase, type BenchDatabase } from './lib/bench-database';
+import { startKeyledger, startProcess, withServer, type Running } from './lib/processes';
 import { percentile } from './lib/stats';
 
 const WRITERS = Number(process.env.WRITERS ?? 32);
@@ -78,6 +86,46 @@ async function runCreateRole(dataSource: DataSource, audit: AuditService): Promi
   return done / (DURATION_MS / 1000);
 }
 
+/** Part 3: createRole over HTTP against a real server, audited and with the audit insert off. */
+async function overHttp(db: BenchDatabase, dataSource: DataSource): Promise<{ audited: number[]; unaudited: number[] }> {
+  const adminKey = generateKey('kl');
+  const env = { DATABASE_URL: db.url, KEY_PEPPER: randomBytes(32).toString('hex'), BOOTSTRAP_ADMIN_KEY: adminKey };
+  const roleCount = async () => ((await dataSource.query('SELECT count(*)::int AS n FROM roles')) as Array<{ n: number }>)[0]!.n;
+  const once = (start: () => Promise<Running>): Promise<number> =>
+    withServer(start, async (server) => {
+      const query = 'mutation($input: CreateRoleInput!) { createRole(input: $input) { id name } }';
+      const options = {
+        url: `${server.base}/graphql`,
+        method: 'POST' as const,
+        connections: WRITERS,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
+        // Every request a new role name (autocannon's idReplacement sends nothing here).
+        requests: [{ setupRequest: (request: object) => ({ ...request, body: JSON.stringify({ query, variables: { input: { name: `bench-${randomUUID()}`, permissions: ['invoices:read'] } } }) }) }],
+      };
+      await autocannon({ ...options, duration: 2 }); // warm-up
+      const settle = () => new Promise((resolve) => setTimeout(resolve, 300)); // requests autocannon stopped counting land
+      await settle();
+      const before = await roleCount();
+      const result = await autocannon({ ...options, duration: DURATION_MS / 1000 });
+      await settle();
+      // GraphQL errors answer 200: every answered request must have created its role (and at most
+      // the requests still in flight when autocannon stopped counting may have created one more).
+      const created = (await roleCount()) - before;
+      const answered = result.requests.total;
+      if (result.non2xx + result.errors > 0 || created < answered || created > answered + WRITERS) {
+        throw new Error(`createRole failed: ${answered} answered, ${created} roles created, ${result.non2xx + result.errors} errors`);
+      }
+      return answered / (DURATION_MS / 1000);
+    });
+  const audited: number[] = [];
+  const unaudited: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    unaudited.push(await once(() => startProcess('dist/bench/lib/server-unaudited.js', env)));
+    audited.push(await once(() => startKeyledger(env)));
+  }
+  return { audited, unaudited };
+}
+
 async function main(): Promise<void> {
   const db = await createBenchDatabase();
   const dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
@@ -96,6 +144,8 @@ async function main(): Promise<void> {
     }
     const roleUnaudited = await runCreateRole(dataSource, new UnauditedService(dataSource));
     const roleAudited = await runCreateRole(dataSource, audit);
+    await audit.close();
+    const http = await overHttp(db, dataSource);
     const integrity = await new AuditReportService(dataSource).integrity(null, null);
     const list = (values: number[]) => values.map((v) => v.toFixed(0)).join(', ');
     console.log(`writers=${WRITERS} duration=${DURATION_MS / 1000}s rounds=${ROUNDS}`);
@@ -103,6 +153,7 @@ async function main(): Promise<void> {
     console.log(`audited:   ${list(audited)} tx/s (median ${median(audited).toFixed(0)})`);
     console.log(`ratio of medians audited/unaudited: ${(median(audited) / median(unaudited)).toFixed(2)} (target >= 0.8)`);
     console.log(`createRole unaudited: ${roleUnaudited.toFixed(0)}/s, audited: ${roleAudited.toFixed(0)}/s, ratio ${(roleAudited / roleUnaudited).toFixed(2)}`);
+    console.log(`createRole over GraphQL/HTTP, ${WRITERS} connections: unaudited ${list(http.unaudited)}/s, audited ${list(http.audited)}/s (medians ${median(http.unaudited).toFixed(0)} and ${median(http.audited).toFixed(0)}): ratio ${(median(http.audited) / median(http.unaudited)).toFixed(2)} (target >= 0.8)`);
     console.log(`chain intact: ${integrity.ok} over ${integrity.checkedEvents} events`);
   } finally {
     await dataSource.destroy();

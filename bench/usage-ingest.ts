@@ -2,14 +2,21 @@
  * 1. How many usage records per second the buffered writer can put into usage_events: RECORDS
  *    records for a few hundred keys are handed to UsageService as fast as the producer can, and the
  *    time until all are written is measured (the writer flushes every 200 ms and at 2,000 buffered).
- * 2. What that ingest costs verification: KeyVerificationService in this process verifies 20 cached
- *    keys at a time (as verifyKeys does) at RATE per second (default 50,000), once with the real
- *    writer and once with usage records discarded, alternating runs of DURATION_S; the process's
- *    CPU time per verification gives the verify capacity left (ratio of the two, medians).
- * Usage: npm run bench:usage-ingest   (DATABASE_URL or embedded PostgreSQL; RECORDS, DURATION_S, RATE)
+ * 2. What that ingest costs verification itself: KeyVerificationService in this process verifies 20
+ *    cached keys at a time (as verifyKeys does) at RATE per second (default 50,000), once with the
+ *    real writer and once with usage records discarded, alternating runs of DURATION_S; the process's
+ *    CPU time per verification gives the verify capacity left (ratio of the two, medians). This
+ *    leaves out everything else a verification costs (HTTP, GraphQL), so it is the strict measure.
+ * 3. What it costs the server's verify throughput (the issue's measure): autocannon sends verifyKeys
+ *    x 20 over SERVER_KEYS distinct keys (default 1,000, so few records merge) to a real server
+ *    process, and to the same server with usage recording switched off, alternating SERVER_ROUNDS
+ *    runs of SERVER_DURATION_S; req/s with usage written over req/s without (medians).
+ * Usage: npm run bench:usage-ingest   (DATABASE_URL or embedded PostgreSQL; RECORDS, DURATION_S, RATE,
+ *        SERVER_KEYS, SERVER_DURATION_S, SERVER_ROUNDS)
  */
 import 'reflect-metadata';
 import { randomBytes, randomUUID } from 'node:crypto';
+import autocannon from 'autocannon';
 import type { DataSource } from 'typeorm';
 import { generateKey, hashKey } from '../src/auth/key-format';
 import { createDataSource, migrate } from '../src/db/data-source';
@@ -20,13 +27,18 @@ import { KeyVerificationService, type KeyRecord } from '../src/services/key-veri
 import { KeyRateLimiter } from '../src/services/rate-limiter';
 import { UsageService } from '../src/services/usage.service';
 import { percentile } from './lib/stats';
-import { createBenchDatabase } from './lib/bench-database';
+import { createBenchDatabase, type BenchDatabase } from './lib/bench-database';
+import { gql, startKeyledger, startProcess, usageWritten, withServer, type Running } from './lib/processes';
 import { runBench } from './lib/run';
 
 const RECORDS = Number(process.env.RECORDS ?? 1_000_000);
 
 const DURATION_MS = Number(process.env.DURATION_S ?? 5) * 1000;
 const RATE = Number(process.env.RATE ?? 50_000);
+const SERVER_KEYS = Number(process.env.SERVER_KEYS ?? 1000);
+const SERVER_DURATION_S = Number(process.env.SERVER_DURATION_S ?? 10);
+const SERVER_ROUNDS = Number(process.env.SERVER_ROUNDS ?? 3);
+const CONNECTIONS = 50;
 
 /** Usage recording switched off: the baseline for what ingest costs verification. */
 class DiscardingUsage extends UsageService {
@@ -84,6 +96,65 @@ async function verifyWithAndWithoutIngest(dataSource: DataSource, ownerId: strin
   console.log(`CPU per verification: ${a.toFixed(2)} us with usage discarded, ${b.toFixed(2)} us with it written: verify capacity ratio ${(a / b).toFixed(2)} (target >= 0.9)`);
 }
 
+/** Part 3: verifyKeys x 20 against the real server, with usage written and with it discarded. */
+async function serverWithAndWithoutIngest(db: BenchDatabase, dataSource: DataSource, ownerId: string): Promise<void> {
+  const pepper = randomBytes(32).toString('hex');
+  const verifier = generateKey('kl');
+  const secrets = Array.from({ length: SERVER_KEYS }, () => generateKey('kl'));
+  // The calling service: a key with keys:verify whose owner holds the verifier role.
+  const [{ id: serviceOwner }] = (await dataSource.query(
+    `INSERT INTO users (kind, name, email, status) VALUES ('HUMAN', 'ingest-verifier', 'verifier@example.com', 'ACTIVE') RETURNING id`,
+  )) as Array<{ id: string }>;
+  await dataSource.query(`INSERT INTO user_roles (user_id, role_id) SELECT $1, id FROM roles WHERE name = 'verifier'`, [serviceOwner]);
+  await dataSource.query(
+    `INSERT INTO api_keys (hash, prefix, start, name, owner_id, granted_permissions)
+     SELECT decode(h, 'hex'), 'kl', s, 'server-ingest', o, p::text[] FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[]) AS t(h, s, o, p)`,
+    [
+      [verifier, ...secrets].map((secret) => hashKey(pepper, secret).toString('hex')),
+      [verifier, ...secrets].map((secret) => secret.slice(0, 7)),
+      [serviceOwner, ...secrets.map(() => ownerId)],
+      ['{keys:verify}', ...secrets.map(() => '{invoices:read}')],
+    ],
+  );
+  const env = { DATABASE_URL: db.url, KEY_PEPPER: pepper };
+  const load = async (server: Running, seconds: number): Promise<{ rps: number; written: number }> => {
+    const query = 'query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) { valid code keyId ownerId permissions remaining } }';
+    // Each request verifies the next 20 keys, so every key is verified as often and few records merge.
+    const requests = Array.from({ length: Math.ceil(SERVER_KEYS / 20) }, (_, i) => ({
+      body: JSON.stringify({ query, variables: { i: secrets.slice(i * 20, i * 20 + 20).map((key) => ({ key })) } }),
+    }));
+    const check = await gql<{ verifyKeys: Array<{ valid: boolean }> }>(server.base, verifier, query, { i: [{ key: secrets[0] }] });
+    if (!check.verifyKeys[0]!.valid) throw new Error('the bench key does not verify');
+    const options = {
+      url: `${server.base}/graphql`, method: 'POST' as const, connections: CONNECTIONS, requests,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${verifier}` },
+    };
+    await autocannon({ ...options, duration: 2 }); // warm-up: JIT, every key cached
+    const before = await usageWritten(server.base);
+    const started = Date.now();
+    const result = await autocannon({ ...options, duration: seconds });
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the last flush
+    const written = ((await usageWritten(server.base)) - before) / ((Date.now() - started) / 1000);
+    if (result.errors + result.non2xx + result.timeouts > 0) throw new Error(`${result.errors + result.non2xx + result.timeouts} failed requests`);
+    return { rps: result.requests.average, written };
+  };
+  const once = (start: () => Promise<Running>) => withServer(start, (server) => load(server, SERVER_DURATION_S));
+  const writing: Array<{ rps: number; written: number }> = [];
+  const discarding: Array<{ rps: number; written: number }> = [];
+  for (let round = 0; round < SERVER_ROUNDS; round++) {
+    discarding.push(await once(() => startProcess('dist/bench/lib/server-discarding-usage.js', env)));
+    writing.push(await once(() => startKeyledger(env)));
+  }
+  const median = (values: number[]) => percentile(values, 50);
+  const withRps = median(writing.map((r) => r.rps));
+  const withoutRps = median(discarding.map((r) => r.rps));
+  const list = (runs: Array<{ rps: number }>) => runs.map((r) => r.rps.toFixed(0)).join(', ');
+  console.log(`\nthrough the server: verifyKeys x 20 over ${SERVER_KEYS} keys, ${CONNECTIONS} connections, ${SERVER_ROUNDS} rounds of ${SERVER_DURATION_S} s`);
+  console.log(`usage written:   ${list(writing)} req/s (median ${withRps.toFixed(0)} = ${(withRps * 20).toFixed(0)} verifications/s; ${median(writing.map((r) => r.written)).toFixed(0)} usage records written/s)`);
+  console.log(`usage discarded: ${list(discarding)} req/s (median ${withoutRps.toFixed(0)}; ${median(discarding.map((r) => r.written)).toFixed(0)} records written/s)`);
+  console.log(`verify throughput ratio with/without ingest: ${(withRps / withoutRps).toFixed(2)} (target >= 0.9 at >= 50,000 records/s)`);
+}
+
 async function main(): Promise<void> {
   const db = await createBenchDatabase();
   const dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
@@ -120,6 +191,7 @@ async function main(): Promise<void> {
     console.log(`\nusage ingest: ${RECORDS} records in ${seconds.toFixed(1)} s = ${(RECORDS / seconds).toFixed(0)} records/s (target >= 50,000)`);
     console.log(`written ${count}, dropped ${usage.dropped} (producers wait past 50,000 buffered; drops only past 200,000)`);
     await verifyWithAndWithoutIngest(dataSource, ownerId!);
+    await serverWithAndWithoutIngest(db, dataSource, ownerId!);
   } finally {
     await dataSource.destroy();
     await db.cleanup();

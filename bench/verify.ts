@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
 import { generateKey } from '../src/auth/key-format';
 import { createBenchDatabase } from './lib/bench-database';
-import { gql, startKeyledger, startProcess } from './lib/processes';
+import { gql, startKeyledger, startProcess, usageWritten } from './lib/processes';
 import { runBench } from './lib/run';
 import { percentile } from './lib/stats';
 
@@ -27,17 +27,11 @@ interface Row {
   errors: number;
 }
 
-async function usageWritten(base: string | null): Promise<number> {
-  if (!base) return 0;
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('keyledger_usage_records{state="written"}'));
-  return line ? Number(line.split(' ')[1]) : 0;
-}
 
 async function load(name: string, url: string, body: string, headers: Record<string, string> = {}, server: string | null = null): Promise<Row> {
   // A short warm-up so JIT and caches are hot before measuring.
   await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: 2, body, headers: { 'content-type': 'application/json', ...headers } });
-  const before = await usageWritten(server);
+  const before = server ? await usageWritten(server) : 0;
   const started = Date.now();
   const result = await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: DURATION, body, headers: { 'content-type': 'application/json', ...headers } });
   await new Promise((r) => setTimeout(r, 500)); // the last flush

@@ -4,8 +4,13 @@ import { join } from 'node:path';
 import { Client } from 'pg';
 import { startEmbeddedPostgres } from '../../src/db/embedded';
 
+export interface BenchDatabase {
+  url: string;
+  cleanup: () => Promise<void>;
+}
+
 /** A fresh database for one bench run: on DATABASE_URL's server when set, else an embedded one. */
-export async function createBenchDatabase(): Promise<{ url: string; cleanup: () => Promise<void> }> {
+export async function createBenchDatabase(): Promise<BenchDatabase> {
   if (!process.env.DATABASE_URL) {
     const dir = mkdtempSync(join(tmpdir(), 'kl-bench-'));
     const embedded = await startEmbeddedPostgres(dir);

@@ -62,6 +62,23 @@ export async function startProcess(script: string, env: Record<string, string>):
   };
 }
 
+/** Runs `work` against a server `start` starts, and stops it whatever happens. */
+export async function withServer<T>(start: () => Promise<Running>, work: (server: Running) => Promise<T>): Promise<T> {
+  const server = await start();
+  try {
+    return await work(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Usage records a server counts as written so far, from its /metrics. */
+export async function usageWritten(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('keyledger_usage_records{state="written"}'));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
 /** The real keyledger server. */
 export function startKeyledger(env: Record<string, string>): Promise<Running> {
   return startProcess('dist/src/index.js', env);
