@@ -51,6 +51,7 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
 
   // A cut-off inside March drops only the months wholly before it.
   const report = await applyRetention(audit, new Date('2024-03-15T00:00:00Z'));
+  await audit.settled(); // the retention event is committed; its seal follows within 20 ms
   assert.deepEqual(report.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
   assert.equal(report.removedEvents, 4);
   assert.deepEqual(report.anchors, [{ lastId: lastFeb!.id, hash: lastFeb!.hash }], 'March links to the last removed event');
@@ -92,6 +93,7 @@ test('a month whose events sit among kept ones in the chain is removed with an a
   const [early] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'old.mar'`);
   const [late] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'late.mar'`);
   const report = await applyRetention(audit, new Date('2024-04-01T00:00:00Z'));
+  await audit.settled();
   assert.deepEqual(report.removedPartitions, ['audit_events_2024_03']);
   assert.equal(report.removedEvents, 2);
   assert.deepEqual(report.anchors, [
