@@ -653,40 +653,64 @@ test('usage records keep any resource text exactly, quotes, braces and the word 
   assert.deepEqual(rows.map((r) => r.resource).sort(), [...resources].sort());
 });
 
-test('identical verifications in one millisecond are one usage row with their count, and every count stays exact', async () => {
+test('identical verifications in one second are one usage row with their count; every count and the last use stay exact', async () => {
   const { key } = await keyFor({ name: 'hot' });
   const usage = t.server.services.usage;
   await usage.flush();
   const at = Date.UTC(2031, 4, 6, 7, 8, 9, 123);
   const same = { occurredAt: at, keyId: key.id, ownerId, code: 'VALID' as never, ip: '203.0.113.9', resource: 'inv/1' };
   for (let i = 0; i < 500; i++) usage.record(same);
+  usage.record({ ...same, occurredAt: at + 876 }); // later in the same second
   usage.record({ ...same, ip: '203.0.113.10' }); // another caller
   usage.record({ ...same, code: 'RATE_LIMITED' as never });
   usage.record({ ...same, resource: 'inv/2' });
-  usage.record({ ...same, occurredAt: at + 1 }); // the next millisecond
-  for (let i = 0; i < 3; i++) usage.record(same); // after others: a row of its own
-  assert.equal(usage.buffered, 507, 'buffered counts records, not rows');
+  usage.record({ ...same, occurredAt: at + 1000 }); // the next second: a row of its own
+  for (let i = 0; i < 3; i++) usage.record({ ...same, occurredAt: at + 1500 }); // merged into it
+  assert.equal(usage.buffered, 508, 'buffered counts records, not rows');
   const writtenBefore = usage.written;
   await usage.flush();
-  assert.equal(usage.written - writtenBefore, 507, 'written counts records');
+  assert.equal(usage.written - writtenBefore, 508, 'written counts records');
 
   const rows = await t.db.query<{ at: Date; ip: string; code: string; resource: string; occurrences: number }>(
     'SELECT occurred_at AS at, ip, code, resource, occurrences FROM usage_events WHERE key_id = $1 ORDER BY occurred_at, occurrences DESC',
     [key.id],
   );
-  assert.equal(rows.length, 6, `rows: ${JSON.stringify(rows)}`);
-  assert.deepEqual(rows.map((r) => r.occurrences), [500, 3, 1, 1, 1, 1]);
-  assert.equal(rows[0]!.at.getTime(), at, 'the millisecond is kept');
-  assert.equal(rows.reduce((n, r) => n + r.occurrences, 0), 507);
+  assert.equal(rows.length, 5, `rows: ${JSON.stringify(rows)}`);
+  assert.deepEqual(rows.map((r) => r.occurrences), [501, 1, 1, 1, 4]);
+  assert.equal(rows[0]!.at.getTime(), at, "a row keeps its first record's millisecond");
+  assert.equal(rows[4]!.at.getTime(), at + 1000);
+  const [{ lastUsedAt }] = await t.db.query<{ lastUsedAt: Date }>('SELECT last_used_at AS "lastUsedAt" FROM api_keys WHERE id = $1', [key.id]);
+  assert.equal(lastUsedAt.getTime(), at + 1500, 'lastUsedAt is the latest record, merged or not');
 
   const from = new Date(at - 60_000).toISOString();
   const to = new Date(at + 60_000).toISOString();
   const points = (await t.ok(t.adminKey, KtKeyUsageDocument, { id: key.id, from, to, bucket: 'MINUTE' })).apiKey!.usage;
   const total = points.reduce((sum, p) => ({ valid: sum.valid + p.valid, invalid: sum.invalid + p.invalid }), { valid: 0, invalid: 0 });
-  assert.deepEqual(total, { valid: 506, invalid: 1 });
+  assert.deepEqual(total, { valid: 507, invalid: 1 });
   const report = (await t.ok(t.adminKey, KtUsageReportDocument, { from, to })).usageReport.find((r) => r.key?.id === key.id);
-  assert.deepEqual({ valid: report?.valid, invalid: report?.invalid }, { valid: 506, invalid: 1 });
-  // A range ending inside the millisecond after `at` leaves that millisecond's record out.
-  const upToAt = (await t.ok(t.adminKey, KtUsageReportDocument, { from, to: new Date(at + 1).toISOString() })).usageReport.find((r) => r.key?.id === key.id);
-  assert.deepEqual({ valid: upToAt?.valid, invalid: upToAt?.invalid }, { valid: 505, invalid: 1 });
+  assert.deepEqual({ valid: report?.valid, invalid: report?.invalid }, { valid: 507, invalid: 1 });
+  // A range ending where the next second starts leaves that second's records out.
+  const upToAt = (await t.ok(t.adminKey, KtUsageReportDocument, { from, to: new Date(at + 1000).toISOString() })).usageReport.find((r) => r.key?.id === key.id);
+  assert.deepEqual({ valid: upToAt?.valid, invalid: upToAt?.invalid }, { valid: 503, invalid: 1 });
+});
+
+test('a batch the database refuses is kept, its merged rows and last use included, and written once it accepts', async () => {
+  const { key } = await keyFor({ name: 'refused-batch' });
+  const usage = t.server.services.usage;
+  await usage.flush();
+  const at = Date.UTC(2031, 5, 7, 8, 9, 10, 0);
+  const record = { keyId: key.id, ownerId, code: 'VALID' as never, ip: '203.0.113.9', resource: null };
+  for (const offset of [0, 300, 600]) usage.record({ ...record, occurredAt: at + offset });
+  await t.db.query('ALTER TABLE usage_events RENAME TO usage_events_away');
+  try {
+    await usage.flush();
+    assert.equal(usage.buffered, 3, 'the refused batch is back in the buffer');
+  } finally {
+    await t.db.query('ALTER TABLE usage_events_away RENAME TO usage_events');
+  }
+  await usage.flush();
+  const rows = await t.db.query<{ at: Date; occurrences: number }>('SELECT occurred_at AS at, occurrences FROM usage_events WHERE key_id = $1', [key.id]);
+  assert.deepEqual(rows.map((r) => [r.at.getTime(), r.occurrences]), [[at, 3]]);
+  const [{ lastUsedAt }] = await t.db.query<{ lastUsedAt: Date }>('SELECT last_used_at AS "lastUsedAt" FROM api_keys WHERE id = $1', [key.id]);
+  assert.equal(lastUsedAt.getTime(), at + 600, 'the last use survives the retry');
 });

@@ -45,6 +45,8 @@ function arrayLiteral(values: ReadonlyArray<string | number | null>): string {
   return `${literal}}`;
 }
 
+const secondOf = (epochMs: number) => Math.floor(epochMs / 1000);
+
 /** What may stand unquoted in an array literal; anything else (never expected here) is quoted. */
 const BARE_ELEMENT = /^(?!null$)[0-9A-Za-z][0-9A-Za-z.:%_-]*$/i;
 
@@ -55,8 +57,12 @@ function quoteElement(value: string): string {
 /**
  * Buffered records held column by column: one small array per field instead of an object per
  * verification, so what waits for the next flush is mostly numbers and shared strings, and the
- * columns go to the INSERT as they are. A record identical to its key's previous one in the same
- * millisecond only adds to that row's count: a hot key writes a row per millisecond at most.
+ * columns go to the INSERT as they are. A record identical to its key's previous one (caller,
+ * code, resource) in the same second only adds to that row's count, and the row keeps its first
+ * record's time: a busy key writes a row per second per flush, not one per verification. Since a
+ * row never spans a second, minute, hour and day counts stay exact; a range bounded inside a
+ * second can count a merged record at the time of an identical one at most one flush (200 ms)
+ * earlier.
  */
 class UsageColumns {
   readonly occurredAt: number[] = [];
@@ -66,6 +72,8 @@ class UsageColumns {
   readonly ip: Array<string | null> = [];
   readonly resource: Array<string | null> = [];
   readonly occurrences: number[] = [];
+  /** Each row's latest record (lastUsedAt) */
+  readonly lastAt: number[] = [];
   /** Records held, counting each merged one */
   records = 0;
   /** Each key's latest row (keyless records under the empty string) */
@@ -76,19 +84,20 @@ class UsageColumns {
     return this.occurredAt.length;
   }
 
-  push(entry: UsageRecord, occurrences = 1): void {
+  push(entry: UsageRecord, occurrences = 1, lastAt = entry.occurredAt): void {
     this.records += occurrences;
     const key = entry.keyId ?? '';
     const row = this.latestRow.get(key);
     if (
       row !== undefined &&
-      this.occurredAt[row] === entry.occurredAt &&
+      secondOf(this.occurredAt[row]!) === secondOf(entry.occurredAt) &&
       this.code[row] === entry.code &&
       this.ip[row] === entry.ip &&
       this.resource[row] === entry.resource &&
       this.ownerId[row] === entry.ownerId
     ) {
       this.occurrences[row]! += occurrences;
+      if (lastAt > this.lastAt[row]!) this.lastAt[row] = lastAt;
       return;
     }
     this.latestRow.set(key, this.occurredAt.length);
@@ -99,6 +108,7 @@ class UsageColumns {
     this.ip.push(entry.ip);
     this.resource.push(entry.resource);
     this.occurrences.push(occurrences);
+    this.lastAt.push(lastAt);
   }
 
   at(i: number): UsageRecord {
@@ -116,7 +126,9 @@ class UsageColumns {
   followedBy(later: UsageColumns, max: number): UsageColumns {
     const out = new UsageColumns();
     for (const source of [this, later]) {
-      for (let i = 0; i < source.length && out.records < max; i++) out.push(source.at(i), Math.min(source.occurrences[i]!, max - out.records));
+      for (let i = 0; i < source.length && out.records < max; i++) {
+        out.push(source.at(i), Math.min(source.occurrences[i]!, max - out.records), source.lastAt[i]);
+      }
     }
     return out;
   }
@@ -217,7 +229,7 @@ export class UsageService {
       const keyId = batch.keyId[i];
       if (keyId && batch.code[i] === 'VALID') newest.set(keyId, i);
     }
-    const latest = new Map([...newest].map(([keyId, i]) => [keyId, batch.at(i)]));
+    const latest = new Map([...newest].map(([keyId, i]) => [keyId, { ...batch.at(i), occurredAt: batch.lastAt[i]! }]));
     if (latest.size === 0) return;
     // Rows are updated in id order so concurrent instances' batches cannot deadlock.
     const rows = [...latest.values()].sort((a, b) => (a.keyId! < b.keyId! ? -1 : 1));
