@@ -7,6 +7,7 @@ import { AuditPartitions1732800000000 } from './1732800000000-audit-partitions';
 import { AuditDailyRollup1732900000000 } from './1732900000000-audit-daily-rollup';
 import { UsageOccurrences1733000000000 } from './1733000000000-usage-occurrences';
 import { UsageLeanIndexes1733100000000 } from './1733100000000-usage-lean-indexes';
+import { AuditLeanIndexes1733200000000 } from './1733200000000-audit-lean-indexes';
 
 /** Every migration, in order. Listed explicitly so a compiled build needs no glob. */
-export const MIGRATIONS = [Initial1732300000000, Usage1732400000000, ForwarderCursor1732500000000, AuditStaging1732600000000, Alerts1732700000000, AuditPartitions1732800000000, AuditDailyRollup1732900000000, UsageOccurrences1733000000000, UsageLeanIndexes1733100000000];
+export const MIGRATIONS = [Initial1732300000000, Usage1732400000000, ForwarderCursor1732500000000, AuditStaging1732600000000, Alerts1732700000000, AuditPartitions1732800000000, AuditDailyRollup1732900000000, UsageOccurrences1733000000000, UsageLeanIndexes1733100000000, AuditLeanIndexes1733200000000];

@@ -98,6 +98,22 @@ test('a month-bounded query reads one partition', async () => {
   assert.deepEqual([...scanned], [monthName(new Date())], text);
 });
 
+test('the address (CIDR) and outcome filters are answered by index scans', async () => {
+  const plan = async (sql: string, params: unknown[]) => {
+    await t.db.query('SET enable_seqscan = off'); // a tiny table would be scanned whole anyway
+    try {
+      const [row] = await t.db.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${sql}`, params);
+      return JSON.stringify(row!['QUERY PLAN']);
+    } finally {
+      await t.db.query('RESET enable_seqscan');
+    }
+  };
+  const cidr = await plan('SELECT id FROM audit_events e WHERE e.ip::inet <<= $1::inet ORDER BY id DESC LIMIT 50', ['10.1.0.0/16']);
+  assert.match(cidr, /"Index Cond":"\(\(\(ip\)::inet >= '10\.1\.0\.0\/16'::inet\)/, cidr);
+  const denied = await plan('SELECT id FROM audit_events e WHERE e.outcome = $1 ORDER BY id DESC LIMIT 50', ['DENIED']);
+  assert.match(denied, /"Index Cond":"\(outcome = 'DENIED'::text\)"/, denied);
+});
+
 test('auditCounts from the hourly rollup agree with counting the events, with partial hours at both ends', async () => {
   // Events spread over four hours of one day, some denied, of two target types.
   const times = ['10:05', '10:40', '10:59', '11:00', '11:30', '12:10', '12:45', '13:20', '13:50'];
