@@ -61,8 +61,8 @@ function quoteElement(value: string): string {
  * code, resource) in the same second only adds to that row's count, and the row keeps its first
  * record's time: a busy key writes a row per second per flush, not one per verification. Since a
  * row never spans a second, minute, hour and day counts stay exact; a range bounded inside a
- * second can count a merged record at the time of an identical one at most one flush (200 ms)
- * earlier.
+ * second can count a merged record at the time of an identical one earlier in that second
+ * (normally within one 200 ms flush; longer only while the database is slow or refusing).
  */
 class UsageColumns {
   readonly occurredAt: number[] = [];
