@@ -653,6 +653,12 @@ test('usage records keep any resource text exactly, quotes, braces and the word 
   assert.deepEqual(rows.map((r) => r.resource).sort(), [...resources].sort());
 });
 
+/** The key's stored lastUsedAt, epoch milliseconds. */
+async function storedLastUse(keyId: string): Promise<number> {
+  const [{ lastUsedAt }] = await t.db.query<{ lastUsedAt: Date }>('SELECT last_used_at AS "lastUsedAt" FROM api_keys WHERE id = $1', [keyId]);
+  return lastUsedAt.getTime();
+}
+
 test('identical verifications in one second are one usage row with their count; every count and the last use stay exact', async () => {
   const { key } = await keyFor({ name: 'hot' });
   const usage = t.server.services.usage;
@@ -679,8 +685,7 @@ test('identical verifications in one second are one usage row with their count; 
   assert.deepEqual(rows.map((r) => r.occurrences), [501, 1, 1, 1, 4]);
   assert.equal(rows[0]!.at.getTime(), at, "a row keeps its first record's millisecond");
   assert.equal(rows[4]!.at.getTime(), at + 1000);
-  const [{ lastUsedAt }] = await t.db.query<{ lastUsedAt: Date }>('SELECT last_used_at AS "lastUsedAt" FROM api_keys WHERE id = $1', [key.id]);
-  assert.equal(lastUsedAt.getTime(), at + 1500, 'lastUsedAt is the latest record, merged or not');
+  assert.equal(await storedLastUse(key.id), at + 1500, 'lastUsedAt is the latest record, merged or not');
 
   const from = new Date(at - 60_000).toISOString();
   const to = new Date(at + 60_000).toISOString();
@@ -711,6 +716,5 @@ test('a batch the database refuses is kept, its merged rows and last use include
   await usage.flush();
   const rows = await t.db.query<{ at: Date; occurrences: number }>('SELECT occurred_at AS at, occurrences FROM usage_events WHERE key_id = $1', [key.id]);
   assert.deepEqual(rows.map((r) => [r.at.getTime(), r.occurrences]), [[at, 3]]);
-  const [{ lastUsedAt }] = await t.db.query<{ lastUsedAt: Date }>('SELECT last_used_at AS "lastUsedAt" FROM api_keys WHERE id = $1', [key.id]);
-  assert.equal(lastUsedAt.getTime(), at + 600, 'the last use survives the retry');
+  assert.equal(await storedLastUse(key.id), at + 600, 'the last use survives the retry');
 });
