@@ -24,7 +24,7 @@ export interface Config {
   /** Detector thresholds and windows (ALERT_* variables) */
   alerts: AlertSettings;
   /** Splunk HTTP Event Collector the audit log is forwarded to; both set or neither */
-  splunkHec: { url: string; token: string } | null;
+  splunkHec: { url: string; token: string; pollIntervalMs: number } | null;
 }
 
 /** Bad configuration: the message names the variable, the process prints it and exits non-zero. */
@@ -138,7 +138,7 @@ function parseRedisUrl(raw: string | undefined): string | null {
   return raw;
 }
 
-function parseSplunkHec(rawUrl: string | undefined, token: string | undefined): Config['splunkHec'] {
+function parseSplunkHec(rawUrl: string | undefined, token: string | undefined, rawPoll: string | undefined): Config['splunkHec'] {
   if (rawUrl === undefined && token === undefined) return null;
   if (rawUrl === undefined) throw new ConfigError('AUDIT_SPLUNK_HEC_URL is required when AUDIT_SPLUNK_HEC_TOKEN is set');
   // Never echo the token: it is a secret.
@@ -149,7 +149,9 @@ function parseSplunkHec(rawUrl: string | undefined, token: string | undefined): 
   } catch {
     throw new ConfigError('AUDIT_SPLUNK_HEC_URL must be an http:// or https:// URL of the HEC event endpoint');
   }
-  return { url: rawUrl, token };
+  // Seals wake delivery at once; the poll only covers a missed wake-up.
+  const pollIntervalMs = parsePositive('AUDIT_SPLUNK_HEC_POLL_MS', rawPoll, 1000, { max: 3_600_000 });
+  return { url: rawUrl, token, pollIntervalMs };
 }
 
 function checkPepper(name: string, pepper: string): string {
@@ -216,6 +218,10 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: parseBoolean('TRUST_PROXY', nonEmpty(env, 'TRUST_PROXY')),
     logLevel,
     alerts: parseAlertSettings(env),
-    splunkHec: parseSplunkHec(nonEmpty(env, 'AUDIT_SPLUNK_HEC_URL'), nonEmpty(env, 'AUDIT_SPLUNK_HEC_TOKEN')),
+    splunkHec: parseSplunkHec(
+      nonEmpty(env, 'AUDIT_SPLUNK_HEC_URL'),
+      nonEmpty(env, 'AUDIT_SPLUNK_HEC_TOKEN'),
+      nonEmpty(env, 'AUDIT_SPLUNK_HEC_POLL_MS'),
+    ),
   };
 }

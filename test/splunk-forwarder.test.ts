@@ -3,7 +3,9 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { after, before, test } from 'node:test';
+import { Client } from 'pg';
 import { SYSTEM_ACTOR } from '../src/services/actor';
+import { CHAIN_LOCK } from '../src/services/audit.service';
 import { SplunkForwarder, type SplunkForwarderOptions } from '../src/services/splunk-forwarder';
 import { CreateUserDocument } from './generated/graphql';
 import { startTestServer, type TestServer } from './helpers/server';
@@ -306,6 +308,35 @@ test('lag() counts undelivered events and the age of the oldest, and is zero onc
   const stopped = await f.lag();
   assert.equal(stopped.events, (await allEventIds()).length - all.length);
   assert.ok(stopped.seconds >= 0 && stopped.seconds < 60);
+});
+
+test('lag() also counts committed events still waiting for their seal', async () => {
+  const hec = await openHec();
+  const f = forwarder(hec, { name: 'lag-staged' });
+  f.start();
+  await waitForAll(hec, f);
+  await f.stop();
+  assert.equal((await f.lag()).events, 0);
+  // Holding the chain's lock keeps the next commits staged: committed, not yet sealed.
+  const holder = new Client({ connectionString: t.db.url });
+  await holder.connect();
+  try {
+    await holder.query('SELECT pg_advisory_lock($1)', [CHAIN_LOCK]);
+    await t.server.services.audit.recordAlone(SYSTEM_ACTOR, { action: 'forwarder.test', details: { tag: 'staged' } });
+    await t.server.services.audit.recordAlone(SYSTEM_ACTOR, { action: 'forwarder.test', details: { tag: 'staged' } });
+    const [staged] = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_staging');
+    assert.equal(staged!.n, 2, 'both events are still staged');
+    const lag = await f.lag();
+    assert.equal(lag.events, 2, 'staged events are lag too');
+    assert.ok(lag.seconds >= 0 && lag.seconds < 60);
+  } finally {
+    await holder.query('SELECT pg_advisory_unlock($1)', [CHAIN_LOCK]);
+    await holder.end();
+  }
+  f.start();
+  await waitForAll(hec, f);
+  assert.equal((await f.lag()).events, 0);
+  await f.stop();
 });
 
 test('several instances forwarding to one destination deliver each event once: the cursor row is a per-round lock', async () => {

@@ -11,6 +11,7 @@ import { buildKeyledgerSchema } from '../schema/build-schema';
 import { createServices, type Services } from '../services';
 import { bootstrap } from '../services/bootstrap.service';
 import { SplunkForwarder } from '../services/splunk-forwarder';
+import { AUDIT_SEALED_CHANNEL } from '../services/audit.service';
 import { startApollo } from './apollo';
 import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
@@ -94,6 +95,17 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       onBackgroundError: (error) => logger.error({ err: error }, 'background write failed'),
     });
     keyCache = services.verification.cache;
+    const forwarder = config.splunkHec
+      ? new SplunkForwarder({
+          dataSource,
+          url: config.splunkHec.url,
+          token: config.splunkHec.token,
+          pollIntervalMs: config.splunkHec.pollIntervalMs,
+          onError: (error) => logger.warn({ err: error }, 'splunk HEC delivery failed'),
+        })
+      : null;
+    // Delivery follows each seal, on whichever instance sealed; polling stays as the fallback.
+    if (forwarder) bus.subscribe(AUDIT_SEALED_CHANNEL, () => forwarder.wake());
     services.keyChanges.listenOn(listener);
     services.alerting.listenOn(listener);
     await listener.start();
@@ -108,14 +120,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await services.audit.seal();
     const sealTimer = setInterval(() => void services.audit.sealQuietly(), 1000);
     sealTimer.unref();
-    const forwarder = config.splunkHec
-      ? new SplunkForwarder({
-          dataSource,
-          url: config.splunkHec.url,
-          token: config.splunkHec.token,
-          onError: (error) => logger.warn({ err: error }, 'splunk HEC delivery failed'),
-        })
-      : null;
     if (forwarder) {
       registerForwarderLag(metrics, () => forwarder.lag());
       forwarder.start();

@@ -10,6 +10,8 @@ export interface SplunkForwarderOptions {
   token: string;
   batchSize?: number;
   pollIntervalMs?: number;
+  /** Least time between rounds that were not full, even when woken: a busy log goes out in batches. */
+  minIntervalMs?: number;
   maxBackoffMs?: number;
   /** Per POST: a collector that hangs counts as a failure instead of stalling delivery. */
   requestTimeoutMs?: number;
@@ -65,6 +67,7 @@ export class SplunkForwarder {
   readonly #token: string;
   private readonly batchSize: number;
   private readonly pollIntervalMs: number;
+  private readonly minIntervalMs: number;
   private readonly maxBackoffMs: number;
   private readonly requestTimeoutMs: number;
   private readonly onError: (error: unknown) => void;
@@ -91,6 +94,7 @@ export class SplunkForwarder {
     this.#token = options.token;
     this.batchSize = positive('batchSize', options.batchSize ?? 500);
     this.pollIntervalMs = positive('pollIntervalMs', options.pollIntervalMs ?? 1000);
+    this.minIntervalMs = Math.min(this.pollIntervalMs, positive('minIntervalMs', options.minIntervalMs ?? 100));
     this.maxBackoffMs = positive('maxBackoffMs', options.maxBackoffMs ?? 30_000);
     this.requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs ?? 10_000);
     this.onError = options.onError ?? (() => {});
@@ -111,18 +115,23 @@ export class SplunkForwarder {
     this.loop = null;
   }
 
-  /** Runs a round now instead of after the poll interval (a backoff after a failure is kept). */
+  /**
+   * Runs a round as soon as minIntervalMs allows instead of after the poll interval (a backoff
+   * after a failure is kept). The server calls it whenever a seal commits, on any instance.
+   */
   wake(): void {
     if (this.sleeper?.wakeable) this.sleeper.done();
     else this.wakeRequested = true;
   }
 
+  /** Events not yet delivered: sealed ones after the cursor, and committed ones still waiting for their seal. */
   async lag(): Promise<ForwarderLag> {
     const [row] = (await this.dataSource.query(
-      `SELECT count(*)::text AS events,
-              coalesce(greatest(extract(epoch FROM now() - min(e.occurred_at)), 0), 0)::float8 AS seconds
-         FROM audit_events e
-        WHERE e.id > coalesce((SELECT last_event_id FROM forwarder_cursors WHERE name = $1), 0)`,
+      `SELECT (sealed.events + staged.events)::text AS events,
+              coalesce(greatest(extract(epoch FROM now() - least(sealed.oldest, staged.oldest)), 0), 0)::float8 AS seconds
+         FROM (SELECT count(*) AS events, min(e.occurred_at) AS oldest FROM audit_events e
+                WHERE e.id > coalesce((SELECT last_event_id FROM forwarder_cursors WHERE name = $1), 0)) sealed,
+              (SELECT count(*) AS events, min(occurred_at) AS oldest FROM audit_staging) staged`,
       [this.name],
     )) as Array<{ events: string; seconds: number }>;
     return { events: Number(row!.events), seconds: Number(row!.seconds) };
@@ -142,8 +151,12 @@ export class SplunkForwarder {
         await this.sleep(this.backoff(attempt), false);
         continue;
       }
-      // A full batch means more are waiting: go again at once.
-      if (!full) await this.sleep(this.pollIntervalMs, true);
+      // A full batch means more are waiting: go again at once. Otherwise a wake() during the
+      // first, unwakeable part is kept for the second.
+      if (!full) {
+        await this.sleep(this.minIntervalMs, false);
+        await this.sleep(this.pollIntervalMs - this.minIntervalMs, true);
+      }
     }
   }
 
