@@ -93,6 +93,39 @@ describe('ad-hoc queries', () => {
     assert.equal(events.auditEvents.nodes.length, 1);
   });
 
+  test('a query whose audit.query event cannot be written answers no data, and leaves no event', async () => {
+    // The extra prefix matches nothing, so the filter still selects the role history, and marks the event.
+    const filter = { actions: ['role.*', 'refused_read.*'] };
+    assert.ok((await t.ok(t.adminKey, AuditIdsDocument, { filter })).auditEvents.nodes.length > 0, 'the read has data to withhold');
+    await t.db.query(`
+      CREATE FUNCTION test_refuse_read_event() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.action = 'audit.query' AND NEW.details::text LIKE '%refused_read%' THEN
+          RAISE EXCEPTION 'trigger refuses the refused_read audit event';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await t.db.query(`CREATE TRIGGER test_refuse_read_event BEFORE INSERT ON audit_staging FOR EACH ROW EXECUTE FUNCTION test_refuse_read_event()`);
+    let answers;
+    try {
+      answers = await Promise.all([
+        t.request(t.adminKey, AuditIdsDocument, { filter }),
+        t.request(t.adminKey, AuditCountsByDocument, { filter, groupBy: 'ACTION' }),
+        t.request(t.adminKey, AuditTimelineByDocument, { filter, bucket: 'DAY' }),
+      ]);
+    } finally {
+      await t.db.query('DROP TRIGGER test_refuse_read_event ON audit_staging');
+      await t.db.query('DROP FUNCTION test_refuse_read_event()');
+    }
+    for (const answer of answers) {
+      assert.deepEqual(errorCodes(answer), ['INTERNAL_SERVER_ERROR']);
+      assert.equal(answer.data, null, 'no rows without the event');
+      assert.doesNotMatch(answer.errors![0]!.message, /trigger|refused|audit_staging|insert/i);
+    }
+    const recorded = await t.db.query(`SELECT id FROM audit_events WHERE action = 'audit.query' AND details::text LIKE '%refused_read%'`);
+    assert.equal(recorded.length, 1, 'only the first, answered query was recorded');
+  });
+
   test('an auditor waits for the sealing of its own earlier queries only when its filter could match them', async () => {
     // Sealing stalls while the chain lock is held elsewhere.
     await t.db.query('SELECT pg_advisory_lock($1)', [CHAIN_LOCK]);

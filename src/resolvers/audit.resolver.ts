@@ -1,8 +1,9 @@
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Query, Resolver, Root } from 'type-graphql';
 import type { GraphQLContext } from '../auth/context';
 import type { AuditEventEntity } from '../entities';
-import { auditEventMatcher } from '../services/audit-match';
+import type { AuditRecord } from '../services/audit.service';
 import { encodeAuditCursor } from '../services/audit-query.service';
+import type { ReadPlan } from '../services/read-plan';
 import { ApiKey } from '../schema/api-key.type';
 import { AuditEventFilter } from '../schema/audit-event.input';
 import { AuditCount, AuditEvent, AuditEventConnection, AuditIntegrityReport, TimeCount } from '../schema/audit-event.type';
@@ -13,29 +14,16 @@ import { User } from '../schema/user.type';
 import { assertCanReadKey, visibleUser } from './visibility';
 
 /**
- * Auditors' queries are audited too (audit.query, the filter in details). Input is checked first,
- * then the read and the event's commit run side by side: the answer leaves only once the event is
- * committed, and costs the longer of the two rather than their sum. The event is staged, not yet
- * sealed, while the read runs, so it does not appear in its own result. Before reading, this
- * process's events that the filter could match are sealed (read-your-writes), and only those.
+ * Auditors' queries are audited too (audit.query, the filter in details). Input is checked first;
+ * then the read and its event go to the database as one statement (AuditService.auditedRead):
+ * the answer leaves only once the event is committed, and the event is not in its own answer.
  */
-async function audited<T>(
-  ctx: GraphQLContext,
-  query: string,
-  filter: AuditEventFilter | null | undefined,
-  details: Record<string, unknown>,
-  read: () => Promise<T>,
-): Promise<T> {
-  await ctx.services.audit.settled(auditEventMatcher(filter));
-  const [result] = await Promise.all([read(), recordQuery(ctx, query, details)]);
-  return result;
+function audited<T>(ctx: GraphQLContext, query: string, filter: AuditEventFilter | null | undefined, details: Record<string, unknown>, read: ReadPlan<T>): Promise<T> {
+  return ctx.services.audit.auditedRead(ctx.actor, queryRecord(query, details), read, ctx.services.auditQueries.stagedMatch(filter));
 }
 
-function recordQuery(ctx: GraphQLContext, query: string, details: Record<string, unknown>): Promise<void> {
-  return ctx.services.audit.recordAlone(
-    ctx.actor,
-    { action: 'audit.query', targetType: 'audit', details: { query, ...details } },
-  );
+function queryRecord(query: string, details: Record<string, unknown>): AuditRecord {
+  return { action: 'audit.query', targetType: 'audit', details: { query, ...details } };
 }
 
 @Resolver(() => AuditEvent)
@@ -49,9 +37,9 @@ export class AuditResolver {
     @Arg('after', () => String, { nullable: true }) after?: string | null,
     @Arg('order', () => SortOrder, { nullable: true, defaultValue: SortOrder.DESC }) order?: SortOrder | null,
   ) {
-    ctx.services.auditQueries.validateList(filter, first, after);
-    const page = await audited(ctx, 'auditEvents', filter, { filter: filter ?? null, first, order, paged: Boolean(after) }, () =>
-      ctx.services.auditQueries.list(filter, first, after, order ?? SortOrder.DESC),
+    // Building the plan refuses bad input (BAD_USER_INPUT) before anything is read or recorded.
+    const page = await audited(ctx, 'auditEvents', filter, { filter: filter ?? null, first, order, paged: Boolean(after) },
+      ctx.services.auditQueries.listPlan(filter, first, after, order ?? SortOrder.DESC),
     );
     return toConnection(page.rows, page.hasNextPage, (row) => encodeAuditCursor(row.id));
   }
@@ -64,8 +52,7 @@ export class AuditResolver {
     @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
     @Arg('limit', () => Int, { nullable: true, defaultValue: 20 }) limit?: number | null,
   ) {
-    ctx.services.auditReports.validateCounts(filter, limit);
-    return audited(ctx, 'auditCounts', filter, { filter: filter ?? null, groupBy, limit }, () => ctx.services.auditReports.counts(filter, groupBy, limit));
+    return audited(ctx, 'auditCounts', filter, { filter: filter ?? null, groupBy, limit }, ctx.services.auditReports.countsPlan(filter, groupBy, limit));
   }
 
   @Authorized('audit:read')
@@ -75,8 +62,7 @@ export class AuditResolver {
     @Arg('bucket', () => TimeBucket) bucket: TimeBucket,
     @Arg('filter', () => AuditEventFilter, { nullable: true }) filter?: AuditEventFilter | null,
   ) {
-    ctx.services.auditQueries.validateFilter(filter);
-    return audited(ctx, 'auditTimeline', filter, { filter: filter ?? null, bucket }, () => ctx.services.auditReports.timeline(filter, bucket));
+    return audited(ctx, 'auditTimeline', filter, { filter: filter ?? null, bucket }, ctx.services.auditReports.timelinePlan(filter, bucket));
   }
 
   @Authorized('audit:read')
@@ -88,7 +74,7 @@ export class AuditResolver {
   ) {
     await ctx.services.audit.settled();
     const report = await ctx.services.auditReports.integrity(from, to);
-    await recordQuery(ctx, 'auditIntegrity', { from: from ?? null, to: to ?? null, ok: report.ok, checkedEvents: report.checkedEvents });
+    await ctx.services.audit.recordAlone(ctx.actor, queryRecord('auditIntegrity', { from: from ?? null, to: to ?? null, ok: report.ok, checkedEvents: report.checkedEvents }));
     return report;
   }
 

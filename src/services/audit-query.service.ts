@@ -3,6 +3,7 @@ import { AuditEventEntity } from '../entities';
 import type { AuditOutcome } from '../entities/enums';
 import { BadInputError } from './errors';
 import { pageSize, type Page } from './pagination';
+import type { ReadPlan, SqlPart } from './read-plan';
 import { isUuid, parseCidr } from './validation';
 
 export interface AuditEventFilter {
@@ -105,13 +106,6 @@ export class AuditQueryService {
     applyAuditFilter(this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e'), filter);
   }
 
-  /** Refuses a bad page request (size, cursor, filter) as list() would, without running it. */
-  validateList(filter: AuditEventFilter | null | undefined, first: number | null | undefined, after: string | null | undefined): void {
-    pageSize(first);
-    decodeAuditCursor(after);
-    this.validateFilter(filter);
-  }
-
   /** Sealed events with ids from..to, in order: what one seal pass appended. */
   range(from: string, to: string): Promise<AuditEventEntity[]> {
     if (!isBigint(from) || !isBigint(to)) return Promise.resolve([]);
@@ -127,18 +121,55 @@ export class AuditQueryService {
     return this.dataSource.manager.findOneBy(AuditEventEntity, { id });
   }
 
-  async list(
+  /** Events in id order after the cursor, one more than the page to tell whether another follows. */
+  listPlan(
     filter: AuditEventFilter | null | undefined,
     first: number | null | undefined,
     after: string | null | undefined,
     order: Order,
-  ): Promise<Omit<Page<AuditEventEntity>, 'totalCount'>> {
+  ): ReadPlan<Omit<Page<AuditEventEntity>, 'totalCount'>> {
     const size = pageSize(first);
     const afterId = decodeAuditCursor(after);
-    const query = this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e');
-    applyAuditFilter(query, filter);
+    const query = this.dataSource.manager.createQueryBuilder().select(EVENT_COLUMNS).from('audit_events', 'e');
+    applyAuditFilter(query as never, filter);
     if (afterId !== null) query.andWhere(order === 'DESC' ? 'e.id < :afterId' : 'e.id > :afterId', { afterId });
-    const rows = await query.orderBy('e.id', order).limit(size + 1).getMany();
-    return { rows: rows.slice(0, size), hasNextPage: rows.length > size };
+    const [sql, params] = query.orderBy('e.id', order).limit(size + 1).getQueryAndParameters();
+    return {
+      sql,
+      params,
+      order: `r.id ${order}`,
+      marker: 'id',
+      finish: (rows) => ({
+        rows: rows.slice(0, size).map((row) => Object.assign(new AuditEventEntity(), row)),
+        hasNextPage: rows.length > size,
+      }),
+    };
+  }
+
+  /** Whether audit_staging holds an event the filter matches: committed, not yet sealed, so not yet readable. */
+  stagedMatch(filter: AuditEventFilter | null | undefined): SqlPart {
+    const query = this.dataSource.manager.createQueryBuilder().select('1').from('audit_staging', 'e');
+    applyAuditFilter(query as never, filter);
+    const [sql, params] = query.limit(1).getQueryAndParameters();
+    return { sql, params };
   }
 }
+
+/** An event row with the entity's property names (audit_staging has the same columns, less the chain's). */
+const EVENT_COLUMNS = [
+  'e.id AS id',
+  'e.occurred_at AS "occurredAt"',
+  'e.action AS action',
+  'e.outcome AS outcome',
+  'e.actor_type AS "actorType"',
+  'e.actor_id AS "actorId"',
+  'e.actor_key_id AS "actorKeyId"',
+  'e.target_type AS "targetType"',
+  'e.target_id AS "targetId"',
+  'e.ip AS ip',
+  'e.user_agent AS "userAgent"',
+  'e.request_id AS "requestId"',
+  'e.details AS details',
+  'e.prev_hash AS "prevHash"',
+  'e.hash AS hash',
+];

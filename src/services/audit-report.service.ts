@@ -5,6 +5,7 @@ import { applyAuditFilter, type AuditEventFilter } from './audit-query.service';
 import { GENESIS_HASH, eventHash } from './audit.service';
 import { ROLLUP_LEVELS, coverRange, type RollupLevel } from './audit-rollup';
 import { BadInputError } from './errors';
+import { shiftParameters, type ReadPlan } from './read-plan';
 
 
 export type TimeBucketName = 'MINUTE' | 'HOUR' | 'DAY';
@@ -55,48 +56,33 @@ function groupColumn(groupBy: AuditGroupBy): string {
 export class AuditReportService {
   constructor(private readonly dataSource: DataSource) {}
 
-  /** Refuses a bad counts request as counts() would, without running it. */
-  validateCounts(filter: AuditEventFilter | null | undefined, limit: number | null | undefined): void {
-    groupLimit(limit);
-    applyAuditFilter(this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e'), filter);
-  }
-
-  async counts(filter: AuditEventFilter | null | undefined, groupBy: AuditGroupBy, limit: number | null | undefined): Promise<Array<{ key: string; count: number }>> {
+  countsPlan(filter: AuditEventFilter | null | undefined, groupBy: AuditGroupBy, limit: number | null | undefined): ReadPlan<Array<{ key: string; count: number }>> {
     const size = groupLimit(limit);
     const column = groupColumn(groupBy);
     const rolledUp = ROLLED_UP.has(groupBy) ? this.fromRollups(filter, ROLLUP_LEVELS, () => `coalesce(${column}, '${NONE}')`, 'key') : null;
-    if (rolledUp) {
-      return this.dataSource.query(
-        `SELECT key, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY key ORDER BY count DESC, key ASC LIMIT ${size}`,
-        rolledUp.params,
-      ) as Promise<Array<{ key: string; count: number }>>;
-    }
-    const query = this.dataSource.manager
-      .createQueryBuilder(AuditEventEntity, 'e')
-      .select(`coalesce(${column}, '${NONE}')`, 'key')
-      .addSelect('count(*)::int', 'count');
-    applyAuditFilter(query, filter);
-    return query.groupBy('1').orderBy('count', 'DESC').addOrderBy('key', 'ASC').limit(size).getRawMany();
+    const [sql, params] = rolledUp
+      ? [`SELECT key, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY key ORDER BY count DESC, key ASC LIMIT ${size}`, rolledUp.params]
+      : this.eventsQuery(filter, `coalesce(${column}, '${NONE}')`, 'key').orderBy('count', 'DESC').addOrderBy('key', 'ASC').limit(size).getQueryAndParameters();
+    return { sql, params, order: 'r.count DESC, r.key ASC', marker: 'key', finish: (rows) => rows as Array<{ key: string; count: number }> };
   }
 
   /** Non-empty buckets in time order; their counts add up to the filter's number of events. */
-  async timeline(filter: AuditEventFilter | null | undefined, bucket: TimeBucketName): Promise<Array<{ start: Date; count: number }>> {
+  timelinePlan(filter: AuditEventFilter | null | undefined, bucket: TimeBucketName): ReadPlan<Array<{ start: Date; count: number }>> {
     const unit = { MINUTE: 'minute', HOUR: 'hour', DAY: 'day' }[bucket];
     // A rollup serves buckets as coarse as its own or coarser.
     const levels = ROLLUP_LEVELS.filter((level) => level.millis <= BUCKET_MILLIS[bucket]);
     const rolledUp = this.fromRollups(filter, levels, (time) => `date_trunc('${unit}', ${time}, 'UTC')`, 'start');
-    if (rolledUp) {
-      return this.dataSource.query(
-        `SELECT start, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY start ORDER BY start ASC LIMIT ${MAX_BUCKETS}`,
-        rolledUp.params,
-      ) as Promise<Array<{ start: Date; count: number }>>;
-    }
-    const query = this.dataSource.manager
-      .createQueryBuilder(AuditEventEntity, 'e')
-      .select(`date_trunc('${unit}', e.occurred_at, 'UTC')`, 'start')
-      .addSelect('count(*)::int', 'count');
+    const [sql, params] = rolledUp
+      ? [`SELECT start, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY start ORDER BY start ASC LIMIT ${MAX_BUCKETS}`, rolledUp.params]
+      : this.eventsQuery(filter, `date_trunc('${unit}', e.occurred_at, 'UTC')`, 'start').orderBy('1', 'ASC').limit(MAX_BUCKETS).getQueryAndParameters();
+    return { sql, params, order: 'r.start ASC', marker: 'start', finish: (rows) => rows as Array<{ start: Date; count: number }> };
+  }
+
+  /** Events matching the filter, counted per `group` (named `name`). */
+  private eventsQuery(filter: AuditEventFilter | null | undefined, group: string, name: string) {
+    const query = this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e').select(group, name).addSelect('count(*)::int', 'count');
     applyAuditFilter(query, filter);
-    return query.groupBy('1').orderBy('1', 'ASC').limit(MAX_BUCKETS).getRawMany();
+    return query.groupBy('1');
   }
 
   /**
@@ -132,8 +118,7 @@ export class AuditReportService {
         applyAuditFilter(part, { ...f, from, to });
       }
       const [text, values] = part.groupBy('1').getQueryAndParameters();
-      const offset = params.length;
-      sql.push(text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + offset}`));
+      sql.push(shiftParameters(text, params.length));
       params.push(...values);
     }
     return { sql: sql.join(' UNION ALL '), params };

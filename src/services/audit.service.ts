@@ -9,7 +9,7 @@ import { canonicalJson } from './canonical-json';
 import { rollupStatement } from './audit-rollup';
 import { sqlLiteral } from './sql-literal';
 import type { EventBus } from './event-bus';
-import type { MatchableEvent } from './audit-match';
+import { runPlan, shiftParameters, type ReadPlan, type SqlPart } from './read-plan';
 
 export interface AuditRecord {
   action: string;
@@ -86,6 +86,28 @@ interface StagedRow {
   details: Record<string, unknown> | null;
 }
 
+/** The INSERT that stages one event, all literals: it rides with a COMMIT or inside another statement. */
+function stagingInsert(actor: Actor, record: AuditRecord): string {
+  const details = scrubSecrets(record.details);
+  const values = [
+    `${sqlLiteral(new Date().toISOString())}::timestamptz`,
+    sqlLiteral(record.action),
+    sqlLiteral(record.outcome ?? AuditOutcome.SUCCESS),
+    sqlLiteral(actor.type),
+    `${sqlLiteral(actor.userId)}::uuid`,
+    `${sqlLiteral(actor.keyId)}::uuid`,
+    sqlLiteral(record.targetType ?? null),
+    sqlLiteral(record.targetId ?? null),
+    sqlLiteral(actor.ip),
+    sqlLiteral(actor.userAgent?.slice(0, 512) ?? null),
+    sqlLiteral(actor.requestId),
+    `${sqlLiteral(details === null ? null : JSON.stringify(details))}::jsonb`,
+  ];
+  return `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
+                                  target_id, ip, user_agent, request_id, details)
+       VALUES (${values.join(', ')})`;
+}
+
 /**
  * Statements a transaction opened by AuditService.transaction() sends together with its COMMIT:
  * its audit events and notifications then cost no round trip of their own.
@@ -144,8 +166,6 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
 const SEAL_BATCH = 5000;
 /** How long a committed event may stay unsealed when no reader asks for it: commits meanwhile share one pass */
 const UNAWAITED_SEAL_DELAY_MS = 20;
-/** Staged events settled() matches a reader's filter against; beyond this it simply waits */
-const MAX_MATCHED_STAGED = 1000;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
 export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
 
@@ -186,30 +206,38 @@ export class AuditService {
    * and if the event cannot be written, the change fails.
    */
   async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
-    const details = scrubSecrets(record.details);
-    const occurredAt = new Date();
-    const values = [
-      `${sqlLiteral(occurredAt.toISOString())}::timestamptz`,
-      sqlLiteral(record.action),
-      sqlLiteral(record.outcome ?? AuditOutcome.SUCCESS),
-      sqlLiteral(actor.type),
-      `${sqlLiteral(actor.userId)}::uuid`,
-      `${sqlLiteral(actor.keyId)}::uuid`,
-      sqlLiteral(record.targetType ?? null),
-      sqlLiteral(record.targetId ?? null),
-      sqlLiteral(actor.ip),
-      sqlLiteral(actor.userAgent?.slice(0, 512) ?? null),
-      sqlLiteral(actor.requestId),
-      `${sqlLiteral(details === null ? null : JSON.stringify(details))}::jsonb`,
-    ];
-    await withCommit(
-      tx,
-      `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
-                                  target_id, ip, user_agent, request_id, details)
-       VALUES (${values.join(', ')})`,
-    );
+    await withCommit(tx, stagingInsert(actor, record));
     for (const hook of this.hooks) await hook.staged(tx, record);
     for (const hook of this.hooks) this.afterCommit(tx, () => hook.committed(record, actor));
+  }
+
+  /**
+   * An auditor's read and its audit event as one statement: one snapshot, one round trip, one
+   * commit, and no rows unless the event committed (the answer arrives after the statement's
+   * COMMIT). Its own event is not in its snapshot, so never in its answer. The same statement asks
+   * whether events the read could match are committed but not yet sealed (by any instance): then
+   * they are sealed and the read runs again, so nobody reads the log without them.
+   * Only for records no hook stages anything for (audit.query).
+   */
+  async auditedRead<T>(actor: Actor, record: AuditRecord, read: ReadPlan<T>, unsealed: SqlPart): Promise<T> {
+    const rows = (await this.dataSource.query(
+      `WITH audit_event AS (${stagingInsert(actor, record)} RETURNING 1)
+       SELECT r.*, pending.found AS "unsealed"
+         FROM (SELECT EXISTS (${unsealed.sql}) AS found) pending
+         LEFT JOIN (${shiftParameters(read.sql, unsealed.params.length)}) r ON true
+        ORDER BY ${read.order}`,
+      [...unsealed.params, ...read.params],
+    )) as Array<Record<string, unknown>>;
+    this.runEffects(this.hooks.map((hook) => () => hook.committed(record, actor)));
+    this.committed();
+    if (rows[0]!.unsealed) {
+      await this.sealed();
+      return runPlan(this.dataSource, read);
+    }
+    // With no rows, the join still gives one, without the read's columns.
+    const found = rows.filter((row) => row[read.marker] !== null);
+    for (const row of found) delete row.unsealed;
+    return read.finish(found);
   }
 
   /** Runs `effect` once the transaction (one opened by transaction()) has committed; never on rollback. */
@@ -241,7 +269,16 @@ export class AuditService {
     } finally {
       await runner.release();
     }
-    // The change is committed: an effect that fails (a detector, a cache) must not turn it into an error.
+    this.runEffects(effects);
+    if (waitForSeal) {
+      this.visibleCommits++;
+      await this.sealed();
+    } else this.committed();
+    return result;
+  }
+
+  /** After a commit: an effect that fails (a detector, a cache) must not turn the change into an error. */
+  private runEffects(effects: ReadonlyArray<() => void>): void {
     for (const effect of effects) {
       try {
         effect();
@@ -249,10 +286,6 @@ export class AuditService {
         this.onBackgroundError(error);
       }
     }
-    this.visibleCommits++;
-    if (waitForSeal) await this.sealed();
-    else this.sealSoon();
-    return result;
   }
 
   /**
@@ -266,7 +299,12 @@ export class AuditService {
     });
   }
 
-  /** Seals what nobody waits for a moment later, so a stream of such commits shares passes. */
+  /** A commit of this process's: sealed a moment later, so a stream of commits shares passes. */
+  private committed(): void {
+    this.visibleCommits++;
+    this.sealSoon();
+  }
+
   private sealSoon(): void {
     if (this.sealTimer) return;
     this.sealTimer = setTimeout(() => {
@@ -276,19 +314,10 @@ export class AuditService {
     this.sealTimer.unref();
   }
 
-  /**
-   * For readers: seals first when events committed by any instance wait in staging, and, given
-   * `concerns`, only when one of them is something the reader could see: an auditor's next query
-   * need not wait for the seal of the audit.query event its last one wrote, unless it asks for it.
-   */
-  async settled(concerns?: (event: MatchableEvent) => boolean): Promise<void> {
-    const staged = (await this.dataSource.query(
-      `SELECT occurred_at AS "occurredAt", action, outcome, actor_id AS "actorId", actor_key_id AS "actorKeyId",
-              target_type AS "targetType", target_id AS "targetId", ip, details
-         FROM audit_staging ORDER BY id LIMIT ${MAX_MATCHED_STAGED + 1}`,
-    )) as MatchableEvent[];
-    if (staged.length === 0) return;
-    if (!concerns || staged.length > MAX_MATCHED_STAGED || staged.some(concerns)) await this.sealed();
+  /** For readers of the whole log: seals first when events committed by any instance wait in staging. */
+  async settled(): Promise<void> {
+    const [pending] = (await this.dataSource.query('SELECT EXISTS (SELECT 1 FROM audit_staging) AS found')) as Array<{ found: boolean }>;
+    if (pending!.found) await this.sealed();
   }
 
   private runSealPasses(): void {
