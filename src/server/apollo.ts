@@ -5,17 +5,22 @@ import type { Logger } from 'pino';
 import type { GraphQLContext } from '../auth/context';
 import { auditDenials } from './context';
 import { formatError } from './errors';
+import { requestInputError } from './input-hygiene';
 import type { Metrics } from './metrics';
 
 function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
+        async didResolveOperation({ request, document }) {
+          const refused = requestInputError(document, request.variables);
+          if (refused) throw refused;
+        },
         async didEncounterErrors({ errors, contextValue, request, operation }) {
           await auditDenials(contextValue, errors, request.operationName ?? null, operation);
           for (const error of errors) {
-            const code = String(error.extensions?.code ?? 'INTERNAL_SERVER_ERROR');
-            if (code === 'INTERNAL_SERVER_ERROR' || !error.extensions?.code) {
+            // The code the client will see: a domain error's is only attached when formatted.
+            if (formatError(error.toJSON(), error).extensions?.code === 'INTERNAL_SERVER_ERROR') {
               // Logged server-side only; the client sees a generic message and the request id.
               logger.error({ requestId: contextValue.requestId, err: error.originalError ?? error }, 'unexpected error');
             }

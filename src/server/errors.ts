@@ -45,9 +45,13 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   const code = formatted.extensions?.code;
   // Parse, validation and variable-coercion errors are GraphQLErrors with a code Apollo assigned.
   if (original instanceof GraphQLError && typeof code === 'string' && KNOWN.has(code) && code !== 'INTERNAL_SERVER_ERROR') {
-    const { stacktrace: _stack, ...extensions } = formatted.extensions ?? {};
+    const { stacktrace: _stack, http: _http, ...extensions } = formatted.extensions ?? {};
     // Coercion messages quote the input value, which may hold a key.
     return { ...formatted, message: redactKeys(formatted.message), extensions };
+  }
+  // Apollo's own refusals of a malformed request (a persisted query's hash or version) carry only a 400.
+  if (original instanceof GraphQLError && (original.extensions?.http as { status?: number } | undefined)?.status === 400) {
+    return { message: redactKeys(formatted.message), extensions: { code: 'BAD_REQUEST' } };
   }
   return {
     message: 'Internal server error',

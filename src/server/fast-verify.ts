@@ -32,6 +32,7 @@ import type { GraphQLContext } from '../auth/context';
 import { coveredBy } from '../auth/permissions';
 import { verifyManyNow, verifyOneNow } from '../resolvers/verify.resolver';
 import type { VerifyKeyInput } from '../schema/verify.type';
+import { documentProblem, inputProblem } from './input-hygiene';
 
 /** Accept headers whose negotiated response type is unambiguous (as Apollo would choose it). */
 const FAST_ACCEPT = new Map<string | undefined, string>([
@@ -292,7 +293,7 @@ function planFor(schema: GraphQLSchema, query: string, operationName: string | u
     if (verifying.length !== 1 || !['verifyKey', 'verifyKeys'].includes(verifying[0]!.name.value)) return null;
     const keys = fieldNodes.map((f) => f.alias?.value ?? f.name.value);
     if (new Set(keys).size !== keys.length) return null;
-    if (validate(schema, document).length > 0) return null;
+    if (validate(schema, document).length > 0 || documentProblem(document)) return null;
     const fieldNode = verifying[0]!;
     const field = schema.getQueryType()!.getFields()[fieldNode.name.value]!;
     return {
@@ -357,6 +358,8 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
     const plan = cached.plan;
     if (!plan) return null;
 
+    // Input the normal path refuses before any resolver runs is refused there, with its error.
+    if (variables && inputProblem(variables, 'variables')) return null;
     const args = argumentsOf(plan, (variables ?? {}) as Record<string, unknown>);
     if (!args) return null;
     let resolved: unknown;

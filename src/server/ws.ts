@@ -1,6 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
-import { GraphQLError, OperationTypeNode, getOperationAST, type ExecutionResult, type GraphQLSchema } from 'graphql';
+import {
+  GraphQLError,
+  OperationTypeNode,
+  getOperationAST,
+  getVariableValues,
+  parse,
+  validate,
+  type DocumentNode,
+  type ExecutionArgs,
+  type ExecutionResult,
+  type GraphQLSchema,
+} from 'graphql';
+import type { SubscribePayload } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
@@ -13,6 +25,7 @@ import { DomainError } from '../services/errors';
 import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
 import { formatError } from './errors';
+import { requestInputError } from './input-hygiene';
 import { requestMeta } from './http';
 
 const CLOSE_FORBIDDEN = 4403;
@@ -30,6 +43,35 @@ interface ConnectionState {
   /** Operation ids are unique only within one connection */
   operations: Map<string, GraphQLContext>;
   socket: WebSocket;
+}
+
+/**
+ * What Apollo does for HTTP, for WebSocket operations: each way a request can be wrong gets its
+ * contract code, as an error for that operation; graphql-ws alone would close the socket on a
+ * syntax error and give the others no code.
+ */
+function prepareOperation(schema: GraphQLSchema, payload: SubscribePayload): ExecutionArgs | GraphQLError[] {
+  const coded = (errors: readonly GraphQLError[], code: string) =>
+    errors.map((error) => new GraphQLError(error.message, { nodes: error.nodes, extensions: { ...error.extensions, code } }));
+  let document: DocumentNode;
+  try {
+    document = parse(payload.query);
+  } catch (error) {
+    if (error instanceof GraphQLError) return coded([error], 'GRAPHQL_PARSE_FAILED');
+    throw error;
+  }
+  const invalid = validate(schema, document);
+  if (invalid.length > 0) return coded(invalid, 'GRAPHQL_VALIDATION_FAILED');
+  const operation = getOperationAST(document, payload.operationName ?? undefined);
+  if (!operation) {
+    const message = payload.operationName ? `Unknown operation named "${payload.operationName}".` : 'Several operations: name the one to run (operationName).';
+    return coded([new GraphQLError(message)], 'OPERATION_RESOLUTION_FAILURE');
+  }
+  const refused = requestInputError(document, payload.variables);
+  if (refused) return [refused];
+  const coerced = getVariableValues(schema, operation.variableDefinitions ?? [], payload.variables ?? {});
+  if (coerced.errors) return coded(coerced.errors, 'BAD_USER_INPUT');
+  return { schema, document, operationName: payload.operationName, variableValues: payload.variables };
 }
 
 function formatResult(result: ExecutionResult): ExecutionResult {
@@ -101,16 +143,16 @@ export function attachWebSocket(
       },
       // Every operation is verified like an HTTP request: a key revoked, disabled or narrowed while
       // the socket is open takes effect on its next operation, and a rejected key loses the socket.
-      onSubscribe: async (ctx) => {
+      onSubscribe: async (ctx, _id, payload) => {
         const state = states.get(ctx)!;
         try {
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
-          return undefined;
         } catch (error) {
           if (!(error instanceof DomainError)) throw error;
           if (error.code !== 'RATE_LIMITED') ctx.extra.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
           return [new GraphQLError(error.message, { extensions: { ...error.extensions, code: error.code } })];
         }
+        return prepareOperation(deps.schema, payload);
       },
       context: (ctx, id, _payload, args) => {
         const state = states.get(ctx)!;

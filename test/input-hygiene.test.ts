@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import { errorCodes, postGraphQL, startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
+
+let t: TestServer;
+before(async () => {
+  t = await startTestServer();
+});
+after(() => t.close());
+
+const NUL = 'a\u0000b';
+const LONE_SURROGATE = 'x\ud800y';
+
+function send<T = unknown>(query: string, variables: Record<string, unknown> = {}): Promise<GraphQLResponse<T>> {
+  return postGraphQL<T>(t.url, t.adminKey, query, variables);
+}
+
+function assertRefused(response: GraphQLResponse<unknown>, code: string, label: string): void {
+  assert.deepEqual(errorCodes(response), [code], `${label}: ${JSON.stringify(response.errors)}`);
+  assert.ok(!response.data || Object.values(response.data).every((v) => v === null), `${label}: no data`);
+  for (const error of response.errors ?? []) {
+    assert.doesNotMatch(error.message, /postgres|invalid byte|syntax|stack|Maximum call|0x00|jsonb/i, `${label}: ${error.message}`);
+    assert.equal(error.extensions?.http, undefined);
+  }
+}
+
+describe('text PostgreSQL cannot store is BAD_USER_INPUT, in any field', () => {
+  test('NUL in search and filter strings', async () => {
+    const cases: Array<[string, string, Record<string, unknown>]> = [
+      ['users search', 'query($s: String) { users(filter: { search: $s }) { totalCount } }', { s: NUL }],
+      ['apiKeys search', 'query($s: String) { apiKeys(filter: { search: $s }) { totalCount } }', { s: NUL }],
+      ['audit targetType', 'query($s: String) { auditEvents(filter: { targetType: $s }) { nodes { id } } }', { s: NUL }],
+      ['audit targetId', 'query($s: String) { auditEvents(filter: { targetId: $s }) { nodes { id } } }', { s: NUL }],
+      ['a literal in the query', 'query { users(filter: { search: "a\\u0000b" }) { totalCount } }', {}],
+    ];
+    for (const [label, query, variables] of cases) assertRefused(await send(query, variables), 'BAD_USER_INPUT', label);
+  });
+
+  test('half a surrogate pair, in a name, a JSON value or a JSON key; nothing is created', async () => {
+    const { data } = await send<{ viewer: { user: { id: string } } }>('{ viewer { user { id } } }');
+    const ownerId = data!.viewer.user.id;
+    const cases: Array<[string, string, Record<string, unknown>]> = [
+      ['key name', 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }', { i: { ownerId, name: LONE_SURROGATE, permissions: [] } }],
+      ['user name', 'mutation($i: CreateUserInput!) { createUser(input: $i) { id } }', { i: { name: `u${LONE_SURROGATE}`, email: 'surrogate@example.com' } }],
+      ['detailsContains value', 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { detailsContains: { a: '\ud800' } } }],
+      ['detailsContains key', 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { detailsContains: { ['\udc00']: 1 } } }],
+    ];
+    for (const [label, query, variables] of cases) assertRefused(await send(query, variables), 'BAD_USER_INPUT', label);
+    const users = await t.db.query(`SELECT id FROM users WHERE email = 'surrogate@example.com'`);
+    assert.equal(users.length, 0);
+    // A whole pair is fine: it is one character.
+    const emoji = await send('mutation($i: CreateUserInput!) { createUser(input: $i) { name } }', { i: { name: 'pair \ud83d\ude00', email: 'pair@example.com' } });
+    assert.equal((emoji.data as { createUser: { name: string } }).createUser.name, 'pair \u{1f600}');
+  });
+
+  test('JSON nested thousands of levels deep is refused, not a stack overflow', async () => {
+    let deep: Record<string, unknown> = { leaf: true };
+    for (let i = 0; i < 3000; i++) deep = { a: deep };
+    assertRefused(await send('query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { detailsContains: deep } }), 'BAD_USER_INPUT', 'deep variables');
+    const literal = `${'{ a: '.repeat(40)}1${' }'.repeat(40)}`;
+    assertRefused(await send(`query { auditEvents(filter: { detailsContains: ${literal} }) { nodes { id } } }`), 'BAD_USER_INPUT', 'deep literal');
+    // Ordinary nesting still works.
+    const shallow = await send('query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { detailsContains: { a: { b: { c: 1 } } } } });
+    assert.equal(shallow.errors, undefined);
+  });
+
+  test('verifyKey answers the same refusal whichever path serves it', async () => {
+    const query = 'query($k: String!, $r: String) { verifyKey(input: { key: $k, resource: $r }) { valid code } }';
+    assertRefused(await send(query, { k: `kl_${NUL}` }), 'BAD_USER_INPUT', 'NUL in the key');
+    assertRefused(await send(query, { k: 'kl_x', r: LONE_SURROGATE }), 'BAD_USER_INPUT', 'half a pair in the resource');
+    const fine = await send<{ verifyKey: { code: string } }>(query, { k: 'kl_x', r: 'GET /invoices' });
+    assert.equal(fine.data!.verifyKey.code, 'MALFORMED');
+  });
+
+  test('an expected refusal is not logged as an unexpected error', async () => {
+    const before = t.logs.length;
+    assertRefused(await send('query($s: String) { users(filter: { search: $s }) { totalCount } }', { s: NUL }), 'BAD_USER_INPUT', 'search');
+    const roleName = `dup-${Date.now()}`;
+    await send('mutation($i: CreateRoleInput!) { createRole(input: $i) { id } }', { i: { name: roleName, permissions: [] } });
+    assertRefused(await send('mutation($i: CreateRoleInput!) { createRole(input: $i) { id } }', { i: { name: roleName, permissions: [] } }), 'CONFLICT', 'duplicate');
+    const unexpected = t.logs.slice(before).filter((line) => line.includes('unexpected error'));
+    assert.deepEqual(unexpected, []);
+  });
+});
+
+describe('persisted queries', () => {
+  test('a hash that does not match the query, or an unknown version, is BAD_REQUEST', async () => {
+    const query = '{ __typename }';
+    const post = (extensions: Record<string, unknown>) =>
+      fetch(t.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${t.adminKey}` },
+        body: JSON.stringify({ query, extensions }),
+      }).then(async (r) => ({ status: r.status, ...((await r.json()) as { errors?: Array<{ message: string; extensions?: Record<string, unknown> }> }) }));
+    const wrongHash = await post({ persistedQuery: { version: 1, sha256Hash: createHash('sha256').update('something else').digest('hex') } });
+    assert.equal(wrongHash.status, 400);
+    assert.deepEqual(errorCodes(wrongHash), ['BAD_REQUEST']);
+    const version = await post({ persistedQuery: { version: 2, sha256Hash: createHash('sha256').update(query).digest('hex') } });
+    assert.equal(version.status, 400);
+    assert.deepEqual(errorCodes(version), ['BAD_REQUEST']);
+  });
+});
+
+describe('WebSocket operations get the same codes as HTTP, and keep the connection', () => {
+  let client: Client;
+  before(() => {
+    client = createClient({ url: t.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${t.adminKey}` }, retryAttempts: 0, lazy: true });
+  });
+  after(() => client.dispose());
+
+  function run(query: string, variables?: Record<string, unknown>, operationName?: string): Promise<{ data?: unknown; errors?: Array<{ message: string; extensions?: Record<string, unknown> }> }> {
+    return new Promise((resolve) => {
+      let result = {};
+      client.subscribe({ query, variables, operationName }, {
+        next: (value) => (result = value),
+        error: (errors) => resolve({ errors: errors as Array<{ message: string; extensions?: Record<string, unknown> }> }),
+        complete: () => resolve(result),
+      });
+    });
+  }
+
+  test('syntax, validation, operation choice and variables', async () => {
+    const cases: Array<[string, string, Record<string, unknown> | undefined, string | undefined, string]> = [
+      ['syntax', 'subscription { alertRaised { ', undefined, undefined, 'GRAPHQL_PARSE_FAILED'],
+      ['unknown field', 'subscription { nope }', undefined, undefined, 'GRAPHQL_VALIDATION_FAILED'],
+      ['two operations, no name', 'query A { __typename } query B { __typename }', undefined, undefined, 'OPERATION_RESOLUTION_FAILURE'],
+      ['bad date', 'subscription($f: AuditEventFilter) { auditEventRecorded(filter: $f) { id } }', { f: { from: '2020-02-30T00:00:00Z' } }, undefined, 'BAD_USER_INPUT'],
+      ['NUL', 'query($s: String) { users(filter: { search: $s }) { totalCount } }', { s: NUL }, undefined, 'BAD_USER_INPUT'],
+    ];
+    for (const [label, query, variables, operationName, code] of cases) {
+      const result = await run(query, variables, operationName);
+      assert.deepEqual(errorCodes(result), [code], `${label}: ${JSON.stringify(result.errors)}`);
+      assert.equal(result.errors![0]!.extensions?.http, undefined);
+    }
+    // Still connected: the next operation runs.
+    const after = await run('{ viewer { user { name } } }');
+    assert.deepEqual(after.data, { viewer: { user: { name: 'admin' } } });
+  });
+});
