@@ -4,16 +4,18 @@ import type { GraphQLSchema } from 'graphql';
 import type { Logger } from 'pino';
 import type { GraphQLContext } from '../auth/context';
 import { auditDenials } from './context';
+import { PARSE_OPTIONS } from './document-guard';
 import { formatError } from './errors';
 import { requestInputError } from './input-hygiene';
+import { queryCostError } from './query-cost';
 import type { Metrics } from './metrics';
 
 function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
-        async didResolveOperation({ request, document }) {
-          const refused = requestInputError(document, request.variables);
+        async didResolveOperation({ request, document, schema }) {
+          const refused = requestInputError(document, request.variables) ?? queryCostError(schema, document, request.operationName, request.variables);
           if (refused) throw refused;
         },
         async didEncounterErrors({ errors, contextValue, request, operation }) {
@@ -51,6 +53,7 @@ export async function startApollo(schema: GraphQLSchema, logger: Logger, metrics
     includeStacktraceInErrorResponses: false,
     introspection: true,
     formatError,
+    parseOptions: PARSE_OPTIONS,
     // Responses are per principal and never cacheable; the plugin would also wrap every field resolver.
     plugins: [observabilityPlugin(logger, metrics), ApolloServerPluginCacheControlDisabled()],
     logger: {

@@ -9,6 +9,7 @@ import { normalizeIp } from '../services/validation';
 import { handleAuditExport } from './audit-export';
 import { authenticateRequest, send } from './respond';
 import { buildContext } from './context';
+import { documentGuardError } from './document-guard';
 import { errorBody } from './errors';
 import type { VerifyFastPath } from './fast-verify';
 import type { Metrics } from './metrics';
@@ -141,11 +142,18 @@ export function createRequestHandler(deps: HttpDeps) {
       }
     }
 
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    // Before Apollo validates: a document that would make validation quadratic is refused here.
+    const query = req.method === 'POST' ? (body as { query?: unknown } | null)?.query : url.searchParams.get('query');
+    const refused = typeof query === 'string' ? documentGuardError(query) : null;
+    if (refused) {
+      send(res, 400, type, errorBody('GRAPHQL_VALIDATION_FAILED', refused.message), headers);
+      return 400;
+    }
     const headerMap = new HeaderMap();
     for (const [name, value] of Object.entries(req.headers)) {
       if (value !== undefined) headerMap.set(name, Array.isArray(value) ? value.join(', ') : value);
     }
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const context = buildContext(deps.dataSource, deps.services, principal, meta);
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: { method: req.method, headers: headerMap, search: url.search, body },

@@ -24,8 +24,10 @@ import type { Services } from '../services';
 import { DomainError } from '../services/errors';
 import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
+import { PARSE_OPTIONS, repeatedNameError } from './document-guard';
 import { formatError } from './errors';
 import { requestInputError } from './input-hygiene';
+import { queryCostError } from './query-cost';
 import { requestMeta } from './http';
 
 const CLOSE_FORBIDDEN = 4403;
@@ -55,11 +57,13 @@ function prepareOperation(schema: GraphQLSchema, payload: SubscribePayload): Exe
     errors.map((error) => new GraphQLError(error.message, { nodes: error.nodes, extensions: { ...error.extensions, code } }));
   let document: DocumentNode;
   try {
-    document = parse(payload.query);
+    document = parse(payload.query, PARSE_OPTIONS);
   } catch (error) {
     if (error instanceof GraphQLError) return coded([error], 'GRAPHQL_PARSE_FAILED');
     throw error;
   }
+  const repeated = repeatedNameError(document);
+  if (repeated) return [repeated];
   const invalid = validate(schema, document);
   if (invalid.length > 0) return coded(invalid, 'GRAPHQL_VALIDATION_FAILED');
   const operation = getOperationAST(document, payload.operationName ?? undefined);
@@ -67,7 +71,7 @@ function prepareOperation(schema: GraphQLSchema, payload: SubscribePayload): Exe
     const message = payload.operationName ? `Unknown operation named "${payload.operationName}".` : 'Several operations: name the one to run (operationName).';
     return coded([new GraphQLError(message)], 'OPERATION_RESOLUTION_FAILURE');
   }
-  const refused = requestInputError(document, payload.variables);
+  const refused = requestInputError(document, payload.variables) ?? queryCostError(schema, document, payload.operationName, payload.variables);
   if (refused) return [refused];
   const coerced = getVariableValues(schema, operation.variableDefinitions ?? [], payload.variables ?? {});
   if (coerced.errors) return coded(coerced.errors, 'BAD_USER_INPUT');

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { getIntrospectionQuery } from 'graphql';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { MAX_SAME_NAME, MAX_TOKENS } from '../src/server/document-guard';
+import { MAX_QUERY_DEPTH } from '../src/server/query-cost';
+import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
+
+let t: TestServer;
+before(async () => {
+  t = await startTestServer();
+});
+after(() => t.close());
+
+const send = (query: string, variables: Record<string, unknown> = {}) => postGraphQL(t.url, t.adminKey, query, variables);
+
+async function auditQueryEvents(): Promise<number> {
+  const [row] = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_events WHERE action = 'audit.query'`);
+  return row!.n;
+}
+
+test('thousands of aliased reports in one request are refused before any of them runs', async () => {
+  const before = await auditQueryEvents();
+  const fields = Array.from({ length: 1000 }, (_, i) => `c${i}: auditIntegrity { ok }`).join('\n');
+  const response = await send(`{ ${fields} }`);
+  assert.equal(response.status, 400);
+  assert.deepEqual(errorCodes(response), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.match(response.errors![0]!.message, /cost/);
+  assert.equal(response.data, undefined);
+  assert.equal(await auditQueryEvents(), before, 'nothing ran, so nothing was audited');
+  // A handful is fine.
+  const few = await send('{ a: auditIntegrity { ok } b: auditIntegrity { ok } }');
+  assert.equal(few.errors, undefined);
+});
+
+test('pages of pages are priced by the rows they may return: 500 users × 500 keys is refused, ordinary screens are not', async () => {
+  const nested = (users: number, keys: number) => `{ users(first: ${users}) { nodes { id apiKeys(first: ${keys}) { nodes { id name status } } } } }`;
+  const refused = await send(nested(500, 500));
+  assert.deepEqual(errorCodes(refused), ['GRAPHQL_VALIDATION_FAILED']);
+  // The same through a variable.
+  const viaVariable = await send('query($n: Int) { users(first: $n) { nodes { apiKeys(first: $n) { nodes { id name } } } } }', { n: 500 });
+  assert.deepEqual(errorCodes(viaVariable), ['GRAPHQL_VALIDATION_FAILED']);
+  const screen = await send(nested(100, 50));
+  assert.equal(screen.errors, undefined, JSON.stringify(screen.errors));
+  const report = await send('{ auditEvents(first: 500) { nodes { id action actor { name } actorKey { name } } } }');
+  assert.equal(report.errors, undefined, JSON.stringify(report.errors));
+});
+
+test(`a query more than ${MAX_QUERY_DEPTH} levels deep is refused, fragments included; introspection is not`, async () => {
+  const chain = (levels: number) => `${'owner { '.repeat(levels)}id${' }'.repeat(levels)}`;
+  const deep = await send(`{ viewer { user { ${chain(MAX_QUERY_DEPTH)} } } }`);
+  assert.deepEqual(errorCodes(deep), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.match(deep.errors![0]!.message, /levels deep/);
+  const viaFragment = await send(`query { viewer { user { ...Chain } } } fragment Chain on User { ${chain(MAX_QUERY_DEPTH)} }`);
+  assert.deepEqual(errorCodes(viaFragment), ['GRAPHQL_VALIDATION_FAILED']);
+  const shallow = await send(`{ viewer { user { ${chain(3)} } } }`);
+  assert.equal(shallow.errors, undefined);
+  const introspection = await send(getIntrospectionQuery());
+  assert.equal(introspection.errors, undefined);
+});
+
+test('the same limits hold over WebSocket', async () => {
+  const client = createClient({ url: t.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${t.adminKey}` }, retryAttempts: 0, lazy: true });
+  try {
+    const fields = Array.from({ length: 1000 }, (_, i) => `c${i}: auditIntegrity { ok }`).join('\n');
+    const errors = await new Promise<unknown>((resolve) => {
+      client.subscribe({ query: `{ ${fields} }` }, { next: () => {}, error: resolve, complete: () => resolve([]) });
+    });
+    assert.deepEqual(errorCodes({ errors: errors as Array<{ extensions?: Record<string, unknown> }> }), ['GRAPHQL_VALIDATION_FAILED']);
+  } finally {
+    await client.dispose();
+  }
+});
+
+test('one response name selected thousands of times (quadratic to validate) is refused before validation', async () => {
+  const repeated = (n: number) => `{ ${Array.from({ length: n }, () => 'a: viewer { user { id } }').join(' ')} }`;
+  const response = await send(repeated(1000));
+  assert.equal(response.status, 400);
+  assert.deepEqual(errorCodes(response), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.match(response.errors![0]!.message, /"a" is selected more than/);
+  // Few per selection set, but their children meet at one path a thousand times.
+  const grid = `{ ${Array.from({ length: MAX_SAME_NAME }, () => `a: viewer { ${'b: user { id } '.repeat(MAX_SAME_NAME)}}`).join(' ')} }`;
+  assert.deepEqual(errorCodes(await send(grid)), ['GRAPHQL_VALIDATION_FAILED']);
+  // Fragments that multiply are counted, not expanded: 2^12 selections of `id`.
+  const levels = 12;
+  const fragments = Array.from({ length: levels }, (_, i) => `fragment F${i} on User { ${i === levels - 1 ? 'id' : `...F${i + 1} ...F${i + 1}`} }`).join(' ');
+  const multiplied = await send(`{ viewer { user { ...F0 } } } ${fragments}`);
+  assert.deepEqual(errorCodes(multiplied), ['GRAPHQL_VALIDATION_FAILED']);
+  // A few repeats, as fragments on a shared type produce, are ordinary.
+  const ordinary = await send(`{ ${Array.from({ length: MAX_SAME_NAME }, () => 'a: viewer { user { id } }').join(' ')} }`);
+  assert.equal(ordinary.errors, undefined);
+});
+
+test(`a document of more than ${MAX_TOKENS} tokens is a parse failure, on HTTP and over WebSocket`, async () => {
+  const huge = `{ ${Array.from({ length: MAX_TOKENS / 2 }, (_, i) => `t${i}: __typename`).join(' ')} }`;
+  const response = await send(huge);
+  assert.equal(response.status, 400);
+  assert.deepEqual(errorCodes(response), ['GRAPHQL_PARSE_FAILED']);
+  const client = createClient({ url: t.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${t.adminKey}` }, retryAttempts: 0, lazy: true });
+  try {
+    for (const [query, code] of [[huge, 'GRAPHQL_PARSE_FAILED'], [`{ ${Array.from({ length: 100 }, () => 'a: __typename').join(' ')} }`, 'GRAPHQL_VALIDATION_FAILED']]) {
+      const errors = await new Promise<unknown>((resolve) => client.subscribe({ query: query! }, { next: () => {}, error: resolve, complete: () => resolve([]) }));
+      assert.deepEqual(errorCodes({ errors: errors as Array<{ extensions?: Record<string, unknown> }> }), [code]);
+    }
+  } finally {
+    await client.dispose();
+  }
+});
