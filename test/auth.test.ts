@@ -116,6 +116,16 @@ test('X-API-Key authenticates exactly like Authorization: Bearer', async () => {
   await authFailureOf(rejected, bad);
 });
 
+test('Authorization carries a key only with the Bearer scheme; another scheme leaves X-API-Key to speak', async () => {
+  expectUnauthenticated(await t.request(null, ViewerDocument, undefined, { authorization: t.adminKey }));
+  expectUnauthenticated(await t.request(null, ViewerDocument, undefined, { authorization: `Token ${t.adminKey}` }));
+  const lowercase = await t.request(null, ViewerDocument, undefined, { authorization: `bearer ${t.adminKey}` });
+  assert.equal(lowercase.data?.viewer.user.name, 'admin');
+  // A proxy's own Basic credentials do not hide the key in X-API-Key.
+  const behindProxy = await t.request(null, ViewerDocument, undefined, { authorization: 'Basic dXNlcjpwYXNz', 'x-api-key': t.adminKey });
+  assert.equal(behindProxy.data?.viewer.user.name, 'admin', JSON.stringify(behindProxy.errors));
+});
+
 test("a disabled owner's key is rejected as UNAUTHENTICATED until the owner is enabled again", async () => {
   const person = await principalWithBuiltIn(t, 'member');
   assert.equal((await t.ok(person.key, ViewerDocument)).viewer.user.id, person.userId);

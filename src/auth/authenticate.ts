@@ -6,11 +6,9 @@ import { anonymousActor, type Principal, type RequestMeta } from './context';
 
 /** `Authorization: Bearer <key>` or `X-API-Key: <key>`; null when neither is present. */
 export function presentedKey(authorization: string | undefined | null, apiKeyHeader: string | undefined | null): string | null {
-  if (authorization) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    return match ? match[1]! : authorization.trim();
-  }
-  return apiKeyHeader?.trim() || null;
+  // Only the Bearer scheme carries a key; another scheme (a proxy's Basic) leaves X-API-Key to speak.
+  const bearer = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined;
+  return bearer ?? (apiKeyHeader?.trim() || null);
 }
 
 /**
