@@ -1,4 +1,5 @@
 import { GraphQLError, Kind, parse, type DocumentNode, type SelectionSetNode } from 'graphql';
+import { LRUCache } from 'lru-cache';
 
 /** A document longer than this is refused by the parser itself: parsing and validating stay cheap. */
 export const MAX_TOKENS = 10_000;
@@ -48,9 +49,11 @@ export function repeatedNameError(document: DocumentNode): GraphQLError | null {
   }
   if (!over) return null;
   const path = (over as string).slice(1, 200);
-  return new GraphQLError(`"${path}" is selected more than ${MAX_SAME_NAME} times (fragments and aliases included); at most ${MAX_SAME_NAME} are allowed`, {
-    extensions: { code: 'GRAPHQL_VALIDATION_FAILED' },
-  });
+  return repeatedNameRefusal(`"${path}" is selected more than ${MAX_SAME_NAME} times (fragments and aliases included); at most ${MAX_SAME_NAME} are allowed`);
+}
+
+function repeatedNameRefusal(message: string): GraphQLError {
+  return new GraphQLError(message, { extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } });
 }
 
 /**
@@ -58,11 +61,19 @@ export function repeatedNameError(document: DocumentNode): GraphQLError | null {
  * token limit included, is left to the normal path, which reports it as GRAPHQL_PARSE_FAILED).
  */
 export function documentGuardError(query: string): GraphQLError | null {
-  let document: DocumentNode;
+  const cacheable = query.length <= MAX_CACHED_QUERY;
+  const known = cacheable ? verdicts.get(query) : undefined;
+  if (known) return known.message === null ? null : repeatedNameRefusal(known.message);
+  let message: string | null;
   try {
-    document = parse(query, PARSE_OPTIONS);
+    message = repeatedNameError(parse(query, PARSE_OPTIONS))?.message ?? null;
   } catch {
-    return null;
+    message = null;
   }
-  return repeatedNameError(document);
+  if (cacheable) verdicts.set(query, { message });
+  return message === null ? null : repeatedNameRefusal(message);
 }
+
+/** Verdicts by query text: clients repeat a handful of documents, and a parse costs microseconds each time. */
+const MAX_CACHED_QUERY = 8192;
+const verdicts = new LRUCache<string, { message: string | null }>({ max: 1000 });

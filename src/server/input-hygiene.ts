@@ -55,11 +55,16 @@ export function documentProblem(document: DocumentNode): string | null {
   return problem;
 }
 
+/** Apollo hands back the same parsed document for a repeated query: its literals are checked once. */
+const documentProblems = new WeakMap<DocumentNode, string | null>();
+
 /**
  * Input that would otherwise fail deep inside (a write refused by PostgreSQL, a stack overflow) is
  * refused up front, whatever the field: BAD_USER_INPUT rather than INTERNAL_SERVER_ERROR.
  */
 export function requestInputError(document: DocumentNode, variables: Record<string, unknown> | null | undefined): GraphQLError | null {
-  const problem = inputProblem(variables ?? {}, 'variables') ?? documentProblem(document);
+  let inDocument = documentProblems.get(document);
+  if (inDocument === undefined) documentProblems.set(document, (inDocument = documentProblem(document)));
+  const problem = inputProblem(variables ?? {}, 'variables') ?? inDocument;
   return problem ? new GraphQLError(problem, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } }) : null;
 }

@@ -8,6 +8,7 @@ import {
   type SelectionSetNode,
 } from 'graphql';
 import { getComplexity, type ComplexityEstimator } from 'graphql-query-complexity';
+import { LRUCache } from 'lru-cache';
 
 /** Far above any screen's or report's query; far below what would tie up the database. */
 export const MAX_QUERY_COST = 250_000;
@@ -56,6 +57,22 @@ function tooComplex(message: string): GraphQLError {
  * it runs. Null when the operation may run, or when its variables are wrong (execution says so).
  */
 export function queryCostError(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): GraphQLError | null {
+  // The verdict depends on the document (Apollo hands back the same object for a repeated query) and the variables.
+  const id = `${operationName ?? ''}\n${variables ? JSON.stringify(variables) : ''}`;
+  const cacheable = id.length <= MAX_CACHED_VARIABLES;
+  let known = verdicts.get(document);
+  if (!known) verdicts.set(document, (known = new LRUCache({ max: 50 })));
+  const cached = cacheable ? known.get(id) : undefined;
+  if (cached) return cached.message === null ? null : tooComplex(cached.message);
+  const message = costProblem(schema, document, operationName, variables);
+  if (cacheable) known.set(id, { message });
+  return message === null ? null : tooComplex(message);
+}
+
+const MAX_CACHED_VARIABLES = 1024;
+const verdicts = new WeakMap<DocumentNode, LRUCache<string, { message: string | null }>>();
+
+function costProblem(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): string | null {
   const operation = getOperationAST(document, operationName ?? undefined);
   if (!operation) return null;
   const fragments = new Map<string, SelectionSetNode>();
@@ -63,14 +80,14 @@ export function queryCostError(schema: GraphQLSchema, document: DocumentNode, op
     if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition.selectionSet);
   }
   const depth = depthOf(operation.selectionSet, fragments, new Set());
-  if (depth > MAX_QUERY_DEPTH) return tooComplex(`The query is ${depth} levels deep; at most ${MAX_QUERY_DEPTH} are allowed`);
+  if (depth > MAX_QUERY_DEPTH) return `The query is ${depth} levels deep; at most ${MAX_QUERY_DEPTH} are allowed`;
   if (getVariableValues(schema, operation.variableDefinitions ?? [], variables ?? {}).errors) return null;
   let cost: number;
   try {
     cost = getComplexity({ schema, query: document, variables: variables ?? {}, operationName: operationName ?? undefined, estimators: [estimator] });
   } catch {
     // What it throws for variables is caught above; what remains is its node limit.
-    return tooComplex('The query has too many fields to evaluate');
+    return 'The query has too many fields to evaluate';
   }
-  return cost > MAX_QUERY_COST ? tooComplex(`The query's cost is ${cost}; at most ${MAX_QUERY_COST} is allowed (a field counts once per row it may return)`) : null;
+  return cost > MAX_QUERY_COST ? `The query's cost is ${cost}; at most ${MAX_QUERY_COST} is allowed (a field counts once per row it may return)` : null;
 }
