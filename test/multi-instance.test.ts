@@ -501,11 +501,18 @@ describe('SIGTERM under load loses no usage record', () => {
   });
 });
 
-test('a REDIS_URL nothing answers on: the process refuses to start, one line naming REDIS_URL, exit 78', { timeout: 60_000 }, async () => {
-  const result = await runToExit({ ...env, REDIS_URL: 'redis://127.0.0.1:1' });
-  assert.equal(result.code, 78, `exit code 78 (EX_CONFIG); stderr: ${result.stderr}`);
-  const lines = result.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `one line, got: ${result.stderr}`);
-  assert.match(lines[0]!, /REDIS_URL/);
-  assert.ok(!result.stdout.includes('keyledger listening'), 'it never served');
+test('a REDIS_URL nothing answers on: the process refuses to start, one line naming REDIS_URL, exit 78, before any migration', { timeout: 60_000 }, async () => {
+  const empty = await createTestDatabase();
+  try {
+    const result = await runToExit({ ...env, DATABASE_URL: empty.url, REDIS_URL: 'redis://127.0.0.1:1' });
+    assert.equal(result.code, 78, `exit code 78 (EX_CONFIG); stderr: ${result.stderr}`);
+    const lines = result.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one line, got: ${result.stderr}`);
+    assert.match(lines[0]!, /REDIS_URL/);
+    assert.ok(!result.stdout.includes('keyledger listening'), 'it never served');
+    const [tables] = await empty.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'`);
+    assert.equal(tables!.n, 0, 'the database was left untouched');
+  } finally {
+    await empty.drop();
+  }
 });

@@ -54,6 +54,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let listener: PgListener | null = null;
   let bus: EventBus | null = null;
   try {
+    // Every dependency is reached before anything changes: an unreachable Redis stops the start before any migration runs.
+    const redisError = (error: unknown) => logger.warn({ err: error }, 'redis connection error');
+    if (config.redisUrl) redis = await connectRedis(config.redisUrl, redisError);
     if (config.databaseUrl === null) {
       embedded = await startEmbeddedPostgres(config.dataDir, (line) => logger.debug({ postgres: line.trim() }, 'embedded postgres'));
       logger.info({ dataDir: config.dataDir }, 'embedded PostgreSQL started');
@@ -76,8 +79,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const partitionTimer = setInterval(() => void partitions(), 6 * 3600 * 1000);
     partitionTimer.unref();
 
-    const redisError = (error: unknown) => logger.warn({ err: error }, 'redis connection error');
-    if (config.redisUrl) redis = await connectRedis(config.redisUrl, redisError);
     // The key cache only runs while this instance hears every other instance's changes.
     let keyCache: { goLive(): void; goDark(): void } | null = null;
     listener = new PgListener(config.databaseUrl ?? embedded!.url, {
