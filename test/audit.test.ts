@@ -11,6 +11,7 @@ import {
   ViewerDocument,
 } from './generated/graphql';
 import { CHAIN_LOCK } from '../src/services/audit.service';
+import { whileAuditRefuses } from './helpers/fixtures';
 import { errorCodes, startTestServer, type TestServer } from './helpers/server';
 
 let t: TestServer;
@@ -97,26 +98,13 @@ describe('ad-hoc queries', () => {
     // The extra prefix matches nothing, so the filter still selects the role history, and marks the event.
     const filter = { actions: ['role.*', 'refused_read.*'] };
     assert.ok((await t.ok(t.adminKey, AuditIdsDocument, { filter })).auditEvents.nodes.length > 0, 'the read has data to withhold');
-    await t.db.query(`
-      CREATE FUNCTION test_refuse_read_event() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        IF NEW.action = 'audit.query' AND NEW.details::text LIKE '%refused_read%' THEN
-          RAISE EXCEPTION 'trigger refuses the refused_read audit event';
-        END IF;
-        RETURN NEW;
-      END $$`);
-    await t.db.query(`CREATE TRIGGER test_refuse_read_event BEFORE INSERT ON audit_staging FOR EACH ROW EXECUTE FUNCTION test_refuse_read_event()`);
-    let answers;
-    try {
-      answers = await Promise.all([
+    const answers = await whileAuditRefuses(t.db, 'audit.query', 'refused_read', () =>
+      Promise.all([
         t.request(t.adminKey, AuditIdsDocument, { filter }),
         t.request(t.adminKey, AuditCountsByDocument, { filter, groupBy: 'ACTION' }),
         t.request(t.adminKey, AuditTimelineByDocument, { filter, bucket: 'DAY' }),
-      ]);
-    } finally {
-      await t.db.query('DROP TRIGGER test_refuse_read_event ON audit_staging');
-      await t.db.query('DROP FUNCTION test_refuse_read_event()');
-    }
+      ]),
+    );
     for (const answer of answers) {
       assert.deepEqual(errorCodes(answer), ['INTERNAL_SERVER_ERROR']);
       assert.equal(answer.data, null, 'no rows without the event');

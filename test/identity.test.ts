@@ -18,7 +18,7 @@ import {
   UserDocument,
   UsersDocument,
 } from './generated/graphql';
-import { roleIdByName, unique } from './helpers/fixtures';
+import { roleIdByName, unique, whileAuditRefuses } from './helpers/fixtures';
 import {
   adminPrincipal,
   auditEvents,
@@ -306,17 +306,7 @@ describe('createRole', () => {
 
   test('rolls back the role when its audit event cannot be written', async () => {
     // The audit insert is part of the change: if it fails, the change must not survive.
-    await t.db.query(`
-      CREATE FUNCTION test_refuse_boom_role() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        IF NEW.action = 'role.create' AND NEW.details::text LIKE '%boom-role%' THEN
-          RAISE EXCEPTION 'trigger refuses the boom-role audit event';
-        END IF;
-        RETURN NEW;
-      END $$`);
-    await t.db.query(`CREATE TRIGGER test_refuse_boom_role BEFORE INSERT ON audit_staging
-                        FOR EACH ROW EXECUTE FUNCTION test_refuse_boom_role()`);
-    try {
+    await whileAuditRefuses(t.db, 'role.create', 'boom-role', async () => {
       const response = await t.request(t.adminKey, CreateRoleDocument, { input: { name: 'boom-role', permissions: ['boom:read'] } });
       expectError(response, 'INTERNAL_SERVER_ERROR');
       const message = response.errors![0]!.message;
@@ -328,10 +318,7 @@ describe('createRole', () => {
 
       // The trigger is that narrow: other roles are still created (and audited) while it is in place.
       await newRole(['invoices:read'], 'unaffected');
-    } finally {
-      await t.db.query('DROP TRIGGER test_refuse_boom_role ON audit_staging');
-      await t.db.query('DROP FUNCTION test_refuse_boom_role()');
-    }
+    });
     // Nothing half-done was left behind: the name is free.
     await t.ok(t.adminKey, CreateRoleDocument, { input: { name: 'boom-role', permissions: ['boom:read'] } });
   });

@@ -48,3 +48,26 @@ export function firstErrorWithCode(response: GraphQLResponse<unknown>, code: str
   assert.equal(error.extensions?.code, code, `expected ${code}: ${JSON.stringify(response.errors)}`);
   return error;
 }
+
+/**
+ * Runs `body` while PostgreSQL refuses to stage audit events of `action` whose details mention
+ * `marker`: a change (or read) that cannot be audited must not happen.
+ */
+export async function whileAuditRefuses<T>(db: Pick<TestServer['db'], 'query'>, action: string, marker: string, body: () => Promise<T>): Promise<T> {
+  const name = `test_refuse_${marker.replace(/\W/g, '_')}`;
+  await db.query(`
+    CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.action = '${action}' AND NEW.details::text LIKE '%${marker}%' THEN
+        RAISE EXCEPTION 'trigger refuses the ${marker} audit event';
+      END IF;
+      RETURN NEW;
+    END $$`);
+  await db.query(`CREATE TRIGGER ${name} BEFORE INSERT ON audit_staging FOR EACH ROW EXECUTE FUNCTION ${name}()`);
+  try {
+    return await body();
+  } finally {
+    await db.query(`DROP TRIGGER ${name} ON audit_staging`);
+    await db.query(`DROP FUNCTION ${name}()`);
+  }
+}
