@@ -12,7 +12,7 @@ import {
 } from './generated/graphql';
 import { CHAIN_LOCK } from '../src/services/audit.service';
 import { whileAuditRefuses } from './helpers/fixtures';
-import { errorCodes, startTestServer, type TestServer } from './helpers/server';
+import { errorCodes, postGraphQL, startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
 
 let t: TestServer;
 before(async () => {
@@ -141,6 +141,28 @@ describe('ad-hoc queries', () => {
     }
     assert.equal((await matching).auditEvents.nodes.length, 1, 'and then sees the earlier query');
     assert.ok((await upper)!.auditEvents.nodes.length >= 2);
+  });
+
+  test('a query never sees its own audit.query event, also when it waited for a seal and read again', async () => {
+    const query = `query($f: AuditEventFilter, $first: Int) { auditEvents(filter: $f, first: $first) { nodes { details } } }`;
+    // The extra prefix matches no action; it marks these queries' events, which the containment selects.
+    const f = { actions: ['audit.query', 'own_event_marker.*'], detailsContains: { filter: { actions: ['own_event_marker.*'] } } };
+    const firsts = (response: GraphQLResponse<unknown>) =>
+      (response.data as { auditEvents: { nodes: Array<{ details: { first: number } }> } }).auditEvents.nodes.map((n) => n.details.first);
+    await t.db.query('SELECT pg_advisory_lock($1)', [CHAIN_LOCK]);
+    let second: Promise<GraphQLResponse<unknown>>;
+    try {
+      // The first query's event stays staged while sealing is stalled; the second must wait for it.
+      const first = await postGraphQL(t.url, t.adminKey, query, { f, first: 7 });
+      assert.deepEqual(firsts(first), []);
+      second = postGraphQL(t.url, t.adminKey, query, { f, first: 9 });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      await t.db.query('SELECT pg_advisory_unlock($1)', [CHAIN_LOCK]);
+    }
+    assert.deepEqual(firsts(await second), [7], 'the earlier query, not its own');
+    const third = await postGraphQL(t.url, t.adminKey, query, { f, first: 11 });
+    assert.deepEqual(firsts(third), [9, 7]);
   });
 
   test('a change committed by another instance, its seal not yet run, is sealed before a reader who could see it reads', async () => {

@@ -3,8 +3,7 @@ import { after, before, test } from 'node:test';
 import { getIntrospectionQuery } from 'graphql';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { MAX_SAME_NAME, MAX_TOKENS } from '../src/server/document-guard';
-import { MAX_QUERY_DEPTH } from '../src/server/query-cost';
+import { MAX_QUERY_DEPTH, MAX_SAME_NAME, MAX_TOKENS } from '../src/server/document-guard';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
 let t: TestServer;
@@ -106,4 +105,24 @@ test(`a document of more than ${MAX_TOKENS} tokens is a parse failure, on HTTP a
   } finally {
     await client.dispose();
   }
+});
+
+test('fragments that expand exponentially are refused, however short the document', async () => {
+  const levels = 18;
+  const fragments = Array.from({ length: levels }, (_, k) => (k === 0 ? 'fragment F0 on Query { __typename }' : `fragment F${k} on Query { a: viewer { x: __typename } ...F${k - 1} ...F${k - 1} }`));
+  // Distinct paths at every level would pass the repeated-path rule; the expansion limit stops them.
+  const nested = Array.from({ length: levels }, (_, k) => (k === 0 ? 'fragment G0 on User { id }' : `fragment G${k} on User { a: owner { ...G${k - 1} } b: owner { ...G${k - 1} } }`));
+  const response = await send(`{ viewer { user { ...G${levels - 1} } } } ${nested.join(' ')}`);
+  assert.equal(response.status, 400);
+  assert.deepEqual(errorCodes(response), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.match(response.errors![0]!.message, /fields once its fragments are expanded/);
+  // The same paths, doubled at every level.
+  assert.deepEqual(errorCodes(await send(`{ ...F${levels - 1} } ${fragments.join(' ')}`)), ['GRAPHQL_VALIDATION_FAILED']);
+});
+
+test('an explicit null page size is priced at the default it gets', async () => {
+  const pages = (size: string) => `{ users(first: ${size}) { nodes { apiKeys(first: ${size}) { nodes { owner { apiKeys(first: ${size}) { nodes { id name } } } } } } } }`;
+  assert.deepEqual(errorCodes(await send(pages('null'))), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.deepEqual(errorCodes(await send(pages('50'))), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.equal((await send(pages('5'))).errors, undefined);
 });

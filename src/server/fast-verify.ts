@@ -32,7 +32,7 @@ import type { GraphQLContext } from '../auth/context';
 import { coveredBy } from '../auth/permissions';
 import { verifyManyNow, verifyOneNow } from '../resolvers/verify.resolver';
 import type { VerifyKeyInput } from '../schema/verify.type';
-import { PARSE_OPTIONS, repeatedNameError } from './document-guard';
+import { PARSE_OPTIONS, shapeError } from './document-guard';
 import { documentProblem, inputProblem } from './input-hygiene';
 
 /** Accept headers whose negotiated response type is unambiguous (as Apollo would choose it). */
@@ -286,7 +286,7 @@ function planFor(schema: GraphQLSchema, query: string, operationName: string | u
   if (query.length > MAX_PLANNED_QUERY) return null;
   try {
     const document = parse(query, PARSE_OPTIONS);
-    if (repeatedNameError(document)) return null;
+    if (shapeError(document)) return null;
     const operation = getOperationAST(document, operationName);
     if (!operation || operation.operation !== OperationTypeNode.QUERY || document.definitions.length !== 1) return null;
     if ((operation.directives?.length ?? 0) > 0) return null;

@@ -1,19 +1,18 @@
 import {
   GraphQLError,
-  Kind,
   getOperationAST,
   getVariableValues,
   type DocumentNode,
+  type GraphQLField,
   type GraphQLSchema,
-  type SelectionSetNode,
 } from 'graphql';
 import { getComplexity, type ComplexityEstimator } from 'graphql-query-complexity';
 import { LRUCache } from 'lru-cache';
+import { DEFAULT_GROUPS } from '../services/audit-report.service';
+import { DEFAULT_PAGE_SIZE } from '../services/pagination';
 
 /** Far above any screen's or report's query; far below what would tie up the database. */
 export const MAX_QUERY_COST = 250_000;
-/** Deeper than any real query (introspection's type chains included); each level is a round of loads. */
-export const MAX_QUERY_DEPTH = 20;
 
 /** Fields whose own work is far more than their rows: a scan, an aggregate, a recomputed chain. */
 const FIELD_COST: Record<string, number> = {
@@ -29,22 +28,15 @@ const FIELD_COST: Record<string, number> = {
  */
 const estimator: ComplexityEstimator = ({ type, field, args, childComplexity }) => {
   const own = FIELD_COST[`${type.name}.${field.name}`] ?? 1;
-  const rows = typeof args.first === 'number' ? args.first : typeof args.limit === 'number' ? args.limit : Array.isArray(args.inputs) ? args.inputs.length : 1;
-  return own + Math.max(rows, 1) * childComplexity;
+  return own + Math.max(rowsOf(field, args), 1) * childComplexity;
 };
 
-function depthOf(selectionSet: SelectionSetNode | undefined, fragments: Map<string, SelectionSetNode>, seen: Set<string>): number {
-  if (!selectionSet) return 0;
-  let deepest = 0;
-  for (const selection of selectionSet.selections) {
-    if (selection.kind === Kind.FIELD) deepest = Math.max(deepest, 1 + depthOf(selection.selectionSet, fragments, seen));
-    else if (selection.kind === Kind.INLINE_FRAGMENT) deepest = Math.max(deepest, depthOf(selection.selectionSet, fragments, seen));
-    else if (!seen.has(selection.name.value)) {
-      const fragment = fragments.get(selection.name.value);
-      deepest = Math.max(deepest, depthOf(fragment, fragments, new Set([...seen, selection.name.value])));
-    }
-  }
-  return deepest;
+/** An explicit null takes the default, as the resolvers do. */
+function rowsOf(field: GraphQLField<unknown, unknown>, args: Record<string, unknown>): number {
+  const takes = (name: string) => field.args.some((arg) => arg.name === name);
+  if (takes('first')) return typeof args.first === 'number' ? args.first : DEFAULT_PAGE_SIZE;
+  if (takes('limit')) return typeof args.limit === 'number' ? args.limit : DEFAULT_GROUPS;
+  return Array.isArray(args.inputs) ? args.inputs.length : 1;
 }
 
 function tooComplex(message: string): GraphQLError {
@@ -52,35 +44,33 @@ function tooComplex(message: string): GraphQLError {
 }
 
 /**
- * One request must not be able to tie up the server: a query deeper than MAX_QUERY_DEPTH or costing
- * more than MAX_QUERY_COST (thousands of aliased reports, nested pages of pages) is refused before
- * it runs. Null when the operation may run, or when its variables are wrong (execution says so).
+ * One request must not be able to tie up the server: an operation costing more than
+ * MAX_QUERY_COST (thousands of aliased reports, nested pages of pages) is refused before it runs
+ * (its shape was checked before validation: document-guard). Null when the operation may run, or
+ * when its variables are wrong (execution says so).
  */
 export function queryCostError(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): GraphQLError | null {
   // The verdict depends on the document (Apollo hands back the same object for a repeated query) and the variables.
-  const id = `${operationName ?? ''}\n${variables ? JSON.stringify(variables) : ''}`;
-  const cacheable = id.length <= MAX_CACHED_VARIABLES;
-  let known = verdicts.get(document);
-  if (!known) verdicts.set(document, (known = new LRUCache({ max: 50 })));
-  const cached = cacheable ? known.get(id) : undefined;
+  let documentId = documentIds.get(document);
+  if (documentId === undefined) documentIds.set(document, (documentId = nextDocumentId++));
+  const id = `${documentId}\n${operationName ?? ''}\n${variables ? JSON.stringify(variables) : ''}`;
+  const cacheable = id.length <= MAX_CACHED_KEY;
+  const cached = cacheable ? verdicts.get(id) : undefined;
   if (cached) return cached.message === null ? null : tooComplex(cached.message);
   const message = costProblem(schema, document, operationName, variables);
-  if (cacheable) known.set(id, { message });
+  if (cacheable) verdicts.set(id, { message });
   return message === null ? null : tooComplex(message);
 }
 
-const MAX_CACHED_VARIABLES = 1024;
-const verdicts = new WeakMap<DocumentNode, LRUCache<string, { message: string | null }>>();
+const MAX_CACHED_KEY = 1024;
+const documentIds = new WeakMap<DocumentNode, number>();
+let nextDocumentId = 0;
+/** One bound for every document: at most about 10 MB of keys. */
+const verdicts = new LRUCache<string, { message: string | null }>({ max: 10_000 });
 
 function costProblem(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): string | null {
   const operation = getOperationAST(document, operationName ?? undefined);
   if (!operation) return null;
-  const fragments = new Map<string, SelectionSetNode>();
-  for (const definition of document.definitions) {
-    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition.selectionSet);
-  }
-  const depth = depthOf(operation.selectionSet, fragments, new Set());
-  if (depth > MAX_QUERY_DEPTH) return `The query is ${depth} levels deep; at most ${MAX_QUERY_DEPTH} are allowed`;
   if (getVariableValues(schema, operation.variableDefinitions ?? [], variables ?? {}).errors) return null;
   let cost: number;
   try {

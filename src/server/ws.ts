@@ -24,7 +24,7 @@ import type { Services } from '../services';
 import { DomainError } from '../services/errors';
 import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
-import { PARSE_OPTIONS, repeatedNameError } from './document-guard';
+import { PARSE_OPTIONS, shapeError } from './document-guard';
 import { formatError } from './errors';
 import { requestInputError } from './input-hygiene';
 import { queryCostError } from './query-cost';
@@ -59,10 +59,10 @@ function prepareOperation(schema: GraphQLSchema, payload: SubscribePayload): Exe
   try {
     document = parse(payload.query, PARSE_OPTIONS);
   } catch (error) {
-    if (error instanceof GraphQLError) return coded([error], 'GRAPHQL_PARSE_FAILED');
-    throw error;
+    // A RangeError: nesting deep enough to exhaust the parser's stack.
+    return coded([error instanceof GraphQLError ? error : new GraphQLError('The document is nested too deeply to parse')], 'GRAPHQL_PARSE_FAILED');
   }
-  const repeated = repeatedNameError(document);
+  const repeated = shapeError(document);
   if (repeated) return [repeated];
   const invalid = validate(schema, document);
   if (invalid.length > 0) return coded(invalid, 'GRAPHQL_VALIDATION_FAILED');

@@ -146,11 +146,11 @@ export class AuditQueryService {
     };
   }
 
-  /** Whether audit_staging holds an event the filter matches: committed, not yet sealed, so not yet readable. */
+  /** The staging ids (column `id`) of events the filter matches that are committed but not yet sealed, so not yet readable. */
   stagedMatch(filter: AuditEventFilter | null | undefined): SqlPart {
-    const query = this.dataSource.manager.createQueryBuilder().select('1').from('audit_staging', 'e');
+    const query = this.dataSource.manager.createQueryBuilder().select('e.id', 'id').from('audit_staging', 'e');
     applyAuditFilter(query as never, filter);
-    const [sql, params] = query.limit(1).getQueryAndParameters();
+    const [sql, params] = query.getQueryAndParameters();
     return { sql, params };
   }
 }

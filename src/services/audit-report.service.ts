@@ -21,12 +21,13 @@ const NONE = '(none)';
 /** Group-bys the rollups can answer (their columns) */
 const ROLLED_UP = new Set([AuditGroupBy.ACTION, AuditGroupBy.OUTCOME, AuditGroupBy.TARGET_TYPE]);
 const MAX_GROUPS = 1000;
+export const DEFAULT_GROUPS = 20;
 const INTEGRITY_BATCH = 5000;
 const MAX_BUCKETS = 100_000;
 const BUCKET_MILLIS: Record<TimeBucketName, number> = { MINUTE: 60_000, HOUR: 3_600_000, DAY: 86_400_000 };
 
 function groupLimit(limit: number | null | undefined): number {
-  const size = limit ?? 20;
+  const size = limit ?? DEFAULT_GROUPS;
   if (!Number.isInteger(size) || size < 1 || size > MAX_GROUPS) {
     throw new BadInputError('limit', `limit must be between 1 and ${MAX_GROUPS}`);
   }

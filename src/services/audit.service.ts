@@ -9,7 +9,7 @@ import { canonicalJson } from './canonical-json';
 import { rollupStatement } from './audit-rollup';
 import { sqlLiteral } from './sql-literal';
 import type { EventBus } from './event-bus';
-import { runPlan, shiftParameters, type ReadPlan, type SqlPart } from './read-plan';
+import { shiftParameters, type ReadPlan, type SqlPart } from './read-plan';
 
 export interface AuditRecord {
   action: string;
@@ -86,8 +86,11 @@ interface StagedRow {
   details: Record<string, unknown> | null;
 }
 
-/** The INSERT that stages one event, all literals: it rides with a COMMIT or inside another statement. */
-function stagingInsert(actor: Actor, record: AuditRecord): string {
+/**
+ * The INSERT that stages one event, all literals: it rides with a COMMIT or inside another
+ * statement, there only `when` a condition holds.
+ */
+function stagingInsert(actor: Actor, record: AuditRecord, when = 'true'): string {
   const details = scrubSecrets(record.details);
   const values = [
     `${sqlLiteral(new Date().toISOString())}::timestamptz`,
@@ -105,7 +108,7 @@ function stagingInsert(actor: Actor, record: AuditRecord): string {
   ];
   return `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
                                   target_id, ip, user_agent, request_id, details)
-       VALUES (${values.join(', ')})`;
+       SELECT ${values.join(', ')} WHERE ${when}`;
 }
 
 /**
@@ -164,6 +167,8 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
 }
 
 const SEAL_BATCH = 5000;
+/** Seal passes an audited read waits for before it gives up on events it saw staged */
+const MAX_RESEALS = 3;
 /** How long a committed event may stay unsealed when no reader asks for it: commits meanwhile share one pass */
 const UNAWAITED_SEAL_DELAY_MS = 20;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
@@ -214,30 +219,35 @@ export class AuditService {
   /**
    * An auditor's read and its audit event as one statement: one snapshot, one round trip, one
    * commit, and no rows unless the event committed (the answer arrives after the statement's
-   * COMMIT). Its own event is not in its snapshot, so never in its answer. The same statement asks
-   * whether events the read could match are committed but not yet sealed (by any instance): then
-   * they are sealed and the read runs again, so nobody reads the log without them.
-   * Only for records no hook stages anything for (audit.query).
+   * COMMIT); its own event is not in its snapshot, so never in its answer. The statement also
+   * looks for events the read could match that are committed (on any instance) but not yet
+   * sealed, and then records nothing: those are sealed, and the statement runs again, now
+   * checking only for the ones it saw. Only for records no hook stages anything for (audit.query).
    */
   async auditedRead<T>(actor: Actor, record: AuditRecord, read: ReadPlan<T>, unsealed: SqlPart): Promise<T> {
-    const rows = (await this.dataSource.query(
-      `WITH audit_event AS (${stagingInsert(actor, record)} RETURNING 1)
-       SELECT r.*, pending.found AS "unsealed"
-         FROM (SELECT EXISTS (${unsealed.sql}) AS found) pending
-         LEFT JOIN (${shiftParameters(read.sql, unsealed.params.length)}) r ON true
-        ORDER BY ${read.order}`,
-      [...unsealed.params, ...read.params],
-    )) as Array<Record<string, unknown>>;
-    this.runEffects(this.hooks.map((hook) => () => hook.committed(record, actor)));
-    this.committed();
-    if (rows[0]!.unsealed) {
+    let seen: string | null = null;
+    for (let attempt = 0; attempt <= MAX_RESEALS; attempt++) {
+      const rows = (await this.dataSource.query(
+        `WITH pending AS (SELECT max(s.id)::text AS last FROM (${unsealed.sql}) s${seen === null ? '' : ` WHERE s.id <= ${seen}`}),
+              audit_event AS (${stagingInsert(actor, record, '(SELECT last FROM pending) IS NULL')} RETURNING 1)
+         SELECT r.*, pending.last AS "unsealed"
+           FROM pending LEFT JOIN (${shiftParameters(read.sql, unsealed.params.length)}) r ON true
+          ORDER BY ${read.order}`,
+        [...unsealed.params, ...read.params],
+      )) as Array<Record<string, unknown>>;
+      const pending = rows[0]!.unsealed as string | null;
+      if (pending === null) {
+        this.runEffects(this.hooks.map((hook) => () => hook.committed(record, actor)));
+        this.committed();
+        // With no rows, the join still gives one, without the read's columns.
+        const found = rows.filter((row) => row[read.marker] !== null);
+        for (const row of found) delete row.unsealed;
+        return read.finish(found);
+      }
+      seen ??= pending;
       await this.sealed();
-      return runPlan(this.dataSource, read);
     }
-    // With no rows, the join still gives one, without the read's columns.
-    const found = rows.filter((row) => row[read.marker] !== null);
-    for (const row of found) delete row.unsealed;
-    return read.finish(found);
+    throw new Error('audit events the read must include could not be sealed');
   }
 
   /** Runs `effect` once the transaction (one opened by transaction()) has committed; never on rollback. */

@@ -1,15 +1,10 @@
-import type { DataSource } from 'typeorm';
-
 /** A statement and its parameters ($1, $2, …). */
 export interface SqlPart {
   sql: string;
   params: unknown[];
 }
 
-/**
- * A read as one statement, not yet run: an audited read sends it together with its audit event
- * (AuditService.auditedRead), a plain one just runs it (runPlan).
- */
+/** A read as one statement, not yet run: an audited read sends it together with its audit event (AuditService.auditedRead). */
 export interface ReadPlan<T> extends SqlPart {
   /** ORDER BY over the statement's output columns, as `r.<column>`: the read's order, kept when it is wrapped */
   order: string;
@@ -17,10 +12,6 @@ export interface ReadPlan<T> extends SqlPart {
   marker: string;
   /** The rows, in order, to the answer */
   finish(rows: Array<Record<string, unknown>>): T;
-}
-
-export async function runPlan<T>(dataSource: DataSource, plan: ReadPlan<T>): Promise<T> {
-  return plan.finish((await dataSource.query(plan.sql, plan.params)) as Array<Record<string, unknown>>);
 }
 
 /**
