@@ -139,6 +139,8 @@ function parseRedisUrl(raw: string | undefined): string | null {
 }
 
 function parseSplunkHec(rawUrl: string | undefined, token: string | undefined, rawPoll: string | undefined): Config['splunkHec'] {
+  // Checked even when forwarding is off: a bad value is a configuration mistake either way.
+  const pollIntervalMs = parsePositive('AUDIT_SPLUNK_HEC_POLL_MS', rawPoll, 1000, { max: 3_600_000 });
   if (rawUrl === undefined && token === undefined) return null;
   if (rawUrl === undefined) throw new ConfigError('AUDIT_SPLUNK_HEC_URL is required when AUDIT_SPLUNK_HEC_TOKEN is set');
   // Never echo the token: it is a secret.
@@ -150,7 +152,6 @@ function parseSplunkHec(rawUrl: string | undefined, token: string | undefined, r
     throw new ConfigError('AUDIT_SPLUNK_HEC_URL must be an http:// or https:// URL of the HEC event endpoint');
   }
   // Seals wake delivery at once; the poll only covers a missed wake-up.
-  const pollIntervalMs = parsePositive('AUDIT_SPLUNK_HEC_POLL_MS', rawPoll, 1000, { max: 3_600_000 });
   return { url: rawUrl, token, pollIntervalMs };
 }
 
