@@ -705,9 +705,10 @@ test('a batch the database refuses is kept, its merged rows and last use include
   await usage.flush();
   const at = Date.UTC(2031, 5, 7, 8, 9, 10, 0);
   const record = { keyId: key.id, ownerId, code: 'VALID' as never, ip: '203.0.113.9', resource: null };
-  for (const offset of [0, 300, 600]) usage.record({ ...record, occurredAt: at + offset });
+  // Refused from the start: a background flush between recording and refusing would write the batch.
   await t.db.query('ALTER TABLE usage_events RENAME TO usage_events_away');
   try {
+    for (const offset of [0, 300, 600]) usage.record({ ...record, occurredAt: at + offset });
     await usage.flush();
     assert.equal(usage.buffered, 3, 'the refused batch is back in the buffer');
   } finally {
