@@ -417,6 +417,26 @@ test('rotateApiKey with grace 0: the old key is EXPIRED at once, the successor v
   assert.equal((await verify(t, verifier.key, { key: other.secret })).code, 'EXPIRED');
 });
 
+test('during a rotation grace the old key and its successor share one quota and one rate-limit window', async () => {
+  const ownerId = await createHuman(t, [memberRoleId], 'shared-budget');
+  const old = await createKey(t, { ownerId, name: 'budgeted', permissions: ['keys:own'], remaining: 10, rateLimit: { limit: 6, windowSeconds: 600 } });
+  assert.equal((await verify(t, verifier.key, { key: old.secret })).remaining, 9);
+  const rotated = (await t.ok(t.adminKey, KtRotateKeyDocument, { id: old.key.id, gracePeriodSeconds: 600 })).rotateApiKey;
+  assert.equal(rotated.apiKey.remaining, 9, 'the successor takes over what was left');
+  // Alternating between the keys draws on one quota: 8, 7, 6, 5, 4 …
+  const seen: Array<[string, number | null | undefined]> = [];
+  for (const secret of [old.secret, rotated.secret, old.secret, rotated.secret, old.secret]) {
+    const result = await verify(t, verifier.key, { key: secret });
+    seen.push([result.code, result.remaining]);
+  }
+  assert.deepEqual(seen, [['VALID', 8], ['VALID', 7], ['VALID', 6], ['VALID', 5], ['VALID', 4]]);
+  // …and one rate-limit window, the one the old key opened before the rotation: 6 in all.
+  const limited = await verify(t, verifier.key, { key: rotated.secret });
+  assert.equal(limited.code, 'RATE_LIMITED');
+  assert.equal((await verify(t, verifier.key, { key: old.secret })).code, 'RATE_LIMITED');
+  assert.equal((await readKey(rotated.apiKey.id)).remaining, 4, 'what the successor shows is what is left');
+});
+
 test('rotation grace boundary: the old key verifies VALID until now + grace, then EXPIRED', async () => {
   const ownerId = await createHuman(t, [memberRoleId], 'grace-owner');
   const old = await createKey(t, { ownerId, name: 'graceful' });

@@ -29,6 +29,13 @@ export interface KeyRecord {
   refillIntervalSeconds: number | null;
   lastRefillAt: Date | null;
   rateLimit: { limit: number; windowSeconds: number } | null;
+  /**
+   * A rotation must neither double a quota nor restart a rate-limit window. Quota: the key's own,
+   * or once rotated (in its grace period) its newest successor's, which took over what was left.
+   * Rate limit: one window for the whole line of rotations, under its first key's id.
+   */
+  quotaId: string;
+  rateLimitId: string;
   /** The key's own grants plus its roles' permissions, before bounding by the owner */
   keyPermissions: string[];
   ownerPermissions: string[];
@@ -65,7 +72,15 @@ const KEY_QUERY = `
          coalesce((SELECT array_agg(r.name ORDER BY r.name) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id
                    WHERE kr.key_id = k.id), '{}') AS role_names,
          coalesce((SELECT array_agg(DISTINCT p) FROM user_roles ur JOIN roles r ON r.id = ur.role_id,
-                   unnest(r.permissions) p WHERE ur.user_id = k.owner_id), '{}') AS owner_permissions
+                   unnest(r.permissions) p WHERE ur.user_id = k.owner_id), '{}') AS owner_permissions,
+         (WITH RECURSIVE successors(id, generation) AS (
+            SELECT s.id, 1 FROM api_keys s WHERE s.rotated_from_id = k.id
+            UNION ALL SELECT s.id, c.generation + 1 FROM api_keys s JOIN successors c ON s.rotated_from_id = c.id)
+          SELECT id FROM successors ORDER BY generation DESC LIMIT 1) AS newest_successor_id,
+         (WITH RECURSIVE line(id, rotated_from_id, generation) AS (
+            SELECT k.id, k.rotated_from_id, 0
+            UNION ALL SELECT a.id, a.rotated_from_id, l.generation + 1 FROM api_keys a JOIN line l ON a.id = l.rotated_from_id)
+          SELECT id FROM line ORDER BY generation DESC LIMIT 1) AS first_key_id
   FROM api_keys k
   JOIN users u ON u.id = k.owner_id
   LEFT JOIN users o ON o.id = u.owner_id
@@ -93,6 +108,8 @@ interface KeyRow {
   key_role_permissions: string[];
   role_names: string[];
   owner_permissions: string[];
+  newest_successor_id: string | null;
+  first_key_id: string;
 }
 
 /**
@@ -138,6 +155,9 @@ function toRecord(row: KeyRow): KeyRecord {
     refillIntervalSeconds: row.refill_interval_seconds,
     lastRefillAt: row.last_refill_at,
     rateLimit: row.rate_limit === null ? null : { limit: row.rate_limit, windowSeconds: row.rate_limit_window_seconds! },
+    quotaId: row.newest_successor_id ?? row.id,
+    // The key's own id object when it is its own first key: a million cached records, one string each.
+    rateLimitId: row.first_key_id === row.id ? row.id : row.first_key_id,
     keyPermissions,
     ownerPermissions,
     roleNames: listOf(row.role_names),
@@ -339,13 +359,13 @@ export class KeyVerificationService {
   private async consume(record: KeyRecord): Promise<VerifyOutcome> {
     let rateLimit: RateLimitDecision | null = null;
     if (record.rateLimit) {
-      rateLimit = await this.limiter.consume(record.id, record.rateLimit.limit, record.rateLimit.windowSeconds);
+      rateLimit = await this.limiter.consume(record.rateLimitId, record.rateLimit.limit, record.rateLimit.windowSeconds);
       if (!rateLimit.allowed) return { ...failed(VerifyCode.RATE_LIMITED, record), rateLimit };
     }
     let remaining: number | null = null;
     if (record.remaining !== null) {
       // TypeORM answers an UPDATE with [rows, count]
-      const [rows] = (await this.dataSource.query(CONSUME_QUOTA, [record.id])) as [
+      const [rows] = (await this.dataSource.query(CONSUME_QUOTA, [record.quotaId])) as [
         Array<{ remaining: number; last_refill_at: Date | null }>,
         number,
       ];
@@ -355,7 +375,7 @@ export class KeyVerificationService {
       record.remaining = updated?.remaining ?? 0;
       if (updated) record.lastRefillAt = updated.last_refill_at;
       if (!updated) {
-        if (record.rateLimit) await this.limiter.refund(record.id, record.rateLimit.limit, record.rateLimit.windowSeconds);
+        if (record.rateLimit) await this.limiter.refund(record.rateLimitId, record.rateLimit.limit, record.rateLimit.windowSeconds);
         return { ...failed(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
       }
       remaining = updated.remaining;
