@@ -8,7 +8,7 @@ import { ForbiddenError } from './errors';
  * The same rule guards changing a principal that holds more than the actor does.
  */
 export function assertWithinActor(actor: Actor, permissions: readonly string[], attempt: string): void {
-  const beyond = permissions.filter((p) => !coveredBy(actor.permissions, p));
+  const beyond = [...new Set(permissions.filter((p) => !coveredBy(actor.permissions, p)))];
   if (beyond.length > 0) {
     throw new ForbiddenError(`Cannot ${attempt}: it involves permissions you do not hold (${beyond.join(', ')})`, {
       reason: 'ESCALATION',
