@@ -6,8 +6,7 @@ import type { GraphQLContext } from '../auth/context';
 import { auditDenials } from './context';
 import { PARSE_OPTIONS } from './document-guard';
 import { formatError } from './errors';
-import { requestInputError } from './input-hygiene';
-import { queryCostError } from './query-cost';
+import { operationRefusal } from './query-cost';
 import type { Metrics } from './metrics';
 
 function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlugin<GraphQLContext> {
@@ -15,7 +14,7 @@ function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlug
     async requestDidStart() {
       return {
         async didResolveOperation({ request, document, schema }) {
-          const refused = requestInputError(document, request.variables) ?? queryCostError(schema, document, request.operationName, request.variables);
+          const refused = operationRefusal(schema, document, request.operationName, request.variables);
           if (refused) throw refused;
         },
         async didEncounterErrors({ errors, contextValue, request, operation }) {

@@ -10,6 +10,7 @@ import { getComplexity, type ComplexityEstimator } from 'graphql-query-complexit
 import { LRUCache } from 'lru-cache';
 import { DEFAULT_GROUPS } from '../services/audit-report.service';
 import { DEFAULT_PAGE_SIZE } from '../services/pagination';
+import { requestInputError } from './input-hygiene';
 
 /** Far above any screen's or report's query; far below what would tie up the database. */
 export const MAX_QUERY_COST = 250_000;
@@ -80,4 +81,9 @@ function costProblem(schema: GraphQLSchema, document: DocumentNode, operationNam
     return 'The query has too many fields to evaluate';
   }
   return cost > MAX_QUERY_COST ? `The query's cost is ${cost}; at most ${MAX_QUERY_COST} is allowed (a field counts once per row it may return)` : null;
+}
+
+/** What every transport checks once an operation is parsed and valid, before it runs: its input, then its cost. */
+export function operationRefusal(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): GraphQLError | null {
+  return requestInputError(document, variables) ?? queryCostError(schema, document, operationName, variables);
 }

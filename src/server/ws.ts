@@ -26,8 +26,7 @@ import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
 import { PARSE_OPTIONS, shapeError } from './document-guard';
 import { formatError } from './errors';
-import { requestInputError } from './input-hygiene';
-import { queryCostError } from './query-cost';
+import { operationRefusal } from './query-cost';
 import { requestMeta } from './http';
 
 const CLOSE_FORBIDDEN = 4403;
@@ -71,7 +70,7 @@ function prepareOperation(schema: GraphQLSchema, payload: SubscribePayload): Exe
     const message = payload.operationName ? `Unknown operation named "${payload.operationName}".` : 'Several operations: name the one to run (operationName).';
     return coded([new GraphQLError(message)], 'OPERATION_RESOLUTION_FAILURE');
   }
-  const refused = requestInputError(document, payload.variables) ?? queryCostError(schema, document, payload.operationName, payload.variables);
+  const refused = operationRefusal(schema, document, payload.operationName, payload.variables);
   if (refused) return [refused];
   const coerced = getVariableValues(schema, operation.variableDefinitions ?? [], payload.variables ?? {});
   if (coerced.errors) return coded(coerced.errors, 'BAD_USER_INPUT');

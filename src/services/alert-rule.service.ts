@@ -43,7 +43,16 @@ export class AlertRuleService {
   constructor(
     private readonly dataSource: DataSource,
     private readonly audit: AuditService,
+    /** Loads the rules into this instance's detectors; a change answers only once it is in force here. */
+    private readonly applyRules: () => Promise<void> = async () => {},
   ) {}
+
+  /** A rule change and its audit event, in force on this instance before the mutation answers (others follow the NOTIFY). */
+  private async change<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
+    const result = await this.audit.transaction(work);
+    await this.applyRules();
+    return result;
+  }
 
   list(): Promise<AlertRuleEntity[]> {
     return this.dataSource.manager.find(AlertRuleEntity, { order: { createdAt: 'ASC', id: 'ASC' } });
@@ -58,7 +67,7 @@ export class AlertRuleService {
     const threshold = positive('input.threshold', input.threshold, MAX_THRESHOLD);
     const windowSeconds = positive('input.windowSeconds', input.windowSeconds, MAX_WINDOW_SECONDS);
     if (input.keyId && input.userId) throw new BadInputError('input.keyId', 'A rule is scoped to one key, one user, or neither');
-    return this.audit.transaction(async (tx) => {
+    return this.change(async (tx) => {
       await this.assertScopeExists(tx, input.keyId ?? null, input.userId ?? null);
       const now = new Date();
       const rule = tx.create(AlertRuleEntity, {
@@ -85,7 +94,7 @@ export class AlertRuleService {
     const threshold = input.threshold === undefined || input.threshold === null ? null : positive('input.threshold', input.threshold, MAX_THRESHOLD);
     const windowSeconds =
       input.windowSeconds === undefined || input.windowSeconds === null ? null : positive('input.windowSeconds', input.windowSeconds, MAX_WINDOW_SECONDS);
-    return this.audit.transaction(async (tx) => {
+    return this.change(async (tx) => {
       const rule = await lockById(tx, AlertRuleEntity, 'AlertRule', id);
       const before = ruleSnapshot(rule);
       if (name !== null) rule.name = name;
@@ -101,7 +110,7 @@ export class AlertRuleService {
   }
 
   async delete(actor: Actor, id: string): Promise<boolean> {
-    return this.audit.transaction(async (tx) => {
+    return this.change(async (tx) => {
       const rule = await lockById(tx, AlertRuleEntity, 'AlertRule', id);
       await tx.delete(AlertRuleEntity, { id: rule.id });
       await this.audit.record(tx, actor, { action: 'alert_rule.delete', targetType: 'alert_rule', targetId: rule.id, details: { before: ruleSnapshot(rule) } });

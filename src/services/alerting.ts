@@ -41,7 +41,7 @@ export class Alerting {
     private readonly bus: EventBus | null = null,
   ) {
     this.alerts = new AlertService(dataSource, audit, bus);
-    this.rules = new AlertRuleService(dataSource, audit);
+    this.rules = new AlertRuleService(dataSource, audit, () => this.reloadRules());
     this.sink = new AlertSink(this.alerts, onError);
     this.detectors = new AlertDetectors(settings, (signal) => this.sink.emit(signal), dataSource, onError);
     verification.observers.push(this.detectors.onVerification);
@@ -56,7 +56,6 @@ export class Alerting {
         }
       },
       committed: (record: AuditRecord, actor: Actor) => {
-        if (record.targetType === 'alert_rule') void this.reloadRules();
         if (record.targetType === 'api_key' && ['key.create', 'key.update', 'key.rotate'].includes(record.action)) this.detectors.scanSoon();
         if (record.action === 'alert.resolve' && record.details) this.sink.forget(String(record.details.type), String(record.details.subject));
         this.detectors.onAudit(record, actor);
