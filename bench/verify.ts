@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
 import { generateKey } from '../src/auth/key-format';
 import { createBenchDatabase } from './lib/bench-database';
-import { gql, startKeyledger, startProcess, usageWritten } from './lib/processes';
+import { cpuSeconds, gql, startKeyledger, startProcess, usageWritten, type Running } from './lib/processes';
 import { runBench } from './lib/run';
 import { percentile } from './lib/stats';
 
@@ -25,18 +25,25 @@ interface Row {
   p50: number;
   p99: number;
   errors: number;
+  /** The server process's CPU time per request (user + system), µs: steadier than req/s on a shared machine */
+  cpuMicros: number | null;
 }
 
 
-async function load(name: string, url: string, body: string, headers: Record<string, string> = {}, server: string | null = null): Promise<Row> {
+async function load(name: string, target: Running, path: string, body: string, headers: Record<string, string> = {}, countsUsage = false): Promise<Row> {
+  const url = `${target.base}${path}`;
+  const server = countsUsage ? target.base : null;
   // A short warm-up so JIT and caches are hot before measuring.
   await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: 2, body, headers: { 'content-type': 'application/json', ...headers } });
   const before = server ? await usageWritten(server) : 0;
   const started = Date.now();
+  const cpuBefore = cpuSeconds(target.child.pid);
   const result = await autocannon({ url, method: 'POST', connections: CONNECTIONS, duration: DURATION, body, headers: { 'content-type': 'application/json', ...headers } });
+  const cpuAfter = cpuSeconds(target.child.pid);
+  const cpuMicros = cpuBefore === null || cpuAfter === null ? null : ((cpuAfter - cpuBefore) * 1e6) / result.requests.total;
   await new Promise((r) => setTimeout(r, 500)); // the last flush
   const usagePerSecond = server ? ((await usageWritten(server)) - before) / ((Date.now() - started) / 1000) : undefined;
-  return { name, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx + result.timeouts, usagePerSecond };
+  return { name, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx + result.timeouts, usagePerSecond, cpuMicros };
 }
 
 async function main(): Promise<void> {
@@ -55,12 +62,12 @@ async function main(): Promise<void> {
     const selection = '{ valid code keyId ownerId permissions remaining }';
 
     const runs: Array<[string, () => Promise<Row>]> = [
-      ['(a) bare node:http', () => load('(a) bare node:http', `${bare.base}/verify`, JSON.stringify({ key: keys[0] }))],
-      ['(b) { __typename } via Apollo', () => load('(b) { __typename } via Apollo', `${server.base}/graphql`, JSON.stringify({ query: '{ __typename }' }), auth, server.base)],
-      ['(c) verifyKey', () => load('(c) verifyKey', `${server.base}/graphql`,
-        JSON.stringify({ query: `query($k: String!) { verifyKey(input: { key: $k, permissions: ["invoices:read"] }) ${selection} }`, variables: { k: keys[0] } }), auth, server.base)],
-      ['(d) verifyKeys x 20', () => load('(d) verifyKeys x 20', `${server.base}/graphql`,
-        JSON.stringify({ query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: keys.map((key) => ({ key })) } }), auth, server.base)],
+      ['(a) bare node:http', () => load('(a) bare node:http', bare, '/verify', JSON.stringify({ key: keys[0] }))],
+      ['(b) { __typename } via Apollo', () => load('(b) { __typename } via Apollo', server, '/graphql', JSON.stringify({ query: '{ __typename }' }), auth, true)],
+      ['(c) verifyKey', () => load('(c) verifyKey', server, '/graphql',
+        JSON.stringify({ query: `query($k: String!) { verifyKey(input: { key: $k, permissions: ["invoices:read"] }) ${selection} }`, variables: { k: keys[0] } }), auth, true)],
+      ['(d) verifyKeys x 20', () => load('(d) verifyKeys x 20', server, '/graphql',
+        JSON.stringify({ query: `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`, variables: { i: keys.map((key) => ({ key })) } }), auth, true)],
     ];
     // Rounds of all four, medians: this machine's speed drifts by tens of percent between minutes.
     const samples = new Map<string, Row[]>(runs.map(([name]) => [name, []]));
@@ -76,18 +83,22 @@ async function main(): Promise<void> {
         p99: median(list.map((r) => r.p99)),
         errors: list.reduce((n, r) => n + r.errors, 0),
         usagePerSecond: usage.length > 0 ? median(usage) : undefined,
+        cpuMicros: list.every((r) => r.cpuMicros !== null) ? median(list.map((r) => r.cpuMicros!)) : null,
       };
     });
 
     console.log(`\nverify bench: ${CONNECTIONS} connections, ${DURATION} s each, ${ROUNDS} rounds (medians), node ${process.version}\n`);
-    console.log('| run | req/s | p50 ms | p99 ms | errors | usage records written/s | req/s per round |');
-    console.log('|---|---:|---:|---:|---:|---:|---|');
+    console.log('| run | req/s | p50 ms | p99 ms | errors | usage records written/s | server CPU µs/request | req/s per round |');
+    console.log('|---|---:|---:|---:|---:|---:|---:|---|');
     for (const r of rows) {
       const perRound = samples.get(r.name)!.map((x) => x.rps.toFixed(0)).join(', ');
-      console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.usagePerSecond === undefined ? '-' : r.usagePerSecond.toFixed(0)} | ${perRound} |`);
+      console.log(`| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.usagePerSecond === undefined ? '-' : r.usagePerSecond.toFixed(0)} | ${r.cpuMicros === null ? '-' : r.cpuMicros.toFixed(1)} | ${perRound} |`);
     }
     const [a, b, c, d] = rows as [Row, Row, Row, Row];
     console.log(`\nc/a = ${(c.rps / a.rps).toFixed(2)} (target >= 0.5)   c/b = ${(c.rps / b.rps).toFixed(2)}   (d x 20)/a = ${((d.rps * 20) / a.rps).toFixed(2)} (target >= 3)`);
+    if (a.cpuMicros !== null && c.cpuMicros !== null) {
+      console.log(`server CPU per request: bare ${a.cpuMicros.toFixed(1)} µs, verifyKey ${c.cpuMicros.toFixed(1)} µs (a/c = ${(a.cpuMicros / c.cpuMicros).toFixed(2)}); the client shares these cores`);
+    }
   } finally {
     await server.stop();
     await bare.stop();

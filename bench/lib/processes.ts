@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const ROOT = join(__dirname, '..', '..', '..');
@@ -94,4 +95,15 @@ export async function gql<T>(base: string, key: string, query: string, variables
   const body = (await response.json()) as { data?: T; errors?: unknown[] };
   if (body.errors || !body.data) throw new Error(`GraphQL error: ${JSON.stringify(body.errors)}`);
   return body.data;
+}
+
+/** CPU seconds (user + system) a process has used so far; null where /proc is not available. */
+export function cpuSeconds(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime and stime, in the kernel's 100 Hz ticks
+  } catch {
+    return null;
+  }
 }

@@ -66,11 +66,14 @@ export function parseKey(candidate: string): ParsedKey | null {
   return { prefix, start: `${prefix}_${tail.slice(0, START_LENGTH)}` };
 }
 
+/** Whether a candidate is of a key's length: the check before hashing anything a client sends. */
+export function hasKeyLength(candidate: string): boolean {
+  return typeof candidate === 'string' && candidate.length >= MIN_LENGTH && candidate.length <= MAX_LENGTH;
+}
+
 /** parseKey's verdict without its result: nothing allocated but the checksummed body. Runs on every verification. */
 export function isWellFormedKey(candidate: string): boolean {
-  if (typeof candidate !== 'string' || candidate.length < MIN_LENGTH || candidate.length > MAX_LENGTH || !KEY_PATTERN.test(candidate)) {
-    return false;
-  }
+  if (!hasKeyLength(candidate) || !KEY_PATTERN.test(candidate)) return false;
   return checksum(candidate.slice(0, candidate.length - CHECKSUM_LENGTH)) === candidate.slice(candidate.length - CHECKSUM_LENGTH);
 }
 

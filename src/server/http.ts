@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { HeaderMap, type ApolloServer } from '@apollo/server';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
@@ -38,8 +39,13 @@ export function clientIp(req: IncomingMessage, trustProxy: boolean): string | nu
     const ip = normalizeIp(joined?.split(',').at(-1)?.trim());
     if (ip) return ip;
   }
-  return normalizeIp(req.socket.remoteAddress);
+  let ip = socketIps.get(req.socket);
+  if (ip === undefined) socketIps.set(req.socket, (ip = normalizeIp(req.socket.remoteAddress)));
+  return ip;
 }
+
+/** A kept-alive connection's address, normalised once rather than on each of its requests. */
+const socketIps = new WeakMap<Socket, string | null>();
 
 export function requestMeta(req: IncomingMessage, trustProxy: boolean): RequestMeta {
   const userAgent = req.headers['user-agent'];

@@ -68,6 +68,14 @@ export class KeyCache<R extends CachedKey> {
     this.clear();
   }
 
+  /** A cached record (a hit), else undefined: asked before anything else about a presented key. */
+  known(hash: string): R | undefined {
+    if (!this.enabled) return undefined;
+    const record = this.records.get(hash);
+    if (record !== undefined) this.stats.hits++;
+    return record;
+  }
+
   /** A record, null for a known miss, undefined when the database must be asked. */
   get(hash: string): R | null | undefined {
     if (!this.enabled) return undefined;

@@ -1,7 +1,7 @@
 import type { BlockList } from 'node:net';
 import type { DataSource } from 'typeorm';
 import { hash } from 'node:crypto';
-import { hashKey, isWellFormedKey } from '../auth/key-format';
+import { hasKeyLength, hashKey, isWellFormedKey } from '../auth/key-format';
 import { coversAll, intersect, normalize } from '../auth/permissions';
 import { StoredKeyStatus, UserStatus, VerifyCode } from '../entities/enums';
 import type { KeyCache } from './key-cache';
@@ -251,9 +251,8 @@ export class KeyVerificationService {
    * peppered HMAC's cost, which only a lookup in the table needs. Keys are 256 random bits, so
    * neither digest can be reversed; the pepper guards the stored table, not this process's memory.
    */
-  private cached(secret: string): { cacheKey: string; record: KeyRecord | null | undefined } {
-    const cacheKey = hash('sha256', secret, 'binary');
-    return { cacheKey, record: this.cache.get(cacheKey) };
+  private cacheKeyOf(secret: string): string {
+    return hash('sha256', secret, 'binary');
   }
 
   /**
@@ -284,7 +283,8 @@ export class KeyVerificationService {
   }
 
   private async lookup(secret: string): Promise<KeyRecord | null> {
-    const { cacheKey, record } = this.cached(secret);
+    const cacheKey = this.cacheKeyOf(secret);
+    const record = this.cache.get(cacheKey);
     return record !== undefined ? record : this.load(secret, cacheKey);
   }
 
@@ -341,8 +341,14 @@ export class KeyVerificationService {
   }
 
   private check(secret: string, request: VerifyRequest): VerifyOutcome | Promise<VerifyOutcome> {
+    if (!hasKeyLength(secret)) return failed(VerifyCode.MALFORMED);
+    // A cached record was found by this very key's hash, so the key passed the format check when
+    // it was first looked up: a known key skips it, and only other keys pay for pattern and checksum.
+    const cacheKey = this.cacheKeyOf(secret);
+    const known = this.cache.known(cacheKey);
+    if (known) return this.decide(known, request);
     if (!isWellFormedKey(secret)) return failed(VerifyCode.MALFORMED);
-    const { cacheKey, record } = this.cached(secret);
+    const record = this.cache.get(cacheKey);
     if (record === undefined) return this.load(secret, cacheKey).then((loaded) => this.decide(loaded, request));
     return this.decide(record, request);
   }
