@@ -53,6 +53,9 @@ export async function handleAuditExport(req: IncomingMessage, res: ServerRespons
   }
 
   const params = new URL(req.url ?? '/', 'http://localhost').searchParams;
+  // Two values for one parameter is ambiguous: refused rather than one of them silently chosen.
+  const repeated = ['from', 'to', 'format'].find((name) => params.getAll(name).length > 1);
+  if (repeated) return json(400, errorBody('BAD_USER_INPUT', `${repeated} is given more than once`, { field: repeated }));
   const format = (params.get('format') ?? 'ndjson') as ExportFormat;
   if (format !== 'ndjson' && format !== 'splunk') return json(400, errorBody('BAD_USER_INPUT', 'format must be ndjson or splunk', { field: 'format' }));
   const from = parseDate('from', params.get('from'));

@@ -40,7 +40,8 @@ export function clientIp(req: IncomingMessage, trustProxy: boolean): string | nu
     if (ip) return ip;
   }
   let ip = socketIps.get(req.socket);
-  if (ip === undefined) socketIps.set(req.socket, (ip = normalizeIp(req.socket.remoteAddress)));
+  // A link-local peer's address carries its zone (fe80::1%eth0): the address is what identifies it.
+  if (ip === undefined) socketIps.set(req.socket, (ip = normalizeIp(req.socket.remoteAddress?.replace(/%.*$/, ''))));
   return ip;
 }
 
@@ -120,7 +121,8 @@ export function createRequestHandler(deps: HttpDeps) {
         send(res, 413, type, errorBody('BAD_REQUEST', `The request body exceeds ${MAX_BODY_BYTES} bytes`), headers);
         return 413;
       }
-      const contentType = req.headers['content-type'] ?? '';
+      // Media types are case-insensitive (RFC 9110).
+      const contentType = (req.headers['content-type'] ?? '').toLowerCase();
       if (contentType.includes('application/json') || contentType.includes('application/graphql-response+json')) {
         try {
           body = JSON.parse(raw);
@@ -158,7 +160,9 @@ export function createRequestHandler(deps: HttpDeps) {
     }
     const headerMap = new HeaderMap();
     for (const [name, value] of Object.entries(req.headers)) {
-      if (value !== undefined) headerMap.set(name, Array.isArray(value) ? value.join(', ') : value);
+      if (value === undefined) continue;
+      const joined = Array.isArray(value) ? value.join(', ') : value;
+      headerMap.set(name, name === 'content-type' ? joined.toLowerCase() : joined);
     }
     const context = buildContext(deps.dataSource, deps.services, principal, meta);
     const result = await apollo.executeHTTPGraphQLRequest({
@@ -207,7 +211,7 @@ export function createRequestHandler(deps: HttpDeps) {
         status = 200;
         send(res, status, metrics.registry.contentType, await metrics.registry.metrics());
       } else {
-        send(res, 404, 'application/json', errorBody('BAD_REQUEST', `No route ${req.method} ${path}`));
+        send(res, 404, 'application/json', errorBody('NOT_FOUND', `No route ${req.method} ${path}`));
       }
     } catch (error) {
       status = 500;

@@ -24,8 +24,10 @@ export function authenticateRequest(
 ): Principal | null | Promise<Principal | null> {
   const refused = (error: unknown): null => {
     if (!(error instanceof DomainError)) throw error;
-    const status = error.code === 'RATE_LIMITED' ? 429 : 401;
-    send(res, status, type, errorBody(error.code as 'UNAUTHENTICATED', error.message, error.extensions), { 'x-request-id': meta.requestId });
+    const limited = error.code === 'RATE_LIMITED';
+    // RFC 9110: a 401 names the scheme that would work; a 429 says when to come back.
+    const hint: Record<string, string> = limited ? { 'retry-after': String(error.extensions.retryAfterSeconds ?? 1) } : { 'www-authenticate': 'Bearer' };
+    send(res, limited ? 429 : 401, type, errorBody(error.code as 'UNAUTHENTICATED', error.message, error.extensions), { 'x-request-id': meta.requestId, ...hint });
     return null;
   };
   try {

@@ -132,8 +132,10 @@ export function attachWebSocket(
       schema: deps.schema,
       onConnect: async (ctx) => {
         const meta = requestMeta(ctx.extra.request, deps.trustProxy);
-        const authorization = ctx.connectionParams?.authorization;
-        const apiKey = ctx.connectionParams?.['x-api-key'];
+        // Named like the HTTP headers they stand for, so in any case.
+        const param = (name: string) => Object.entries(ctx.connectionParams ?? {}).find(([given]) => given.toLowerCase() === name)?.[1];
+        const authorization = param('authorization');
+        const apiKey = param('x-api-key');
         try {
           const key = presentedKey(typeof authorization === 'string' ? authorization : null, typeof apiKey === 'string' ? apiKey : null);
           const state = { secret: key ?? '', principal: await authenticate(deps.services, key, meta), meta, operations: new Map(), socket: ctx.extra.socket };

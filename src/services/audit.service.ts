@@ -102,7 +102,8 @@ function stagingInsert(actor: Actor, record: AuditRecord, when = 'true'): string
     sqlLiteral(record.targetType ?? null),
     sqlLiteral(record.targetId ?? null),
     sqlLiteral(actor.ip),
-    sqlLiteral(actor.userAgent?.slice(0, 512) ?? null),
+    // A client may put anything in its User-Agent, a key included: blanked like every other text.
+    sqlLiteral(actor.userAgent ? redactKeys(actor.userAgent).slice(0, 512) : null),
     sqlLiteral(actor.requestId),
     `${sqlLiteral(details === null ? null : JSON.stringify(details))}::jsonb`,
   ];

@@ -42,7 +42,8 @@ export function decodeCursor(cursor: string | null | undefined): Position | null
     throw invalid();
   }
   const createdAt = new Date(parsed[0]);
-  if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/i.test(parsed[1])) throw invalid();
+  // Exactly as encoded: a date the parser would roll over (February 30) was not written here.
+  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== parsed[0] || !/^[0-9a-f-]{36}$/i.test(parsed[1])) throw invalid();
   return { createdAt, id: parsed[1] };
 }
 

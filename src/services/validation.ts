@@ -52,9 +52,13 @@ export function requireIds(field: string, ids: readonly string[] | null | undefi
   return [...new Set(ids)];
 }
 
-/** Strips the IPv4-mapped IPv6 form so one client always has one address. */
+/**
+ * An address as it is stored and compared: the IPv4-mapped IPv6 form stripped so one client always
+ * has one address; null when it is not one. A zone id (`fe80::1%eth0`) names an interface of the
+ * machine that wrote it, means nothing here, and PostgreSQL's inet refuses it.
+ */
 export function normalizeIp(address: string | null | undefined): string | null {
-  if (!address) return null;
+  if (!address || address.includes('%')) return null;
   const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
   return isIP(plain) === 0 ? null : plain.toLowerCase();
 }
@@ -62,13 +66,16 @@ export function normalizeIp(address: string | null | undefined): string | null {
 /** A CIDR (or bare address, taken as a single host) in canonical `address/bits` form. */
 export function parseCidr(value: string): string | null {
   const [address, bits, extra] = value.trim().split('/');
-  if (extra !== undefined || !address) return null;
+  if (extra !== undefined || !address || address.includes('%')) return null;
   const family = isIP(address);
   if (family === 0) return null;
   const max = family === 4 ? 32 : 128;
   if (bits !== undefined && !/^\d{1,3}$/.test(bits)) return null;
   const prefix = bits === undefined ? max : Number(bits);
   if (prefix > max) return null;
+  // An IPv4-mapped network is the IPv4 network it maps, the form addresses are stored in.
+  const mapped = family === 6 && address.toLowerCase().startsWith('::ffff:') && isIP(address.slice(7)) === 4;
+  if (mapped && prefix >= 96) return `${address.slice(7)}/${prefix - 96}`;
   return `${address.toLowerCase()}/${prefix}`;
 }
 

@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Writable } from 'node:stream';
+import { createClient } from 'graphql-ws';
+import { QueryFailedError } from 'typeorm';
+import WebSocket from 'ws';
+import { generateKey } from '../src/auth/key-format';
+import { createLogger } from '../src/server/logger';
+import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
+
+// What a second outside review found at the edges of HTTP, WebSocket and the audit filter.
+let t: TestServer;
+before(async () => {
+  t = await startTestServer();
+});
+after(() => t.close());
+const base = () => t.url.replace(/\/graphql$/, '');
+
+const post = (body: unknown, headers: Record<string, string> = {}) =>
+  fetch(`${t.url}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${t.adminKey}`, ...headers },
+    body: JSON.stringify(body),
+  });
+
+test('a subscription sent over HTTP POST is BAD_REQUEST pointing at the WebSocket, for any caller', async () => {
+  for (const key of [t.adminKey, (await keyWithout()).secret]) {
+    const response = await fetch(`${t.url}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ query: 'subscription { alertRaised { id } }' }),
+    });
+    assert.equal(response.status, 400);
+    const body = (await response.json()) as { errors: Array<{ message: string; extensions: { code: string } }> };
+    assert.deepEqual(body.errors.map((e) => e.extensions.code), ['BAD_REQUEST']);
+    assert.match(body.errors[0]!.message, /WebSocket/);
+  }
+  assert.ok(!t.logs.some((line) => line.includes('unexpected error')), 'nothing logged as unexpected');
+});
+
+async function keyWithout(): Promise<{ secret: string }> {
+  const created = await postGraphQL<{ createApiKey: { secret: string } }>(
+    t.url,
+    t.adminKey,
+    'mutation { createApiKey(input: { name: "no permissions" }) { secret } }',
+  );
+  return { secret: created.data!.createApiKey.secret };
+}
+
+test('media types are case-insensitive: APPLICATION/JSON is JSON', async () => {
+  const response = await post({ query: '{ __typename }' }, { 'content-type': 'APPLICATION/JSON; Charset=UTF-8' });
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), { data: { __typename: 'Query' } });
+});
+
+test('a refused key answers 401 with WWW-Authenticate: Bearer', async () => {
+  for (const authorization of [undefined, `Bearer ${generateKey('kl')}`]) {
+    const response = await fetch(`${t.url}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+      body: JSON.stringify({ query: '{ __typename }' }),
+    });
+    assert.equal(response.status, 401);
+    assert.equal(response.headers.get('www-authenticate'), 'Bearer');
+  }
+});
+
+test('an unknown route is 404 NOT_FOUND', async () => {
+  const response = await fetch(`${base()}/nowhere`);
+  assert.equal(response.status, 404);
+  const body = (await response.json()) as { errors: Array<{ extensions: { code: string } }> };
+  assert.equal(body.errors[0]!.extensions.code, 'NOT_FOUND');
+});
+
+test('/audit/export refuses a parameter given twice instead of picking one', async () => {
+  const response = await fetch(`${base()}/audit/export?from=2026-01-01T00:00:00Z&from=2020-01-01T00:00:00Z`, {
+    headers: { authorization: `Bearer ${t.adminKey}` },
+  });
+  assert.equal(response.status, 400);
+  const body = (await response.json()) as { errors: Array<{ extensions: { code: string; field: string } }> };
+  assert.deepEqual(body.errors[0]!.extensions, { code: 'BAD_USER_INPUT', field: 'from' });
+});
+
+test('graphql-ws connectionParams name the key headers in any case', async () => {
+  for (const params of [{ Authorization: `Bearer ${t.adminKey}` }, { 'X-API-Key': t.adminKey }]) {
+    const client = createClient({ url: t.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: params, retryAttempts: 0, lazy: true });
+    try {
+      const result = await new Promise<unknown>((resolve, reject) => {
+        let value: unknown;
+        client.subscribe({ query: '{ viewer { key { name } } }' }, { next: (v) => (value = v), error: reject, complete: () => resolve(value) });
+      });
+      assert.deepEqual(result, { data: { viewer: { key: { name: 'bootstrap admin key' } } } });
+    } finally {
+      await client.dispose();
+    }
+  }
+});
+
+test('a zone id is not an address: BAD_USER_INPUT in every audit filter and in verifyKey, not a failed query', async () => {
+  const filter = { ip: 'fe80::1%eth0' };
+  for (const query of [
+    'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }',
+    'query($f: AuditEventFilter) { auditCounts(filter: $f, groupBy: ACTION) { key } }',
+    'query($f: AuditEventFilter) { auditTimeline(filter: $f, bucket: HOUR) { count } }',
+  ]) {
+    assert.deepEqual(errorCodes(await postGraphQL(t.url, t.adminKey, query, { f: filter })), ['BAD_USER_INPUT'], query);
+  }
+  const verify = await postGraphQL(t.url, t.adminKey, 'query($k: String!) { verifyKey(input: { key: $k, ip: "fe80::1%eth0" }) { code } }', { k: t.adminKey });
+  assert.deepEqual(errorCodes(verify), ['BAD_USER_INPUT']);
+  const key = await postGraphQL(t.url, t.adminKey, 'mutation { createApiKey(input: { name: "zoned", allowedCidrs: ["fe80::1%eth0/64"] }) { secret } }');
+  assert.deepEqual(errorCodes(key), ['BAD_USER_INPUT']);
+  const client = createClient({ url: t.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${t.adminKey}` }, retryAttempts: 0, lazy: true });
+  try {
+    const errors = await new Promise<unknown>((resolve, reject) => {
+      client.subscribe(
+        { query: 'subscription($f: AuditEventFilter) { auditEventRecorded(filter: $f) { id } }', variables: { f: filter } },
+        { next: (value) => resolve((value as { errors?: unknown }).errors), error: resolve, complete: () => reject(new Error('completed without an error')) },
+      );
+    });
+    assert.deepEqual((errors as Array<{ extensions: { code: string } }>).map((e) => e.extensions.code), ['BAD_USER_INPUT']);
+  } finally {
+    await client.dispose();
+  }
+});
+
+test('an IPv4-mapped address or network in a filter finds the IPv4 events it maps', async () => {
+  // Every request here comes from 127.0.0.1, stored in its IPv4 form.
+  const ids = async (ip: string) => {
+    const result = await postGraphQL<{ auditEvents: { nodes: Array<{ id: string }> } }>(
+      t.url,
+      t.adminKey,
+      'query($f: AuditEventFilter) { auditEvents(filter: $f, first: 500) { nodes { id } } }',
+      { f: { ip } },
+    );
+    assert.equal(result.errors, undefined, JSON.stringify(result.errors));
+    return result.data!.auditEvents.nodes.map((n) => n.id);
+  };
+  const plain = await ids('127.0.0.1');
+  assert.ok(plain.length > 0 && plain.length < 400);
+  // Each query adds its own audit.query event (from 127.0.0.1) once it has read.
+  for (const [ip, more] of [['::ffff:127.0.0.1', 1], ['::FFFF:127.0.0.0/104', 2]] as const) {
+    const mapped = await ids(ip);
+    assert.equal(mapped.length, plain.length + more, ip);
+    assert.ok(plain.every((id) => mapped.includes(id)), ip);
+  }
+});
+
+test('a cursor holding a date the parser would roll over is not one this API wrote', async () => {
+  const forged = Buffer.from(JSON.stringify(['2026-02-30T00:00:00.000Z', '00000000-0000-4000-8000-000000000000'])).toString('base64url');
+  assert.deepEqual(errorCodes(await postGraphQL(t.url, t.adminKey, 'query($a: String) { users(after: $a) { totalCount } }', { a: forged })), ['BAD_USER_INPUT']);
+  const page = await postGraphQL<{ users: { pageInfo: { endCursor: string } } }>(t.url, t.adminKey, '{ users(first: 1) { pageInfo { endCursor } } }');
+  const again = await postGraphQL(t.url, t.adminKey, 'query($a: String) { users(after: $a) { totalCount } }', { a: page.data!.users.pageInfo.endCursor });
+  assert.equal(again.errors, undefined, 'a real cursor still works');
+});
+
+test('a key-shaped User-Agent is blanked in the audit record', async () => {
+  const secret = generateKey('kl');
+  await post({ query: 'mutation { createRole(input: { name: "ua-role", permissions: [] }) { id } }' }, { 'user-agent': `client/1.0 (${secret})` });
+  const rows = await t.db.query<{ user_agent: string }>(`SELECT user_agent FROM audit_events WHERE action = 'role.create' AND details->'after'->>'name' = 'ua-role'`);
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0]!.user_agent, 'client/1.0 ([redacted])');
+});
+
+test('a logged error carries neither the failed statement\'s parameters nor anything key-shaped', () => {
+  const lines: string[] = [];
+  const logger = createLogger('info', new Writable({ write: (chunk, _encoding, done) => (lines.push(String(chunk)), done()) }));
+  const secret = generateKey('kl');
+  const driverError = Object.assign(new Error(`invalid input syntax for type uuid: "${secret}"`), { code: '22P02' });
+  logger.error({ err: new QueryFailedError('SELECT * FROM users WHERE id = $1', [secret, 'other-parameter'], driverError) }, 'request failed');
+  assert.equal(lines.length, 1);
+  assert.ok(!lines[0]!.includes(secret), lines[0]);
+  assert.ok(!lines[0]!.includes('other-parameter'), 'parameters are left out');
+  assert.match(lines[0]!, /SELECT \* FROM users/, 'the statement itself is kept');
+  assert.match(lines[0]!, /\[redacted\]/);
+});
