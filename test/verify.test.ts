@@ -520,6 +520,10 @@ test("the API's own authentication applies the key's rate limit: HTTP 429 on the
   assert.equal(third.status, 429);
   assert.equal(third.errors?.[0]?.extensions?.code, 'RATE_LIMITED');
   assert.equal(third.data ?? null, null);
+  // RFC 9110: when to come back, the same seconds as the error's extension.
+  const retryAfter = Number(third.headers?.get('retry-after'));
+  assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${retryAfter}`);
+  assert.equal(retryAfter, third.errors?.[0]?.extensions?.retryAfterSeconds);
   // X-API-Key is the same key, so the same window.
   const viaHeader = await postGraphQL<unknown>(t.url, null, '{ viewer { user { id } } }', undefined, { 'x-api-key': secret });
   assert.equal(viaHeader.status, 429);
