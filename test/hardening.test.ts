@@ -68,6 +68,14 @@ test('with TRUST_PROXY the address is the right-most X-Forwarded-For entry, not 
   assert.equal(proxied.status, 200);
 });
 
+test('with TRUST_PROXY a forwarded link-local address keeps its address without the zone, as a socket address does', async () => {
+  const fenced = await ok<{ createApiKey: { secret: string } }>(t.adminKey, 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }', {
+    i: { ownerId: memberId, name: 'link-local key', allowedCidrs: ['fe80::/64'] },
+  });
+  const linkLocal = await postGraphQL(t.url, fenced.createApiKey.secret, '{ viewer { user { id } } }', undefined, { 'x-forwarded-for': 'fe80::1%eth0' });
+  assert.equal(linkLocal.status, 200, 'the allowlist saw fe80::1, not the proxy');
+});
+
 test('links to other users need users:read; one’s own user and key need nothing more', async () => {
   // The admin created the member and its key: without users:read that link reads as null.
   const hidden = await ok<{ viewer: { user: { createdBy: unknown }; key: { createdBy: unknown } } }>(

@@ -153,12 +153,18 @@ test('a cursor holding a date the parser would roll over is not one this API wro
   assert.equal(again.errors, undefined, 'a real cursor still works');
 });
 
-test('a key-shaped User-Agent is blanked in the audit record', async () => {
+test('a key-shaped User-Agent is blanked in the audit record, also where the 512-character cut would split it', async () => {
+  const stored = async (name: string, userAgent: string) => {
+    await post({ query: `mutation { createRole(input: { name: "${name}", permissions: [] }) { id } }` }, { 'user-agent': userAgent });
+    const rows = await t.db.query<{ user_agent: string }>(`SELECT user_agent FROM audit_events WHERE action = 'role.create' AND details->'after'->>'name' = $1`, [name]);
+    assert.equal(rows.length, 1);
+    return rows[0]!.user_agent;
+  };
   const secret = generateKey('kl');
-  await post({ query: 'mutation { createRole(input: { name: "ua-role", permissions: [] }) { id } }' }, { 'user-agent': `client/1.0 (${secret})` });
-  const rows = await t.db.query<{ user_agent: string }>(`SELECT user_agent FROM audit_events WHERE action = 'role.create' AND details->'after'->>'name' = 'ua-role'`);
-  assert.equal(rows.length, 1);
-  assert.equal(rows[0]!.user_agent, 'client/1.0 ([redacted])');
+  assert.equal(await stored('ua-role', `client/1.0 (${secret})`), 'client/1.0 ([redacted])');
+  const across = await stored('ua-role-long', `${'x'.repeat(480)} ${secret}`);
+  assert.equal(across, `${'x'.repeat(480)} [redacted]`);
+  assert.ok(!across.includes(secret.slice(3, 20)), 'no part of the key is kept');
 });
 
 test('a logged error carries neither the failed statement\'s parameters nor anything key-shaped', () => {
@@ -172,4 +178,16 @@ test('a logged error carries neither the failed statement\'s parameters nor anyt
   assert.ok(!lines[0]!.includes('other-parameter'), 'parameters are left out');
   assert.match(lines[0]!, /SELECT \* FROM users/, 'the statement itself is kept');
   assert.match(lines[0]!, /\[redacted\]/);
+
+  // Whatever is logged as an error, the logger neither throws nor lets a key through.
+  const circular: Record<string, unknown> = { message: `line one\n${secret}` };
+  circular.self = circular;
+  const nested = Object.assign(new Error('outer'), { inner: { parameters: [secret] }, blob: Buffer.from(secret) });
+  for (const err of [new Error(`bad value\n${secret}`), `text with ${secret}`, null, circular, nested, 42n]) {
+    const logged: number = lines.length;
+    assert.doesNotThrow(() => logger.error({ err }, 'request failed'));
+    assert.equal(lines.length, logged + 1);
+    assert.ok(!lines.at(-1)!.includes(secret), lines.at(-1));
+    assert.doesNotThrow(() => JSON.parse(lines.at(-1)!));
+  }
 });

@@ -36,13 +36,17 @@ export function clientIp(req: IncomingMessage, trustProxy: boolean): string | nu
   if (trustProxy) {
     const forwarded = req.headers['x-forwarded-for'];
     const joined = Array.isArray(forwarded) ? forwarded.join(',') : forwarded;
-    const ip = normalizeIp(joined?.split(',').at(-1)?.trim());
+    const ip = normalizeIp(withoutZone(joined?.split(',').at(-1)?.trim()));
     if (ip) return ip;
   }
   let ip = socketIps.get(req.socket);
-  // A link-local peer's address carries its zone (fe80::1%eth0): the address is what identifies it.
-  if (ip === undefined) socketIps.set(req.socket, (ip = normalizeIp(req.socket.remoteAddress?.replace(/%.*$/, ''))));
+  if (ip === undefined) socketIps.set(req.socket, (ip = normalizeIp(withoutZone(req.socket.remoteAddress))));
   return ip;
+}
+
+/** A link-local peer's address carries its zone (fe80::1%eth0): the address is what identifies it. */
+function withoutZone(address: string | undefined): string | undefined {
+  return address?.replace(/%.*$/, '');
 }
 
 /** A kept-alive connection's address, normalised once rather than on each of its requests. */
@@ -50,7 +54,8 @@ const socketIps = new WeakMap<Socket, string | null>();
 
 export function requestMeta(req: IncomingMessage, trustProxy: boolean): RequestMeta {
   const userAgent = req.headers['user-agent'];
-  return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? userAgent.slice(0, 512) : null };
+  // Bounded, but past the 512 characters audit keeps: a key across that cut is blanked whole first.
+  return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? userAgent.slice(0, 1024) : null };
 }
 
 function responseType(req: IncomingMessage): string {

@@ -59,7 +59,7 @@ export function requireIds(field: string, ids: readonly string[] | null | undefi
  */
 export function normalizeIp(address: string | null | undefined): string | null {
   if (!address || address.includes('%')) return null;
-  const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+  const plain = address.toLowerCase().startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
   return isIP(plain) === 0 ? null : plain.toLowerCase();
 }
 
