@@ -45,23 +45,41 @@ const FAST_ACCEPT = new Map<string | undefined, string>([
   ['application/graphql-response+json, application/json; q=0.9', 'application/graphql-response+json; charset=utf-8'],
 ]);
 
+/** What JSON.stringify escapes in a string (lone surrogates included); anything else is copied as is. */
+const ESCAPED_IN_JSON = /[\u0000-\u001f"\\\ud800-\udfff]/;
+
+function jsonString(value: string): string {
+  return ESCAPED_IN_JSON.test(value) ? JSON.stringify(value) : `"${value}"`;
+}
+
 /**
- * A leaf's serialize, with the answer the spec scalars give for values of their own type taken
- * without the call (the names String, ID, Boolean and Int cannot be redefined by a schema).
+ * A leaf's JSON text: JSON.stringify of its serialize, with the answers the spec scalars give for
+ * values of their own type written without either call (the names String, ID, Boolean and Int
+ * cannot be redefined by a schema), and an enum's few values written once each.
  */
-function leafSerializer(type: GraphQLLeafType): (value: unknown) => unknown {
-  const general = (value: unknown) => type.serialize(value);
+function leafWriter(type: GraphQLLeafType): (value: unknown) => string | undefined {
+  const general = (value: unknown) => JSON.stringify(type.serialize(value)) as string | undefined;
   switch (type.name) {
     case 'String':
     case 'ID':
-      return (value) => (typeof value === 'string' ? value : general(value));
+      return (value) => (typeof value === 'string' ? jsonString(value) : general(value));
     case 'Boolean':
-      return (value) => (typeof value === 'boolean' ? value : general(value));
+      return (value) => (value === true ? 'true' : value === false ? 'false' : general(value));
     case 'Int':
-      return (value) => (typeof value === 'number' && Number.isInteger(value) && value <= MAX_INT && value >= MIN_INT ? value : general(value));
-    default:
-      return general;
+      return (value) => (typeof value === 'number' && Number.isInteger(value) && value <= MAX_INT && value >= MIN_INT ? String(value) : general(value));
   }
+  if (isEnumType(type)) {
+    const written = new Map<unknown, string | undefined>();
+    return (value) => {
+      let text = written.get(value);
+      if (text === undefined && !written.has(value)) {
+        text = general(value); // throws for a value outside the enum, as graphql-js does
+        if (written.size < 64) written.set(value, text);
+      }
+      return text;
+    };
+  }
+  return general;
 }
 
 const MAX_INT = 2_147_483_647;
@@ -124,8 +142,8 @@ function writer(type: GraphQLOutputType, selection: SelectionSetNode | undefined
     };
   }
   if (isLeafType(type)) {
-    const serialize = leafSerializer(type);
-    return (value) => (value === null || value === undefined ? 'null' : JSON.stringify(serialize(value)));
+    const write = leafWriter(type);
+    return (value) => (value === null || value === undefined ? 'null' : write(value));
   }
   if (!(type instanceof GraphQLObjectType) || !PLAIN_TYPES.has(type.name) || !selection) throw new NotFast();
   const fields = type.getFields();
