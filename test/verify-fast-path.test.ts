@@ -152,9 +152,10 @@ const keyFor = (input: Partial<CreateApiKeyInput>) => createKey(t, { ownerId, na
 
 /** One input per VerifyCode reachable; none of them changes state when verified again. */
 async function inputsForEveryCode(): Promise<Array<{ code: string; input: VerifyKeyInput }>> {
-  const metadata = { plan: 'pro', seats: 3, nested: { trial: false, tags: ['a', 'b'] } };
+  const metadata = { plan: 'pro', seats: 3, nested: { trial: false, tags: ['a', 'b\n"c"'] } };
   const valid = await keyFor({
-    name: 'valid',
+    // Text JSON must escape, or must not: quotes, a backslash, a control character, U+2028, astral.
+    name: 'valid "quoted" \\ tab\t snow \u2603 \u{1F600} \u2028',
     roleIds: [billingRole.id],
     permissions: ['reports:read'],
     expiresAt: new Date(Date.now() + 86_400_000).toISOString(),
