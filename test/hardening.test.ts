@@ -135,3 +135,16 @@ test('GraphQL answers, data and errors alike, tell caches not to store them', as
     assert.equal(response.headers.get('cache-control'), 'no-store', `${query} with${key ? '' : 'out'} a key: ${response.status}`);
   }
 });
+
+test('reading one audit event is audited like every other audit query, once per event read', async () => {
+  const countReads = async () =>
+    Number((await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE action = 'audit.query' AND details->>'query' = 'auditEvent'`))[0]!.n);
+  const before = await countReads();
+  const [{ id }] = await t.db.query<{ id: string }>(`SELECT id::text AS id FROM audit_events ORDER BY id LIMIT 1`);
+  await ok(t.adminKey, 'query($id: ID!) { a: auditEvent(id: $id) { id } b: auditEvent(id: $id) { id } c: auditEvent(id: "999999999") { id } }', { id });
+  assert.equal(await countReads(), before + 3);
+  const [last] = await t.db.query<{ details: { id: string; found: boolean } }>(
+    `SELECT details FROM audit_events WHERE action = 'audit.query' AND details->>'query' = 'auditEvent' AND details->>'id' = '999999999'`,
+  );
+  assert.equal(last!.details.found, false);
+});

@@ -191,3 +191,22 @@ test('a logged error carries neither the failed statement\'s parameters nor anyt
     assert.doesNotThrow(() => JSON.parse(lines.at(-1)!));
   }
 });
+
+test('an IPv4-mapped address in its hex form is stored as the IPv4 address, as the dotted form is', async () => {
+  const created = await postGraphQL<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
+    t.url,
+    t.adminKey,
+    'mutation { createApiKey(input: { name: "hex mapped" }) { secret apiKey { id } } }',
+  );
+  const { secret, apiKey } = created.data!.createApiKey;
+  const verified = await postGraphQL<{ verifyKey: { code: string } }>(t.url, t.adminKey, 'query($k: String!) { verifyKey(input: { key: $k, ip: "::ffff:a01:203" }) { code } }', { k: secret });
+  assert.equal(verified.data!.verifyKey.code, 'VALID');
+  const deadline = Date.now() + 5000;
+  let lastUsedIp: string | null = null;
+  while (Date.now() < deadline && lastUsedIp === null) {
+    const read = await postGraphQL<{ apiKey: { lastUsedIp: string | null } }>(t.url, t.adminKey, 'query($id: ID!) { apiKey(id: $id) { lastUsedIp } }', { id: apiKey.id });
+    lastUsedIp = read.data!.apiKey.lastUsedIp;
+    if (lastUsedIp === null) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal(lastUsedIp, '10.1.2.3');
+});

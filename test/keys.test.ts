@@ -437,6 +437,19 @@ test('during a rotation grace the old key and its successor share one quota and 
   assert.equal((await readKey(rotated.apiKey.id)).remaining, 4, 'what the successor shows is what is left');
 });
 
+test('rotating the successor during a grace moves the old key onto the newest quota: two rotations spend nothing twice', async () => {
+  const ownerId = await createHuman(t, [memberRoleId], 'twice-rotated');
+  const first = await createKey(t, { ownerId, name: 'four', remaining: 4 });
+  assert.equal((await verify(t, verifier.key, { key: first.secret })).remaining, 3);
+  const second = (await t.ok(t.adminKey, KtRotateKeyDocument, { id: first.key.id, gracePeriodSeconds: 600 })).rotateApiKey;
+  assert.equal((await verify(t, verifier.key, { key: first.secret })).remaining, 2, 'the old key draws on its successor (and is cached so)');
+  const third = (await t.ok(t.adminKey, KtRotateKeyDocument, { id: second.apiKey.id, gracePeriodSeconds: 600 })).rotateApiKey;
+  assert.equal(third.apiKey.remaining, 2);
+  const codes: string[] = [];
+  for (const secret of [first.secret, third.secret, first.secret, third.secret]) codes.push((await verify(t, verifier.key, { key: secret })).code);
+  assert.deepEqual(codes, ['VALID', 'VALID', 'USAGE_EXCEEDED', 'USAGE_EXCEEDED'], 'four verifications from a quota of four, in all');
+});
+
 test('rotation grace boundary: the old key verifies VALID until now + grace, then EXPIRED', async () => {
   const ownerId = await createHuman(t, [memberRoleId], 'grace-owner');
   const old = await createKey(t, { ownerId, name: 'graceful' });

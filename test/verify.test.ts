@@ -403,6 +403,27 @@ test('codes are checked in the contract order', async () => {
   assert.equal((await check({ key: r.secret })).code, 'REVOKED');
 });
 
+test('verifyKeys with one key given several times spends in input order: the first inputs get what is left', async () => {
+  // Through the fast path (a plain document) and through Apollo (with __typename inside), both.
+  for (const selection of ['{ code remaining }', '{ __typename code remaining }']) {
+    const quota = await keyFor({ name: unique('repeated-quota'), remaining: 3 });
+    const limited = await keyFor({ name: unique('repeated-both'), remaining: 2, rateLimit: { limit: 4, windowSeconds: 600 } });
+    const run = async (secret: string, times: number) => {
+      const result = await postGraphQL<{ verifyKeys: Array<{ code: string; remaining: number | null }> }>(
+        t.url,
+        verifier.key,
+        `query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) ${selection} }`,
+        { i: Array.from({ length: times }, () => ({ key: secret })) },
+      );
+      assert.equal(result.errors, undefined, JSON.stringify(result.errors));
+      return result.data!.verifyKeys.map((r) => `${r.code}/${r.remaining}`);
+    };
+    assert.deepEqual(await run(quota.secret, 5), ['VALID/2', 'VALID/1', 'VALID/0', 'USAGE_EXCEEDED/0', 'USAGE_EXCEEDED/0'], selection);
+    // Quota is checked before the rate limit: once it is spent, that is the answer.
+    assert.deepEqual(await run(limited.secret, 4), ['VALID/1', 'VALID/0', 'USAGE_EXCEEDED/0', 'USAGE_EXCEEDED/0'], selection);
+  }
+});
+
 test('verifyKeys answers in input order; more than 100 inputs is BAD_USER_INPUT', async () => {
   const valid = await keyFor({ name: 'batch-valid', permissions: ['invoices:read'] });
   const revoked = await keyFor({ name: 'batch-revoked' });

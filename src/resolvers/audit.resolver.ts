@@ -82,7 +82,10 @@ export class AuditResolver {
   @Query(() => AuditEvent, { nullable: true })
   async auditEvent(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
     await ctx.services.audit.settled();
-    return ctx.services.auditQueries.findById(id);
+    const event = await ctx.services.auditQueries.findById(id);
+    // Reading one event is an audit query like any other; no answer unless it is recorded.
+    await ctx.services.audit.recordAlone(ctx.actor, queryRecord('auditEvent', { id: id.slice(0, 40), found: event !== null }));
+    return event;
   }
 
   @FieldResolver(() => User, { nullable: true })

@@ -57,7 +57,16 @@ export function verifyOneNow(ctx: Pick<GraphQLContext, 'services'>, input: Verif
 export function verifyManyNow(ctx: Pick<GraphQLContext, 'services'>, inputs: VerifyKeyInput[]): VerifyResult[] | Promise<VerifyResult[]> {
   if (inputs.length > MAX_BATCH) throw new BadInputError('inputs', `at most ${MAX_BATCH} keys per call`);
   const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`));
-  const outcomes = inputs.map((input, i) => ctx.services.verification.verifyNow(input.key, requests[i]));
+  // A key given more than once is verified in input order: each waits for its previous one,
+  // so the earlier inputs are the ones that get what quota and rate limit are left.
+  const inFlight = new Map<string, Promise<unknown>>();
+  const outcomes = inputs.map((input, i) => {
+    const previous = inFlight.get(input.key);
+    const verify = () => ctx.services.verification.verifyNow(input.key, requests[i]);
+    const outcome = previous ? previous.then(verify) : verify();
+    if (outcome instanceof Promise) inFlight.set(input.key, outcome.catch(() => undefined));
+    return outcome;
+  });
   if (outcomes.some((outcome) => outcome instanceof Promise)) return Promise.all(outcomes).then((settled) => settled.map(toVerifyResult));
   return (outcomes as VerifyOutcome[]).map(toVerifyResult);
 }

@@ -8,6 +8,8 @@ export interface CachedKey {
   ownerId: string;
   /** The service account owner's responsible human, whose status also decides */
   ownerOwnerId: string | null;
+  /** The key whose quota this one draws on (its newest successor during a rotation grace) */
+  quotaId?: string;
 }
 
 export interface KeyCacheOptions {
@@ -32,6 +34,8 @@ export class KeyCache<R extends CachedKey> {
   private readonly misses: LRUCache<string, true>;
   private readonly hashByKeyId = new Map<string, string>();
   private readonly hashesByUserId = new Map<string, Set<string>>();
+  /** Records drawing on another key's quota, by that key: a change to it (its own rotation) changes them */
+  private readonly hashesByQuotaKey = new Map<string, Set<string>>();
   private epoch = 0;
   private live = false;
   readonly stats = { hits: 0, misses: 0, negativeHits: 0, invalidations: 0 };
@@ -106,11 +110,9 @@ export class KeyCache<R extends CachedKey> {
     this.records.set(hash, record);
     this.hashByKeyId.set(record.id, hash);
     for (const userId of [record.ownerId, record.ownerOwnerId]) {
-      if (userId === null) continue;
-      let hashes = this.hashesByUserId.get(userId);
-      if (!hashes) this.hashesByUserId.set(userId, (hashes = new Set()));
-      hashes.add(hash);
+      if (userId !== null) indexUnder(this.hashesByUserId, userId, hash);
     }
+    if (record.quotaId !== undefined && record.quotaId !== record.id) indexUnder(this.hashesByQuotaKey, record.quotaId, hash);
   }
 
   invalidate(change: Invalidation): void {
@@ -122,6 +124,7 @@ export class KeyCache<R extends CachedKey> {
         this.misses.clear();
         const hash = this.hashByKeyId.get(change.id);
         if (hash !== undefined) this.records.delete(hash);
+        for (const dependent of [...(this.hashesByQuotaKey.get(change.id) ?? [])]) this.records.delete(dependent);
         return;
       }
       case 'user':
@@ -142,10 +145,20 @@ export class KeyCache<R extends CachedKey> {
   private unindex(record: R, hash: string): void {
     if (this.hashByKeyId.get(record.id) === hash) this.hashByKeyId.delete(record.id);
     for (const userId of [record.ownerId, record.ownerOwnerId]) {
-      if (userId === null) continue;
-      const hashes = this.hashesByUserId.get(userId);
-      hashes?.delete(hash);
-      if (hashes?.size === 0) this.hashesByUserId.delete(userId);
+      if (userId !== null) unindexUnder(this.hashesByUserId, userId, hash);
     }
+    if (record.quotaId !== undefined) unindexUnder(this.hashesByQuotaKey, record.quotaId, hash);
   }
+}
+
+function indexUnder(index: Map<string, Set<string>>, id: string, hash: string): void {
+  let hashes = index.get(id);
+  if (!hashes) index.set(id, (hashes = new Set()));
+  hashes.add(hash);
+}
+
+function unindexUnder(index: Map<string, Set<string>>, id: string, hash: string): void {
+  const hashes = index.get(id);
+  hashes?.delete(hash);
+  if (hashes?.size === 0) index.delete(id);
 }

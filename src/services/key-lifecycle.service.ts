@@ -1,6 +1,7 @@
 import { In, type EntityManager } from 'typeorm';
 import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
 import { StoredKeyStatus } from '../entities/enums';
+import { intersect } from '../auth/permissions';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { assertWithinActor } from './escalation';
@@ -8,7 +9,7 @@ import { BadInputError, ConflictError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
-import { requireRoles } from './role-lookup';
+import { requireRoles, userPermissions } from './role-lookup';
 import { inTransaction, lockById } from './transaction';
 import { requireText } from './validation';
 
@@ -94,6 +95,9 @@ export class KeyLifecycleService {
         key.metadata = settings.metadata;
       }
       if (Object.keys(after).length === 0) return key;
+      // Changing a key that can do more than the actor would widen or reshape someone else's
+      // credential; narrowing it into the actor's own reach (or disabling, revoking it) is fine.
+      await this.assertKeyWithinActor(tx, actor, key, 'change this key');
       key.updatedAt = new Date();
       await tx.save(ApiKeyEntity, key);
       await this.record(tx, actor, 'key.update', key, { before, after });
@@ -198,6 +202,8 @@ export class KeyLifecycleService {
     return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const key = await this.lockManageable(tx, actor, id, status === StoredKeyStatus.ACTIVE ? 'enabled' : 'disabled');
       if (key.storedStatus === status) return key;
+      // Enabling gives back everything the key can do: only to one who could issue it.
+      if (status === StoredKeyStatus.ACTIVE) await this.assertKeyWithinActor(tx, actor, key, 'enable this key');
       const before = key.storedStatus;
       key.storedStatus = status;
       key.updatedAt = new Date();
@@ -205,6 +211,17 @@ export class KeyLifecycleService {
       await this.record(tx, actor, action, key, { before: { status: before }, after: { status } });
       return key;
     });
+  }
+
+  /**
+   * No escalation through someone else's key: what the key can do (its grants and roles' permissions
+   * within what its owner holds now, as verification computes it) must be within the actor's reach.
+   */
+  private async assertKeyWithinActor(tx: EntityManager, actor: Actor, key: ApiKeyEntity, attempt: string): Promise<void> {
+    const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
+    const roles = roleIds.length > 0 ? await tx.find(RoleEntity, { where: { id: In(roleIds) } }) : [];
+    const grants = [...key.grantedPermissions, ...roles.flatMap((r) => r.permissions)];
+    assertWithinActor(actor, intersect(grants, await userPermissions(tx, key.ownerId)), attempt);
   }
 
   /** Locks the key, checks the actor may manage its owner's keys, and refuses revoked keys. */

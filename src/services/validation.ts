@@ -59,8 +59,20 @@ export function requireIds(field: string, ids: readonly string[] | null | undefi
  */
 export function normalizeIp(address: string | null | undefined): string | null {
   if (!address || address.includes('%')) return null;
-  const plain = address.toLowerCase().startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+  const plain = mappedIpv4(address) ?? address;
   return isIP(plain) === 0 ? null : plain.toLowerCase();
+}
+
+/** The IPv4 address an IPv4-mapped IPv6 address carries (::ffff:10.1.2.3 or ::ffff:a01:203), else null. */
+function mappedIpv4(address: string): string | null {
+  const lower = address.toLowerCase();
+  if (!lower.startsWith('::ffff:')) return null;
+  const tail = lower.slice(7);
+  if (isIP(tail) === 4) return tail;
+  const hex = /^([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(tail);
+  if (!hex) return null;
+  const [high, low] = [parseInt(hex[1]!, 16), parseInt(hex[2]!, 16)];
+  return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }
 
 /** A CIDR (or bare address, taken as a single host) in canonical `address/bits` form. */
@@ -74,8 +86,8 @@ export function parseCidr(value: string): string | null {
   const prefix = bits === undefined ? max : Number(bits);
   if (prefix > max) return null;
   // An IPv4-mapped network is the IPv4 network it maps, the form addresses are stored in.
-  const mapped = family === 6 && address.toLowerCase().startsWith('::ffff:') && isIP(address.slice(7)) === 4;
-  if (mapped && prefix >= 96) return `${address.slice(7)}/${prefix - 96}`;
+  const mapped = family === 6 ? mappedIpv4(address) : null;
+  if (mapped && prefix >= 96) return `${mapped}/${prefix - 96}`;
   return `${address.toLowerCase()}/${prefix}`;
 }
 

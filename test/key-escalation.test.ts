@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { roleIds } from './helpers/fixtures';
+import { createHuman, createKey, createServiceAccount, principalWithRoles, verify, type KeyPrincipal } from './helpers/key-principals';
+import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
+
+// Security paths an adversarial review found: reviving or widening a key, or stopping a service
+// account, that can do more than the one acting.
+let t: TestServer;
+let roles: Map<string, string>;
+let keyManager: KeyPrincipal;
+let member: KeyPrincipal;
+let verifier: KeyPrincipal;
+
+before(async () => {
+  t = await startTestServer();
+  roles = await roleIds(t);
+  keyManager = await principalWithRoles(t, ['key-manager']);
+  member = await principalWithRoles(t, ['member']);
+  verifier = await principalWithRoles(t, ['verifier']);
+});
+after(() => t.close());
+
+const call = (key: string, query: string, variables?: Record<string, unknown>) => postGraphQL<Record<string, unknown>>(t.url, key, query, variables);
+const ENABLE = 'mutation($id: ID!) { enableApiKey(id: $id) { status } }';
+const DISABLE = 'mutation($id: ID!) { disableApiKey(id: $id) { status } }';
+const UPDATE = 'mutation($id: ID!, $i: UpdateApiKeyInput!) { updateApiKey(id: $id, input: $i) { name permissions allowedCidrs } }';
+
+async function denied(key: string, query: string, variables: Record<string, unknown>): Promise<void> {
+  const result = await call(key, query, variables);
+  assert.deepEqual(errorCodes(result), ['FORBIDDEN'], JSON.stringify(result));
+  assert.equal((result.errors![0]!.extensions as { reason?: string }).reason, 'ESCALATION');
+}
+
+test("a key-manager cannot enable or widen an administrator's disabled '*' key, but may still disable it", async () => {
+  const adminId = await createHuman(t, [roles.get('admin')!], 'other-admin');
+  const restricted = await createKey(t, { ownerId: adminId, name: 'fenced admin key', permissions: ['*'], allowedCidrs: ['10.0.0.0/8'], remaining: 5 });
+  assert.equal((await call(keyManager.key, DISABLE, { id: restricted.key.id })).errors, undefined, 'narrowing stays allowed');
+  await denied(keyManager.key, ENABLE, { id: restricted.key.id });
+  await denied(keyManager.key, UPDATE, { id: restricted.key.id, i: { allowedCidrs: [], remaining: null } });
+  await denied(keyManager.key, UPDATE, { id: restricted.key.id, i: { name: 'renamed' } });
+  assert.equal((await verify(t, verifier.key, { key: restricted.secret })).code, 'DISABLED', 'the key stayed disabled');
+  // Narrowed into the key-manager's own reach in the same change, it is theirs to shape.
+  const narrowed = await call(keyManager.key, UPDATE, { id: restricted.key.id, i: { permissions: ['keys:read'] } });
+  assert.equal(narrowed.errors, undefined, JSON.stringify(narrowed.errors));
+  assert.equal((await call(keyManager.key, ENABLE, { id: restricted.key.id })).errors, undefined);
+  const result = await verify(t, verifier.key, { key: restricted.secret, ip: '10.1.2.3' });
+  assert.deepEqual([result.code, result.permissions], ['VALID', ['keys:read']]);
+});
+
+test("a member cannot revive their administrator-role service account's '*' key, only their own keys", async () => {
+  const serviceAccount = await createServiceAccount(t, member.userId, [roles.get('admin')!], 'powerful-svc');
+  const strong = await createKey(t, { ownerId: serviceAccount, name: 'svc star', permissions: ['*'] });
+  await call(t.adminKey, DISABLE, { id: strong.key.id });
+  await denied(member.key, ENABLE, { id: strong.key.id });
+  await denied(member.key, UPDATE, { id: strong.key.id, i: { name: 'revived', allowedCidrs: [] } });
+  assert.equal((await verify(t, verifier.key, { key: strong.secret })).code, 'DISABLED');
+
+  // Their own '*' key can do only what they can: enabling or changing it escalates nothing.
+  const spare = await createKey(t, { ownerId: member.userId, name: 'spare', permissions: ['*'] });
+  await call(t.adminKey, DISABLE, { id: spare.key.id });
+  assert.equal((await call(member.key, ENABLE, { id: spare.key.id })).errors, undefined);
+  const renamed = await call(member.key, UPDATE, { id: spare.key.id, i: { name: 'still mine' } });
+  assert.equal(renamed.errors, undefined, JSON.stringify(renamed.errors));
+});
+
+test("disabling a human reaches their service accounts: refused to one who holds less than those accounts", async () => {
+  const helper = await principalWithRoles(t, ['member'], 'user-admin');
+  const roleId = (await call(t.adminKey, 'mutation { createRole(input: { name: "user-admin", permissions: ["users:read", "users:write", "roles:read", "keys:own"] }) { id } }'))
+    .data as { createRole: { id: string } };
+  await call(t.adminKey, 'mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }', { u: helper.userId, r: roleId.createRole.id });
+  const ownerId = await createHuman(t, [roles.get('member')!], 'svc-owner');
+  const serviceAccount = await createServiceAccount(t, ownerId, [roles.get('admin')!], 'admin-svc');
+  const svcKey = await createKey(t, { ownerId: serviceAccount, name: 'svc key', permissions: ['*'] });
+
+  const disableUser = 'mutation($id: ID!) { disableUser(id: $id, reason: "offboarding") { status } }';
+  await denied(helper.key, disableUser, { id: serviceAccount });
+  await denied(helper.key, disableUser, { id: ownerId });
+  assert.equal((await verify(t, verifier.key, { key: svcKey.secret })).code, 'VALID', 'the service account still works');
+  // A human without such service accounts is still theirs to disable.
+  const plain = await createHuman(t, [roles.get('member')!], 'plain');
+  assert.equal((await call(helper.key, disableUser, { id: plain })).errors, undefined);
+});
