@@ -62,8 +62,9 @@ export function verifyManyNow(ctx: Pick<GraphQLContext, 'services'>, inputs: Ver
   const inFlight = new Map<string, Promise<unknown>>();
   const outcomes = inputs.map((input, i) => {
     const previous = inFlight.get(input.key);
-    const verify = () => ctx.services.verification.verifyNow(input.key, requests[i]);
-    const outcome = previous ? previous.then(verify) : verify();
+    const outcome = previous
+      ? previous.then(() => ctx.services.verification.verifyNow(input.key, requests[i]))
+      : ctx.services.verification.verifyNow(input.key, requests[i]);
     if (outcome instanceof Promise) inFlight.set(input.key, outcome.catch(() => undefined));
     return outcome;
   });

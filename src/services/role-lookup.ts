@@ -14,23 +14,14 @@ export async function requireRoles(tx: EntityManager, field: string, ids: readon
 }
 
 /**
- * A user's permissions and those of the service accounts they own: disabling or enabling a human
- * stops or restarts their service accounts' keys too, so that is what such a change reaches.
+ * Union of the permissions of a user's roles; with `serviceAccounts`, also of the service accounts
+ * the user owns (disabling or enabling a human stops or restarts their keys too).
  */
-export async function permissionsWithServiceAccounts(tx: EntityManager, userId: string): Promise<string[]> {
+export async function userPermissions(tx: EntityManager, userId: string, serviceAccounts = false): Promise<string[]> {
   const rows = (await tx.query(
     `SELECT DISTINCT p FROM users u JOIN user_roles ur ON ur.user_id = u.id JOIN roles r ON r.id = ur.role_id, unnest(r.permissions) p
-      WHERE u.id = $1 OR u.owner_id = $1`,
-    [userId],
-  )) as Array<{ p: string }>;
-  return rows.map((r) => r.p);
-}
-
-/** Union of the permissions of a user's roles. */
-export async function userPermissions(tx: EntityManager, userId: string): Promise<string[]> {
-  const rows = (await tx.query(
-    `SELECT DISTINCT p FROM user_roles ur JOIN roles r ON r.id = ur.role_id, unnest(r.permissions) p WHERE ur.user_id = $1`,
-    [userId],
+      WHERE u.id = $1 OR ($2 AND u.owner_id = $1)`,
+    [userId, serviceAccounts],
   )) as Array<{ p: string }>;
   return rows.map((r) => r.p);
 }

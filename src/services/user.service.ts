@@ -7,7 +7,7 @@ import { assertWithinActor } from './escalation';
 import { BadInputError, ConflictError } from './errors';
 import { inTransaction, lockById } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
-import { permissionsWithServiceAccounts, requireRoles, userPermissions } from './role-lookup';
+import { requireRoles, userPermissions } from './role-lookup';
 import { isUuid, requireEmail, requireIds, requireText } from './validation';
 
 export interface UserFilter {
@@ -177,7 +177,7 @@ export class UserService {
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
       if (user.id === actor.userId) throw new ConflictError('You cannot disable yourself');
-      assertWithinActor(actor, await permissionsWithServiceAccounts(tx, user.id), 'disable this user');
+      assertWithinActor(actor, await userPermissions(tx, user.id, true), 'disable this user');
       if (user.status === UserStatus.DISABLED) return user;
       await this.assertNotLastAdmin(tx, user.id, 'disable');
       user.status = UserStatus.DISABLED;
@@ -196,7 +196,7 @@ export class UserService {
   async enable(actor: Actor, id: string): Promise<UserEntity> {
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
-      assertWithinActor(actor, await permissionsWithServiceAccounts(tx, user.id), 'enable this user');
+      assertWithinActor(actor, await userPermissions(tx, user.id, true), 'enable this user');
       if (user.status === UserStatus.ACTIVE) return user;
       user.status = UserStatus.ACTIVE;
       user.disabledReason = null;
