@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { Client } from 'pg';
 import { roleIds } from './helpers/fixtures';
 import { createHuman, createKey, createServiceAccount, principalWithRoles, verify, type KeyPrincipal } from './helpers/key-principals';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
@@ -80,4 +81,29 @@ test("disabling a human reaches their service accounts: refused to one who holds
   // A human without such service accounts is still theirs to disable.
   const plain = await createHuman(t, [roles.get('member')!], 'plain');
   assert.equal((await call(helper.key, disableUser, { id: plain })).errors, undefined);
+});
+
+test('revokeAllApiKeys survives a deadlock with a writer that locks the key, then the user (the usage writer did)', async () => {
+  const ownerId = await createHuman(t, [roles.get('member')!], 'deadlocked');
+  const key = await createKey(t, { ownerId, name: 'to revoke' });
+  const writer = new Client({ connectionString: t.db.url });
+  await writer.connect();
+  try {
+    await writer.query('BEGIN');
+    await writer.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1', [key.key.id]);
+    // revokeAll locks the user, then waits for the key; the writer then wants the user: a cycle.
+    const revoking = call(t.adminKey, 'mutation($u: ID!) { revokeAllApiKeys(userId: $u, reason: "incident") }', { u: ownerId });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const writerDone = writer.query('UPDATE users SET last_active_at = now() WHERE id = $1', [ownerId]).then(
+      () => writer.query('COMMIT'),
+      async () => writer.query('ROLLBACK'),
+    );
+    const result = await revoking;
+    await writerDone;
+    assert.equal(result.errors, undefined, JSON.stringify(result.errors));
+    assert.equal((result.data as { revokeAllApiKeys: number }).revokeAllApiKeys, 1);
+    assert.equal((await verify(t, verifier.key, { key: key.secret })).code, 'REVOKED');
+  } finally {
+    await writer.end();
+  }
 });

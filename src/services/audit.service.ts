@@ -5,6 +5,7 @@ import { AuditEventEntity } from '../entities';
 import { ActorType, AuditOutcome } from '../entities/enums';
 import { redactKeys } from '../auth/key-format';
 import type { Actor } from './actor';
+import { isTransientConflict } from './errors';
 import { canonicalJson } from './canonical-json';
 import { rollupStatement } from './audit-rollup';
 import { sqlLiteral } from './sql-literal';
@@ -26,6 +27,7 @@ export interface ChangeHook {
 }
 
 export const GENESIS_HASH = '0'.repeat(64);
+const MAX_TRANSACTION_ATTEMPTS = 3;
 /** One sealer at a time, across every instance, so the chain never forks. */
 export const CHAIN_LOCK = 7_400_002;
 
@@ -259,10 +261,22 @@ export class AuditService {
   /**
    * A change and its audit events in one transaction, sealed into the chain once committed
    * (within UNAWAITED_SEAL_DELAY_MS, or at once when a reader needs it: see settled()).
+   * A transaction PostgreSQL aborted as a deadlock or serialisation victim (against the usage
+   * writer, say) is run again from the start, twice at most: nothing of it was kept.
    */
-  async transaction<T>(
+  async transaction<T>(work: (tx: EntityManager) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.transactionOnce(work, options);
+      } catch (error) {
+        if (attempt >= MAX_TRANSACTION_ATTEMPTS || !isTransientConflict(error)) throw error;
+      }
+    }
+  }
+
+  private async transactionOnce<T>(
     work: (tx: EntityManager) => Promise<T>,
-    { waitForSeal = false }: TransactionOptions = {},
+    { waitForSeal = false }: TransactionOptions,
   ): Promise<T> {
     const effects: Array<() => void> = [];
     const tail: string[] = [];

@@ -55,6 +55,13 @@ export class RateLimitedError extends DomainError {
 }
 
 /** PostgreSQL unique_violation, so a race on a unique name becomes CONFLICT rather than a 500. */
+/** PostgreSQL aborted the transaction to break a deadlock or keep serialisability: running it again is safe. */
+export function isTransientConflict(error: unknown): boolean {
+  const pgError = (error as { driverError?: { code?: string }; code?: string }) ?? {};
+  const code = pgError.driverError?.code ?? pgError.code;
+  return code === '40P01' || code === '40001';
+}
+
 export function isUniqueViolation(error: unknown): boolean {
   const pgError = (error as { driverError?: { code?: string }; code?: string }) ?? {};
   return (pgError.driverError?.code ?? pgError.code) === '23505';

@@ -231,20 +231,21 @@ export class UsageService {
     }
     const latest = new Map([...newest].map(([keyId, i]) => [keyId, { ...batch.at(i), occurredAt: batch.lastAt[i]! }]));
     if (latest.size === 0) return;
-    // Rows are updated in id order so concurrent instances' batches cannot deadlock.
+    // Rows are updated in id order so concurrent instances' batches cannot deadlock, and users
+    // before keys, the order the mutations lock them in (revokeAllApiKeys: the user, then its keys).
     const rows = [...latest.values()].sort((a, b) => (a.keyId! < b.keyId! ? -1 : 1));
-    await tx.query(
-      `UPDATE api_keys k SET last_used_at = v.t, last_used_ip = v.ip
-         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, t, ip)
-        WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.t)`,
-      [rows.map((r) => r.keyId), rows.map((r) => new Date(r.occurredAt)), rows.map((r) => r.ip)],
-    );
     const owners = new Map([...rows].sort((a, b) => (a.ownerId! < b.ownerId! ? -1 : 1)).map((r) => [r.ownerId!, new Date(r.occurredAt)]));
     await tx.query(
       `UPDATE users u SET last_active_at = v.t
          FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
         WHERE u.id = v.id AND (u.last_active_at IS NULL OR u.last_active_at < v.t)`,
       [[...owners.keys()], [...owners.values()]],
+    );
+    await tx.query(
+      `UPDATE api_keys k SET last_used_at = v.t, last_used_ip = v.ip
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, t, ip)
+        WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.t)`,
+      [rows.map((r) => r.keyId), rows.map((r) => new Date(r.occurredAt)), rows.map((r) => r.ip)],
     );
   }
 
