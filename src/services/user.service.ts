@@ -10,6 +10,9 @@ import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination'
 import { requireRoles, userPermissions } from './role-lookup';
 import { isUuid, requireEmail, requireIds, requireText } from './validation';
 
+/** Held while a change checks it does not remove the last active administrator. */
+const LAST_ADMIN_LOCK = 7_400_005;
+
 export interface UserFilter {
   kind?: UserKind | null;
   status?: UserStatus | null;
@@ -268,6 +271,9 @@ export class UserService {
 
   /** Keeps at least one active human holding the admin role, so nobody locks the organisation out. */
   private async assertNotLastAdmin(tx: EntityManager, userId: string, attempt: string): Promise<void> {
+    // Two administrators removing each other at once would each count the other as still active
+    // (write skew): the count and the change that follows are serialised across all instances.
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [LAST_ADMIN_LOCK]);
     const [row] = (await tx.query(
       `SELECT count(*)::int AS others, bool_or(u.id = $1) AS is_admin
          FROM users u JOIN user_roles ur ON ur.user_id = u.id JOIN roles r ON r.id = ur.role_id
