@@ -499,6 +499,41 @@ describe('SIGTERM under load loses no usage record', () => {
     assert.equal(rows.valid, rows.total, 'all of them VALID');
     assert.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM shuts down cleanly: exit code 0, not killed by the signal');
   });
+
+  test('SIGTERM while mutations are in flight: each one that commits is answered, with its audit event', { timeout: 120_000 }, async (t) => {
+    const { instance, exited } = await startAlone('S3');
+    const prefix = unique('sigterm-role');
+    const answered: string[] = [];
+    let failed = 0;
+    let settled = 0;
+    await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const name = `${prefix}-${i}`;
+        try {
+          const response = await postGraphQL<{ createRole: { id: string } }>(instance.url, ADMIN_KEY, 'mutation($i: CreateRoleInput!) { createRole(input: $i) { id } }', {
+            i: { name, permissions: [] },
+          });
+          if (response.data?.createRole) answered.push(name);
+          else failed++;
+        } catch {
+          failed++; // no response: refused or cut before the server read the request
+        } finally {
+          if (++settled === 20) instance.process.child.kill('SIGTERM');
+        }
+      }),
+    );
+    const exit = await exitWithin(exited, 30_000);
+    const stored = (await db.query<{ name: string }>(`SELECT name FROM roles WHERE name LIKE $1`, [`${prefix}-%`])).map((r) => r.name);
+    const audited = await db.query<{ name: string }>(
+      `SELECT details->'after'->>'name' AS name FROM audit_events WHERE action = 'role.create' AND details->'after'->>'name' LIKE $1`,
+      [`${prefix}-%`],
+    );
+    t.diagnostic(`${answered.length} answered, ${failed} not; ${stored.length} stored; exit ${JSON.stringify(exit)}`);
+    assert.ok(answered.length >= 20, 'the requests settled before the signal were answered');
+    assert.deepEqual([...stored].sort(), [...answered].sort(), 'every role that was created was answered as created, and only those');
+    assert.deepEqual(audited.map((r) => r.name).sort(), [...answered].sort(), 'each with its role.create event, sealed before exit');
+    assert.deepEqual(exit, { code: 0, signal: null });
+  });
 });
 
 test('a REDIS_URL nothing answers on: the process refuses to start, one line naming REDIS_URL, exit 78, before any migration', { timeout: 60_000 }, async () => {

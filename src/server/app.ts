@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { DestinationStream, Logger } from 'pino';
 import type { DataSource } from 'typeorm';
@@ -175,10 +175,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           clearInterval(partitionTimer);
           clearInterval(sealTimer);
           await ws.close();
-          await new Promise<void>((resolve) => {
-            httpServer.close(() => resolve());
-            httpServer.closeAllConnections();
-          });
+          await drain(httpServer);
           await apollo.stop();
           // Only now: while requests were answered the cache had to keep hearing invalidations.
           await feed.stop();
@@ -200,4 +197,28 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await embedded?.stop().catch(() => undefined);
     throw error;
   }
+}
+
+/** How long requests already received may take to be answered once shutdown begins. */
+const DRAIN_MS = 10_000;
+
+/**
+ * Stops accepting, answers every request already received (a mutation that commits is answered,
+ * not cut off), closes each connection as it falls idle, and cuts whatever is left at DRAIN_MS.
+ */
+function drain(httpServer: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const idle = setInterval(() => httpServer.closeIdleConnections(), 50);
+    const deadline = setTimeout(() => httpServer.closeAllConnections(), DRAIN_MS);
+    // A kept-alive client's next request is still answered, then its connection is closed.
+    httpServer.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+      res.shouldKeepAlive = false;
+    });
+    httpServer.close(() => {
+      clearInterval(idle);
+      clearTimeout(deadline);
+      resolve();
+    });
+    httpServer.closeIdleConnections();
+  });
 }
