@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { Client } from 'pg';
 import {
   AuditCountsByDocument,
   AuditIdsDocument,
@@ -174,11 +175,22 @@ describe('ad-hoc queries', () => {
         [targetId],
       );
     const staged = async () => (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_staging WHERE target_id = $1', ['elsewhere-1']))[0]!.n;
-    await stage('elsewhere-1');
-    // A reader it cannot concern does not wait for it (nor seal it).
-    const unrelated = await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetType: 'no-such-type' } });
-    assert.equal(unrelated.auditEvents.nodes.length, 0);
-    assert.equal(await staged(), 1, 'still staged after an unrelated read');
+    // The chain lock held here keeps the once-a-second sweeper from sealing meanwhile, and a
+    // reader that tried to seal would wait for it: this one must answer without.
+    const sealing = new Client({ connectionString: t.db.url });
+    await sealing.connect();
+    try {
+      await sealing.query('BEGIN');
+      await sealing.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
+      await stage('elsewhere-1');
+      // A reader it cannot concern does not wait for it (nor seal it).
+      const unrelated = await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetType: 'no-such-type' } });
+      assert.equal(unrelated.auditEvents.nodes.length, 0);
+      assert.equal(await staged(), 1, 'still staged after an unrelated read');
+      await sealing.query('COMMIT');
+    } finally {
+      await sealing.end();
+    }
     // One that could see it gets it, sealed into the chain.
     const seen = await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetId: 'elsewhere-1' } });
     assert.equal(seen.auditEvents.nodes.length, 1, 'the other instance’s event is read');
