@@ -1,5 +1,7 @@
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { DataSource } from 'typeorm';
 import { createDataSource, migrate } from '../src/db/data-source';
@@ -130,4 +132,23 @@ test('closing the audit service seals what was committed without waiting, and le
   assert.deepEqual(errors, [], 'no seal ran on the closed connection pool');
   assert.equal((await db.query(`SELECT 1 FROM audit_events WHERE action = 'test.closing'`)).length, 1, 'sealed by close()');
   assert.equal((await db.query('SELECT 1 FROM audit_staging')).length, 0, 'nothing left in staging');
+});
+
+test('the retention command refuses a date that does not exist, a bare number and a repeated --before, before touching anything', async () => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(__dirname, '..', 'src', 'cli', 'keyledger.js'), 'audit-retention', ...args], {
+        env: { PATH: process.env.PATH ?? '' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (chunk) => (stderr += String(chunk)));
+      child.once('exit', (code) => resolve({ code, stderr }));
+    });
+  for (const args of [['--before', '2020-02-30'], ['--before', '1'], ['--before', '2025-01-01', '--before', '2020-01-01'], ['--before']]) {
+    const { code, stderr } = await run(args);
+    assert.equal(code, 2, `${args.join(' ')}: ${stderr}`);
+    assert.equal(stderr.trim().split('\n').length, 1, `one line: ${stderr}`);
+    assert.match(stderr, /--before/);
+  }
 });

@@ -804,8 +804,11 @@ test('a slow subscriber (socket not read) does not hold up another one; the serv
       `viewer over HTTP: ${latencies.length} probes, max ${maxLatency.toFixed(0)} ms; slow subscriber had read ${slowMessages} messages`,
   );
   assert.equal(lags.length, EVENTS, 'each event delivered once to the normal subscriber');
-  assert.ok(maxLag < 1500, `the normal subscriber got every event within 1.5 s of its mutation (max ${maxLag.toFixed(0)} ms)`);
-  assert.ok(latencies.length > 0 && maxLatency < 1500, `the server answered queries meanwhile (max ${maxLatency.toFixed(0)} ms)`);
+  // Bounds that catch a fan-out held up by the unread socket (it stalls until that socket's buffer
+  // gives way), not a speed target: those live in bench/. On 2 cores shared with the whole suite
+  // the lag reached 1.7 s once with nothing held up.
+  assert.ok(maxLag < 5000, `the normal subscriber got every event within 5 s of its mutation (max ${maxLag.toFixed(0)} ms)`);
+  assert.ok(latencies.length > 0 && maxLatency < 5000, `the server answered queries meanwhile (max ${maxLatency.toFixed(0)} ms)`);
   assert.equal(slowMessages, 0, 'the slow socket was really not read');
   assert.deepEqual(tail.errors, []);
 

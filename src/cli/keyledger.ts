@@ -63,15 +63,26 @@ function runMigrations(): Promise<void> {
   });
 }
 
+/** A YYYY-MM-DD date that exists, as midnight UTC; null for anything else. */
+function calendarDate(text: string): Date | null {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(text)) return null;
+  const date = new Date(`${text}T00:00:00Z`);
+  return !Number.isNaN(date.getTime()) && date.toISOString().startsWith(text) ? date : null;
+}
+
 async function auditRetention(args: string[]): Promise<void> {
-  let before: Date | null = null;
+  let given: string | null = null;
   let dryRun = false;
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--before' && args[i + 1] !== undefined) before = new Date(args[++i]!);
-    else if (args[i] === '--dry-run') dryRun = true;
+    if (args[i] === '--before') {
+      if (given !== null) fail('audit-retention: --before is given more than once');
+      given = args[++i] ?? fail('audit-retention: --before needs a date such as 2025-01-01');
+    } else if (args[i] === '--dry-run') dryRun = true;
     else fail(`audit-retention: unknown argument ${args[i]}\n${USAGE}`);
   }
-  if (!before || Number.isNaN(before.getTime())) fail('audit-retention: --before must be a date such as 2025-01-01');
+  // This command deletes: a date that does not exist (2020-02-30, or a bare "1") is refused, not rolled over.
+  const before = given === null ? null : calendarDate(given);
+  if (!before) fail('audit-retention: --before must be a date that exists, such as 2025-01-01');
   await withDatabase(async (dataSource) => {
     const report = await applyRetention(new AuditService(dataSource), before, { dryRun });
     process.stdout.write(JSON.stringify({ dryRun, ...report }, null, 2) + '\n');

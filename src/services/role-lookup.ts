@@ -3,12 +3,16 @@ import { RoleEntity } from '../entities';
 import { BadInputError } from './errors';
 import { isUuid } from './validation';
 
-/** Roles named by an input field; an unknown one is bad input naming that field. */
+/**
+ * Roles named by an input field; an unknown one is bad input naming that field. They are locked
+ * FOR SHARE until the transaction ends: a concurrent deleteRole waits for the grant to commit (and
+ * then removes it with the role) instead of deleting the role between this check and the insert.
+ */
 export async function requireRoles(tx: EntityManager, field: string, ids: readonly string[]): Promise<RoleEntity[]> {
   if (ids.length === 0) return [];
   const unknown = () => new BadInputError(field, `${field} names a role that does not exist`);
   if (!ids.every(isUuid)) throw unknown();
-  const roles = await tx.find(RoleEntity, { where: { id: In([...ids]) } });
+  const roles = await tx.find(RoleEntity, { where: { id: In([...ids]) }, lock: { mode: 'pessimistic_read' } });
   if (roles.length !== ids.length) throw unknown();
   return roles;
 }
