@@ -51,7 +51,11 @@ export class AlertSink {
       this.dropped += occurrences;
       return;
     }
-    this.open.set(`${signal.type}:${signal.subject}`, { until: Date.now() + signal.windowSeconds * 1000, pending: 0, signal });
+    const id = `${signal.type}:${signal.subject}`;
+    // Occurrences counted on the entry this one replaces (while a flush was finding no alert to
+    // add them to) move over, to be added to the alert this raise opens or finds.
+    const carried = this.open.get(id)?.pending ?? 0;
+    this.open.set(id, { until: Date.now() + signal.windowSeconds * 1000, pending: carried, signal });
     this.queue.push({ signal, occurrences });
     this.pump();
   }
