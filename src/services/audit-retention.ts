@@ -59,7 +59,17 @@ export async function applyRetention(
     await tx.query(`SET LOCAL lock_timeout = '5s'`);
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
     const { old, kept } = await monthsBefore(tx, before);
-    if (old.length === 0) return;
+    if (old.length === 0) {
+      // Who ran retention, and with what cut-off, is part of the trail even when nothing was old enough.
+      if (!dryRun) {
+        await audit.record(tx, actor, {
+          action: 'audit.retention',
+          targetType: 'audit',
+          details: { before: before.toISOString(), removedPartitions: [], removedEvents: 0, anchors: [] },
+        });
+      }
+      return;
+    }
     const removed = old.map((name) => `SELECT id, hash FROM ${name}`).join(' UNION ALL ');
     const [{ events }] = (await tx.query(`SELECT count(*)::int AS events FROM (${removed}) r`)) as Array<{ events: number }>;
     // The oldest kept event, one index probe per kept partition.
