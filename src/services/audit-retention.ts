@@ -59,65 +59,54 @@ export async function applyRetention(
     await tx.query(`SET LOCAL lock_timeout = '5s'`);
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
     const { old, kept } = await monthsBefore(tx, before);
-    if (old.length === 0) {
-      // Who ran retention, and with what cut-off, is part of the trail even when nothing was old enough.
-      if (!dryRun) {
-        await audit.record(tx, actor, {
-          action: 'audit.retention',
-          targetType: 'audit',
-          details: { before: before.toISOString(), removedPartitions: [], removedEvents: 0, anchors: [] },
-        });
+    if (old.length > 0) {
+      const removed = old.map((name) => `SELECT id, hash FROM ${name}`).join(' UNION ALL ');
+      const [{ events }] = (await tx.query(`SELECT count(*)::int AS events FROM (${removed}) r`)) as Array<{ events: number }>;
+      // The oldest kept event, one index probe per kept partition.
+      let oldestKept: bigint | null = null;
+      for (const name of kept) {
+        const [{ id }] = (await tx.query(`SELECT min(id)::text AS id FROM ${name}`)) as Array<{ id: string | null }>;
+        if (id !== null && (oldestKept === null || BigInt(id) < oldestKept)) oldestKept = BigInt(id);
       }
-      return;
+      // Removed events below the oldest kept one are followed by removed ones, except the last of them:
+      // only from there on can a removed event be followed by a kept one (or be the head).
+      const [{ from }] = (await tx.query(
+        `SELECT coalesce(max(id), 0)::text AS from FROM (${removed}) r WHERE $1::bigint IS NULL OR r.id < $1::bigint`,
+        [oldestKept?.toString() ?? null],
+      )) as Array<{ from: string }>;
+      const anchors = (await tx.query(
+        `SELECT r.id::text AS "lastId", r.hash
+           FROM (${removed}) r
+           LEFT JOIN LATERAL (SELECT e.id, e.tableoid::regclass::text AS part FROM audit_events e WHERE e.id > r.id ORDER BY e.id LIMIT 1) n ON true
+          WHERE r.id >= $2::bigint AND (n.id IS NULL OR n.part <> ALL($1::text[]))
+          ORDER BY r.id`,
+        [old, from],
+      )) as Array<{ lastId: string; hash: string }>;
+      report = { removedPartitions: old, removedEvents: events, anchors };
+      if (dryRun) return;
+      for (const anchor of anchors) {
+        await tx.query('INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) VALUES ($1, $2, $3, $4)', [
+          anchor.lastId,
+          anchor.hash,
+          before,
+          events,
+        ]);
+      }
+      for (const name of old) {
+        await tx.query(`ALTER TABLE audit_events DETACH PARTITION ${name}`);
+        await tx.query(`DROP TABLE ${name}`);
+      }
+      // The rollups forget exactly the months dropped (a month start is a whole day and hour).
+      for (const name of old) {
+        const { start, end } = monthOf(name);
+        for (const level of ROLLUP_LEVELS) {
+          await tx.query(`DELETE FROM ${level.table} WHERE ${level.column} >= $1 AND ${level.column} < $2`, [start, end]);
+        }
+      }
     }
-    const removed = old.map((name) => `SELECT id, hash FROM ${name}`).join(' UNION ALL ');
-    const [{ events }] = (await tx.query(`SELECT count(*)::int AS events FROM (${removed}) r`)) as Array<{ events: number }>;
-    // The oldest kept event, one index probe per kept partition.
-    let oldestKept: bigint | null = null;
-    for (const name of kept) {
-      const [{ id }] = (await tx.query(`SELECT min(id)::text AS id FROM ${name}`)) as Array<{ id: string | null }>;
-      if (id !== null && (oldestKept === null || BigInt(id) < oldestKept)) oldestKept = BigInt(id);
-    }
-    // Removed events below the oldest kept one are followed by removed ones, except the last of them:
-    // only from there on can a removed event be followed by a kept one (or be the head).
-    const [{ from }] = (await tx.query(
-      `SELECT coalesce(max(id), 0)::text AS from FROM (${removed}) r WHERE $1::bigint IS NULL OR r.id < $1::bigint`,
-      [oldestKept?.toString() ?? null],
-    )) as Array<{ from: string }>;
-    const anchors = (await tx.query(
-      `SELECT r.id::text AS "lastId", r.hash
-         FROM (${removed}) r
-         LEFT JOIN LATERAL (SELECT e.id, e.tableoid::regclass::text AS part FROM audit_events e WHERE e.id > r.id ORDER BY e.id LIMIT 1) n ON true
-        WHERE r.id >= $2::bigint AND (n.id IS NULL OR n.part <> ALL($1::text[]))
-        ORDER BY r.id`,
-      [old, from],
-    )) as Array<{ lastId: string; hash: string }>;
-    report = { removedPartitions: old, removedEvents: events, anchors };
     if (dryRun) return;
-    for (const anchor of anchors) {
-      await tx.query('INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) VALUES ($1, $2, $3, $4)', [
-        anchor.lastId,
-        anchor.hash,
-        before,
-        events,
-      ]);
-    }
-    for (const name of old) {
-      await tx.query(`ALTER TABLE audit_events DETACH PARTITION ${name}`);
-      await tx.query(`DROP TABLE ${name}`);
-    }
-    // The rollups forget exactly the months dropped (a month start is a whole day and hour).
-    for (const name of old) {
-      const { start, end } = monthOf(name);
-      for (const level of ROLLUP_LEVELS) {
-        await tx.query(`DELETE FROM ${level.table} WHERE ${level.column} >= $1 AND ${level.column} < $2`, [start, end]);
-      }
-    }
-    await audit.record(tx, actor, {
-      action: 'audit.retention',
-      targetType: 'audit',
-      details: { before: before.toISOString(), removedPartitions: old, removedEvents: events, anchors },
-    });
+    // Who ran retention, and with what cut-off, is part of the trail even when nothing was old enough.
+    await audit.record(tx, actor, { action: 'audit.retention', targetType: 'audit', details: { before: before.toISOString(), ...report } });
   });
   return report;
 }
