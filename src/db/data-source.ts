@@ -1,6 +1,7 @@
 import { DataSource, type Logger as TypeOrmLogger } from 'typeorm';
 import { MIGRATIONS } from '../../migrations';
 import { ENTITIES } from '../entities';
+import { ADVISORY_LOCKS } from './advisory-locks';
 
 export interface QueryObserver {
   onQuery(): void;
@@ -33,7 +34,7 @@ export function createDataSource(url: string, observer: QueryObserver, poolSize 
   });
 }
 
-const MIGRATION_LOCK = 7_400_001;
+const MIGRATION_LOCK = ADVISORY_LOCKS.migration;
 /** UNIQUE NULLS NOT DISTINCT (the audit rollups) arrived in PostgreSQL 15. */
 export const MIN_POSTGRES_VERSION = 150_000;
 

@@ -1,4 +1,5 @@
 import type { DataSource } from 'typeorm';
+import { ADVISORY_LOCKS } from './advisory-locks';
 
 /** What the partition functions need: a DataSource, or a transaction's EntityManager. */
 interface Queryable {
@@ -6,7 +7,7 @@ interface Queryable {
 }
 
 /** Partition maintenance on one instance at a time: two creating the same month would collide. */
-const PARTITION_LOCK = 7_400_004;
+const PARTITION_LOCK = ADVISORY_LOCKS.partitions;
 
 const MONTHS_AHEAD = 2;
 

@@ -11,6 +11,7 @@ import { rollupStatement } from './audit-rollup';
 import { sqlLiteral } from './sql-literal';
 import type { EventBus } from './event-bus';
 import { shiftParameters, type ReadPlan, type SqlPart } from './read-plan';
+import { ADVISORY_LOCKS } from '../db/advisory-locks';
 
 export interface AuditRecord {
   action: string;
@@ -29,7 +30,7 @@ export interface ChangeHook {
 export const GENESIS_HASH = '0'.repeat(64);
 const MAX_TRANSACTION_ATTEMPTS = 3;
 /** One sealer at a time, across every instance, so the chain never forks. */
-export const CHAIN_LOCK = 7_400_002;
+export const CHAIN_LOCK = ADVISORY_LOCKS.auditChain;
 
 /** Every string, at any depth, without NUL (jsonb refuses it) and with anything key-shaped blanked. */
 function scrubStrings(value: unknown): unknown {

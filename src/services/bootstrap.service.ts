@@ -4,8 +4,9 @@ import { SYSTEM_ACTOR } from './actor';
 import type { AuditService } from './audit.service';
 import type { KeyService } from './key.service';
 import type { UserService } from './user.service';
+import { ADVISORY_LOCKS } from '../db/advisory-locks';
 
-const BOOTSTRAP_LOCK = 7_400_003;
+const BOOTSTRAP_LOCK = ADVISORY_LOCKS.bootstrap;
 
 export interface BootstrapResult {
   /** Set only on the first start of an empty database, and only when the key was generated here. */

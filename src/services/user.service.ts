@@ -9,9 +9,9 @@ import { inTransaction, lockById } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
 import { isUuid, requireEmail, requireIds, requireText } from './validation';
+import { ADVISORY_LOCKS } from '../db/advisory-locks';
 
-/** Held while a change checks it does not remove the last active administrator. */
-const LAST_ADMIN_LOCK = 7_400_005;
+const LAST_ADMIN_LOCK = ADVISORY_LOCKS.lastAdmin;
 
 export interface UserFilter {
   kind?: UserKind | null;
