@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Client } from 'pg';
 import {
   AuditCountsByDocument,
   AuditIdsDocument,
@@ -12,6 +11,7 @@ import {
   ViewerDocument,
 } from './generated/graphql';
 import { CHAIN_LOCK } from '../src/services/audit.service';
+import { holdLock } from './helpers/database';
 import { whileAuditRefuses } from './helpers/fixtures';
 import { errorCodes, postGraphQL, startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
 
@@ -177,19 +177,15 @@ describe('ad-hoc queries', () => {
     const staged = async () => (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_staging WHERE target_id = $1', ['elsewhere-1']))[0]!.n;
     // The chain lock held here keeps the once-a-second sweeper from sealing meanwhile, and a
     // reader that tried to seal would wait for it: this one must answer without.
-    const sealing = new Client({ connectionString: t.db.url });
-    await sealing.connect();
+    const sealing = await holdLock(t.db.url, 'SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
     try {
-      await sealing.query('BEGIN');
-      await sealing.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
       await stage('elsewhere-1');
       // A reader it cannot concern does not wait for it (nor seal it).
       const unrelated = await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetType: 'no-such-type' } });
       assert.equal(unrelated.auditEvents.nodes.length, 0);
       assert.equal(await staged(), 1, 'still staged after an unrelated read');
-      await sealing.query('COMMIT');
     } finally {
-      await sealing.end();
+      await sealing.release();
     }
     // One that could see it gets it, sealed into the chain.
     const seen = await t.ok(t.adminKey, AuditIdsDocument, { filter: { targetId: 'elsewhere-1' } });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Client } from 'pg';
+import { holdLock } from './helpers/database';
 import { roleIds } from './helpers/fixtures';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
@@ -47,21 +47,18 @@ test('two administrators removing each other at the same moment leave one of the
     if (round === 0) assert.ok(others.some((o) => o.id === bootstrapId));
 
     // Hold audit inserts so both changes get past their checks before either commits.
-    const blocker = new Client({ connectionString: t.db.url });
-    await blocker.connect();
+    const held = await holdLock(t.db.url, 'LOCK TABLE audit_staging IN SHARE MODE');
     let outcomes: Array<Awaited<ReturnType<typeof postGraphQL>>>;
     try {
-      await blocker.query('BEGIN');
-      await blocker.query('LOCK TABLE audit_staging IN SHARE MODE');
       const removals = Promise.all([
         postGraphQL(t.url, xKey, firstRemoval, firstRemoval === DISABLE ? { id: y } : { u: y, r: adminRole }),
         postGraphQL(t.url, yKey, secondRemoval, { id: x }),
       ]);
       await new Promise((resolve) => setTimeout(resolve, 400));
-      await blocker.query('COMMIT');
+      await held.release();
       outcomes = await removals;
     } finally {
-      await blocker.end();
+      await held.release();
     }
     const codes = outcomes.map((o) => errorCodes(o)[0] ?? 'OK').sort();
     assert.deepEqual(codes, ['CONFLICT', 'OK'], `round ${round}: ${JSON.stringify(outcomes.map((o) => o.errors))}`);

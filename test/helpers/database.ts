@@ -50,3 +50,35 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+export interface HeldLock {
+  /** Commits the holding transaction; safe to call more than once */
+  release(): Promise<void>;
+}
+
+/**
+ * Takes a lock (a `LOCK TABLE` or an advisory lock) in a transaction on a connection of its own and
+ * holds it until release: how a test stops the server at a chosen point to force an interleaving.
+ */
+export async function holdLock(url: string, statement: string, params: unknown[] = []): Promise<HeldLock> {
+  const client = new Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(statement, params);
+  } catch (error) {
+    await client.end();
+    throw error;
+  }
+  let released: Promise<void> | null = null;
+  return {
+    release: () =>
+      (released ??= (async () => {
+        try {
+          await client.query('COMMIT');
+        } finally {
+          await client.end();
+        }
+      })()),
+  };
+}
