@@ -32,3 +32,37 @@ test('deleteRole racing createApiKey(roleIds) for the same role: both answer wit
   const holders = await t.db.query('SELECT 1 FROM api_key_roles WHERE role_id = $1', [roleId]);
   assert.equal(holders.length, 0, 'no key holds the deleted role');
 });
+
+test('a grant waiting for its owner holds no role: deleteRole is not stuck behind it (no deadlock with assignRole)', async () => {
+  const created = await postGraphQL<{ createRole: { id: string }; createUser: { id: string } }>(
+    t.url,
+    t.adminKey,
+    'mutation { createRole(input: { name: "contested", permissions: ["reports:read"] }) { id } createUser(input: { name: "Owner", email: "owner-race@example.com" }) { id } }',
+  );
+  const roleId = created.data!.createRole.id;
+  const ownerId = created.data!.createUser.id;
+  // What an assignRole in progress holds: the user's row, locked for update.
+  const held = await holdLock(t.db.url, 'SELECT 1 FROM users WHERE id = $1 FOR UPDATE', [ownerId]);
+  try {
+    const creating = postGraphQL(t.url, t.adminKey, 'mutation($o: ID!, $r: ID!) { createApiKey(input: { name: "racer", ownerId: $o, roleIds: [$r] }) { apiKey { id } } }', {
+      o: ownerId,
+      r: roleId,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Were the grant holding the role while it waits, this would wait too, and the assignment
+    // (next wanting the role) would close the cycle.
+    const deleted = await Promise.race([
+      postGraphQL(t.url, t.adminKey, 'mutation($r: ID!) { deleteRole(id: $r) }', { r: roleId }),
+      new Promise<'stuck'>((resolve) => setTimeout(() => resolve('stuck'), 5000)),
+    ]);
+    assert.notEqual(deleted, 'stuck', 'deleteRole waited for a grant that was itself waiting for the owner');
+    assert.deepEqual(errorCodes(deleted as Awaited<ReturnType<typeof postGraphQL>>), []);
+    await held.release();
+    const grant = await creating;
+    assert.deepEqual(errorCodes(grant), ['BAD_USER_INPUT'], 'the grant names a role that no longer exists');
+  } finally {
+    await held.release();
+  }
+  const holders = await t.db.query('SELECT 1 FROM api_key_roles WHERE role_id = $1', [roleId]);
+  assert.equal(holders.length, 0);
+});

@@ -28,7 +28,9 @@ export interface ChangeHook {
 }
 
 export const GENESIS_HASH = '0'.repeat(64);
-const MAX_TRANSACTION_ATTEMPTS = 3;
+const MAX_TRANSACTION_ATTEMPTS = 4;
+/** Before another attempt, a random wait up to this times 2^attempt: racers that met once part ways. */
+const RETRY_JITTER_MS = 10;
 /** One sealer at a time, across every instance, so the chain never forks. */
 export const CHAIN_LOCK = ADVISORY_LOCKS.auditChain;
 
@@ -263,7 +265,8 @@ export class AuditService {
    * A change and its audit events in one transaction, sealed into the chain once committed
    * (within UNAWAITED_SEAL_DELAY_MS, or at once when a reader needs it: see settled()).
    * A transaction PostgreSQL aborted as a deadlock or serialisation victim (against the usage
-   * writer, say) is run again from the start, twice at most: nothing of it was kept.
+   * writer, say) is run again from the start, after a random pause, three times at most: nothing
+   * of it was kept.
    */
   async transaction<T>(work: (tx: EntityManager) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     for (let attempt = 1; ; attempt++) {
@@ -271,6 +274,7 @@ export class AuditService {
         return await this.transactionOnce(work, options);
       } catch (error) {
         if (attempt >= MAX_TRANSACTION_ATTEMPTS || !isTransientConflict(error)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * RETRY_JITTER_MS * 2 ** attempt));
       }
     }
   }

@@ -54,7 +54,6 @@ export class RateLimitedError extends DomainError {
   }
 }
 
-/** PostgreSQL unique_violation, so a race on a unique name becomes CONFLICT rather than a 500. */
 /** PostgreSQL aborted the transaction to break a deadlock or keep serialisability: running it again is safe. */
 export function isTransientConflict(error: unknown): boolean {
   const pgError = (error as { driverError?: { code?: string }; code?: string }) ?? {};
@@ -62,6 +61,7 @@ export function isTransientConflict(error: unknown): boolean {
   return code === '40P01' || code === '40001';
 }
 
+/** PostgreSQL unique_violation, so a race on a unique name becomes CONFLICT rather than a 500. */
 export function isUniqueViolation(error: unknown): boolean {
   const pgError = (error as { driverError?: { code?: string }; code?: string }) ?? {};
   return (pgError.driverError?.code ?? pgError.code) === '23505';

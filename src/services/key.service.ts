@@ -118,8 +118,16 @@ export class KeyService {
     return { key, secret };
   }
 
+  /**
+   * The owner's row is locked (FOR KEY SHARE, as the key's foreign key would) before any role is:
+   * users before roles, the order assignRole takes them in, so a grant racing an assignment and a
+   * deleteRole cannot deadlock.
+   */
   private async requireOwner(tx: EntityManager, actor: Actor, ownerId: string | null): Promise<UserEntity> {
-    const owner = ownerId !== null && isUuid(ownerId) ? await tx.findOneBy(UserEntity, { id: ownerId }) : null;
+    const owner =
+      ownerId !== null && isUuid(ownerId)
+        ? await tx.createQueryBuilder(UserEntity, 'u').setLock('for_key_share').where('u.id = :ownerId', { ownerId }).getOne()
+        : null;
     if (!owner) throw new BadInputError('ownerId', 'ownerId names a user that does not exist');
     assertCanManageKeysOf(actor, owner);
     return owner;
