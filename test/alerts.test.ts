@@ -593,6 +593,22 @@ test('QUOTA_LOW with refill: the level is ceil(refillAmount * fraction), warned 
   assert.ok(both.every((a) => a.details?.threshold === 1));
 });
 
+test('QUOTA_LOW during a rotation grace: one quota, one warning, naming the successor; the retired key raises no KEY_EXPIRING', async () => {
+  const key = await newKey(main, { remaining: 8 });
+  const rotated = await main.ok(main.adminKey, AlRotateKeyDocument, { id: key.id, gracePeriodSeconds: 3600 });
+  const successor = { id: rotated.rotateApiKey.apiKey.id, secret: rotated.rotateApiKey.secret };
+  // Alternating old and new key down through the level (3): 7, 6, 5, 4, 3, 2, 1 left of one quota.
+  const left: Array<number | null | undefined> = [];
+  for (let i = 0; i < 7; i++) left.push((await verify(main, { key: (i % 2 === 0 ? key : successor).secret })).remaining);
+  assert.deepEqual(left, [7, 6, 5, 4, 3, 2, 1]);
+  const alert = await oneAlertFor(main, 'QUOTA_LOW', successor.id);
+  assert.equal(details(alert).observed, 3);
+  await quiesce(main);
+  await sleep(1200); // a KEY_EXPIRING scan (every second) has passed since the rotation
+  await noAlert(main, { types: ['QUOTA_LOW'], keyId: key.id }, 'the old key draws on the successor\'s quota: no second warning');
+  await noAlert(main, { types: ['KEY_EXPIRING'], keyId: key.id }, 'a key retired by rotation expires when its grace ends, by choice');
+});
+
 // ---------------------------------------------------------------------------------------------
 // KEY_EXPIRING (scanned every second on the main server, 7 days ahead)
 

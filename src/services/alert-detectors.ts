@@ -316,17 +316,19 @@ export class AlertDetectors {
     const { fraction, remaining: fixedLevel } = this.settings.quotaLow;
     const level = record.refillAmount !== null ? Math.max(1, Math.ceil(record.refillAmount * fraction)) : fixedLevel;
     if (remaining > level) return;
-    // Once per refill period: hovering around the level does not repeat the warning.
+    // Once per refill period: hovering around the level does not repeat the warning. Per quota, not
+    // per key: during a rotation's grace the old key draws on its successor's, and the warning names
+    // the successor, whose quota it is.
     const period = record.lastRefillAt ? String(record.lastRefillAt.getTime()) : 'once';
-    if (this.quotaWarned.get(record.id) === period) return;
-    this.quotaWarned.set(record.id, period);
+    if (this.quotaWarned.get(record.quotaId) === period) return;
+    this.quotaWarned.set(record.quotaId, period);
     const windowSeconds = record.refillIntervalSeconds ?? 30 * 86_400;
     this.emit({
       type: AlertType.QUOTA_LOW,
       severity: AlertSeverity.LOW,
-      subject: `key:${record.id}:${period}`,
+      subject: `key:${record.quotaId}:${period}`,
       message: `Key "${record.name}" has ${remaining} verifications left (warning level ${level})`,
-      keyId: record.id,
+      keyId: record.quotaId,
       userId: record.ownerId,
       details: { windowSeconds, observed: remaining, threshold: level, refillAmount: record.refillAmount, refillIntervalSeconds: record.refillIntervalSeconds },
       windowSeconds,
@@ -395,8 +397,10 @@ export class AlertDetectors {
   /** KEY_EXPIRING: active keys expiring within the configured days, one alert per key and expiry. */
   async scanExpiring(): Promise<void> {
     const rows = (await this.dataSource.query(
-      `SELECT id, name, owner_id, expires_at FROM api_keys
+      // A rotated key's expiry is the end of the grace its operator chose, not news.
+      `SELECT id, name, owner_id, expires_at FROM api_keys k
         WHERE stored_status = 'ACTIVE' AND expires_at > now() AND expires_at <= now() + make_interval(days => $1)
+          AND NOT EXISTS (SELECT 1 FROM api_keys s WHERE s.rotated_from_id = k.id)
         ORDER BY expires_at LIMIT 10000`,
       [this.settings.expiring.days],
     )) as Array<{ id: string; name: string; owner_id: string; expires_at: Date }>;
