@@ -40,5 +40,12 @@ async function refuse(services: Services, outcome: VerifyOutcome, meta: RequestM
   if (outcome.code === VerifyCode.RATE_LIMITED && outcome.rateLimit) {
     throw new RateLimitedError(Math.max(1, Math.ceil((outcome.rateLimit.resetAt.getTime() - Date.now()) / 1000)));
   }
-  throw new UnauthenticatedError(`The API key was rejected (${outcome.code})`);
+  throw new KeyRejectedError(outcome.code);
+}
+
+/** A presented key that did not verify, with the reason (kept off the wire beyond the message). */
+export class KeyRejectedError extends UnauthenticatedError {
+  constructor(readonly verifyCode: VerifyCode) {
+    super(`The API key was rejected (${verifyCode})`);
+  }
 }

@@ -16,7 +16,7 @@ import { startApollo } from './apollo';
 import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
-import { createMetrics, registerForwarderLag, registerKeyCache, registerUsage, type Metrics } from './metrics';
+import { createMetrics, registerForwarderLag, registerKeyCache, registerUsage, registerWebSockets, type Metrics } from './metrics';
 import { PgEventBus, RedisEventBus, type EventBus } from '../services/event-bus';
 import { PgListener } from '../services/pg-listener';
 import { connectRedis } from './redis';
@@ -152,6 +152,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       }),
     );
     const ws = attachWebSocket(httpServer, { schema, dataSource, services, logger, trustProxy: config.trustProxy });
+    registerWebSockets(metrics, ws);
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', reject);
       httpServer.listen(config.port, config.host, () => resolve());
@@ -174,8 +175,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         (closing ??= (async () => {
           clearInterval(partitionTimer);
           clearInterval(sealTimer);
-          await ws.close();
-          await drain(httpServer);
+          // Requests and WebSocket operations already received are answered, within one deadline.
+          const deadline = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_MS).unref());
+          await Promise.all([ws.close(deadline), drain(httpServer, deadline)]);
           await apollo.stop();
           // Only now: while requests were answered the cache had to keep hearing invalidations.
           await feed.stop();
@@ -206,17 +208,20 @@ const DRAIN_MS = 10_000;
  * Stops accepting, answers every request already received (a mutation that commits is answered,
  * not cut off), closes each connection as it falls idle, and cuts whatever is left at DRAIN_MS.
  */
-function drain(httpServer: Server): Promise<void> {
+function drain(httpServer: Server, deadline: Promise<void>): Promise<void> {
   return new Promise<void>((resolve) => {
     const idle = setInterval(() => httpServer.closeIdleConnections(), 50);
-    const deadline = setTimeout(() => httpServer.closeAllConnections(), DRAIN_MS);
+    let drained = false;
+    void deadline.then(() => {
+      if (!drained) httpServer.closeAllConnections();
+    });
     // A kept-alive client's next request is still answered, then its connection is closed.
     httpServer.on('request', (_req: IncomingMessage, res: ServerResponse) => {
       res.shouldKeepAlive = false;
     });
     httpServer.close(() => {
+      drained = true;
       clearInterval(idle);
-      clearTimeout(deadline);
       resolve();
     });
     httpServer.closeIdleConnections();

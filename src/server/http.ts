@@ -15,7 +15,8 @@ import { errorBody } from './errors';
 import type { VerifyFastPath } from './fast-verify';
 import type { Metrics } from './metrics';
 
-const MAX_BODY_BYTES = 1024 * 1024;
+/** The largest request body (HTTP) or message (WebSocket) read. */
+export const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface HttpDeps {
   apollo: ApolloServer<GraphQLContext>;

@@ -97,3 +97,15 @@ export function registerUsage(metrics: Metrics, usage: { written: number; droppe
     },
   });
 }
+
+/** Authenticated WebSocket connections open now, read when /metrics is scraped. */
+export function registerWebSockets(metrics: Metrics, ws: { openConnections(): number }): void {
+  new Gauge({
+    name: 'keyledger_websocket_connections',
+    help: 'WebSocket connections open with an accepted key',
+    registers: [metrics.registry],
+    collect() {
+      this.set(ws.openConnections());
+    },
+  });
+}

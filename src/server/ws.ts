@@ -17,7 +17,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { authenticate, presentedKey } from '../auth/authenticate';
+import { KeyRejectedError, authenticate, presentedKey } from '../auth/authenticate';
 import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
 import { VerifyCode } from '../entities/enums';
 import type { Services } from '../services';
@@ -27,9 +27,14 @@ import { auditDenials, buildContext } from './context';
 import { PARSE_OPTIONS, shapeError } from './document-guard';
 import { formatError } from './errors';
 import { operationRefusal } from './query-cost';
-import { requestMeta } from './http';
+import { MAX_BODY_BYTES, requestMeta } from './http';
 
 const CLOSE_FORBIDDEN = 4403;
+/** RFC 6455 "Try Again Later": the key is fine but its rate limit is spent (graphql-ws clients retry). */
+const CLOSE_TRY_LATER = 1013;
+const CLOSE_GOING_AWAY = 1001;
+/** At shutdown, how long a client may take to answer our close frame before its socket is cut. */
+const CLOSE_GRACE_MS = 1000;
 /** Keys also lapse without any change (expiry): open connections are re-checked this often. */
 const RECHECK_MS = 10_000;
 const SHARED_LOADERS_MS = 50;
@@ -43,6 +48,10 @@ interface ConnectionState {
   meta: RequestMeta;
   /** Operation ids are unique only within one connection */
   operations: Map<string, GraphQLContext>;
+  /** Queries and mutations received and not yet answered: shutdown waits for them */
+  unanswered: Set<string>;
+  /** Called when `unanswered` empties (set while shutting down) */
+  onAnswered: (() => void) | null;
   socket: WebSocket;
 }
 
@@ -87,9 +96,16 @@ export function attachWebSocket(
   httpServer: HttpServer,
   deps: { schema: GraphQLSchema; dataSource: DataSource; services: Services; logger: Logger; trustProxy: boolean },
 ) {
-  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  // Bounded like an HTTP body: before connection_init nobody is authenticated yet.
+  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: MAX_BODY_BYTES });
   const states = new WeakMap<object, ConnectionState>();
   const open = new Set<ConnectionState>();
+  const stateOfSocket = new WeakMap<WebSocket, ConnectionState>();
+  let closing = false;
+  const answered = (state: ConnectionState, id: string) => {
+    state.unanswered.delete(id);
+    if (state.unanswered.size === 0) state.onAnswered?.();
+  };
 
   // One event goes out to every subscriber in the same tick: loaders shared for a moment let their
   // relation fields (Alert.key, AuditEvent.actor …) cost one batched query, not one per subscriber.
@@ -136,28 +152,48 @@ export function attachWebSocket(
         const param = (name: string) => Object.entries(ctx.connectionParams ?? {}).find(([given]) => given.toLowerCase() === name)?.[1];
         const authorization = param('authorization');
         const apiKey = param('x-api-key');
+        const socket = ctx.extra.socket;
         try {
           const key = presentedKey(typeof authorization === 'string' ? authorization : null, typeof apiKey === 'string' ? apiKey : null);
-          const state = { secret: key ?? '', principal: await authenticate(deps.services, key, meta), meta, operations: new Map(), socket: ctx.extra.socket };
+          const principal = await authenticate(deps.services, key, meta);
+          // Gone while its key was checked: graphql-ws has already closed it, keep nothing of it.
+          if (socket.readyState !== socket.OPEN) return false;
+          const state: ConnectionState = { secret: key ?? '', principal, meta, operations: new Map(), unanswered: new Set(), onAnswered: null, socket };
           states.set(ctx, state);
+          stateOfSocket.set(socket, state);
           open.add(state);
           return true;
-        } catch {
-          return false; // graphql-ws closes with 4403 Forbidden
+        } catch (error) {
+          if (error instanceof DomainError && error.code === 'RATE_LIMITED') {
+            socket.close(CLOSE_TRY_LATER, `Rate limited: retry in ${String(error.extensions.retryAfterSeconds ?? 1)} s`);
+          }
+          return false; // otherwise graphql-ws closes with 4403 Forbidden
         }
       },
       // Every operation is verified like an HTTP request: a key revoked, disabled or narrowed while
       // the socket is open takes effect on its next operation, and a rejected key loses the socket.
-      onSubscribe: async (ctx, _id, payload) => {
+      onSubscribe: async (ctx, id, payload) => {
         const state = states.get(ctx)!;
+        if (closing) {
+          // Not started: the socket closes (1001) once what it already asked is answered, and the
+          // client sends this again to another instance. Nothing is sent on a closed socket.
+          await new Promise((resolve) => state.socket.once('close', resolve));
+          return [new GraphQLError('The server is shutting down')];
+        }
+        state.unanswered.add(id);
         try {
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
         } catch (error) {
+          answered(state, id);
           if (!(error instanceof DomainError)) throw error;
-          if (error.code !== 'RATE_LIMITED') ctx.extra.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
+          // Limits speak per operation; a key that no longer verifies loses the socket.
+          const limited = error.code === 'RATE_LIMITED' || (error instanceof KeyRejectedError && error.verifyCode === VerifyCode.USAGE_EXCEEDED);
+          if (!limited) ctx.extra.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
           return [new GraphQLError(error.message, { extensions: { ...error.extensions, code: error.code } })];
         }
-        return prepareOperation(deps.schema, payload);
+        const prepared = prepareOperation(deps.schema, payload);
+        if (Array.isArray(prepared)) answered(state, id);
+        return prepared;
       },
       context: (ctx, id, _payload, args) => {
         const state = states.get(ctx)!;
@@ -165,6 +201,8 @@ export function attachWebSocket(
         const context = buildContext(deps.dataSource, deps.services, state.principal, { ...state.meta, requestId: randomUUID() },
           subscription ? sharedLoaders : undefined);
         state.operations.set(id, context);
+        // A subscription runs until it ends or the socket does: shutdown does not wait for it.
+        if (subscription) answered(state, id);
         return context;
       },
       onNext: async (ctx, id, payload, args, result) => {
@@ -176,7 +214,9 @@ export function attachWebSocket(
         return formatResult(result);
       },
       onComplete: (ctx, id) => {
-        states.get(ctx)?.operations.delete(id);
+        const state = states.get(ctx);
+        state?.operations.delete(id);
+        if (state) answered(state, id);
       },
       onClose: (ctx) => {
         const state = states.get(ctx);
@@ -187,11 +227,25 @@ export function attachWebSocket(
     wsServer,
   );
 
+  /** Closes a socket once its queries and mutations are answered (a write that commits is answered), or at the deadline. */
+  const closeWhenAnswered = async (socket: WebSocket, deadline: Promise<void>) => {
+    const state = stateOfSocket.get(socket);
+    if (state && state.unanswered.size > 0) {
+      await Promise.race([new Promise<void>((resolve) => (state.onAnswered = resolve)), deadline]);
+    }
+    socket.close(CLOSE_GOING_AWAY, 'Going away');
+    // A client that never answers the close frame does not hold the shutdown.
+    setTimeout(() => socket.terminate(), CLOSE_GRACE_MS).unref();
+  };
+
   return {
-    close: async () => {
+    openConnections: () => open.size,
+    /** Stops taking operations, answers those received (until `deadline`), then closes every socket. */
+    close: async (deadline: Promise<void>) => {
       clearInterval(timer);
+      closing = true;
+      await Promise.all([...wsServer.clients].map((socket) => closeWhenAnswered(socket, deadline)));
       await cleanup.dispose();
-      await new Promise<void>((resolve) => wsServer.close(() => resolve()));
     },
   };
 }
