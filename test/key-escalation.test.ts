@@ -107,3 +107,19 @@ test('revokeAllApiKeys survives a deadlock with a writer that locks the key, the
     await writer.end();
   }
 });
+
+test("a change that changes nothing is refused too on a key beyond the actor: its answer would show the key", async () => {
+  const adminId = await createHuman(t, [roles.get('admin')!], 'quiet-admin');
+  const secretive = await createKey(t, { ownerId: adminId, name: 'admin star', permissions: ['*'], metadata: { vault: 'payroll' } });
+  const readBack = 'mutation($id: ID!, $i: UpdateApiKeyInput!) { updateApiKey(id: $id, input: $i) { metadata lastUsedIp } }';
+  await denied(keyManager.key, readBack, { id: secretive.key.id, i: {} });
+  await denied(keyManager.key, 'mutation($id: ID!) { enableApiKey(id: $id) { metadata } }', { id: secretive.key.id });
+  // Within reach, a no-op answers with the key and records nothing.
+  const own = await createKey(t, { ownerId: member.userId, name: 'member key', permissions: ['keys:own'] });
+  const before = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE target_id = $1`, [own.key.id]);
+  const noop = await call(member.key, readBack, { id: own.key.id, i: {} });
+  assert.equal(noop.errors, undefined, JSON.stringify(noop.errors));
+  await call(t.adminKey, '{ auditEvents(first: 1) { nodes { id } } }'); // seals what is staged
+  const afterwards = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE target_id = $1`, [own.key.id]);
+  assert.equal(afterwards[0]!.n, before[0]!.n, 'a change of nothing is not an audit event');
+});

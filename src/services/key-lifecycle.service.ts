@@ -94,10 +94,11 @@ export class KeyLifecycleService {
         set('metadata', key.metadata, settings.metadata);
         key.metadata = settings.metadata;
       }
-      if (Object.keys(after).length === 0) return key;
       // Changing a key that can do more than the actor would widen or reshape someone else's
       // credential; narrowing it into the actor's own reach (or disabling, revoking it) is fine.
+      // Checked for a change that changes nothing too: its answer would show the key all the same.
       await this.assertKeyWithinActor(tx, actor, key, 'change this key');
+      if (Object.keys(after).length === 0) return key;
       key.updatedAt = new Date();
       await tx.save(ApiKeyEntity, key);
       await this.record(tx, actor, 'key.update', key, { before, after });
@@ -201,9 +202,10 @@ export class KeyLifecycleService {
   private async setStatus(actor: Actor, id: string, status: StoredKeyStatus, action: string): Promise<ApiKeyEntity> {
     return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const key = await this.lockManageable(tx, actor, id, status === StoredKeyStatus.ACTIVE ? 'enabled' : 'disabled');
-      if (key.storedStatus === status) return key;
-      // Enabling gives back everything the key can do: only to one who could issue it.
+      // Enabling gives back everything the key can do: only to one who could issue it (an active
+      // key too: the answer would show it).
       if (status === StoredKeyStatus.ACTIVE) await this.assertKeyWithinActor(tx, actor, key, 'enable this key');
+      if (key.storedStatus === status) return key;
       const before = key.storedStatus;
       key.storedStatus = status;
       key.updatedAt = new Date();
