@@ -123,3 +123,27 @@ test("a change that changes nothing is refused too on a key beyond the actor: it
   const afterwards = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE target_id = $1`, [own.key.id]);
   assert.equal(afterwards[0]!.n, before[0]!.n, 'a change of nothing is not an audit event');
 });
+
+test('a key payload part the caller may not read is refused before the key is made: no secret is lost', async () => {
+  await call(t.adminKey, 'mutation { createRole(input: { name: "keys-writer", permissions: ["keys:write"] }) { id } }');
+  const writer = await principalWithRoles(t, ['keys-writer']);
+  const target = await createHuman(t, [], 'payload-target');
+  const keysNamed = async (name: string) => (await t.db.query('SELECT id FROM api_keys WHERE name = $1', [name])).length;
+  // owner is non-null: refused after the fact it would null the answer, secret and all.
+  for (const selection of ['owner { email }', '...K']) {
+    const name = `payload ${selection}`;
+    const fragment = selection === '...K' ? ' fragment K on ApiKey { owner { email } }' : '';
+    const refused = await call(writer.key, `mutation($o: ID!, $n: String!) { createApiKey(input: { ownerId: $o, name: $n }) { secret apiKey { id ${selection} } } }${fragment}`, { o: target, n: name });
+    assert.deepEqual(errorCodes(refused), ['FORBIDDEN'], JSON.stringify(refused));
+    assert.equal(await keysNamed(name), 0, `nothing was made (${selection})`);
+  }
+  const made = await call(writer.key, 'mutation($o: ID!) { createApiKey(input: { ownerId: $o, name: "plain payload" }) { secret apiKey { id } } }', { o: target });
+  const created = (made.data as { createApiKey: { secret: string; apiKey: { id: string } } } | null)?.createApiKey;
+  assert.ok(created?.secret, JSON.stringify(made));
+  const rotate = await call(writer.key, 'mutation($id: ID!) { rotateApiKey(id: $id) { secret apiKey { owner { id } } } }', { id: created.apiKey.id });
+  assert.deepEqual(errorCodes(rotate), ['FORBIDDEN']);
+  assert.equal((await t.db.query('SELECT id FROM api_keys WHERE rotated_from_id = $1', [created.apiKey.id])).length, 0, 'not rotated');
+  // The caller's own keys: everything in the payload is theirs to read.
+  const own = await call(writer.key, 'mutation { createApiKey(input: { name: "mine" }) { secret apiKey { owner { id } usage { valid } } } }');
+  assert.equal(own.errors, undefined, JSON.stringify(own.errors));
+});

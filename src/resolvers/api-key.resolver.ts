@@ -1,4 +1,5 @@
-import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
+import type { GraphQLResolveInfo } from 'graphql';
+import { Arg, Authorized, Ctx, FieldResolver, ID, Info, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { GraphQLContext } from '../auth/context';
 import { intersect, normalize } from '../auth/permissions';
 import type { ApiKeyEntity } from '../entities';
@@ -10,7 +11,8 @@ import { TimeBucket } from '../schema/enums';
 import { DateTimeISO } from '../schema/scalars';
 import { UsagePoint } from '../schema/usage.type';
 import { encodeCursor } from '../services/pagination';
-import { assertCanReadKey, visibleUser } from './visibility';
+import { isUuid } from '../services/validation';
+import { assertCanReadKey, assertNewKeyPayloadReadable, visibleUser } from './visibility';
 import { Role } from '../schema/role.type';
 import { User } from '../schema/user.type';
 
@@ -32,7 +34,8 @@ export function keyStatus(key: ApiKeyEntity, now = new Date()): KeyStatus {
 export class ApiKeyResolver {
   @Authorized('keys:write', 'keys:own')
   @Mutation(() => CreatedApiKey)
-  async createApiKey(@Arg('input', () => CreateApiKeyInput) input: CreateApiKeyInput, @Ctx() ctx: GraphQLContext) {
+  async createApiKey(@Arg('input', () => CreateApiKeyInput) input: CreateApiKeyInput, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
+    await assertNewKeyPayloadReadable(ctx, info, input.ownerId ?? ctx.principal.userId);
     const created = await ctx.services.keys.create(ctx.actor, input);
     return { apiKey: created.key, secret: created.secret };
   }
@@ -68,8 +71,11 @@ export class ApiKeyResolver {
   async rotateApiKey(
     @Arg('id', () => ID) id: string,
     @Ctx() ctx: GraphQLContext,
+    @Info() info: GraphQLResolveInfo,
     @Arg('gracePeriodSeconds', () => Int, { nullable: true, defaultValue: 0 }) gracePeriodSeconds?: number | null,
   ) {
+    const rotating = isUuid(id) ? await ctx.loaders.keyById.load(id) : null;
+    if (rotating) await assertNewKeyPayloadReadable(ctx, info, rotating.ownerId);
     const created = await ctx.services.keyLifecycle.rotate(ctx.actor, id, gracePeriodSeconds);
     return { apiKey: created.key, secret: created.secret };
   }

@@ -1,8 +1,10 @@
+import { Kind, type GraphQLResolveInfo, type SelectionNode } from 'graphql';
 import { requireAnyPermission } from '../auth/auth-checker';
 import type { GraphQLContext } from '../auth/context';
 import { coveredBy } from '../auth/permissions';
 import type { ApiKeyEntity, UserEntity } from '../entities';
 import { canReadKeysOf } from '../services/key-access';
+import { isUuid } from '../services/validation';
 
 /**
  * Links to other users (owner, createdBy, revokedBy, actor …) must not be a way around users:read.
@@ -43,4 +45,28 @@ export async function canReadKey(ctx: GraphQLContext, key: ApiKeyEntity): Promis
 /** A key reached through a link (AuditEvent.actorKey, ApiKey.usage) is readable as apiKey(id) is. */
 export async function assertCanReadKey(ctx: GraphQLContext, key: ApiKeyEntity, operation: string): Promise<void> {
   if (!(await canReadKey(ctx, key))) requireAnyPermission(ctx, ['keys:read'], operation);
+}
+
+/** Whether the operation selects the field at `path` below the resolving field (aliases and fragments included). */
+export function selectsPath(info: GraphQLResolveInfo, path: readonly string[]): boolean {
+  const within = (selections: readonly SelectionNode[], depth: number): boolean =>
+    selections.some((node) => {
+      if (node.kind === Kind.FIELD) {
+        return node.name.value === path[depth] && (depth === path.length - 1 || within(node.selectionSet?.selections ?? [], depth + 1));
+      }
+      const fragment = node.kind === Kind.INLINE_FRAGMENT ? node : info.fragments[node.name.value];
+      return fragment ? within(fragment.selectionSet.selections, depth) : false;
+    });
+  return info.fieldNodes.some((field) => within(field.selectionSet?.selections ?? [], 0));
+}
+
+/**
+ * A new key's secret is shown once. `apiKey.owner` is non-null: refused after the key was made, it
+ * would null the whole answer and lose the secret of a key that exists. So a payload asking for an
+ * owner the caller may not read is refused before anything is made. (`apiKey.usage`, the other
+ * guarded non-null part, is readable by whoever may manage the owner's keys.)
+ */
+export async function assertNewKeyPayloadReadable(ctx: GraphQLContext, info: GraphQLResolveInfo, ownerId: string): Promise<void> {
+  if (!isUuid(ownerId)) return; // the change itself refuses it
+  if (selectsPath(info, ['apiKey', 'owner'])) await visibleUser(ctx, ownerId, 'ApiKey.owner', { nullable: false });
 }
