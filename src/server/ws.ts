@@ -86,6 +86,12 @@ function prepareOperation(schema: GraphQLSchema, payload: SubscribePayload): Exe
   return { schema, document, operationName: payload.operationName, variableValues: payload.variables };
 }
 
+/** Resolves once the socket is closed (at once if it already is). */
+function closed(socket: WebSocket): Promise<void> {
+  if (socket.readyState === socket.CLOSED) return Promise.resolve();
+  return new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
 function formatResult(result: ExecutionResult): ExecutionResult {
   if (!result.errors) return result;
   return { ...result, errors: result.errors.map((error) => formatError(error.toJSON(), error) as GraphQLError) };
@@ -177,7 +183,7 @@ export function attachWebSocket(
         if (closing) {
           // Not started: the socket closes (1001) once what it already asked is answered, and the
           // client sends this again to another instance. Nothing is sent on a closed socket.
-          await new Promise((resolve) => state.socket.once('close', resolve));
+          await closed(state.socket);
           return [new GraphQLError('The server is shutting down')];
         }
         state.unanswered.add(id);
@@ -231,7 +237,7 @@ export function attachWebSocket(
   const closeWhenAnswered = async (socket: WebSocket, deadline: Promise<void>) => {
     const state = stateOfSocket.get(socket);
     if (state && state.unanswered.size > 0) {
-      await Promise.race([new Promise<void>((resolve) => (state.onAnswered = resolve)), deadline]);
+      await Promise.race([new Promise<void>((resolve) => (state.onAnswered = resolve)), closed(socket), deadline]);
     }
     socket.close(CLOSE_GOING_AWAY, 'Going away');
     // A client that never answers the close frame does not hold the shutdown.
