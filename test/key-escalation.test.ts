@@ -147,3 +147,23 @@ test('a key payload part the caller may not read is refused before the key is ma
   const own = await call(writer.key, 'mutation { createApiKey(input: { name: "mine" }) { secret apiKey { owner { id } usage { valid } } } }');
   assert.equal(own.errors, undefined, JSON.stringify(own.errors));
 });
+
+test("refusing a change to a principal that holds more does not list what it holds; refusing a grant names what was asked", async () => {
+  const auditor = await createHuman(t, [roles.get('auditor')!], 'listed-auditor');
+  const userWriter = await principalWithRoles(t, ['member'], 'user-writer');
+  const role = (await call(t.adminKey, 'mutation { createRole(input: { name: "user-writer", permissions: ["users:write", "keys:own"] }) { id } }')).data as { createRole: { id: string } };
+  await call(t.adminKey, 'mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }', { u: userWriter.userId, r: role.createRole.id });
+  for (const [query, variables] of [
+    ['mutation($id: ID!) { disableUser(id: $id, reason: "x") { id } }', { id: auditor }],
+    ['mutation($id: ID!) { updateUser(id: $id, input: {}) { id } }', { id: auditor }],
+  ] as const) {
+    const refused = await call(userWriter.key, query, variables);
+    assert.deepEqual(errorCodes(refused), ['FORBIDDEN']);
+    const error = refused.errors![0]!;
+    assert.equal((error.extensions as { reason?: string }).reason, 'ESCALATION');
+    assert.doesNotMatch(error.message, /audit:read|roles:read/, 'the target\'s permissions are not the actor\'s to read');
+    assert.equal((error.extensions as { permissions?: unknown }).permissions, undefined);
+  }
+  const grant = await call(userWriter.key, 'mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }', { u: userWriter.userId, r: roles.get('auditor')! });
+  assert.match(grant.errors![0]!.message, /audit:read/, 'what the actor asked to grant is named');
+});

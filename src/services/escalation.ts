@@ -16,3 +16,13 @@ export function assertWithinActor(actor: Actor, permissions: readonly string[], 
     });
   }
 }
+
+/**
+ * The same rule for changing a principal (a user, a key) that holds more than the actor. The
+ * refusal does not list what the principal holds: that is not the actor's to read.
+ */
+export function assertTargetWithinActor(actor: Actor, targetPermissions: readonly string[], attempt: string): void {
+  if (targetPermissions.some((p) => !coveredBy(actor.permissions, p))) {
+    throw new ForbiddenError(`Cannot ${attempt}: it holds permissions you do not hold`, { reason: 'ESCALATION' });
+  }
+}

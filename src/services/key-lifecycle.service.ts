@@ -4,7 +4,7 @@ import { StoredKeyStatus } from '../entities/enums';
 import { intersect } from '../auth/permissions';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
-import { assertWithinActor } from './escalation';
+import { assertTargetWithinActor, assertWithinActor } from './escalation';
 import { BadInputError, ConflictError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
@@ -223,7 +223,7 @@ export class KeyLifecycleService {
     const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
     const roles = roleIds.length > 0 ? await tx.find(RoleEntity, { where: { id: In(roleIds) } }) : [];
     const grants = [...key.grantedPermissions, ...roles.flatMap((r) => r.permissions)];
-    assertWithinActor(actor, intersect(grants, await userPermissions(tx, key.ownerId)), attempt);
+    assertTargetWithinActor(actor, intersect(grants, await userPermissions(tx, key.ownerId)), attempt);
   }
 
   /** Locks the key, checks the actor may manage its owner's keys, and refuses revoked keys. */

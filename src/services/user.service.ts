@@ -3,7 +3,7 @@ import { RoleEntity, UserEntity, UserRoleEntity } from '../entities';
 import { UserKind, UserStatus } from '../entities/enums';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
-import { assertWithinActor } from './escalation';
+import { assertTargetWithinActor, assertWithinActor } from './escalation';
 import { BadInputError, ConflictError } from './errors';
 import { inTransaction, lockById } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
@@ -146,7 +146,7 @@ export class UserService {
   async update(actor: Actor, id: string, input: UpdateUserInput): Promise<UserEntity> {
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
-      assertWithinActor(actor, await userPermissions(tx, user.id), 'change this user');
+      assertTargetWithinActor(actor, await userPermissions(tx, user.id), 'change this user');
       const before: Record<string, unknown> = {};
       const after: Record<string, unknown> = {};
       const change = <K extends 'name' | 'email' | 'ownerId'>(field: K, value: UserEntity[K]) => {
@@ -180,7 +180,7 @@ export class UserService {
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
       if (user.id === actor.userId) throw new ConflictError('You cannot disable yourself');
-      assertWithinActor(actor, await userPermissions(tx, user.id, true), 'disable this user');
+      assertTargetWithinActor(actor, await userPermissions(tx, user.id, true), 'disable this user');
       if (user.status === UserStatus.DISABLED) return user;
       await this.assertNotLastAdmin(tx, user.id, 'disable');
       user.status = UserStatus.DISABLED;
@@ -199,7 +199,7 @@ export class UserService {
   async enable(actor: Actor, id: string): Promise<UserEntity> {
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
-      assertWithinActor(actor, await userPermissions(tx, user.id, true), 'enable this user');
+      assertTargetWithinActor(actor, await userPermissions(tx, user.id, true), 'enable this user');
       if (user.status === UserStatus.ACTIVE) return user;
       user.status = UserStatus.ACTIVE;
       user.disabledReason = null;
@@ -219,7 +219,7 @@ export class UserService {
       const user = await lockById(tx, UserEntity, 'User', userId);
       const role = await lockById(tx, RoleEntity, 'Role', roleId);
       assertWithinActor(actor, role.permissions, `assign role ${role.name}`);
-      assertWithinActor(actor, await userPermissions(tx, user.id), 'change the roles of this user');
+      assertTargetWithinActor(actor, await userPermissions(tx, user.id), 'change the roles of this user');
       const existing = await tx.findOneBy(UserRoleEntity, { userId: user.id, roleId: role.id });
       if (existing) return user;
       await this.insertRoles(tx, user.id, [role]);
@@ -238,7 +238,7 @@ export class UserService {
       const user = await lockById(tx, UserEntity, 'User', userId);
       const role = await lockById(tx, RoleEntity, 'Role', roleId);
       assertWithinActor(actor, role.permissions, `unassign role ${role.name}`);
-      assertWithinActor(actor, await userPermissions(tx, user.id), 'change the roles of this user');
+      assertTargetWithinActor(actor, await userPermissions(tx, user.id), 'change the roles of this user');
       const existing = await tx.findOneBy(UserRoleEntity, { userId: user.id, roleId: role.id });
       if (!existing) return user;
       if (role.builtIn && role.name === 'admin') await this.assertNotLastAdmin(tx, user.id, 'remove the admin role from');
