@@ -80,9 +80,17 @@ describe('one server in process', () => {
   after(() => t.close());
 
   test('a message larger than an HTTP body (1 MiB), even before connection_init, closes the socket (1009) unread', async () => {
-    const ws = rawSocket(t.url);
-    await ws.send({ type: 'connection_init', payload: { padding: 'x'.repeat(2 * 1024 * 1024) } });
-    assert.equal((await ws.closed).code, 1009);
+    const printed: unknown[] = [];
+    const print = console.error;
+    console.error = (...args: unknown[]) => printed.push(args);
+    try {
+      const ws = rawSocket(t.url);
+      await ws.send({ type: 'connection_init', payload: { padding: 'x'.repeat(2 * 1024 * 1024) } });
+      assert.equal((await ws.closed).code, 1009);
+    } finally {
+      console.error = print;
+    }
+    assert.deepEqual(printed, [], 'a client cannot make the server print to stderr');
     assert.equal((await fetch(`${t.baseUrl}/healthz`)).status, 200);
   });
 

@@ -232,6 +232,13 @@ export function attachWebSocket(
     },
     wsServer,
   );
+  // graphql-ws prints a socket's protocol error (an oversized or malformed frame) to stderr with
+  // console.error, so any client could flood it; ws closes such a socket itself (1009, 1002).
+  // Registered after graphql-ws's own listener, this replaces it with one structured debug line.
+  wsServer.on('connection', (socket: WebSocket) => {
+    socket.removeAllListeners('error');
+    socket.on('error', (error: Error) => deps.logger.debug({ reason: error.message }, 'WebSocket protocol error'));
+  });
 
   /** Closes a socket once its queries and mutations are answered (a write that commits is answered), or at the deadline. */
   const closeWhenAnswered = async (socket: WebSocket, deadline: Promise<void>) => {
