@@ -167,3 +167,27 @@ test("refusing a change to a principal that holds more does not list what it hol
   const grant = await call(userWriter.key, 'mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }', { u: userWriter.userId, r: roles.get('auditor')! });
   assert.match(grant.errors![0]!.message, /audit:read/, 'what the actor asked to grant is named');
 });
+
+test("the payload check looks into the owner's service accounts, honours @include, and leaves rotatedFrom as rotated", async () => {
+  const serviceAccount = await createServiceAccount(t, member.userId, [], 'payload-svc');
+  const name = 'svc payload key';
+  const refused = await call(member.key, 'mutation($o: ID!, $n: String!) { createApiKey(input: { ownerId: $o, name: $n }) { secret apiKey { owner { serviceAccounts { id } } } } }', { o: serviceAccount, n: name });
+  assert.deepEqual(errorCodes(refused), ['FORBIDDEN'], JSON.stringify(refused));
+  assert.equal((await t.db.query('SELECT id FROM api_keys WHERE name = $1', [name])).length, 0, 'nothing was made');
+  // The member reads its own service accounts: asked through its own key's owner, that is fine.
+  const own = await call(member.key, 'mutation { createApiKey(input: { name: "own svc list" }) { secret apiKey { owner { serviceAccounts { id } } } } }');
+  assert.equal(own.errors, undefined, JSON.stringify(own.errors));
+
+  // A selection left out by @include(if: false) is not fetched, so not refused.
+  const target = await createHuman(t, [], 'include-target');
+  const writer = await principalWithRoles(t, ['keys-writer']);
+  const skipped = await call(writer.key, 'mutation($o: ID!, $w: Boolean!) { createApiKey(input: { ownerId: $o, name: "conditional" }) { secret apiKey { owner @include(if: $w) { id } } } }', { o: target, w: false });
+  assert.equal(skipped.errors, undefined, JSON.stringify(skipped.errors));
+
+  // Checking the owner reads the key before rotating it; the answer still shows it as rotated.
+  const key = await createKey(t, { name: 'to rotate', permissions: [] });
+  const rotated = await call(t.adminKey, 'mutation($id: ID!) { rotateApiKey(id: $id, gracePeriodSeconds: 3600) { apiKey { owner { id } rotatedFrom { id expiresAt } } } }', { id: key.key.id });
+  const from = (rotated.data as { rotateApiKey: { apiKey: { rotatedFrom: { id: string; expiresAt: string | null } } } }).rotateApiKey.apiKey.rotatedFrom;
+  assert.equal(from.id, key.key.id);
+  assert.ok(from.expiresAt && Math.abs(new Date(from.expiresAt).getTime() - (Date.now() + 3_600_000)) < 60_000, `rotatedFrom.expiresAt ${from.expiresAt}`);
+});

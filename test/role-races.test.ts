@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { Client } from 'pg';
 import { holdLock } from './helpers/database';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
@@ -65,4 +66,37 @@ test('a grant waiting for its owner holds no role: deleteRole is not stuck behin
   }
   const holders = await t.db.query('SELECT 1 FROM api_key_roles WHERE role_id = $1', [roleId]);
   assert.equal(holders.length, 0);
+});
+
+test('every writer locks users before roles and keys: a held user row never leaves a role or a key locked behind it', async () => {
+  const created = await postGraphQL<{ createRole: { id: string }; createUser: { id: string } }>(
+    t.url,
+    t.adminKey,
+    'mutation { createRole(input: { name: "contested-2", permissions: ["reports:read"] }) { id } createUser(input: { name: "Owner 2", email: "owner-race-2@example.com" }) { id } }',
+  );
+  const roleId = created.data!.createRole.id;
+  const ownerId = created.data!.createUser.id;
+  const key = await postGraphQL<{ createApiKey: { apiKey: { id: string } } }>(t.url, t.adminKey, 'mutation($o: ID!) { createApiKey(input: { name: "rotating", ownerId: $o }) { apiKey { id } } }', { o: ownerId });
+  const keyId = key.data!.createApiKey.apiKey.id;
+  const held = await holdLock(t.db.url, 'SELECT 1 FROM users WHERE id = $1 FOR UPDATE', [ownerId]);
+  const probe = new Client({ connectionString: t.db.url });
+  await probe.connect();
+  try {
+    const waiting = [
+      postGraphQL(t.url, t.adminKey, 'mutation($o: ID!, $r: ID!) { createServiceAccount(input: { name: "svc-race", ownerId: $o, roleIds: [$r] }) { id } }', { o: ownerId, r: roleId }),
+      postGraphQL(t.url, t.adminKey, 'mutation($id: ID!) { rotateApiKey(id: $id) { apiKey { id } } }', { id: keyId }),
+    ];
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Both wait for the owner's row, holding neither the role nor the key.
+    await probe.query('BEGIN');
+    await probe.query('SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE NOWAIT', [keyId]);
+    await probe.query('SELECT 1 FROM roles WHERE id = $1 FOR UPDATE NOWAIT', [roleId]);
+    await probe.query('ROLLBACK');
+    await held.release();
+    const outcomes = await Promise.all(waiting);
+    assert.deepEqual(outcomes.map((o) => errorCodes(o)), [[], []], JSON.stringify(outcomes.map((o) => o.errors)));
+  } finally {
+    await probe.end();
+    await held.release();
+  }
 });

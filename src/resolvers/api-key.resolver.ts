@@ -35,7 +35,7 @@ export class ApiKeyResolver {
   @Authorized('keys:write', 'keys:own')
   @Mutation(() => CreatedApiKey)
   async createApiKey(@Arg('input', () => CreateApiKeyInput) input: CreateApiKeyInput, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
-    await assertNewKeyPayloadReadable(ctx, info, input.ownerId ?? ctx.principal.userId);
+    await assertNewKeyPayloadReadable(ctx, info, async () => input.ownerId ?? ctx.principal.userId);
     const created = await ctx.services.keys.create(ctx.actor, input);
     return { apiKey: created.key, secret: created.secret };
   }
@@ -74,8 +74,12 @@ export class ApiKeyResolver {
     @Info() info: GraphQLResolveInfo,
     @Arg('gracePeriodSeconds', () => Int, { nullable: true, defaultValue: 0 }) gracePeriodSeconds?: number | null,
   ) {
-    const rotating = isUuid(id) ? await ctx.loaders.keyById.load(id) : null;
-    if (rotating) await assertNewKeyPayloadReadable(ctx, info, rotating.ownerId);
+    await assertNewKeyPayloadReadable(ctx, info, async () => {
+      const rotating = isUuid(id) ? await ctx.loaders.keyById.load(id) : null;
+      // Read before the rotation: the answer's rotatedFrom must load the key as rotated.
+      ctx.loaders.keyById.clear(id);
+      return rotating?.ownerId ?? null;
+    });
     const created = await ctx.services.keyLifecycle.rotate(ctx.actor, id, gracePeriodSeconds);
     return { apiKey: created.key, secret: created.secret };
   }

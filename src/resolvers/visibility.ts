@@ -1,4 +1,4 @@
-import { Kind, type GraphQLResolveInfo, type SelectionNode } from 'graphql';
+import { GraphQLIncludeDirective, GraphQLSkipDirective, Kind, getDirectiveValues, type GraphQLResolveInfo, type SelectionNode } from 'graphql';
 import { requireAnyPermission } from '../auth/auth-checker';
 import type { GraphQLContext } from '../auth/context';
 import { coveredBy } from '../auth/permissions';
@@ -47,10 +47,17 @@ export async function assertCanReadKey(ctx: GraphQLContext, key: ApiKeyEntity, o
   if (!(await canReadKey(ctx, key))) requireAnyPermission(ctx, ['keys:read'], operation);
 }
 
-/** Whether the operation selects the field at `path` below the resolving field (aliases and fragments included). */
+/**
+ * Whether the operation selects the field at `path` below the resolving field: aliases and
+ * fragments included, selections @skip or @include leave out excluded, as execution would.
+ */
 export function selectsPath(info: GraphQLResolveInfo, path: readonly string[]): boolean {
+  const included = (node: SelectionNode) =>
+    getDirectiveValues(GraphQLSkipDirective, node, info.variableValues)?.if !== true &&
+    getDirectiveValues(GraphQLIncludeDirective, node, info.variableValues)?.if !== false;
   const within = (selections: readonly SelectionNode[], depth: number): boolean =>
     selections.some((node) => {
+      if (!included(node)) return false;
       if (node.kind === Kind.FIELD) {
         return node.name.value === path[depth] && (depth === path.length - 1 || within(node.selectionSet?.selections ?? [], depth + 1));
       }
@@ -61,12 +68,16 @@ export function selectsPath(info: GraphQLResolveInfo, path: readonly string[]): 
 }
 
 /**
- * A new key's secret is shown once. `apiKey.owner` is non-null: refused after the key was made, it
- * would null the whole answer and lose the secret of a key that exists. So a payload asking for an
- * owner the caller may not read is refused before anything is made. (`apiKey.usage`, the other
- * guarded non-null part, is readable by whoever may manage the owner's keys.)
+ * A new key's secret is shown once. `apiKey.owner` is non-null, and so is the owner's
+ * `serviceAccounts`: refused after the key was made, either would null the whole answer and lose
+ * the secret of a key that exists. So a payload asking for what the caller may not read there is
+ * refused before anything is made. (`apiKey.usage` and the owner's `apiKeys` are readable by
+ * whoever may manage the owner's keys; what lies deeper is not looked at: see the README.)
  */
-export async function assertNewKeyPayloadReadable(ctx: GraphQLContext, info: GraphQLResolveInfo, ownerId: string): Promise<void> {
-  if (!isUuid(ownerId)) return; // the change itself refuses it
-  if (selectsPath(info, ['apiKey', 'owner'])) await visibleUser(ctx, ownerId, 'ApiKey.owner', { nullable: false });
+export async function assertNewKeyPayloadReadable(ctx: GraphQLContext, info: GraphQLResolveInfo, ownerIdOf: () => Promise<string | null>): Promise<void> {
+  if (!selectsPath(info, ['apiKey', 'owner'])) return;
+  const ownerId = await ownerIdOf();
+  if (ownerId === null || !isUuid(ownerId)) return; // the change itself refuses it
+  const owner = await visibleUser(ctx, ownerId, 'ApiKey.owner', { nullable: false });
+  if (owner && selectsPath(info, ['apiKey', 'owner', 'serviceAccounts'])) assertCanListServiceAccounts(ctx, owner);
 }

@@ -48,8 +48,8 @@ interface ConnectionState {
   meta: RequestMeta;
   /** Operation ids are unique only within one connection */
   operations: Map<string, GraphQLContext>;
-  /** Queries and mutations received and not yet answered: shutdown waits for them */
-  unanswered: Set<string>;
+  /** Queries and mutations received and not yet answered, by id (a client may reuse an id): shutdown waits for them */
+  unanswered: Map<string, number>;
   /** Called when `unanswered` empties (set while shutting down) */
   onAnswered: (() => void) | null;
   socket: WebSocket;
@@ -109,7 +109,9 @@ export function attachWebSocket(
   const stateOfSocket = new WeakMap<WebSocket, ConnectionState>();
   let closing = false;
   const answered = (state: ConnectionState, id: string) => {
-    state.unanswered.delete(id);
+    const left = (state.unanswered.get(id) ?? 0) - 1;
+    if (left > 0) state.unanswered.set(id, left);
+    else state.unanswered.delete(id);
     if (state.unanswered.size === 0) state.onAnswered?.();
   };
 
@@ -164,7 +166,7 @@ export function attachWebSocket(
           const principal = await authenticate(deps.services, key, meta);
           // Gone while its key was checked: graphql-ws has already closed it, keep nothing of it.
           if (socket.readyState !== socket.OPEN) return false;
-          const state: ConnectionState = { secret: key ?? '', principal, meta, operations: new Map(), unanswered: new Set(), onAnswered: null, socket };
+          const state: ConnectionState = { secret: key ?? '', principal, meta, operations: new Map(), unanswered: new Map(), onAnswered: null, socket };
           states.set(ctx, state);
           stateOfSocket.set(socket, state);
           open.add(state);
@@ -186,7 +188,7 @@ export function attachWebSocket(
           await closed(state.socket);
           return [new GraphQLError('The server is shutting down')];
         }
-        state.unanswered.add(id);
+        state.unanswered.set(id, (state.unanswered.get(id) ?? 0) + 1);
         try {
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
         } catch (error) {
@@ -244,7 +246,9 @@ export function attachWebSocket(
   const closeWhenAnswered = async (socket: WebSocket, deadline: Promise<void>) => {
     const state = stateOfSocket.get(socket);
     if (state && state.unanswered.size > 0) {
-      await Promise.race([new Promise<void>((resolve) => (state.onAnswered = resolve)), closed(socket), deadline]);
+      // Not released by the client going away: a mutation still running finishes (and commits or
+      // rolls back whole) before shutdown closes the database under it.
+      await Promise.race([new Promise<void>((resolve) => (state.onAnswered = resolve)), deadline]);
     }
     socket.close(CLOSE_GOING_AWAY, 'Going away');
     // A client that never answers the close frame does not hold the shutdown.

@@ -10,8 +10,8 @@ import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
 import { requireRoles, userPermissions } from './role-lookup';
-import { inTransaction, lockById } from './transaction';
-import { requireText } from './validation';
+import { inTransaction, lockById, lockUsersFirst } from './transaction';
+import { isUuid, requireText } from './validation';
 
 const REASON_MAX = 1000;
 const MAX_GRACE_SECONDS = 30 * 86_400;
@@ -228,6 +228,9 @@ export class KeyLifecycleService {
 
   /** Locks the key, checks the actor may manage its owner's keys, and refuses revoked keys. */
   private async lockManageable(tx: EntityManager, actor: Actor, id: string, attempted: string): Promise<ApiKeyEntity> {
+    // Users before the key (a key's owner never changes, so reading it unlocked is safe).
+    const unlocked = isUuid(id) ? await tx.findOneBy(ApiKeyEntity, { id }) : null;
+    if (unlocked) await lockUsersFirst(tx, [unlocked.ownerId, actor.userId]);
     const key = await lockById(tx, ApiKeyEntity, 'ApiKey', id);
     const owner = await tx.findOneByOrFail(UserEntity, { id: key.ownerId });
     assertCanManageKeysOf(actor, owner);

@@ -9,7 +9,7 @@ import { BadInputError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import { requireRoles } from './role-lookup';
-import { inTransaction } from './transaction';
+import { inTransaction, lockUsersFirst } from './transaction';
 import { isUuid, requireText } from './validation';
 
 export interface CreateApiKeyInput extends KeySettingsInput {
@@ -119,15 +119,13 @@ export class KeyService {
   }
 
   /**
-   * The owner's row is locked (FOR KEY SHARE, as the key's foreign key would) before any role is:
-   * users before roles, the order assignRole takes them in, so a grant racing an assignment and a
+   * The owner's and the creator's rows are locked (as the key's foreign keys would lock them) before
+   * any role is: users first, as assignRole takes them, so a grant racing an assignment and a
    * deleteRole cannot deadlock.
    */
   private async requireOwner(tx: EntityManager, actor: Actor, ownerId: string | null): Promise<UserEntity> {
-    const owner =
-      ownerId !== null && isUuid(ownerId)
-        ? await tx.createQueryBuilder(UserEntity, 'u').setLock('for_key_share').where('u.id = :ownerId', { ownerId }).getOne()
-        : null;
+    await lockUsersFirst(tx, [ownerId, actor.userId]);
+    const owner = ownerId !== null && isUuid(ownerId) ? await tx.findOneBy(UserEntity, { id: ownerId }) : null;
     if (!owner) throw new BadInputError('ownerId', 'ownerId names a user that does not exist');
     assertCanManageKeysOf(actor, owner);
     return owner;

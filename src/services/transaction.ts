@@ -17,6 +17,16 @@ export async function inTransaction<T>(
   }
 }
 
+/**
+ * Locks users' rows FOR KEY SHARE (what a foreign key to them would take later), in id order, before
+ * any role or key is locked: every writer takes users first, so none waits for a user while holding
+ * a role or a key that another writer, holding that user, wants next.
+ */
+export async function lockUsersFirst(tx: EntityManager, ids: ReadonlyArray<string | null | undefined>): Promise<void> {
+  const valid = [...new Set(ids.filter((id): id is string => typeof id === 'string' && isUuid(id)))].sort();
+  if (valid.length > 0) await tx.query('SELECT 1 FROM users WHERE id = ANY($1::uuid[]) ORDER BY id FOR KEY SHARE', [valid]);
+}
+
 /** Reads a row FOR UPDATE so concurrent changes to it serialise; NOT_FOUND when there is none. */
 export async function lockById<T extends ObjectLiteral>(
   tx: EntityManager,

@@ -5,7 +5,7 @@ import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { assertTargetWithinActor, assertWithinActor } from './escalation';
 import { BadInputError, ConflictError } from './errors';
-import { inTransaction, lockById } from './transaction';
+import { inTransaction, lockById, lockUsersFirst } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
 import { isUuid, requireEmail, requireIds, requireText } from './validation';
@@ -105,6 +105,7 @@ export class UserService {
     roleIds: string[],
   ): Promise<UserEntity> {
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
+      await lockUsersFirst(tx, [fields.ownerId, actor.userId]);
       if (fields.ownerId !== null) await this.requireHumanOwner(tx, 'ownerId', fields.ownerId);
       const roles = await requireRoles(tx, 'roleIds', roleIds);
       assertWithinActor(actor, roles.flatMap((r) => r.permissions), 'assign these roles');
