@@ -148,3 +148,44 @@ test('reading one audit event is audited like every other audit query, once per 
   );
   assert.equal(last!.details.found, false);
 });
+
+test('a key whose metadata has a key named hasOwnProperty can still be changed, revoked and rotated', async () => {
+  const created = await ok<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
+    t.adminKey,
+    'mutation { createApiKey(input: { name: "odd metadata", permissions: ["keys:own"], metadata: { hasOwnProperty: 1, constructor: 2 } }) { secret apiKey { id } } }',
+  );
+  const id = created.createApiKey.apiKey.id;
+  const updated = await ok<{ updateApiKey: { metadata: Record<string, unknown> } }>(t.adminKey, 'mutation($id: ID!) { updateApiKey(id: $id, input: { name: "renamed", metadata: { hasOwnProperty: 3 } }) { metadata } }', { id });
+  assert.deepEqual(updated.updateApiKey.metadata, { hasOwnProperty: 3 });
+  await ok(t.adminKey, 'mutation($id: ID!) { disableApiKey(id: $id) { id } }', { id });
+  await ok(t.adminKey, 'mutation($id: ID!) { enableApiKey(id: $id) { id } }', { id });
+  const rotated = await ok<{ rotateApiKey: { apiKey: { id: string } } }>(t.adminKey, 'mutation($id: ID!) { rotateApiKey(id: $id, gracePeriodSeconds: 60) { apiKey { id } } }', { id });
+  await ok(t.adminKey, 'mutation($id: ID!) { revokeApiKey(id: $id, reason: "leaked") { status } }', { id });
+  const check = await ok<{ verifyKey: { code: string } }>(t.adminKey, 'query($k: String!) { verifyKey(input: { key: $k }) { code } }', { k: created.createApiKey.secret });
+  assert.equal(check.verifyKey.code, 'REVOKED');
+  const successor = await ok<{ apiKey: { metadata: Record<string, unknown> } }>(t.adminKey, 'query($id: ID!) { apiKey(id: $id) { metadata } }', { id: rotated.rotateApiKey.apiKey.id });
+  assert.deepEqual(successor.apiKey.metadata, { hasOwnProperty: 3 });
+});
+
+test('a cursor with a date PostgreSQL cannot hold (a six-digit or zero year) is bad input', async () => {
+  for (const date of ['-010000-01-01T00:00:00.000Z', '+275760-01-01T00:00:00.000Z', '0000-01-01T00:00:00.000Z']) {
+    const after = Buffer.from(JSON.stringify([date, '00000000-0000-4000-8000-000000000000'])).toString('base64url');
+    for (const query of ['query($a: String) { users(after: $a) { totalCount } }', 'query($a: String) { apiKeys(after: $a) { totalCount } }']) {
+      assert.deepEqual(errorCodes(await gql(t.adminKey, query, { a: after })), ['BAD_USER_INPUT'], `${query} ${date}`);
+    }
+  }
+});
+
+test('a rotated key ends with its grace: its expiry can come sooner, never later', async () => {
+  const created = await ok<{ createApiKey: { secret: string; apiKey: { id: string } } }>(t.adminKey, 'mutation { createApiKey(input: { name: "rotated once" }) { secret apiKey { id } } }');
+  const id = created.createApiKey.apiKey.id;
+  await ok(t.adminKey, 'mutation($id: ID!) { rotateApiKey(id: $id, gracePeriodSeconds: 3600) { apiKey { id } } }', { id });
+  for (const expiresAt of ['2099-01-01T00:00:00Z', null]) {
+    const revived = await gql(t.adminKey, 'mutation($id: ID!, $e: DateTimeISO) { updateApiKey(id: $id, input: { expiresAt: $e }) { id } }', { id, e: expiresAt });
+    assert.deepEqual(errorCodes(revived), ['CONFLICT'], JSON.stringify(revived));
+  }
+  const sooner = new Date(Date.now() + 60_000).toISOString();
+  await ok(t.adminKey, 'mutation($id: ID!, $e: DateTimeISO) { updateApiKey(id: $id, input: { expiresAt: $e }) { id } }', { id, e: sooner });
+  const read = await ok<{ apiKey: { expiresAt: string } }>(t.adminKey, 'query($id: ID!) { apiKey(id: $id) { expiresAt } }', { id });
+  assert.equal(new Date(read.apiKey.expiresAt).getTime(), new Date(sooner).getTime());
+});

@@ -63,6 +63,12 @@ export class KeyLifecycleService {
         if (roles.length > 0) await tx.insert(ApiKeyRoleEntity, roles.map((r) => ({ keyId: key.id, roleId: r.id })));
       }
       if (settings.expiresAt !== undefined) {
+        // A rotated key ends with its grace: it may end sooner, never later (that would revive it).
+        const ends = key.expiresAt;
+        const later = settings.expiresAt === null || (ends !== null && settings.expiresAt.getTime() > ends.getTime());
+        if (later && (await tx.existsBy(ApiKeyEntity, { rotatedFromId: key.id }))) {
+          throw new ConflictError('A rotated key expires when its grace period ends; it can end sooner, not later');
+        }
         set('expiresAt', iso(key.expiresAt), iso(settings.expiresAt));
         key.expiresAt = settings.expiresAt;
       }
@@ -100,7 +106,7 @@ export class KeyLifecycleService {
       await this.assertKeyWithinActor(tx, actor, key, 'change this key');
       if (Object.keys(after).length === 0) return key;
       key.updatedAt = new Date();
-      await tx.save(ApiKeyEntity, key);
+      await writeKey(tx, key);
       await this.record(tx, actor, 'key.update', key, { before, after });
       return key;
     });
@@ -120,7 +126,7 @@ export class KeyLifecycleService {
       const key = await this.lockManageable(tx, actor, id, 'revoked again');
       const before = key.storedStatus;
       this.markRevoked(key, actor, why);
-      await tx.save(ApiKeyEntity, key);
+      await writeKey(tx, key);
       await this.record(tx, actor, 'key.revoke', key, { reason: why, before: { status: before }, after: { status: 'REVOKED' } });
       return key;
     });
@@ -140,7 +146,7 @@ export class KeyLifecycleService {
         .orderBy('k.created_at')
         .getMany();
       for (const key of keys) this.markRevoked(key, actor, why);
-      if (keys.length > 0) await tx.save(ApiKeyEntity, keys);
+      for (const key of keys) await writeKey(tx, key);
       await this.audit.record(tx, actor, {
         action: 'key.revoke_all',
         targetType: 'user',
@@ -188,7 +194,7 @@ export class KeyLifecycleService {
       const oldExpiry = key.expiresAt;
       if (oldExpiry === null || graceEnd.getTime() < oldExpiry.getTime()) key.expiresAt = graceEnd;
       key.updatedAt = now;
-      await tx.save(ApiKeyEntity, key);
+      await writeKey(tx, key);
       await this.record(tx, actor, 'key.rotate', key, {
         gracePeriodSeconds: grace,
         successorId: successor.key.id,
@@ -209,7 +215,7 @@ export class KeyLifecycleService {
       const before = key.storedStatus;
       key.storedStatus = status;
       key.updatedAt = new Date();
-      await tx.save(ApiKeyEntity, key);
+      await writeKey(tx, key);
       await this.record(tx, actor, action, key, { before: { status: before }, after: { status } });
       return key;
     });
@@ -256,4 +262,30 @@ export class KeyLifecycleService {
   private record(tx: EntityManager, actor: Actor, action: string, key: ApiKeyEntity, details: Record<string, unknown>) {
     return this.audit.record(tx, actor, { action, targetType: 'api_key', targetId: key.id, details: { ...details, start: key.start } });
   }
+}
+
+/**
+ * Writes a key's changeable columns as they are now. An UPDATE, not TypeORM's save(): save compares
+ * the entity with what it loaded, and its comparison throws on client JSON with a key named
+ * hasOwnProperty in metadata, which would make such a key impossible to revoke.
+ */
+function writeKey(tx: EntityManager, key: ApiKeyEntity): Promise<unknown> {
+  return tx.update(ApiKeyEntity, { id: key.id }, {
+    name: key.name,
+    storedStatus: key.storedStatus,
+    grantedPermissions: key.grantedPermissions,
+    expiresAt: key.expiresAt,
+    revokedAt: key.revokedAt,
+    revokedById: key.revokedById,
+    revokeReason: key.revokeReason,
+    allowedCidrs: key.allowedCidrs,
+    rateLimitLimit: key.rateLimitLimit,
+    rateLimitWindowSeconds: key.rateLimitWindowSeconds,
+    remaining: key.remaining,
+    refillAmount: key.refillAmount,
+    refillIntervalSeconds: key.refillIntervalSeconds,
+    lastRefillAt: key.lastRefillAt,
+    metadata: key.metadata,
+    updatedAt: key.updatedAt,
+  } as never);
 }

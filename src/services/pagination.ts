@@ -28,6 +28,9 @@ export function encodeCursor(position: Position): string {
   return Buffer.from(JSON.stringify([position.createdAt.toISOString(), position.id])).toString('base64url');
 }
 
+/** What toISOString writes for the years 0000-9999. */
+const ENCODED_DATE = /^(?!0000)\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
 export function decodeCursor(cursor: string | null | undefined): Position | null {
   if (cursor === null || cursor === undefined) return null;
   const invalid = () => new BadInputError('after', 'after is not a cursor returned by this API');
@@ -42,8 +45,11 @@ export function decodeCursor(cursor: string | null | undefined): Position | null
     throw invalid();
   }
   const createdAt = new Date(parsed[0]);
-  // Exactly as encoded: a date the parser would roll over (February 30) was not written here.
-  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== parsed[0] || !/^[0-9a-f-]{36}$/i.test(parsed[1])) throw invalid();
+  // Exactly as encoded: a date the parser would roll over (February 30) was not written here, nor
+  // one with a six-digit year, which PostgreSQL's timestamps cannot hold.
+  if (!ENCODED_DATE.test(parsed[0]) || Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== parsed[0] || !/^[0-9a-f-]{36}$/i.test(parsed[1])) {
+    throw invalid();
+  }
   return { createdAt, id: parsed[1] };
 }
 
