@@ -34,14 +34,19 @@ test('deleteRole racing createApiKey(roleIds) for the same role: both answer wit
   assert.equal(holders.length, 0, 'no key holds the deleted role');
 });
 
-test('a grant waiting for its owner holds no role: deleteRole is not stuck behind it (no deadlock with assignRole)', async () => {
+/** A fresh custom role and a fresh human, for one race. */
+async function roleAndOwner(label: string): Promise<{ roleId: string; ownerId: string }> {
   const created = await postGraphQL<{ createRole: { id: string }; createUser: { id: string } }>(
     t.url,
     t.adminKey,
-    'mutation { createRole(input: { name: "contested", permissions: ["reports:read"] }) { id } createUser(input: { name: "Owner", email: "owner-race@example.com" }) { id } }',
+    'mutation($r: String!, $n: String!, $e: String!) { createRole(input: { name: $r, permissions: ["reports:read"] }) { id } createUser(input: { name: $n, email: $e }) { id } }',
+    { r: `contested-${label}`, n: `Owner ${label}`, e: `owner-${label}@example.com` },
   );
-  const roleId = created.data!.createRole.id;
-  const ownerId = created.data!.createUser.id;
+  return { roleId: created.data!.createRole.id, ownerId: created.data!.createUser.id };
+}
+
+test('a grant waiting for its owner holds no role: deleteRole is not stuck behind it (no deadlock with assignRole)', async () => {
+  const { roleId, ownerId } = await roleAndOwner('grant');
   // What an assignRole in progress holds: the user's row, locked for update.
   const held = await holdLock(t.db.url, 'SELECT 1 FROM users WHERE id = $1 FOR UPDATE', [ownerId]);
   try {
@@ -69,13 +74,7 @@ test('a grant waiting for its owner holds no role: deleteRole is not stuck behin
 });
 
 test('every writer locks users before roles and keys: a held user row never leaves a role or a key locked behind it', async () => {
-  const created = await postGraphQL<{ createRole: { id: string }; createUser: { id: string } }>(
-    t.url,
-    t.adminKey,
-    'mutation { createRole(input: { name: "contested-2", permissions: ["reports:read"] }) { id } createUser(input: { name: "Owner 2", email: "owner-race-2@example.com" }) { id } }',
-  );
-  const roleId = created.data!.createRole.id;
-  const ownerId = created.data!.createUser.id;
+  const { roleId, ownerId } = await roleAndOwner('order');
   const key = await postGraphQL<{ createApiKey: { apiKey: { id: string } } }>(t.url, t.adminKey, 'mutation($o: ID!) { createApiKey(input: { name: "rotating", ownerId: $o }) { apiKey { id } } }', { o: ownerId });
   const keyId = key.data!.createApiKey.apiKey.id;
   const held = await holdLock(t.db.url, 'SELECT 1 FROM users WHERE id = $1 FOR UPDATE', [ownerId]);
