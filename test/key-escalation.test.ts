@@ -191,3 +191,20 @@ test("the payload check looks into the owner's service accounts, honours @includ
   assert.equal(from.id, key.key.id);
   assert.ok(from.expiresAt && Math.abs(new Date(from.expiresAt).getTime() - (Date.now() + 3_600_000)) < 60_000, `rotatedFrom.expiresAt ${from.expiresAt}`);
 });
+
+test('two administrators revoking all of each other\'s keys at once wait for one another: no deadlock to retry', async () => {
+  const retries = async () => {
+    const text = await (await fetch(`${t.baseUrl}/metrics`)).text();
+    return Number(text.split('\n').find((l) => l.startsWith('keyledger_transaction_retries_total '))!.split(' ')[1]);
+  };
+  const a = await createHuman(t, [roles.get('admin')!], 'mutual-a');
+  const b = await createHuman(t, [roles.get('admin')!], 'mutual-b');
+  const before = await retries();
+  for (let round = 0; round < 5; round++) {
+    const [keyA, keyB] = await Promise.all([createKey(t, { ownerId: a, name: `a${round}`, permissions: ['*'] }), createKey(t, { ownerId: b, name: `b${round}`, permissions: ['*'] })]);
+    const revokeAll = 'mutation($u: ID!) { revokeAllApiKeys(userId: $u, reason: "mutual") }';
+    const outcomes = await Promise.all([call(keyA.secret, revokeAll, { u: b }), call(keyB.secret, revokeAll, { u: a })]);
+    assert.deepEqual(outcomes.map((o) => errorCodes(o)), [[], []], JSON.stringify(outcomes));
+  }
+  assert.equal((await retries()) - before, 0, 'each waited for the other (users locked in id order), none was a deadlock victim');
+});

@@ -256,4 +256,26 @@ describe('shutdown with open sockets (real server processes)', () => {
     await client.dispose();
     assert.equal(closeCode, 1001, 'then the socket is closed as going away');
   });
+
+  test('a mutation whose client left before SIGTERM still finishes before the process exits', { timeout: 60_000 }, async () => {
+    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: PEPPER, BOOTSTRAP_ADMIN_KEY: ADMIN_KEY });
+    const name = `ws-orphan-${randomBytes(3).toString('hex')}`;
+    const held = await holdLock(db.url, 'LOCK TABLE roles IN EXCLUSIVE MODE');
+    let exited: Promise<number | null>;
+    try {
+      const ws = rawSocket(server.url);
+      await ws.send({ type: 'connection_init', payload: { authorization: `Bearer ${ADMIN_KEY}` } });
+      await ws.next((m) => m.type === 'connection_ack');
+      await ws.send({ type: 'subscribe', id: '1', payload: { query: `mutation { createRole(input: { name: "${name}", permissions: ["reports:read"] }) { id } }` } });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      ws.socket.terminate();
+      await ws.closed;
+      exited = server.stop('SIGTERM');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      await held.release();
+    }
+    assert.equal(await exited!, 0);
+    assert.equal((await db.query('SELECT 1 FROM roles WHERE name = $1', [name])).length, 1, 'committed whole, with nobody left to answer');
+  });
 });

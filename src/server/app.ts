@@ -16,7 +16,7 @@ import { startApollo } from './apollo';
 import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
-import { createMetrics, registerForwarderLag, registerKeyCache, registerUsage, registerWebSockets, type Metrics } from './metrics';
+import { createMetrics, registerForwarderLag, registerKeyCache, registerRetries, registerUsage, registerWebSockets, type Metrics } from './metrics';
 import { PgEventBus, RedisEventBus, type EventBus } from '../services/event-bus';
 import { PgListener } from '../services/pg-listener';
 import { connectRedis } from './redis';
@@ -113,6 +113,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await bus.ready();
     registerKeyCache(metrics, services.verification.cache);
     registerUsage(metrics, services.usage);
+    registerRetries(metrics, services.audit);
     const feed = listener;
     const boot = await bootstrap(services, config.bootstrapAdminKey);
     if (boot.created) logger.info('bootstrap: created user admin with the admin role');

@@ -83,6 +83,19 @@ export function registerKeyCache(metrics: Metrics, cache: { size: number; stats:
   });
 }
 
+/** Changes run again after a deadlock or serialisation failure: each is a lock-order question worth asking. */
+export function registerRetries(metrics: Metrics, audit: { retried: number }): void {
+  new Counter({
+    name: 'keyledger_transaction_retries_total',
+    help: 'Transactions run again after PostgreSQL aborted them as a deadlock or serialisation victim',
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      this.inc(audit.retried);
+    },
+  });
+}
+
 /** Usage records: written, dropped (buffer full or a batch failing for good) and waiting. */
 export function registerUsage(metrics: Metrics, usage: { written: number; dropped: number; buffered: number }): void {
   new Gauge({

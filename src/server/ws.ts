@@ -108,11 +108,19 @@ export function attachWebSocket(
   const open = new Set<ConnectionState>();
   const stateOfSocket = new WeakMap<WebSocket, ConnectionState>();
   let closing = false;
+  /** Connections with queries or mutations still running, open or not (a client may leave first) */
+  const busy = new Set<ConnectionState>();
+  const received = (state: ConnectionState, id: string) => {
+    state.unanswered.set(id, (state.unanswered.get(id) ?? 0) + 1);
+    busy.add(state);
+  };
   const answered = (state: ConnectionState, id: string) => {
     const left = (state.unanswered.get(id) ?? 0) - 1;
     if (left > 0) state.unanswered.set(id, left);
     else state.unanswered.delete(id);
-    if (state.unanswered.size === 0) state.onAnswered?.();
+    if (state.unanswered.size > 0) return;
+    busy.delete(state);
+    state.onAnswered?.();
   };
 
   // One event goes out to every subscriber in the same tick: loaders shared for a moment let their
@@ -188,7 +196,7 @@ export function attachWebSocket(
           await closed(state.socket);
           return [new GraphQLError('The server is shutting down')];
         }
-        state.unanswered.set(id, (state.unanswered.get(id) ?? 0) + 1);
+        received(state, id);
         try {
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
         } catch (error) {
@@ -242,14 +250,18 @@ export function attachWebSocket(
     socket.on('error', (error: Error) => deps.logger.debug({ reason: error.message }, 'WebSocket protocol error'));
   });
 
+  /**
+   * Until the connection's queries and mutations are answered, or the deadline. Not released by
+   * the client going away: a mutation still running finishes (and commits or rolls back whole)
+   * before shutdown closes the database under it.
+   */
+  const allAnswered = async (state: ConnectionState | undefined, deadline: Promise<void>) => {
+    if (state && state.unanswered.size > 0) await Promise.race([new Promise<void>((resolve) => (state.onAnswered = resolve)), deadline]);
+  };
+
   /** Closes a socket once its queries and mutations are answered (a write that commits is answered), or at the deadline. */
   const closeWhenAnswered = async (socket: WebSocket, deadline: Promise<void>) => {
-    const state = stateOfSocket.get(socket);
-    if (state && state.unanswered.size > 0) {
-      // Not released by the client going away: a mutation still running finishes (and commits or
-      // rolls back whole) before shutdown closes the database under it.
-      await Promise.race([new Promise<void>((resolve) => (state.onAnswered = resolve)), deadline]);
-    }
+    await allAnswered(stateOfSocket.get(socket), deadline);
     socket.close(CLOSE_GOING_AWAY, 'Going away');
     // A client that never answers the close frame does not hold the shutdown.
     setTimeout(() => socket.terminate(), CLOSE_GRACE_MS).unref();
@@ -261,7 +273,10 @@ export function attachWebSocket(
     close: async (deadline: Promise<void>) => {
       clearInterval(timer);
       closing = true;
-      await Promise.all([...wsServer.clients].map((socket) => closeWhenAnswered(socket, deadline)));
+      const sockets = [...wsServer.clients];
+      // Connections already closed by their clients, with a mutation still running, are waited for too.
+      const left = [...busy].filter((state) => !sockets.includes(state.socket));
+      await Promise.all([...sockets.map((socket) => closeWhenAnswered(socket, deadline)), ...left.map((state) => allAnswered(state, deadline))]);
       await cleanup.dispose();
     },
   };

@@ -193,6 +193,8 @@ export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
  */
 export class AuditService {
   private waiting: Array<() => void> = [];
+  /** Transactions run again after PostgreSQL aborted them as a deadlock or serialisation victim */
+  retried = 0;
   /** Commits made by this process, and how many of them are known to be sealed (for sealSoon()) */
   private visibleCommits = 0;
   private sealedThrough = 0;
@@ -274,6 +276,7 @@ export class AuditService {
         return await this.transactionOnce(work, options);
       } catch (error) {
         if (attempt >= MAX_TRANSACTION_ATTEMPTS || !isTransientConflict(error)) throw error;
+        this.retried++;
         await new Promise((resolve) => setTimeout(resolve, Math.random() * RETRY_JITTER_MS * 2 ** attempt));
       }
     }

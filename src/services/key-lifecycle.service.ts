@@ -10,7 +10,7 @@ import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
 import { requireRoles, userPermissions } from './role-lookup';
-import { inTransaction, lockById, lockUsersFirst } from './transaction';
+import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { isUuid, requireText } from './validation';
 
 const REASON_MAX = 1000;
@@ -136,7 +136,8 @@ export class KeyLifecycleService {
   async revokeAll(actor: Actor, userId: string, reason: string): Promise<number> {
     const why = requireText('reason', reason, REASON_MAX);
     return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
-      const user = await lockById(tx, UserEntity, 'User', userId);
+      // The keys will name the actor (revokedBy): its row too, in id order with the target's.
+      const user = await lockUserAmong(tx, userId, [actor.userId]);
       assertCanManageKeysOf(actor, user);
       const keys = await tx
         .createQueryBuilder(ApiKeyEntity, 'k')

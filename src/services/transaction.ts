@@ -1,6 +1,7 @@
 import type { EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
 import type { AuditService } from './audit.service';
 import { ConflictError, NotFoundError, isUniqueViolation } from './errors';
+import { UserEntity } from '../entities';
 import { isUuid } from './validation';
 
 /** Runs an audited change in one transaction; a lost race on a unique column becomes CONFLICT rather than a 500. */
@@ -25,6 +26,22 @@ export async function inTransaction<T>(
 export async function lockUsersFirst(tx: EntityManager, ids: ReadonlyArray<string | null | undefined>): Promise<void> {
   const valid = [...new Set(ids.filter((id): id is string => typeof id === 'string' && isUuid(id)))].sort();
   if (valid.length > 0) await tx.query('SELECT 1 FROM users WHERE id = ANY($1::uuid[]) ORDER BY id FOR KEY SHARE', [valid]);
+}
+
+/**
+ * Locks the user `id` FOR UPDATE (NOT_FOUND when there is none) together with the users the change
+ * will point at (`alsoShared`, FOR KEY SHARE, as their foreign keys would), all in id order: two
+ * such changes pointing at each other's users (two administrators revoking each other's keys)
+ * wait for one another instead of deadlocking.
+ */
+export async function lockUserAmong(tx: EntityManager, id: string, alsoShared: ReadonlyArray<string | null | undefined>): Promise<UserEntity> {
+  let user: UserEntity | null = null;
+  const ids = [...new Set([id, ...alsoShared.filter((other): other is string => typeof other === 'string' && isUuid(other))])].sort();
+  for (const each of ids) {
+    if (each === id) user = await lockById(tx, UserEntity, 'User', id);
+    else await lockUsersFirst(tx, [each]);
+  }
+  return user!;
 }
 
 /** Reads a row FOR UPDATE so concurrent changes to it serialise; NOT_FOUND when there is none. */

@@ -5,7 +5,7 @@ import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { assertTargetWithinActor, assertWithinActor } from './escalation';
 import { BadInputError, ConflictError } from './errors';
-import { inTransaction, lockById, lockUsersFirst } from './transaction';
+import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
 import { isUuid, requireEmail, requireIds, requireText } from './validation';
@@ -146,7 +146,8 @@ export class UserService {
 
   async update(actor: Actor, id: string, input: UpdateUserInput): Promise<UserEntity> {
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
-      const user = await lockById(tx, UserEntity, 'User', id);
+      // A new owner is pointed at (its foreign key): its row too, in id order with this user's.
+      const user = await lockUserAmong(tx, id, [input.ownerId]);
       assertTargetWithinActor(actor, await userPermissions(tx, user.id), 'change this user');
       const before: Record<string, unknown> = {};
       const after: Record<string, unknown> = {};
