@@ -35,6 +35,8 @@ const CLOSE_TRY_LATER = 1013;
 const CLOSE_GOING_AWAY = 1001;
 /** At shutdown, how long a client may take to answer our close frame before its socket is cut. */
 const CLOSE_GRACE_MS = 1000;
+/** How long a closed connection with operations still running is remembered (for shutdown to wait on). */
+const FORGET_CLOSED_MS = 60_000;
 /** Keys also lapse without any change (expiry): open connections are re-checked this often. */
 const RECHECK_MS = 10_000;
 const SHARED_LOADERS_MS = 50;
@@ -236,7 +238,11 @@ export function attachWebSocket(
       },
       onClose: (ctx) => {
         const state = states.get(ctx);
-        if (state) open.delete(state);
+        if (!state) return;
+        open.delete(state);
+        state.secret = ''; // nothing is verified again for a closed connection
+        // An operation that failed inside graphql-ws never completes: its connection is not kept for ever.
+        if (busy.has(state)) setTimeout(() => busy.delete(state), FORGET_CLOSED_MS).unref();
       },
       onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), error)),
     },
