@@ -110,7 +110,7 @@ export function attachWebSocket(
   const open = new Set<ConnectionState>();
   const stateOfSocket = new WeakMap<WebSocket, ConnectionState>();
   let closing = false;
-  /** Connections with queries or mutations still running, open or not (a client may leave first) */
+  /** Connections with queries or mutations received and not yet completed, open or not (a client may leave first) */
   const busy = new Set<ConnectionState>();
   const received = (state: ConnectionState, id: string) => {
     state.unanswered.set(id, (state.unanswered.get(id) ?? 0) + 1);

@@ -6,7 +6,7 @@ import { withCommit, type AuditService } from './audit.service';
 import { ConflictError } from './errors';
 import type { EventBus } from './event-bus';
 import { pageByCreation, type Page } from './pagination';
-import { lockById } from './transaction';
+import { lockById, lockUsersFirst } from './transaction';
 import { isUuid } from './validation';
 
 /** Something a detector saw that deserves an alert. */
@@ -81,6 +81,8 @@ export class AlertService {
         // Serialises raisers of one (type, subject) across instances so only one alert opens.
         await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`alert:${signal.type}:${signal.subject}`]);
         if ((await this.addRepeats(tx, signal.type, signal.subject, repeats)) > 0) return null;
+        // The alert points at a user and a key: the user first, as every writer takes them.
+        await lockUsersFirst(tx, [signal.userId]);
         const now = new Date();
         const alert = tx.create(AlertEntity, {
           type: signal.type,

@@ -145,6 +145,7 @@ export class KeyLifecycleService {
         .where('k.stored_status <> :revoked', { revoked: StoredKeyStatus.REVOKED })
         .andWhere('(k.owner_id = :userId OR k.owner_id IN (SELECT id FROM users WHERE owner_id = :userId))', { userId: user.id })
         .orderBy('k.created_at')
+        .addOrderBy('k.id') // one lock order for keys made in the same instant
         .getMany();
       for (const key of keys) this.markRevoked(key, actor, why);
       for (const key of keys) await writeKey(tx, key);

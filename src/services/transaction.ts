@@ -36,9 +36,12 @@ export async function lockUsersFirst(tx: EntityManager, ids: ReadonlyArray<strin
  */
 export async function lockUserAmong(tx: EntityManager, id: string, alsoShared: ReadonlyArray<string | null | undefined>): Promise<UserEntity> {
   let user: UserEntity | null = null;
-  const ids = [...new Set([id, ...alsoShared.filter((other): other is string => typeof other === 'string' && isUuid(other))])].sort();
+  // Lowercase, as PostgreSQL orders uuids (a client may send them in capitals).
+  const target = id.toLowerCase();
+  const others = alsoShared.filter((other): other is string => typeof other === 'string' && isUuid(other)).map((other) => other.toLowerCase());
+  const ids = [...new Set([target, ...others])].sort();
   for (const each of ids) {
-    if (each === id) user = await lockById(tx, UserEntity, 'User', id);
+    if (each === target) user = await lockById(tx, UserEntity, 'User', id);
     else await lockUsersFirst(tx, [each]);
   }
   return user!;
