@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { generateKey } from '../src/auth/key-format';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
 // Denied and bad-input paths found in review: each must answer with a contract code, never a 500.
@@ -188,4 +189,34 @@ test('a rotated key ends with its grace: its expiry can come sooner, never later
   await ok(t.adminKey, 'mutation($id: ID!, $e: DateTimeISO) { updateApiKey(id: $id, input: { expiresAt: $e }) { id } }', { id, e: sooner });
   const read = await ok<{ apiKey: { expiresAt: string } }>(t.adminKey, 'query($id: ID!) { apiKey(id: $id) { expiresAt } }', { id });
   assert.equal(new Date(read.apiKey.expiresAt).getTime(), new Date(sooner).getTime());
+});
+
+test('client addresses are stored in one form (mapped IPv4 as IPv4, IPv6 per RFC 5952), so filters and counts agree, wide IPv6 networks included', async () => {
+  // Rejected keys from forwarded addresses: auth.failure events carrying each address.
+  for (const address of ['0:0:0:0:0:ffff:10.77.0.77', '2001:0db8::00ff', '2001:DB8::FF']) {
+    const refused = await postGraphQL(t.url, generateKey('kl'), '{ viewer { user { id } } }', undefined, { 'x-forwarded-for': address });
+    assert.equal(refused.status, 401);
+  }
+  type Listed = { auditEvents: { nodes: Array<{ ip: string | null }> } };
+  const listed = async (ip: string) =>
+    (await ok<Listed>(t.adminKey, 'query($f: AuditEventFilter) { auditEvents(filter: $f, first: 500) { nodes { ip } } }', { f: { actions: ['auth.failure'], ip } })).auditEvents.nodes.map((n) => n.ip);
+  assert.deepEqual(await listed('10.77.0.0/16'), ['10.77.0.77']);
+  assert.deepEqual(await listed('::ffff:10.77.0.77'), ['10.77.0.77']);
+  assert.deepEqual(await listed('2001:db8::ff'), ['2001:db8::ff', '2001:db8::ff']);
+  // Wider IPv6 networks hold the mapped IPv4 space, so they find the IPv4 event too.
+  for (const wide of ['::/0', '::ffff:0:0/95', '::/80']) assert.ok((await listed(wide)).includes('10.77.0.77'), wide);
+  assert.ok(!(await listed('2001:db8::/32')).includes('10.77.0.77'));
+  const counts = await ok<{ auditCounts: Array<{ key: string; count: number }> }>(t.adminKey, 'query($f: AuditEventFilter) { auditCounts(filter: $f, groupBy: IP, limit: 100) { key count } }', {
+    f: { actions: ['auth.failure'], ip: '2001:db8::/32' },
+  });
+  assert.deepEqual(counts.auditCounts, [{ key: '2001:db8::ff', count: 2 }]);
+  assert.deepEqual(errorCodes(await gql(t.adminKey, 'query { auditEvents(filter: { ip: "" }) { nodes { id } } }')), ['BAD_USER_INPUT']);
+});
+
+test('the export refuses a parameter it does not know rather than exporting everything', async () => {
+  const base = t.url.replace(/\/graphql$/, '');
+  const response = await fetch(`${base}/audit/export?from=2020-01-01T00:00:00Z&actions=key.create`, { headers: { authorization: `Bearer ${t.adminKey}` } });
+  assert.equal(response.status, 400);
+  const body = (await response.json()) as { errors: Array<{ extensions: { code: string } }> };
+  assert.equal(body.errors[0]!.extensions.code, 'BAD_USER_INPUT');
 });

@@ -8,6 +8,8 @@ import { DateTimeISO } from '../schema/scalars';
 import { errorBody } from './errors';
 import { authenticateRequest, send } from './respond';
 
+const EXPORT_PARAMETERS = ['from', 'to', 'format'];
+
 function drainedOrClosed(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
@@ -53,8 +55,13 @@ export async function handleAuditExport(req: IncomingMessage, res: ServerRespons
   }
 
   const params = new URL(req.url ?? '/', 'http://localhost').searchParams;
-  // Two values for one parameter is ambiguous: refused rather than one of them silently chosen.
-  const repeated = ['from', 'to', 'format'].find((name) => params.getAll(name).length > 1);
+  // A parameter the export does not know (a filter an auditor expected) is refused rather than
+  // silently ignored, and two values for one parameter rather than one of them chosen.
+  const unknown = [...params.keys()].find((name) => !EXPORT_PARAMETERS.includes(name));
+  if (unknown !== undefined) {
+    return json(400, errorBody('BAD_USER_INPUT', `${JSON.stringify(unknown.slice(0, 60))} is not a parameter of the export (from, to, format)`, { field: unknown.slice(0, 60) }));
+  }
+  const repeated = EXPORT_PARAMETERS.find((name) => params.getAll(name).length > 1);
   if (repeated) return json(400, errorBody('BAD_USER_INPUT', `${repeated} is given more than once`, { field: repeated }));
   const format = (params.get('format') ?? 'ndjson') as ExportFormat;
   if (format !== 'ndjson' && format !== 'splunk') return json(400, errorBody('BAD_USER_INPUT', 'format must be ndjson or splunk', { field: 'format' }));

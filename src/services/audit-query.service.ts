@@ -4,7 +4,7 @@ import type { AuditOutcome } from '../entities/enums';
 import { BadInputError } from './errors';
 import { pageSize, type Page } from './pagination';
 import type { ReadPlan, SqlPart } from './read-plan';
-import { isUuid, parseCidr } from './validation';
+import { coversMappedIpv4, isUuid, parseCidr } from './validation';
 
 export interface AuditEventFilter {
   actorId?: string | null;
@@ -78,10 +78,11 @@ export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, fi
   if (filter.outcome) query.andWhere('e.outcome = :outcome', { outcome: filter.outcome });
   if (filter.targetType) query.andWhere('e.target_type = :targetType', { targetType: filter.targetType });
   if (filter.targetId) query.andWhere('e.target_id = :targetId', { targetId: filter.targetId });
-  if (filter.ip) {
+  if (filter.ip !== null && filter.ip !== undefined) {
     const cidr = parseCidr(filter.ip);
     if (!cidr) throw new BadInputError('filter.ip', 'filter.ip must be an IPv4 or IPv6 address or CIDR');
-    query.andWhere('e.ip::inet <<= :cidr::inet', { cidr });
+    // IPv4 addresses are stored as IPv4: an IPv6 network holding all the mapped ones holds them too.
+    query.andWhere(coversMappedIpv4(cidr) ? '(e.ip::inet <<= :cidr::inet OR family(e.ip::inet) = 4)' : 'e.ip::inet <<= :cidr::inet', { cidr });
   }
   if (filter.from && filter.to && filter.from.getTime() > filter.to.getTime()) {
     throw new BadInputError('filter.from', 'filter.from must not be after filter.to');

@@ -59,8 +59,30 @@ export function requireIds(field: string, ids: readonly string[] | null | undefi
  */
 export function normalizeIp(address: string | null | undefined): string | null {
   if (!address || address.includes('%')) return null;
-  const plain = mappedIpv4(address) ?? address;
-  return isIP(plain) === 0 ? null : plain.toLowerCase();
+  const family = isIP(address);
+  if (family !== 6) return family === 4 ? address : null;
+  const canonical = canonicalIpv6(address);
+  return mappedIpv4(canonical) ?? canonical;
+}
+
+/**
+ * One text per IPv6 address (RFC 5952: lowercase, no leading zeros, the longest zero run as ::;
+ * a mapped address in hex), so equal addresses are stored, grouped and matched as equal.
+ */
+function canonicalIpv6(address: string): string {
+  return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+}
+
+/**
+ * Whether an IPv6 network holds all of ::ffff:0:0/96, i.e. every IPv4 address (stored as IPv4):
+ * ::/0 does, and a filter for it must find IPv4 events as well, as the live tail's check does.
+ */
+export function coversMappedIpv4(cidr: string): boolean {
+  const [network, bits] = cidr.split('/') as [string, string | undefined];
+  if (isIP(network) !== 6 || Number(bits ?? 128) > 96) return false;
+  const list = new BlockList();
+  list.addSubnet(network, Number(bits ?? 128), 'ipv6');
+  return list.check('::ffff:0:0', 'ipv6');
 }
 
 /** The IPv4 address an IPv4-mapped IPv6 address carries (::ffff:10.1.2.3 or ::ffff:a01:203), else null. */
@@ -85,10 +107,12 @@ export function parseCidr(value: string): string | null {
   if (bits !== undefined && !/^\d{1,3}$/.test(bits)) return null;
   const prefix = bits === undefined ? max : Number(bits);
   if (prefix > max) return null;
+  if (family === 4) return `${address}/${prefix}`;
   // An IPv4-mapped network is the IPv4 network it maps, the form addresses are stored in.
-  const mapped = family === 6 ? mappedIpv4(address) : null;
+  const canonical = canonicalIpv6(address);
+  const mapped = mappedIpv4(canonical);
   if (mapped && prefix >= 96) return `${mapped}/${prefix - 96}`;
-  return `${address.toLowerCase()}/${prefix}`;
+  return `${canonical}/${prefix}`;
 }
 
 /** Networks (canonical CIDRs, as parseCidr gives them) compiled once for repeated address checks. */
