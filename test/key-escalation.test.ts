@@ -208,3 +208,12 @@ test('two administrators revoking all of each other\'s keys at once wait for one
   }
   assert.equal((await retries()) - before, 0, 'each waited for the other (users locked in id order), none was a deadlock victim');
 });
+
+test("pushing back a rotated key's expiry is FORBIDDEN, not CONFLICT, to one who may not change the key: its rotation is not told", async () => {
+  const adminId = await createHuman(t, [roles.get('admin')!], 'rotated-admin');
+  const rotatedKey = await createKey(t, { ownerId: adminId, name: 'rotated star', permissions: ['*'] });
+  await call(t.adminKey, 'mutation($id: ID!) { rotateApiKey(id: $id, gracePeriodSeconds: 3600) { apiKey { id } } }', { id: rotatedKey.key.id });
+  await denied(keyManager.key, UPDATE, { id: rotatedKey.key.id, i: { expiresAt: '2099-01-01T00:00:00Z' } });
+  const byAdmin = await call(t.adminKey, UPDATE, { id: rotatedKey.key.id, i: { expiresAt: '2099-01-01T00:00:00Z' } });
+  assert.deepEqual(errorCodes(byAdmin), ['CONFLICT']);
+});

@@ -62,13 +62,10 @@ export class KeyLifecycleService {
         await tx.delete(ApiKeyRoleEntity, { keyId: key.id });
         if (roles.length > 0) await tx.insert(ApiKeyRoleEntity, roles.map((r) => ({ keyId: key.id, roleId: r.id })));
       }
+      let expiryPushedBack = false;
       if (settings.expiresAt !== undefined) {
-        // A rotated key ends with its grace: it may end sooner, never later (that would revive it).
         const ends = key.expiresAt;
-        const later = settings.expiresAt === null || (ends !== null && settings.expiresAt.getTime() > ends.getTime());
-        if (later && (await tx.existsBy(ApiKeyEntity, { rotatedFromId: key.id }))) {
-          throw new ConflictError('A rotated key expires when its grace period ends; it can end sooner, not later');
-        }
+        expiryPushedBack = settings.expiresAt === null || (ends !== null && settings.expiresAt.getTime() > ends.getTime());
         set('expiresAt', iso(key.expiresAt), iso(settings.expiresAt));
         key.expiresAt = settings.expiresAt;
       }
@@ -104,6 +101,11 @@ export class KeyLifecycleService {
       // credential; narrowing it into the actor's own reach (or disabling, revoking it) is fine.
       // Checked for a change that changes nothing too: its answer would show the key all the same.
       await this.assertKeyWithinActor(tx, actor, key, 'change this key');
+      // A rotated key ends with its grace: it may end sooner, never later (that would revive it).
+      // Checked after the escalation check: one who may not change the key learns nothing of it.
+      if (expiryPushedBack && (await tx.existsBy(ApiKeyEntity, { rotatedFromId: key.id }))) {
+        throw new ConflictError('A rotated key expires when its grace period ends; it can end sooner, not later');
+      }
       if (Object.keys(after).length === 0) return key;
       key.updatedAt = new Date();
       await writeKey(tx, key);
