@@ -114,6 +114,18 @@ test('the address (CIDR) and outcome filters are answered by index scans', async
   assert.match(denied, /"Index Cond":"\(outcome = 'DENIED'::text\)"/, denied);
 });
 
+
+test('the details index of every partition, months made later included, keeps no pending list a query must read through', async () => {
+  await t.db.query(`SELECT keyledger_audit_partitions('2030-01-01', '2030-02-01')`);
+  const indexes = await t.db.query<{ name: string; options: string[] | null }>(
+    `SELECT c.relname AS name, c.reloptions AS options
+       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = 'audit_events_details'::regclass`,
+  );
+  assert.ok(indexes.some((index) => index.name.startsWith('audit_events_2030_01')), indexes.map((index) => index.name).join(', '));
+  assert.ok(indexes.length >= 6);
+  for (const index of indexes) assert.deepEqual(index.options, ['fastupdate=off'], index.name);
+});
 test('auditCounts from the hourly rollup agree with counting the events, with partial hours at both ends', async () => {
   // Events spread over four hours of one day, some denied, of two target types.
   const times = ['10:05', '10:40', '10:59', '11:00', '11:30', '12:10', '12:45', '13:20', '13:50'];
