@@ -121,9 +121,22 @@ export function sameHash(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Anything shaped like a key, whatever its checksum: blanked wherever text leaves the server. */
-const KEY_LIKE = /[a-z0-9]{2,12}_[0-9A-Za-z]{49}/g;
+/** A run of letters, digits and underscores: a key, or a piece of one, is always inside one such word. */
+const WORD = /[0-9A-Za-z_]+/g;
+/**
+ * What marks a word as holding a key or enough of one to matter: an underscore followed by 16
+ * characters of the random part. A cut key, or one glued to other text, is caught as a whole
+ * key is; what a word may still show when cut shorter is at most 15 of the 43 random characters.
+ */
+const KEY_PIECE = /_[0-9A-Za-z]{16}/;
 
+/** Every word holding a key or a piece of one, whatever its checksum, blanked whole: for text that leaves the server. */
 export function redactKeys(text: string): string {
-  return text.replace(KEY_LIKE, '[redacted]');
+  if (!text.includes('_')) return text;
+  return text.replace(WORD, (word) => (KEY_PIECE.test(word) ? '[redacted]' : word));
+}
+
+/** Input quoted back (in an error or a record) at most `max` characters long, blanked before it is cut. */
+export function quoteInput(text: string, max: number): string {
+  return redactKeys(text).slice(0, max);
 }

@@ -12,6 +12,7 @@ import { AuditGroupBy, SortOrder, TimeBucket } from '../schema/enums';
 import { DateTimeISO } from '../schema/scalars';
 import { User } from '../schema/user.type';
 import { assertCanReadKey, visibleUser } from './visibility';
+import { quoteInput } from '../auth/key-format';
 
 /**
  * Auditors' queries are audited too (audit.query, the filter in details). Input is checked first;
@@ -84,7 +85,7 @@ export class AuditResolver {
     await ctx.services.audit.settled();
     const event = await ctx.services.auditQueries.findById(id);
     // Reading one event is an audit query like any other; no answer unless it is recorded.
-    await ctx.services.audit.recordAlone(ctx.actor, queryRecord('auditEvent', { id: id.slice(0, 40), found: event !== null }));
+    await ctx.services.audit.recordAlone(ctx.actor, queryRecord('auditEvent', { id: quoteInput(id, 40), found: event !== null }));
     return event;
   }
 

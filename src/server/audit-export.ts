@@ -7,6 +7,7 @@ import { formatLine, type ExportFormat } from '../services/audit-export.service'
 import { DateTimeISO } from '../schema/scalars';
 import { errorBody } from './errors';
 import { authenticateRequest, send } from './respond';
+import { quoteInput } from '../auth/key-format';
 
 const EXPORT_PARAMETERS = ['from', 'to', 'format'];
 
@@ -59,7 +60,7 @@ export async function handleAuditExport(req: IncomingMessage, res: ServerRespons
   // silently ignored, and two values for one parameter rather than one of them chosen.
   const unknown = [...params.keys()].find((name) => !EXPORT_PARAMETERS.includes(name));
   if (unknown !== undefined) {
-    return json(400, errorBody('BAD_USER_INPUT', `${JSON.stringify(unknown.slice(0, 60))} is not a parameter of the export (from, to, format)`, { field: unknown.slice(0, 60) }));
+    return json(400, errorBody('BAD_USER_INPUT', `${JSON.stringify(quoteInput(unknown, 60))} is not a parameter of the export (from, to, format)`, { field: quoteInput(unknown, 60) }));
   }
   const repeated = EXPORT_PARAMETERS.find((name) => params.getAll(name).length > 1);
   if (repeated) return json(400, errorBody('BAD_USER_INPUT', `${repeated} is given more than once`, { field: repeated }));

@@ -1,4 +1,5 @@
-import { Kind, type FieldNode, type OperationDefinitionNode } from 'graphql';
+import { Kind, type FieldNode, type OperationDefinitionNode, type SelectionNode } from 'graphql';
+import { quoteInput } from '../auth/key-format';
 import type { DataSource } from 'typeorm';
 import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
 import { AuditOutcome } from '../entities/enums';
@@ -34,14 +35,25 @@ interface ErrorLike {
   path?: ReadonlyArray<string | number>;
 }
 
+/** The root field answering at `responseKey`, also inside inline fragments (`... on Mutation { }`). */
+function rootField(selections: readonly SelectionNode[], responseKey: unknown): FieldNode | undefined {
+  for (const selection of selections) {
+    if (selection.kind === Kind.FIELD && (selection.alias?.value ?? selection.name.value) === responseKey) return selection;
+    if (selection.kind === Kind.INLINE_FRAGMENT) {
+      const found = rootField(selection.selectionSet.selections, responseKey);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
 /** `Mutation.createRole` for the root field an error's path starts at, whatever alias the client used. */
 function rootOperation(operation: OperationDefinitionNode | null | undefined, path: ErrorLike['path']): string {
   const responseKey = path?.[0];
   const type = operation ? operation.operation[0]!.toUpperCase() + operation.operation.slice(1) : 'Operation';
-  const field = operation?.selectionSet.selections.find(
-    (s): s is FieldNode => s.kind === Kind.FIELD && (s.alias?.value ?? s.name.value) === responseKey,
-  );
-  return `${type}.${field?.name.value ?? String(responseKey ?? 'unknown')}`;
+  const field = operation ? rootField(operation.selectionSet.selections, responseKey) : undefined;
+  // Past a named fragment the response key is all there is, and a client chose it: blanked like any input.
+  return `${type}.${field?.name.value ?? quoteInput(String(responseKey ?? 'unknown'), 100)}`;
 }
 
 /**

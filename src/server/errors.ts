@@ -61,7 +61,8 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   };
 }
 
-/** A transport-level error body in the GraphQL response shape. */
+/** A transport-level error body in the GraphQL response shape, blanked as GraphQL's own errors are: it may quote the request. */
 export function errorBody(code: ErrorCodeName, message: string, extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ errors: [{ message, extensions: { ...extra, code } }] });
+  const extensions = Object.fromEntries(Object.entries(extra).map(([name, value]) => [name, typeof value === 'string' ? redactKeys(value) : value]));
+  return JSON.stringify({ errors: [{ message: redactKeys(message), extensions: { ...extensions, code } }] });
 }

@@ -14,6 +14,7 @@ import { documentGuardError } from './document-guard';
 import { errorBody } from './errors';
 import type { VerifyFastPath } from './fast-verify';
 import type { Metrics } from './metrics';
+import { quoteInput } from '../auth/key-format';
 
 /** The largest request body (HTTP) or message (WebSocket) read. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -56,7 +57,7 @@ const socketIps = new WeakMap<Socket, string | null>();
 export function requestMeta(req: IncomingMessage, trustProxy: boolean): RequestMeta {
   const userAgent = req.headers['user-agent'];
   // Bounded, but past the 512 characters audit keeps: a key across that cut is blanked whole first.
-  return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? userAgent.slice(0, 1024) : null };
+  return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? quoteInput(userAgent, 1024) : null };
 }
 
 function responseType(req: IncomingMessage): string {

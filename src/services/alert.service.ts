@@ -2,7 +2,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { AlertEntity } from '../entities';
 import { AlertSeverity, AlertStatus, AlertType, SEVERITY_RANK } from '../entities/enums';
 import { SYSTEM_ACTOR, type Actor } from './actor';
-import { withCommit, type AuditService } from './audit.service';
+import { scrubSecrets, withCommit, type AuditService } from './audit.service';
 import { ConflictError } from './errors';
 import type { EventBus } from './event-bus';
 import { pageByCreation, type Page } from './pagination';
@@ -94,7 +94,8 @@ export class AlertService {
           keyId: signal.keyId ?? null,
           userId: signal.userId ?? null,
           ruleId: signal.ruleId ?? null,
-          details: signal.details,
+          // Samples hold client text (resources, operations): blanked as in the audit log.
+          details: scrubSecrets(signal.details) ?? {},
           // Occurrences counted before this alert existed (a raise that queued behind another) are repeats.
           repeatCount: repeats - 1,
           windowEndsAt: new Date(now.getTime() + signal.windowSeconds * 1000),

@@ -5,6 +5,7 @@ import { BadInputError } from './errors';
 import { pageSize, type Page } from './pagination';
 import type { ReadPlan, SqlPart } from './read-plan';
 import { coversMappedIpv4, isUuid, parseCidr } from './validation';
+import { quoteInput } from '../auth/key-format';
 
 export interface AuditEventFilter {
   actorId?: string | null;
@@ -48,7 +49,7 @@ function applyActions(query: SelectQueryBuilder<AuditEventEntity>, actions: read
   const prefixes: string[] = [];
   for (const action of actions) {
     if (!ACTION_PATTERN.test(action)) {
-      throw new BadInputError('filter.actions', `${JSON.stringify(action.slice(0, 60))} is not an action or a prefix such as key.*`);
+      throw new BadInputError('filter.actions', `${JSON.stringify(quoteInput(action, 60))} is not an action or a prefix such as key.*`);
     }
     if (action.endsWith('.*')) prefixes.push(action.slice(0, -1));
     else if (action !== '*') exact.push(action);

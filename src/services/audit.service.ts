@@ -3,7 +3,7 @@ import type { PoolClient, QueryResult } from 'pg';
 import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import { ActorType, AuditOutcome } from '../entities/enums';
-import { redactKeys } from '../auth/key-format';
+import { quoteInput, redactKeys } from '../auth/key-format';
 import type { Actor } from './actor';
 import { isTransientConflict } from './errors';
 import { canonicalJson } from './canonical-json';
@@ -45,7 +45,7 @@ function scrubStrings(value: unknown): unknown {
   return value;
 }
 
-function scrubSecrets(details: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
+export function scrubSecrets(details: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
   if (!details) return null;
   // Round-trip through JSON so what is hashed later is exactly what jsonb stores.
   return JSON.parse(JSON.stringify(scrubStrings(details))) as Record<string, unknown>;
@@ -108,7 +108,7 @@ function stagingInsert(actor: Actor, record: AuditRecord, when = 'true'): string
     sqlLiteral(record.targetId ?? null),
     sqlLiteral(actor.ip),
     // A client may put anything in its User-Agent, a key included: blanked like every other text.
-    sqlLiteral(actor.userAgent ? redactKeys(actor.userAgent).slice(0, 512) : null),
+    sqlLiteral(actor.userAgent ? quoteInput(actor.userAgent, 512) : null),
     sqlLiteral(actor.requestId),
     `${sqlLiteral(details === null ? null : JSON.stringify(details))}::jsonb`,
   ];

@@ -1,7 +1,7 @@
 import type { BlockList } from 'node:net';
 import type { DataSource } from 'typeorm';
 import { hash } from 'node:crypto';
-import { hasKeyLength, hashKey, isWellFormedKey } from '../auth/key-format';
+import { hasKeyLength, hashKey, isWellFormedKey, quoteInput } from '../auth/key-format';
 import { coversAll, intersect, normalize } from '../auth/permissions';
 import { StoredKeyStatus, UserStatus, VerifyCode } from '../entities/enums';
 import type { KeyCache } from './key-cache';
@@ -326,15 +326,17 @@ export class KeyVerificationService {
     return this.settle(outcome, request);
   }
 
-  private settle(outcome: VerifyOutcome, request: VerifyRequest): VerifyOutcome {
+  private settle(outcome: VerifyOutcome, given: VerifyRequest): VerifyOutcome {
     const at = Date.now();
+    // A resource is often the calling service's URL, and URLs carry keys (?api_key=): blanked before anything keeps it.
+    const request = given.resource ? { ...given, resource: quoteInput(given.resource, 200) } : given;
     this.usage.record({
       occurredAt: at,
       keyId: outcome.record?.id ?? null,
       ownerId: outcome.record?.ownerId ?? null,
       code: outcome.code,
       ip: request.ip ?? null,
-      resource: request.resource?.slice(0, 200) ?? null,
+      resource: request.resource ?? null,
     });
     for (const observe of this.observers) observe(outcome, request, at);
     return outcome;

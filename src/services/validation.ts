@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import { isValidPermission, normalize } from '../auth/permissions';
 import { BadInputError } from './errors';
+import { quoteInput } from '../auth/key-format';
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
@@ -40,7 +41,7 @@ export function requirePermissions(field: string, permissions: readonly string[]
   if (invalid.length > 0) {
     throw new BadInputError(
       field,
-      `${field} has invalid permissions (${invalid.slice(0, 3).map((p) => JSON.stringify(p.slice(0, 50))).join(', ')}): expected resource:action, resource:* or *`,
+      `${field} has invalid permissions (${invalid.slice(0, 3).map((p) => JSON.stringify(quoteInput(p, 50))).join(', ')}): expected resource:action, resource:* or *`,
     );
   }
   return normalize(permissions);
@@ -138,7 +139,7 @@ export function requireCidrs(field: string, values: readonly string[] | null | u
   if (values.length > 100) throw new BadInputError(field, `${field} may hold at most 100 networks`);
   return values.map((value) => {
     const cidr = parseCidr(value);
-    if (!cidr) throw new BadInputError(field, `${field}: ${JSON.stringify(value.slice(0, 60))} is not an IPv4 or IPv6 CIDR`);
+    if (!cidr) throw new BadInputError(field, `${field}: ${JSON.stringify(quoteInput(value, 60))} is not an IPv4 or IPv6 CIDR`);
     return cidr;
   });
 }
