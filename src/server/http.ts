@@ -19,6 +19,31 @@ import { quoteInput } from '../auth/key-format';
 /** The largest request body (HTTP) or message (WebSocket) read. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
+interface PendingAnswer {
+  res: ServerResponse;
+  contentType: string;
+  body: string;
+  requestId: string;
+}
+const pendingAnswers: PendingAnswer[] = [];
+
+function writeAnswers(): void {
+  for (const { res, contentType, body, requestId } of pendingAnswers.splice(0)) {
+    if (res.destroyed) continue;
+    res.writeHead(200, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId, 'cache-control', 'no-store']);
+    res.end(body);
+  }
+}
+
+/**
+ * Verify answers are written together once the event loop has read every request that arrived
+ * with them: a client waiting for several is woken once for the lot instead of once each, and
+ * on loopback that wakeup was half the CPU of a verification (measured).
+ */
+function answerSoon(res: ServerResponse, contentType: string, body: string, requestId: string): void {
+  if (pendingAnswers.push({ res, contentType, body, requestId }) === 1) setImmediate(writeAnswers);
+}
+
 export interface HttpDeps {
   apollo: ApolloServer<GraphQLContext>;
   dataSource: DataSource;
@@ -146,13 +171,7 @@ export function createRequestHandler(deps: HttpDeps) {
       const fast = answered instanceof Promise ? await answered : answered;
       if (fast) {
         fastAnswers.inc();
-        res.writeHead(200, [
-          'content-type', fast.contentType,
-          'content-length', String(Buffer.byteLength(fast.body)),
-          'x-request-id', meta.requestId,
-          'cache-control', 'no-store',
-        ]);
-        res.end(fast.body);
+        answerSoon(res, fast.contentType, fast.body, meta.requestId);
         return 200;
       }
     }
