@@ -77,12 +77,22 @@ function parsePositive(name: string, raw: string | undefined, fallback: number, 
   return value;
 }
 
+/** A setting also known by the contract's name for it (RUNTIME.md names VERIFY_FAILURE_BURST): both may not disagree. */
+function aliased(env: Env, name: string, alias: string): [string, string | undefined] {
+  const value = nonEmpty(env, name);
+  const aliasValue = nonEmpty(env, alias);
+  if (value !== undefined && aliasValue !== undefined && value !== aliasValue) {
+    throw new ConfigError(`${name} and ${alias} are the same setting and disagree ("${value}", "${aliasValue}")`);
+  }
+  return value !== undefined ? [name, value] : [alias, aliasValue];
+}
+
 /** Every detector default can be changed; the README lists them. */
 function parseAlertSettings(env: Env): AlertSettings {
   const d = DEFAULT_ALERT_SETTINGS;
   const get = (name: string) => nonEmpty(env, name);
   return {
-    failureBurst: parseBurst('ALERT_FAILURE_BURST', get('ALERT_FAILURE_BURST'), d.failureBurst),
+    failureBurst: parseBurst(...aliased(env, 'ALERT_FAILURE_BURST', 'VERIFY_FAILURE_BURST'), d.failureBurst),
     deniedBurst: parseBurst('ALERT_DENIED_BURST', get('ALERT_DENIED_BURST'), d.deniedBurst),
     dedupSeconds: parsePositive('ALERT_DEDUP_SECONDS', get('ALERT_DEDUP_SECONDS'), d.dedupSeconds),
     spike: {

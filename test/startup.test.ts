@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
+import { connect, createServer } from 'node:net';
 import { generateKey, isWellFormedKey } from '../src/auth/key-format';
 import { postgresVersionProblem } from '../src/db/data-source';
-import { createTestDatabase, type TestDatabase } from './helpers/database';
+import { createTestDatabase, holdLock, type TestDatabase } from './helpers/database';
 import { runToExit, startServerProcess } from './helpers/process';
 import { postGraphQL } from './helpers/server';
 
@@ -92,6 +93,7 @@ describe('bad configuration stops the server with one line naming the variable',
     ['Splunk URL without token', { AUDIT_SPLUNK_HEC_URL: 'http://127.0.0.1:8088/services/collector/event', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /AUDIT_SPLUNK_HEC_TOKEN/],
     ['Splunk poll interval not a number, even with forwarding off', { AUDIT_SPLUNK_HEC_POLL_MS: 'soon', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /AUDIT_SPLUNK_HEC_POLL_MS/],
     ['KEY_PREFIX invalid', { KEY_PREFIX: 'KL_', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /KEY_PREFIX/],
+    ["VERIFY_FAILURE_BURST (the contract's name) not count/seconds", { VERIFY_FAILURE_BURST: 'garbage', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /VERIFY_FAILURE_BURST/],
   ];
   for (const [name, env, pattern] of cases) {
     test(name, async () => {
@@ -109,6 +111,70 @@ describe('bad configuration stops the server with one line naming the variable',
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /BOOTSTRAP_ADMIN_KEY/);
     assert.ok(!result.stderr.includes(bad) && !result.stdout.includes(bad));
+  });
+});
+
+describe('a start that cannot serve fails with one line saying why', () => {
+  test('an unreachable database is named as DATABASE_URL', async () => {
+    const result = await runToExit({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) });
+    assert.equal(result.code, 1);
+    const lines = result.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0]!, /DATABASE_URL.*ECONNREFUSED/);
+  });
+
+  test('a port already in use is named before anything starts', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    const db = await createTestDatabase();
+    try {
+      const result = await runToExit({ PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40) });
+      assert.equal(result.code, 1);
+      const lines = result.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `one line, no stack from the WebSocket server or background work: ${result.stderr}`);
+      assert.match(lines[0]!, new RegExp(`PORT ${port} on 127\\.0\\.0\\.1 is already in use`));
+      const [{ count }] = await db.query<{ count: string }>(`SELECT count(*)::text AS count FROM information_schema.tables WHERE table_name = 'users'`);
+      assert.equal(count, '0', 'no migration ran');
+    } finally {
+      taken.close();
+      await db.drop();
+    }
+  });
+});
+
+describe('draining', () => {
+  let db: TestDatabase;
+  after(() => db?.drop());
+
+  test('/readyz answers 503 once SIGTERM has begun the drain, on a connection still being served', async () => {
+    db = await createTestDatabase();
+    const key = generateKey('kl');
+    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40), BOOTSTRAP_ADMIN_KEY: key });
+    const { port } = new URL(server.url);
+    const exited = new Promise<number | null>((resolve) => server.child.once('exit', (code) => resolve(code)));
+    const held = await holdLock(db.url, 'LOCK TABLE roles IN EXCLUSIVE MODE');
+    const socket = connect(Number(port), '127.0.0.1');
+    let received = '';
+    socket.on('data', (chunk) => (received += String(chunk)));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    try {
+      const body = JSON.stringify({ query: 'mutation { createRole(input: { name: "held-role", permissions: [] }) { id } }' });
+      socket.write(`POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      await new Promise((r) => setTimeout(r, 300)); // the mutation waits on the lock
+      server.child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      socket.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n');
+      await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      await held.release();
+    }
+    await closed;
+    const statuses = [...received.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '503'], received);
+    assert.match(received, /"status":"not ready"/);
+    assert.match(received, /"createRole":\{"id"/);
+    assert.equal(await exited, 0);
   });
 });
 

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import type { DestinationStream, Logger } from 'pino';
 import type { DataSource } from 'typeorm';
 import type { Config } from '../config';
@@ -54,6 +54,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let listener: PgListener | null = null;
   let bus: EventBus | null = null;
   try {
+    await assertPortFree(config.host, config.port);
     // Every dependency is reached before anything changes: an unreachable Redis stops the start before any migration runs.
     const redisError = (error: unknown) => logger.warn({ err: error }, 'redis connection error');
     if (config.redisUrl) redis = await connectRedis(config.redisUrl, redisError);
@@ -68,7 +69,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         logger.debug({ message }, 'query failed');
       },
     }, config.databasePoolSize);
-    await dataSource.initialize();
+    await dataSource.initialize().catch((error: unknown) => {
+      throw new Error(`cannot reach PostgreSQL at ${config.databaseUrl ? 'DATABASE_URL' : 'the embedded server'}: ${error instanceof Error ? error.message : String(error)}`);
+    });
     const ds = dataSource;
     const applied = await migrate(dataSource);
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
@@ -131,7 +134,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const schema = await buildKeyledgerSchema();
     const apollo = await startApollo(schema, logger, metrics);
     let migrationsApplied = true;
+    // Draining: a load balancer asking now is told to send new work elsewhere.
+    let draining = false;
     const isReady = async () => {
+      if (draining) return false;
       try {
         await ds.query('SELECT 1');
         if (migrationsApplied) migrationsApplied = !(await hasPendingMigrations(ds));
@@ -152,12 +158,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         fastVerify: createVerifyFastPath(schema),
       }),
     );
-    const ws = attachWebSocket(httpServer, { schema, dataSource, services, logger, trustProxy: config.trustProxy });
-    registerWebSockets(metrics, ws);
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', reject);
       httpServer.listen(config.port, config.host, () => resolve());
     });
+    // Attached once listening: a failed listen is then one clear error, not also the WebSocket server's.
+    const ws = attachWebSocket(httpServer, { schema, dataSource, services, logger, trustProxy: config.trustProxy });
+    registerWebSockets(metrics, ws);
     const port = (httpServer.address() as AddressInfo).port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     const url = `http://${host}:${port}/graphql`;
@@ -174,6 +181,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       generatedAdminKey: boot.generatedKey,
       close: () =>
         (closing ??= (async () => {
+          draining = true;
           clearInterval(partitionTimer);
           clearInterval(sealTimer);
           // Requests and WebSocket operations already received are answered, within one deadline.
@@ -200,6 +208,18 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await embedded?.stop().catch(() => undefined);
     throw error;
   }
+}
+
+/** A port already taken is reported before anything starts (migrations, background work), not after. */
+async function assertPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createNetServer();
+    probe.once('error', (error: NodeJS.ErrnoException) =>
+      reject(error.code === 'EADDRINUSE' ? new Error(`PORT ${port} on ${host} is already in use`) : error),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
 }
 
 /** How long requests already received may take to be answered once shutdown begins. */

@@ -1,0 +1,18 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from '../src/config';
+
+const PEPPER = 'p'.repeat(64);
+const base = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/none', KEY_PEPPER: PEPPER };
+
+test("the failure burst is set by ALERT_FAILURE_BURST or by the contract's name for it, VERIFY_FAILURE_BURST", () => {
+  assert.deepEqual(loadConfig(base).alerts.failureBurst, { threshold: 20, windowSeconds: 60 });
+  assert.deepEqual(loadConfig({ ...base, VERIFY_FAILURE_BURST: '5/30' }).alerts.failureBurst, { threshold: 5, windowSeconds: 30 });
+  assert.deepEqual(loadConfig({ ...base, ALERT_FAILURE_BURST: '7/10' }).alerts.failureBurst, { threshold: 7, windowSeconds: 10 });
+  assert.deepEqual(loadConfig({ ...base, ALERT_FAILURE_BURST: '7/10', VERIFY_FAILURE_BURST: '7/10' }).alerts.failureBurst, { threshold: 7, windowSeconds: 10 });
+});
+
+test('a VERIFY_FAILURE_BURST that is not <count>/<seconds>, or that disagrees with ALERT_FAILURE_BURST, stops the configuration', () => {
+  assert.throws(() => loadConfig({ ...base, VERIFY_FAILURE_BURST: 'garbage' }), (error) => error instanceof ConfigError && /VERIFY_FAILURE_BURST/.test(error.message));
+  assert.throws(() => loadConfig({ ...base, ALERT_FAILURE_BURST: '7/10', VERIFY_FAILURE_BURST: '5/30' }), (error) => error instanceof ConfigError && /disagree/.test(error.message));
+});
