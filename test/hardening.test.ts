@@ -191,6 +191,29 @@ test('a rotated key ends with its grace: its expiry can come sooner, never later
   assert.equal(new Date(read.apiKey.expiresAt).getTime(), new Date(sooner).getTime());
 });
 
+test("a rotated key shows the quota it shares with its successor, and its quota is changed on the successor, not silently on it", async () => {
+  const created = await ok<{ createApiKey: { secret: string; apiKey: { id: string } } }>(t.adminKey, 'mutation { createApiKey(input: { name: "quota shared", remaining: 10 }) { secret apiKey { id } } }');
+  const id = created.createApiKey.apiKey.id;
+  const rotated = await ok<{ rotateApiKey: { secret: string; apiKey: { id: string } } }>(t.adminKey, 'mutation($id: ID!) { rotateApiKey(id: $id, gracePeriodSeconds: 3600) { secret apiKey { id } } }', { id });
+  const successorId = rotated.rotateApiKey.apiKey.id;
+  for (let i = 0; i < 3; i++) {
+    const verified = await ok<{ verifyKey: { code: string } }>(t.adminKey, 'query($k: String!) { verifyKey(input: { key: $k }) { code } }', { k: rotated.rotateApiKey.secret });
+    assert.equal(verified.verifyKey.code, 'VALID');
+  }
+  const remaining = async (keyId: string) => (await ok<{ apiKey: { remaining: number | null } }>(t.adminKey, 'query($id: ID!) { apiKey(id: $id) { remaining } }', { id: keyId })).apiKey.remaining;
+  assert.equal(await remaining(successorId), 7);
+  assert.equal(await remaining(id), 7, 'the old key draws on the same quota');
+
+  for (const input of [{ remaining: 1000 }, { refill: { amount: 5, intervalSeconds: 60 } }]) {
+    const refused = await gql(t.adminKey, 'mutation($id: ID!, $input: UpdateApiKeyInput!) { updateApiKey(id: $id, input: $input) { remaining } }', { id, input });
+    assert.deepEqual(errorCodes(refused), ['CONFLICT'], JSON.stringify(refused));
+  }
+  assert.equal(await remaining(id), 7, 'nothing was changed');
+  const events = await ok<{ auditEvents: { nodes: unknown[] } }>(t.adminKey, 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { actions: ['key.update'], targetId: id } });
+  assert.deepEqual(events.auditEvents.nodes, [], 'no key.update event claims a change that did not happen');
+  await ok(t.adminKey, 'mutation($id: ID!) { updateApiKey(id: $id, input: { remaining: 1000 }) { id } }', { id: successorId });
+  assert.equal(await remaining(id), 1000);
+});
 test('client addresses are stored in one form (mapped IPv4 as IPv4, IPv6 per RFC 5952), so filters and counts agree, wide IPv6 networks included', async () => {
   // Rejected keys from forwarded addresses: auth.failure events carrying each address.
   for (const address of ['0:0:0:0:0:ffff:10.77.0.77', '2001:0db8::00ff', '2001:DB8::FF']) {

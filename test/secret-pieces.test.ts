@@ -43,7 +43,7 @@ test('redactKeys blanks a key cut short, glued to text or overlapped, and leaves
   for (const text of [key, `?api_key=${key}&x=1`, `token${key}`, key.slice(0, 30), `${OVERLAPPING_FILLER}${key}`, `[redacted]_${body}`, body.slice(0, 30) + '_' + body]) {
     assertNoPiece(key, redactKeys(text), JSON.stringify(text.slice(0, 20)));
   }
-  const ordinary = 'audit_events_2026_10_details_idx keyledger_audit_sealed snake_case key.revoke kl_3Fz9 f9472ea4-1287-f445-e047-b53ed7f36b22';
+  const ordinary = 'audit_events_2026_10_details_idx keyledger_audit_sealed snake_case key.revoke kl_3Fz9 f9472ea4-1287-f445-e047-b53ed7f36b22 pi_3MtwBwLkdIwHu7ix28a3tqPa';
   assert.equal(redactKeys(ordinary), ordinary);
 });
 

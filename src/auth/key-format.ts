@@ -124,11 +124,12 @@ export function sameHash(a: Buffer, b: Buffer): boolean {
 /** A run of letters, digits and underscores: a key, or a piece of one, is always inside one such word. */
 const WORD = /[0-9A-Za-z_]+/g;
 /**
- * What marks a word as holding a key or enough of one to matter: an underscore followed by 16
- * characters of the random part. A cut key, or one glued to other text, is caught as a whole
- * key is; what a word may still show when cut shorter is at most 15 of the 43 random characters.
+ * What marks a word as holding a key or enough of one to matter: an underscore followed by 25
+ * characters of the key alphabet. A cut key, or one glued to other text, is caught as a whole key
+ * is; a word cut shorter shows at most 24 of the 43 random characters, leaving over 110 bits
+ * unknown. Shorter ids of the same shape (Stripe's `pi_` and 24) are left alone.
  */
-const KEY_PIECE = /_[0-9A-Za-z]{16}/;
+const KEY_PIECE = /_[0-9A-Za-z]{25}/;
 
 /** Every word holding a key or a piece of one, whatever its checksum, blanked whole: for text that leaves the server. */
 export function redactKeys(text: string): string {

@@ -164,6 +164,13 @@ export class ApiKeyResolver {
     return key.rotatedFromId ? ctx.loaders.keyById.load(key.rotatedFromId) : null;
   }
 
+  @FieldResolver(() => Int, { nullable: true, description: 'Verifications left; null means unlimited. A rotated key shows the quota it shares with its successor' })
+  async remaining(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext): Promise<number | null> {
+    let holder = key;
+    for (let next = await ctx.loaders.successorByKeyId.load(key.id); next; next = await ctx.loaders.successorByKeyId.load(next.id)) holder = next;
+    return holder.remaining;
+  }
+
   @FieldResolver(() => ApiKey, { nullable: true, description: 'The key that replaced this one through rotateApiKey' })
   replacedBy(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext) {
     return ctx.loaders.successorByKeyId.load(key.id);

@@ -50,7 +50,7 @@ export class ApiKey {
   @Field(() => [String], { description: 'IPv4/IPv6 CIDRs the key may be used from; empty means anywhere' })
   allowedCidrs: string[];
 
-  @Field(() => Int, { nullable: true, description: 'Verifications left; null means unlimited' })
+  /** Exposed by ApiKeyResolver.remaining: a rotated key draws on its successor's quota. */
   remaining: number | null;
 
   @Field(() => JSONObject, { nullable: true })

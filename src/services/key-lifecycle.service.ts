@@ -103,8 +103,13 @@ export class KeyLifecycleService {
       await this.assertKeyWithinActor(tx, actor, key, 'change this key');
       // A rotated key ends with its grace: it may end sooner, never later (that would revive it).
       // Checked after the escalation check: one who may not change the key learns nothing of it.
-      if (expiryPushedBack && (await tx.existsBy(ApiKeyEntity, { rotatedFromId: key.id }))) {
-        throw new ConflictError('A rotated key expires when its grace period ends; it can end sooner, not later');
+      const quotaChanged = 'remaining' in after || 'refill' in after;
+      if ((expiryPushedBack || quotaChanged) && (await tx.existsBy(ApiKeyEntity, { rotatedFromId: key.id }))) {
+        throw new ConflictError(
+          quotaChanged
+            ? 'A rotated key draws on its successor\'s quota: change remaining and refill on the successor'
+            : 'A rotated key expires when its grace period ends; it can end sooner, not later',
+        );
       }
       if (Object.keys(after).length === 0) return key;
       key.updatedAt = new Date();
