@@ -30,13 +30,17 @@ function principalOf(services: Services, outcome: VerifyOutcome, meta: RequestMe
 }
 
 async function refuse(services: Services, outcome: VerifyOutcome, meta: RequestMeta): Promise<never> {
-  await services.audit.recordAlone(anonymousActor(meta, outcome.record?.id ?? null), {
+  const actor = anonymousActor(meta, outcome.record?.id ?? null);
+  const record = {
     action: 'auth.failure',
     outcome: AuditOutcome.DENIED,
     targetType: outcome.record ? 'api_key' : null,
     targetId: outcome.record?.id ?? null,
     details: { code: outcome.code, ...(outcome.record ? { keyName: outcome.record.name, ownerId: outcome.record.ownerId } : {}) },
-  });
+  };
+  // Past a few a minute from one source, rejections are counted into one event (AuthFailureFolding).
+  if (services.authFailures.admit(actor, record)) await services.audit.recordAlone(actor, record);
+  else services.audit.observe(actor, record);
   if (outcome.code === VerifyCode.RATE_LIMITED && outcome.rateLimit) {
     throw new RateLimitedError(Math.max(1, Math.ceil((outcome.rateLimit.resetAt.getTime() - Date.now()) / 1000)));
   }

@@ -192,6 +192,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           await feed.stop();
           await services.alerting.close();
           await services.usage.close();
+          await services.authFailures.close();
           await services.audit.close();
           await forwarder?.stop();
           await ds.destroy();

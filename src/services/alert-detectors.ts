@@ -227,7 +227,8 @@ export class AlertDetectors {
         details: { windowSeconds, threshold, observed: hits.length, ...summarise(hits) },
         windowSeconds,
       });
-    } else if (record.action === 'auth.failure') {
+    } else if (record.action === 'auth.failure' && record.details?.repeats === undefined) {
+      // A folded count (details.repeats) was heard one rejection at a time already.
       const ownerId = typeof record.details?.ownerId === 'string' ? record.details.ownerId : null;
       const code = typeof record.details?.code === 'string' ? record.details.code : null;
       this.countRules(AlertMetric.AUTH_FAILURES, { keyId: record.targetId ?? null, userId: ownerId }, at, { code, ip: actor.ip, keyId: record.targetId ?? null });

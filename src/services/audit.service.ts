@@ -224,6 +224,11 @@ export class AuditService {
     for (const hook of this.hooks) this.afterCommit(tx, () => hook.committed(record, actor));
   }
 
+  /** A record counted into a later event (AuthFailureFolding): hooks hear it now, as if committed. */
+  observe(actor: Actor, record: AuditRecord): void {
+    this.runEffects(this.hooks.map((hook) => () => hook.committed(record, actor)));
+  }
+
   /**
    * An auditor's read and its audit event as one statement: one snapshot, one round trip, one
    * commit, and no rows unless the event committed (the answer arrives after the statement's

@@ -4,6 +4,7 @@ import { AuditExportService } from './audit-export.service';
 import { AuditQueryService } from './audit-query.service';
 import { AuditReportService } from './audit-report.service';
 import { AuditService } from './audit.service';
+import { AuthFailureFolding } from './auth-failure-folding';
 import { DEFAULT_ALERT_SETTINGS, type AlertSettings } from './alert-detectors';
 import { Alerting } from './alerting';
 import type { EventBus } from './event-bus';
@@ -51,6 +52,7 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
   );
   return {
     audit,
+    authFailures: new AuthFailureFolding(audit, settings.onBackgroundError ?? (() => {})),
     usage,
     keyChanges,
     keys,
