@@ -26,15 +26,15 @@ async function failuresFrom(ip: string): Promise<FailureRow[]> {
   return t.db.query<FailureRow>(`SELECT ip, details FROM audit_events WHERE action = 'auth.failure' AND ip = $1 ORDER BY id`, [ip]);
 }
 
-test('a flood of rejected keys from one address is recorded as its first ten events and one count, every rejection accounted for', async () => {
+test('a flood of rejected keys from one address is recorded as its first hundred events and one count, every rejection accounted for', async () => {
   const ip = '198.51.100.7';
   const garbage = generateKey('kl'); // well-formed, unknown: NOT_FOUND
-  for (let i = 0; i < 25; i++) {
+  for (let i = 0; i < 115; i++) {
     const refused = await postGraphQL(t.url, garbage, '{ viewer { user { id } } }', undefined, { 'x-forwarded-for': ip });
     assert.equal(refused.status, 401);
   }
   const before = await failuresFrom(ip);
-  assert.equal(before.length, 10, JSON.stringify(before));
+  assert.equal(before.length, 100);
   assert.ok(before.every((row) => row.details.code === 'NOT_FOUND' && row.details.repeats === undefined));
 
   // Another address is counted on its own.
@@ -44,10 +44,10 @@ test('a flood of rejected keys from one address is recorded as its first ten eve
 
   await t.server.services.authFailures.flush(true);
   const afterFlush = await failuresFrom(ip);
-  assert.equal(afterFlush.length, 11);
-  assert.deepEqual(afterFlush[10]!.details, { ...afterFlush[10]!.details, code: 'NOT_FOUND', repeats: 15, windowSeconds: 60 });
+  assert.equal(afterFlush.length, 101);
+  assert.deepEqual(afterFlush[100]!.details, { ...afterFlush[100]!.details, code: 'NOT_FOUND', repeats: 15, windowSeconds: 60 });
   const accounted = afterFlush.reduce((sum, row) => sum + (row.details.repeats ?? 1), 0);
-  assert.equal(accounted, 25);
+  assert.equal(accounted, 115);
 });
 
 test('an AUTH_FAILURES rule still counts every rejection, folded ones included', async () => {
@@ -56,15 +56,15 @@ test('an AUTH_FAILURES rule still counts every rejection, folded ones included',
     t.url,
     t.adminKey,
     'mutation($input: CreateAlertRuleInput!) { createAlertRule(input: $input) { id } }',
-    { input: { name: 'many failures', metric: 'AUTH_FAILURES', threshold: 15, windowSeconds: 600, severity: 'HIGH' } },
+    { input: { name: 'many failures', metric: 'AUTH_FAILURES', threshold: 105, windowSeconds: 600, severity: 'HIGH' } },
   );
   assert.equal(rule.errors, undefined, JSON.stringify(rule.errors));
-  for (let i = 0; i < 15; i++) await postGraphQL(t.url, key, '{ viewer { user { id } } }', undefined, { 'x-forwarded-for': '198.51.100.9' });
-  assert.equal((await failuresFrom('198.51.100.9')).length, 10, 'five of the fifteen are folded');
+  for (let i = 0; i < 105; i++) await postGraphQL(t.url, key, '{ viewer { user { id } } }', undefined, { 'x-forwarded-for': '198.51.100.9' });
+  assert.equal((await failuresFrom('198.51.100.9')).length, 100, 'five of the 105 are folded');
   await pollUntil(
     () => postGraphQL<{ alerts: { nodes: Array<{ type: string; message: string }> } }>(t.url, t.adminKey, '{ alerts(filter: { types: [THRESHOLD] }) { nodes { type message } } }'),
     (r) => (r.data?.alerts.nodes.length ?? 0) > 0,
-    { timeoutMs: 5000, what: 'the THRESHOLD alert at 15 rejections' },
+    { timeoutMs: 5000, what: 'the THRESHOLD alert at 105 rejections' },
   );
 });
 

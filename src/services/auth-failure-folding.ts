@@ -10,7 +10,7 @@ export interface FoldingSettings {
   maxWindows: number;
 }
 
-export const DEFAULT_FOLDING: FoldingSettings = { windowMs: 60_000, recordedPerWindow: 10, maxWindows: 10_000 };
+export const DEFAULT_FOLDING: FoldingSettings = { windowMs: 60_000, recordedPerWindow: 100, maxWindows: 10_000 };
 
 interface Window {
   startedAt: number;
