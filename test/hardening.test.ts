@@ -214,6 +214,18 @@ test("a rotated key shows the quota it shares with its successor, and its quota 
   await ok(t.adminKey, 'mutation($id: ID!) { updateApiKey(id: $id, input: { remaining: 1000 }) { id } }', { id: successorId });
   assert.equal(await remaining(id), 1000);
 });
+test('an allowlist network is stored as the network it names, host bits cleared, and still admits its addresses', async () => {
+  const created = await ok<{ createApiKey: { secret: string; apiKey: { allowedCidrs: string[] } } }>(
+    t.adminKey,
+    'mutation { createApiKey(input: { name: "host bits", allowedCidrs: ["10.9.8.7/8", "2001:db8:1:2:3:4:5:6/64", "::ffff:192.168.1.1/120"] }) { secret apiKey { allowedCidrs } } }',
+  );
+  assert.deepEqual(created.createApiKey.apiKey.allowedCidrs, ['10.0.0.0/8', '2001:db8:1:2::/64', '192.168.1.0/24']);
+  for (const [ip, code] of [['10.200.0.1', 'VALID'], ['2001:db8:1:2:ffff::1', 'VALID'], ['192.168.1.77', 'VALID'], ['11.0.0.1', 'IP_NOT_ALLOWED']] as const) {
+    const verified = await ok<{ verifyKey: { code: string } }>(t.adminKey, 'query($k: String!, $ip: String) { verifyKey(input: { key: $k, ip: $ip }) { code } }', { k: created.createApiKey.secret, ip });
+    assert.equal(verified.verifyKey.code, code, ip);
+  }
+});
+
 test('client addresses are stored in one form (mapped IPv4 as IPv4, IPv6 per RFC 5952), so filters and counts agree, wide IPv6 networks included', async () => {
   // Rejected keys from forwarded addresses: auth.failure events carrying each address.
   for (const address of ['0:0:0:0:0:ffff:10.77.0.77', '2001:0db8::00ff', '2001:DB8::FF']) {

@@ -142,3 +142,25 @@ test('errors that quote input (permissions, action filters, export parameters, r
   }
   for (const answer of answers) assertNoPiece(pasted, answer, 'an error answer');
 });
+
+test("a reason naming a leaked key (revokeApiKey, revokeAllApiKeys, disableUser) is kept with the key blanked", async () => {
+  const ownerId = await createHuman(t, [], 'pieces-reasons');
+  const { key, secret } = await createKey(t, { ownerId, name: unique('pieces-leaked') });
+  const revoked = await postGraphQL<{ revokeApiKey: { revokeReason: string } }>(
+    t.url,
+    t.adminKey,
+    'mutation($id: ID!, $reason: String!) { revokeApiKey(id: $id, reason: $reason) { revokeReason } }',
+    { id: key.id, reason: `leaked in ticket 7: ${secret}` },
+  );
+  assert.equal(revoked.data?.revokeApiKey.revokeReason, 'leaked in ticket 7: [redacted]');
+  const other = await createKey(t, { ownerId, name: unique('pieces-leaked-2') });
+  const all = await postGraphQL(t.url, t.adminKey, 'mutation($u: ID!, $reason: String!) { revokeAllApiKeys(userId: $u, reason: $reason) }', { u: ownerId, reason: `also ${other.secret}` });
+  assert.equal(all.errors, undefined, JSON.stringify(all.errors));
+  const read = await postGraphQL<{ apiKey: { revokeReason: string } }>(t.url, t.adminKey, 'query($id: ID!) { apiKey(id: $id) { revokeReason } }', { id: other.key.id });
+  assert.equal(read.data?.apiKey.revokeReason, 'also [redacted]');
+  const disabled = await postGraphQL(t.url, t.adminKey, 'mutation($u: ID!, $reason: String!) { disableUser(id: $u, reason: $reason) { id } }', { u: ownerId, reason: `owner of ${secret}` });
+  assert.equal(disabled.errors, undefined, JSON.stringify(disabled.errors));
+  const dump = (await t.db.query<{ row: string }>(`SELECT row_to_json(x)::text AS row FROM (SELECT * FROM api_keys WHERE owner_id = $1) x UNION ALL SELECT row_to_json(u)::text FROM users u WHERE id = $1`, [ownerId])).map((r) => r.row).join('\n');
+  assertNoPiece(secret, dump, 'the stored reasons');
+  assertNoPiece(other.secret, dump, 'the stored reasons');
+});

@@ -11,9 +11,8 @@ import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
 import { requireRoles, userPermissions } from './role-lookup';
 import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
-import { isUuid, requireText } from './validation';
+import { isUuid, reasonText } from './validation';
 
-const REASON_MAX = 1000;
 const MAX_GRACE_SECONDS = 30 * 86_400;
 const CONFLICT_MESSAGE = 'The key changed concurrently; try again';
 
@@ -128,7 +127,7 @@ export class KeyLifecycleService {
   }
 
   async revoke(actor: Actor, id: string, reason: string): Promise<ApiKeyEntity> {
-    const why = requireText('reason', reason, REASON_MAX);
+    const why = reasonText(reason);
     return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const key = await this.lockManageable(tx, actor, id, 'revoked again');
       const before = key.storedStatus;
@@ -141,7 +140,7 @@ export class KeyLifecycleService {
 
   /** Emergency: every key of the user and of its service accounts, in one transaction. */
   async revokeAll(actor: Actor, userId: string, reason: string): Promise<number> {
-    const why = requireText('reason', reason, REASON_MAX);
+    const why = reasonText(reason);
     return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       // The keys will name the actor (revokedBy): its row too, in id order with the target's.
       const user = await lockUserAmong(tx, userId, [actor.userId]);

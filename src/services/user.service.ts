@@ -8,7 +8,7 @@ import { BadInputError, ConflictError } from './errors';
 import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
-import { isUuid, requireEmail, requireIds, requireText } from './validation';
+import { isUuid, reasonText, requireEmail, requireIds, requireText } from './validation';
 import { ADVISORY_LOCKS } from '../db/advisory-locks';
 
 const LAST_ADMIN_LOCK = ADVISORY_LOCKS.lastAdmin;
@@ -41,7 +41,6 @@ export interface UpdateUserInput {
 
 const NAME_MAX = 200;
 const EMAIL_TAKEN = 'A user with this email already exists';
-const REASON_MAX = 1000;
 
 function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (c) => `\\${c}`);
@@ -178,7 +177,7 @@ export class UserService {
   }
 
   async disable(actor: Actor, id: string, reason: string): Promise<UserEntity> {
-    const why = requireText('reason', reason, REASON_MAX);
+    const why = reasonText(reason);
     return inTransaction(this.audit, EMAIL_TAKEN, async (tx) => {
       const user = await lockById(tx, UserEntity, 'User', id);
       if (user.id === actor.userId) throw new ConflictError('You cannot disable yourself');

@@ -1,7 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import { isValidPermission, normalize } from '../auth/permissions';
 import { BadInputError } from './errors';
-import { quoteInput } from '../auth/key-format';
+import { quoteInput, redactKeys } from '../auth/key-format';
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
@@ -21,6 +21,13 @@ export function requireText(field: string, value: string, max: number): string {
   if (trimmed.length === 0) throw new BadInputError(field, `${field} must not be empty`);
   if (trimmed.length > max) throw new BadInputError(field, `${field} must be at most ${max} characters`);
   return trimmed;
+}
+
+const REASON_MAX = 1000;
+
+/** A reason kept and shown to readers. "Leaked: <the key>" is what people write, so key-shaped words are blanked. */
+export function reasonText(reason: string): string {
+  return redactKeys(requireText('reason', reason, REASON_MAX));
 }
 
 export function optionalText(field: string, value: string | null | undefined, max: number): string | null {
@@ -108,12 +115,28 @@ export function parseCidr(value: string): string | null {
   if (bits !== undefined && !/^\d{1,3}$/.test(bits)) return null;
   const prefix = bits === undefined ? max : Number(bits);
   if (prefix > max) return null;
-  if (family === 4) return `${address}/${prefix}`;
+  // Stored as the network it names: 10.0.0.1/8 is 10.0.0.0/8, as PostgreSQL's cidr type would have it.
+  if (family === 4) return `${maskIpv4(address, prefix)}/${prefix}`;
   // An IPv4-mapped network is the IPv4 network it maps, the form addresses are stored in.
-  const canonical = canonicalIpv6(address);
+  const canonical = canonicalIpv6(maskIpv6(canonicalIpv6(address), prefix));
   const mapped = mappedIpv4(canonical);
   if (mapped && prefix >= 96) return `${mapped}/${prefix - 96}`;
   return `${canonical}/${prefix}`;
+}
+
+function maskIpv4(address: string, prefix: number): string {
+  const bytes = address.split('.').map(Number);
+  return bytes.map((byte, i) => byte & (0xff << Math.max(0, Math.min(8, 8 * (i + 1) - prefix))) & 0xff).join('.');
+}
+
+/** `canonical` as written by canonicalIpv6 (hex groups, at most one ::) with the bits past `prefix` cleared. */
+function maskIpv6(canonical: string, prefix: number): string {
+  const [head, tail] = canonical.split('::') as [string, string | undefined];
+  const groups = (text: string | undefined) => (text ? text.split(':').map((group) => parseInt(group, 16)) : []);
+  const front = groups(head);
+  const back = groups(tail);
+  const all = tail === undefined ? front : [...front, ...new Array<number>(8 - front.length - back.length).fill(0), ...back];
+  return all.map((group, i) => (group & (0xffff << Math.max(0, Math.min(16, 16 * (i + 1) - prefix))) & 0xffff).toString(16)).join(':');
 }
 
 /** Networks (canonical CIDRs, as parseCidr gives them) compiled once for repeated address checks. */
