@@ -58,13 +58,15 @@ function parseCount(name: string, raw: string | undefined, fallback: number, max
   return Number(raw);
 }
 
+/** `<count>/<seconds>`, or a bare count within the default window. */
 function parseBurst(name: string, raw: string | undefined, fallback: { threshold: number; windowSeconds: number }) {
   if (raw === undefined) return fallback;
-  const match = /^(\d{1,9})\/(\d{1,7})$/.exec(raw);
-  if (!match || Number(match[1]) === 0 || Number(match[2]) === 0) {
-    throw new ConfigError(`${name} must be <count>/<seconds> with both above 0, e.g. 20/60, got "${raw}"`);
+  const match = /^(\d{1,9})(?:\/(\d{1,7}))?$/.exec(raw);
+  const windowSeconds = match?.[2] === undefined ? fallback.windowSeconds : Number(match[2]);
+  if (!match || Number(match[1]) === 0 || windowSeconds === 0) {
+    throw new ConfigError(`${name} must be <count>/<seconds> (or a count within ${fallback.windowSeconds} s) with both above 0, e.g. 20/60, got "${raw}"`);
   }
-  return { threshold: Number(match[1]), windowSeconds: Number(match[2]) };
+  return { threshold: Number(match[1]), windowSeconds };
 }
 
 function parsePositive(name: string, raw: string | undefined, fallback: number, options: { integer?: boolean; max?: number } = {}): number {
@@ -77,14 +79,16 @@ function parsePositive(name: string, raw: string | undefined, fallback: number, 
   return value;
 }
 
-/** A setting also known by the contract's name for it (RUNTIME.md names VERIFY_FAILURE_BURST): both may not disagree. */
-function aliased(env: Env, name: string, alias: string): [string, string | undefined] {
+/** A burst also known by the contract's name for it (RUNTIME.md names VERIFY_FAILURE_BURST): the two may not disagree. */
+function aliasedBurst(env: Env, name: string, alias: string, fallback: { threshold: number; windowSeconds: number }) {
   const value = nonEmpty(env, name);
   const aliasValue = nonEmpty(env, alias);
-  if (value !== undefined && aliasValue !== undefined && value !== aliasValue) {
+  const burst = parseBurst(name, value, fallback);
+  const aliasBurst = parseBurst(alias, aliasValue, fallback);
+  if (value !== undefined && aliasValue !== undefined && (burst.threshold !== aliasBurst.threshold || burst.windowSeconds !== aliasBurst.windowSeconds)) {
     throw new ConfigError(`${name} and ${alias} are the same setting and disagree ("${value}", "${aliasValue}")`);
   }
-  return value !== undefined ? [name, value] : [alias, aliasValue];
+  return value !== undefined ? burst : aliasBurst;
 }
 
 /** Every detector default can be changed; the README lists them. */
@@ -92,7 +96,7 @@ function parseAlertSettings(env: Env): AlertSettings {
   const d = DEFAULT_ALERT_SETTINGS;
   const get = (name: string) => nonEmpty(env, name);
   return {
-    failureBurst: parseBurst(...aliased(env, 'ALERT_FAILURE_BURST', 'VERIFY_FAILURE_BURST'), d.failureBurst),
+    failureBurst: aliasedBurst(env, 'ALERT_FAILURE_BURST', 'VERIFY_FAILURE_BURST', d.failureBurst),
     deniedBurst: parseBurst('ALERT_DENIED_BURST', get('ALERT_DENIED_BURST'), d.deniedBurst),
     dedupSeconds: parsePositive('ALERT_DEDUP_SECONDS', get('ALERT_DEDUP_SECONDS'), d.dedupSeconds),
     spike: {

@@ -9,7 +9,10 @@ test("the failure burst is set by ALERT_FAILURE_BURST or by the contract's name 
   assert.deepEqual(loadConfig(base).alerts.failureBurst, { threshold: 20, windowSeconds: 60 });
   assert.deepEqual(loadConfig({ ...base, VERIFY_FAILURE_BURST: '5/30' }).alerts.failureBurst, { threshold: 5, windowSeconds: 30 });
   assert.deepEqual(loadConfig({ ...base, ALERT_FAILURE_BURST: '7/10' }).alerts.failureBurst, { threshold: 7, windowSeconds: 10 });
-  assert.deepEqual(loadConfig({ ...base, ALERT_FAILURE_BURST: '7/10', VERIFY_FAILURE_BURST: '7/10' }).alerts.failureBurst, { threshold: 7, windowSeconds: 10 });
+  assert.deepEqual(loadConfig({ ...base, ALERT_FAILURE_BURST: '7/10', VERIFY_FAILURE_BURST: '7/010' }).alerts.failureBurst, { threshold: 7, windowSeconds: 10 });
+  // "VERIFY_FAILURE_BURST at 20 failures within 60 s": a bare count keeps the 60 s window.
+  assert.deepEqual(loadConfig({ ...base, VERIFY_FAILURE_BURST: '5' }).alerts.failureBurst, { threshold: 5, windowSeconds: 60 });
+  assert.deepEqual(loadConfig({ ...base, ALERT_FAILURE_BURST: '5', VERIFY_FAILURE_BURST: '5/60' }).alerts.failureBurst, { threshold: 5, windowSeconds: 60 });
 });
 
 test('a VERIFY_FAILURE_BURST that is not <count>/<seconds>, or that disagrees with ALERT_FAILURE_BURST, stops the configuration', () => {

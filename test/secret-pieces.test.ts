@@ -80,7 +80,7 @@ test("a verifyKey resource carrying a key (a URL's ?api_key=) is blanked in usag
   assertNoPiece(live.key, details, 'the alert details');
 });
 
-test('a root field refused by a service rule, aliased with a key inside an inline fragment, is recorded by its field name', async () => {
+test('a root field refused by a service rule is recorded by its field name, whatever alias or fragment (inline or named) it came through', async () => {
   const member = await principalWithRoles(t, ['member'], 'pieces-member');
   const alias = generateKey('kl');
   const denied = await postGraphQL(
@@ -90,12 +90,19 @@ test('a root field refused by a service rule, aliased with a key inside an inlin
     `mutation { ... on Mutation { ${alias}: createApiKey(input: { name: "${unique('k')}", permissions: ["users:write"] }) { secret } } }`,
   );
   assert.equal(denied.errors?.[0]?.extensions?.code, 'FORBIDDEN');
+  // Behind a named fragment, with the alias another operation's name.
+  const disguised = await postGraphQL(
+    t.url,
+    member.key,
+    `mutation { ...F } fragment F on Mutation { verifyKey: createApiKey(input: { name: "${unique('k')}", permissions: ["users:write"] }) { secret } }`,
+  );
+  assert.equal(disguised.errors?.[0]?.extensions?.code, 'FORBIDDEN');
   const events = await t.db.query<{ details: { operation: string } }>(
     `SELECT details FROM audit_events WHERE action = 'authz.denied' AND actor_id = $1
      UNION ALL SELECT details FROM audit_staging WHERE action = 'authz.denied' AND actor_id = $1`,
     [member.userId],
   );
-  assert.deepEqual(events.map((e) => e.details.operation), ['Mutation.createApiKey']);
+  assert.deepEqual(events.map((e) => e.details.operation), ['Mutation.createApiKey', 'Mutation.createApiKey']);
 });
 
 test('a key pasted as an audit event id, a revocation reason or a User-Agent leaves no piece in the audit log', async () => {

@@ -22,8 +22,8 @@ function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlug
           const refused = operationRefusal(schema, document, request.operationName, request.variables);
           if (refused) throw refused;
         },
-        async didEncounterErrors({ errors, contextValue, request, operation }) {
-          await auditDenials(contextValue, errors, request.operationName ?? null, operation);
+        async didEncounterErrors({ errors, contextValue, request, operation, document }) {
+          await auditDenials(contextValue, errors, request.operationName ?? null, operation, document);
           for (const error of errors) {
             // The code the client will see: a domain error's is only attached when formatted.
             if (formatError(error.toJSON(), error).extensions?.code === 'INTERNAL_SERVER_ERROR') {

@@ -1,4 +1,4 @@
-import { Kind, type FieldNode, type OperationDefinitionNode, type SelectionNode } from 'graphql';
+import { Kind, type DocumentNode, type FieldNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionNode } from 'graphql';
 import { quoteInput } from '../auth/key-format';
 import type { DataSource } from 'typeorm';
 import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
@@ -35,24 +35,40 @@ interface ErrorLike {
   path?: ReadonlyArray<string | number>;
 }
 
-/** The root field answering at `responseKey`, also inside inline fragments (`... on Mutation { }`). */
-function rootField(selections: readonly SelectionNode[], responseKey: unknown): FieldNode | undefined {
+/** The root field answering at `responseKey`, through inline fragments and named ones. */
+function rootField(
+  selections: readonly SelectionNode[],
+  responseKey: unknown,
+  fragments: ReadonlyMap<string, FragmentDefinitionNode>,
+  visited: Set<string> = new Set(),
+): FieldNode | undefined {
   for (const selection of selections) {
-    if (selection.kind === Kind.FIELD && (selection.alias?.value ?? selection.name.value) === responseKey) return selection;
-    if (selection.kind === Kind.INLINE_FRAGMENT) {
-      const found = rootField(selection.selectionSet.selections, responseKey);
-      if (found) return found;
+    if (selection.kind === Kind.FIELD) {
+      if ((selection.alias?.value ?? selection.name.value) === responseKey) return selection;
+      continue;
     }
+    let nested: readonly SelectionNode[] | undefined;
+    if (selection.kind === Kind.INLINE_FRAGMENT) nested = selection.selectionSet.selections;
+    else if (!visited.has(selection.name.value)) {
+      visited.add(selection.name.value);
+      nested = fragments.get(selection.name.value)?.selectionSet.selections;
+    }
+    const found = nested ? rootField(nested, responseKey, fragments, visited) : undefined;
+    if (found) return found;
   }
   return undefined;
 }
 
-/** `Mutation.createRole` for the root field an error's path starts at, whatever alias the client used. */
-function rootOperation(operation: OperationDefinitionNode | null | undefined, path: ErrorLike['path']): string {
+/** `Mutation.createRole` for the root field an error's path starts at, whatever alias or fragment the client used. */
+function rootOperation(operation: OperationDefinitionNode | null | undefined, path: ErrorLike['path'], document: DocumentNode | null | undefined): string {
   const responseKey = path?.[0];
   const type = operation ? operation.operation[0]!.toUpperCase() + operation.operation.slice(1) : 'Operation';
-  const field = operation ? rootField(operation.selectionSet.selections, responseKey) : undefined;
-  // Past a named fragment the response key is all there is, and a client chose it: blanked like any input.
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document?.definitions ?? []) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
+  }
+  const field = operation ? rootField(operation.selectionSet.selections, responseKey, fragments) : undefined;
+  // Without the document the response key is all there is, and a client chose it: blanked like any input.
   return `${type}.${field?.name.value ?? quoteInput(String(responseKey ?? 'unknown'), 100)}`;
 }
 
@@ -65,11 +81,12 @@ export async function auditDenials(
   errors: readonly ErrorLike[],
   operationName: string | null,
   operationNode?: OperationDefinitionNode | null,
+  document?: DocumentNode | null,
 ): Promise<void> {
   for (const error of errors) {
     const original = error.originalError;
     if (!(original instanceof DomainError) || original.code !== 'FORBIDDEN') continue;
-    const operation = String(original.extensions.operation ?? rootOperation(operationNode, error.path));
+    const operation = String(original.extensions.operation ?? rootOperation(operationNode, error.path, document));
     if (context.deniedAudited.has(operation)) continue;
     context.deniedAudited.add(operation);
     await context.services.audit.recordAlone(context.actor, {

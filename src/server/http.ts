@@ -25,24 +25,6 @@ interface PendingAnswer {
   body: string;
   requestId: string;
 }
-const pendingAnswers: PendingAnswer[] = [];
-
-function writeAnswers(): void {
-  for (const { res, contentType, body, requestId } of pendingAnswers.splice(0)) {
-    if (res.destroyed) continue;
-    res.writeHead(200, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId, 'cache-control', 'no-store']);
-    res.end(body);
-  }
-}
-
-/**
- * Verify answers are written together once the event loop has read every request that arrived
- * with them: a client waiting for several is woken once for the lot instead of once each, and
- * on loopback that wakeup was half the CPU of a verification (measured).
- */
-function answerSoon(res: ServerResponse, contentType: string, body: string, requestId: string): void {
-  if (pendingAnswers.push({ res, contentType, body, requestId }) === 1) setImmediate(writeAnswers);
-}
 
 export interface HttpDeps {
   apollo: ApolloServer<GraphQLContext>;
@@ -130,6 +112,29 @@ export function createRequestHandler(deps: HttpDeps) {
     let child = timed.get(route);
     if (!child) timed.set(route, (child = metrics.requestDuration.labels(route)));
     child.observe(seconds);
+  };
+
+  /**
+   * Verify answers are written together once the event loop has read every request that arrived
+   * with them: a client waiting for several is woken once for the lot instead of once each, and
+   * on loopback that wakeup was half the CPU of a verification (measured).
+   */
+  const pendingAnswers: PendingAnswer[] = [];
+  const writeAnswers = () => {
+    for (const { res, contentType, body, requestId } of pendingAnswers.splice(0)) {
+      if (res.destroyed) continue;
+      try {
+        res.writeHead(200, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId, 'cache-control', 'no-store']);
+        res.end(body);
+      } catch (error) {
+        // One answer that cannot be written must not cost the others theirs.
+        logger.error({ err: error, requestId }, 'answer could not be written');
+        res.destroy();
+      }
+    }
+  };
+  const answerSoon = (res: ServerResponse, contentType: string, body: string, requestId: string) => {
+    if (pendingAnswers.push({ res, contentType, body, requestId }) === 1) setImmediate(writeAnswers);
   };
 
   async function graphql(req: IncomingMessage, res: ServerResponse, meta: RequestMeta): Promise<number> {

@@ -227,7 +227,7 @@ export function attachWebSocket(
         const context = states.get(ctx)?.operations.get(id);
         if (context && result.errors) {
           const operation = getOperationAST(args.document, args.operationName ?? undefined);
-          await auditDenials(context, result.errors, payload.operationName ?? null, operation);
+          await auditDenials(context, result.errors, payload.operationName ?? null, operation, args.document);
         }
         return formatResult(result);
       },
