@@ -117,6 +117,31 @@ test('malformed ids and out-of-range numbers are answered, not 500', async () =>
   assert.deepEqual(errorCodes(await gql(t.adminKey, `{ auditEvents(after: "${cursor}") { nodes { id } } }`)), ['BAD_USER_INPUT']);
 });
 
+test("a cursor from another list, or edited by hand, is BAD_USER_INPUT; each list's own cursor pages on", async () => {
+  type Paged = { pageInfo: { endCursor: string | null } };
+  const users = await ok<{ users: Paged }>(t.adminKey, '{ users(first: 1) { pageInfo { endCursor } } }');
+  const keys = await ok<{ apiKeys: Paged }>(t.adminKey, '{ apiKeys(first: 1) { pageInfo { endCursor } } }');
+  const events = await ok<{ auditEvents: Paged }>(t.adminKey, '{ auditEvents(first: 1) { pageInfo { endCursor } } }');
+  const userCursor = users.users.pageInfo.endCursor!;
+  const keyCursor = keys.apiKeys.pageInfo.endCursor!;
+  const eventCursor = events.auditEvents.pageInfo.endCursor!;
+  const page = (list: string, after: string) => gql(t.adminKey, `query($a: String) { ${list}(first: 1, after: $a) { pageInfo { endCursor } } }`, { a: after });
+
+  assert.deepEqual(errorCodes(await page('users', userCursor)), []);
+  assert.deepEqual(errorCodes(await page('apiKeys', keyCursor)), []);
+  assert.deepEqual(errorCodes(await page('auditEvents', eventCursor)), []);
+  for (const [list, foreign] of [['apiKeys', userCursor], ['users', keyCursor], ['alerts', keyCursor], ['auditEvents', keyCursor], ['users', eventCursor]] as const) {
+    assert.deepEqual(errorCodes(await page(list, foreign)), ['BAD_USER_INPUT'], `${list} with another list's cursor`);
+  }
+  // The same fields with one changed: a position chosen by hand.
+  const [kind, , id, check] = JSON.parse(Buffer.from(userCursor, 'base64url').toString('utf8')) as string[];
+  const forged = Buffer.from(JSON.stringify([kind, '2000-01-01T00:00:00.000Z', id, check])).toString('base64url');
+  assert.deepEqual(errorCodes(await page('users', forged)), ['BAD_USER_INPUT']);
+  const [, eventId] = /^ae:(\d+):/.exec(Buffer.from(eventCursor, 'base64url').toString('utf8'))!;
+  const editedEvent = Buffer.from(Buffer.from(eventCursor, 'base64url').toString('utf8').replace(`ae:${eventId}:`, `ae:${Number(eventId) + 1}:`)).toString('base64url');
+  assert.deepEqual(errorCodes(await page('auditEvents', editedEvent)), ['BAD_USER_INPUT']);
+});
+
 test('actions: ["*"] keeps every other filter', async () => {
   const all = await ok<{ auditEvents: { nodes: Array<{ outcome: string }> } }>(
     t.adminKey,

@@ -736,6 +736,19 @@ test('apiKeys filters: ownerId, status, expiresBefore, createdById, search by na
   assert.ok(byStart.nodes.some((k) => k.id === gamma.key.id), `start ${gamma.key.start} finds the key`);
   assert.ok(byStart.nodes.every((k) => k.start === gamma.key.start));
   assert.equal((await listKeys({ search: 'no-such-key-name-anywhere' })).totalCount, 0);
+  // A piece of a start is not a start: "kl" and "kl_" name no key (none of these keys' names holds them).
+  const names = [`${tag} Alpha Ledger`, `${tag} alpha-backup`, `${tag} gamma`, `${tag} delta`];
+  for (const piece of ['kl', 'kl_', gamma.key.start.slice(0, 5)]) {
+    const byName = names.filter((name) => name.toLowerCase().includes(piece.toLowerCase())).length;
+    assert.equal((await listKeys({ search: piece, ownerId })).totalCount, byName, piece);
+  }
+  // Search text is matched whole, not cut short: a 200-character name does not hold it.
+  const longOwnerId = await createHuman(t, [memberRoleId], 'long-name-owner');
+  const long = await createKey(t, { ownerId: longOwnerId, name: `${tag}${'x'.repeat(200 - tag.length)}` });
+  assert.equal((await listKeys({ search: long.key.name, ownerId: longOwnerId })).totalCount, 1);
+  assert.equal((await listKeys({ search: `${long.key.name}NOT-IN-NAME`, ownerId: longOwnerId })).totalCount, 0);
+  const tooLong = await t.request(t.adminKey, KtKeysDocument, { filter: { search: 'x'.repeat(1001) }, first: 10 });
+  assert.equal(tooLong.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
 
   // createdById: keys a member issued for itself, listed by admin.
   const issuer = await principalWithRoles(t, ['member'], 'issuer');

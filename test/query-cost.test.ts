@@ -126,3 +126,17 @@ test('an explicit null page size is priced at the default it gets', async () => 
   assert.deepEqual(errorCodes(await send(pages('50'))), ['GRAPHQL_VALIDATION_FAILED']);
   assert.equal((await send(pages('5'))).errors, undefined);
 });
+
+test('a page size past the maximum is BAD_USER_INPUT naming first (or limit), however much the query selects', async () => {
+  for (const query of [
+    'query($n: Int) { users(first: $n) { nodes { id name } } }',
+    'query($n: Int) { apiKeys(first: $n) { nodes { id name } } }',
+    'query($n: Int) { alerts(first: $n) { nodes { id } } }',
+  ]) {
+    const answer = await send(query, { n: 2147483647 });
+    assert.deepEqual(errorCodes(answer), ['BAD_USER_INPUT'], `${query}: ${JSON.stringify(answer.errors)}`);
+  }
+  assert.deepEqual(errorCodes(await send('{ auditCounts(groupBy: ACTION, limit: 100000) { key count } }')), ['BAD_USER_INPUT']);
+  // Within the maximum the price still counts: 500 users' 500 keys each is refused.
+  assert.deepEqual(errorCodes(await send('{ users(first: 500) { nodes { apiKeys(first: 500) { nodes { id name } } } } }')), ['GRAPHQL_VALIDATION_FAILED']);
+});

@@ -1,7 +1,7 @@
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { GraphQLContext } from '../auth/context';
 import type { AlertEntity, AlertRuleEntity } from '../entities';
-import { encodeCursor } from '../services/pagination';
+import { cursorFor } from '../services/pagination';
 import { AlertFilter, CreateAlertRuleInput, UpdateAlertRuleInput } from '../schema/alert.input';
 import { Alert, AlertConnection, AlertRule } from '../schema/alert.type';
 import { ApiKey } from '../schema/api-key.type';
@@ -52,7 +52,7 @@ export class AlertResolver {
     @Arg('after', () => String, { nullable: true }) after?: string | null,
   ) {
     const page = await ctx.services.alerting.alerts.list(filter, first, after);
-    return toConnection(page.rows, page.hasNextPage, encodeCursor, page.totalCount);
+    return toConnection(page.rows, page.hasNextPage, cursorFor('a'), page.totalCount);
   }
 
   @Authorized('alerts:write')

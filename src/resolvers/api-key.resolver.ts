@@ -10,7 +10,7 @@ import { toConnection } from '../schema/connection.type';
 import { TimeBucket } from '../schema/enums';
 import { DateTimeISO } from '../schema/scalars';
 import { UsagePoint } from '../schema/usage.type';
-import { encodeCursor } from '../services/pagination';
+import { cursorFor } from '../services/pagination';
 import { isUuid } from '../services/validation';
 import { assertCanReadKey, assertNewKeyPayloadReadable, visibleUser } from './visibility';
 import { Role } from '../schema/role.type';
@@ -55,7 +55,7 @@ export class ApiKeyResolver {
     @Arg('after', () => String, { nullable: true }) after?: string | null,
   ) {
     const page = await ctx.services.keyQueries.list(ctx.actor, filter, first, after);
-    return toConnection(page.rows, page.hasNextPage, encodeCursor, page.totalCount);
+    return toConnection(page.rows, page.hasNextPage, cursorFor('k'), page.totalCount);
   }
 
   @Authorized('keys:write', 'keys:own')

@@ -3,7 +3,7 @@ import { requireAnyPermission } from '../auth/auth-checker';
 import type { GraphQLContext } from '../auth/context';
 import { normalize } from '../auth/permissions';
 import type { UserEntity } from '../entities';
-import { encodeCursor } from '../services/pagination';
+import { cursorFor } from '../services/pagination';
 import { toConnection } from '../schema/connection.type';
 import { Role } from '../schema/role.type';
 import { ApiKeyConnection } from '../schema/api-key.type';
@@ -32,7 +32,7 @@ export class UserResolver {
   ) {
     const page = await ctx.services.users.list(filter, first, after);
     page.rows.forEach((row) => ctx.loaders.userById.prime(row.id, row));
-    return toConnection(page.rows, page.hasNextPage, encodeCursor, page.totalCount);
+    return toConnection(page.rows, page.hasNextPage, cursorFor('u'), page.totalCount);
   }
 
   @Authorized('users:write')
@@ -113,7 +113,7 @@ export class UserResolver {
   ) {
     if (!canReadKeysOf(ctx.actor, user)) requireAnyPermission(ctx, ['keys:read'], 'User.apiKeys');
     const page = await ctx.services.keyQueries.list(ctx.actor, { ownerId: user.id, status }, first, after);
-    return toConnection(page.rows, page.hasNextPage, encodeCursor, page.totalCount);
+    return toConnection(page.rows, page.hasNextPage, cursorFor('k'), page.totalCount);
   }
 
   @FieldResolver(() => User, { nullable: true })

@@ -8,8 +8,8 @@ import {
 } from 'graphql';
 import { getComplexity, type ComplexityEstimator } from 'graphql-query-complexity';
 import { LRUCache } from 'lru-cache';
-import { DEFAULT_GROUPS } from '../services/audit-report.service';
-import { DEFAULT_PAGE_SIZE } from '../services/pagination';
+import { DEFAULT_GROUPS, MAX_GROUPS } from '../services/audit-report.service';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../services/pagination';
 import { requestInputError } from './input-hygiene';
 
 /** Far above any screen's or report's query; far below what would tie up the database. */
@@ -32,11 +32,14 @@ const estimator: ComplexityEstimator = ({ type, field, args, childComplexity }) 
   return own + Math.max(rowsOf(field, args), 1) * childComplexity;
 };
 
-/** An explicit null takes the default, as the resolvers do. */
+/**
+ * An explicit null takes the default, as the resolvers do. A count past the maximum is costed at
+ * the maximum: the resolver refuses it (BAD_USER_INPUT, naming the argument) before any row is read.
+ */
 function rowsOf(field: GraphQLField<unknown, unknown>, args: Record<string, unknown>): number {
   const takes = (name: string) => field.args.some((arg) => arg.name === name);
-  if (takes('first')) return typeof args.first === 'number' ? args.first : DEFAULT_PAGE_SIZE;
-  if (takes('limit')) return typeof args.limit === 'number' ? args.limit : DEFAULT_GROUPS;
+  if (takes('first')) return typeof args.first === 'number' ? Math.min(args.first, MAX_PAGE_SIZE) : DEFAULT_PAGE_SIZE;
+  if (takes('limit')) return typeof args.limit === 'number' ? Math.min(args.limit, MAX_GROUPS) : DEFAULT_GROUPS;
   return Array.isArray(args.inputs) ? args.inputs.length : 1;
 }
 

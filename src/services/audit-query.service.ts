@@ -2,7 +2,7 @@ import type { DataSource, SelectQueryBuilder } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import type { AuditOutcome } from '../entities/enums';
 import { BadInputError } from './errors';
-import { pageSize, type Page } from './pagination';
+import { cursorCheck, pageSize, type Page } from './pagination';
 import type { ReadPlan, SqlPart } from './read-plan';
 import { coversMappedIpv4, isUuid, parseCidr } from './validation';
 import { quoteInput } from '../auth/key-format';
@@ -32,13 +32,15 @@ function isBigint(text: string): boolean {
 
 /** Audit cursors are the event's sequence number: ids only grow, so paging is stable while events arrive. */
 export function encodeAuditCursor(id: string): string {
-  return Buffer.from(`ae:${id}`).toString('base64url');
+  return Buffer.from(`ae:${id}:${cursorCheck('ae', id)}`).toString('base64url');
 }
 
 function decodeAuditCursor(cursor: string | null | undefined): string | null {
   if (cursor === null || cursor === undefined) return null;
-  const match = /^ae:(\d{1,19})$/.exec(Buffer.from(cursor.slice(0, 100), 'base64url').toString('utf8'));
-  if (!match || !isBigint(match[1]!)) throw new BadInputError('after', 'after is not a cursor returned by this API');
+  const match = /^ae:(\d{1,19}):([0-9a-z]{1,7})$/.exec(Buffer.from(cursor.slice(0, 100), 'base64url').toString('utf8'));
+  if (!match || !isBigint(match[1]!) || match[2] !== cursorCheck('ae', match[1]!)) {
+    throw new BadInputError('after', 'after is not a cursor returned by this API for this list');
+  }
   return match[1]!;
 }
 

@@ -20,7 +20,7 @@ export interface IntegrityReport {
 const NONE = '(none)';
 /** Group-bys the rollups can answer (their columns) */
 const ROLLED_UP = new Set([AuditGroupBy.ACTION, AuditGroupBy.OUTCOME, AuditGroupBy.TARGET_TYPE]);
-const MAX_GROUPS = 1000;
+export const MAX_GROUPS = 1000;
 export const DEFAULT_GROUPS = 20;
 const INTEGRITY_BATCH = 5000;
 const MAX_BUCKETS = 100_000;

@@ -6,8 +6,11 @@ import type { Actor } from './actor';
 import { ForbiddenError } from './errors';
 import { canReadKeysOf } from './key-access';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
-import { isUuid } from './validation';
+import { isUuid, searchText } from './validation';
 
+
+/** A key's display start (prefix, underscore, four characters) at the beginning of the text. */
+const KEY_START = /^[a-z0-9]{2,12}_[0-9A-Za-z]{4}/;
 export interface ApiKeyFilter {
   ownerId?: string | null;
   status?: KeyStatus | null;
@@ -60,7 +63,7 @@ export class KeyQueryService {
   async list(actor: Actor, filter: ApiKeyFilter | null | undefined, first: number | null | undefined, after: string | null | undefined): Promise<Page<ApiKeyEntity>> {
     // Validate paging arguments before any query runs.
     pageSize(first);
-    decodeCursor(after);
+    decodeCursor(after, 'k');
     const query = this.dataSource.manager.createQueryBuilder(ApiKeyEntity, 'k');
     if (!coveredBy(actor.permissions, 'keys:read')) {
       query.andWhere('(k.owner_id = :self OR k.owner_id IN (SELECT id FROM users WHERE owner_id = :self))', { self: actor.userId });
@@ -75,13 +78,14 @@ export class KeyQueryService {
     if (filter?.status) whereStatus(query, filter.status);
     if (filter?.expiresBefore) query.andWhere('k.expires_at < :expiresBefore', { expiresBefore: filter.expiresBefore });
     if (filter?.search) {
-      const text = filter.search.slice(0, 200);
+      const text = searchText(filter.search);
+      // A key start is matched whole (kl_3Fz9, or text beginning with one): "kl" alone would be every key.
+      const start = KEY_START.exec(text)?.[0] ?? null;
       query.andWhere(
-        new Brackets((q) =>
-          q.where('k.name ILIKE :pattern', { pattern: `%${escapeLike(text)}%` }).orWhere('k.start LIKE :startPrefix', {
-            startPrefix: `${escapeLike(text)}%`,
-          }),
-        ),
+        new Brackets((q) => {
+          q.where('k.name ILIKE :pattern', { pattern: `%${escapeLike(text)}%` });
+          if (start) q.orWhere('k.start = :start', { start });
+        }),
       );
     }
     return pageByCreation(query, 'k', first, after);

@@ -1,4 +1,5 @@
 import type { ObjectLiteral, SelectQueryBuilder } from 'typeorm';
+import { crc32 } from 'node:zlib';
 import { BadInputError } from './errors';
 
 export const MAX_PAGE_SIZE = 500;
@@ -24,16 +25,30 @@ export function pageSize(first: number | null | undefined): number {
   return size;
 }
 
-export function encodeCursor(position: Position): string {
-  return Buffer.from(JSON.stringify([position.createdAt.toISOString(), position.id])).toString('base64url');
+/**
+ * Which list a cursor belongs to; also the list query's table alias (u: users, k: api keys, a: alerts).
+ * A cursor from another list is refused rather than read as a position in this one.
+ */
+export type ListKind = 'u' | 'k' | 'a';
+
+/** A check over a cursor's fields: one edited by hand, or cut, is refused rather than trusted. */
+export function cursorCheck(...fields: string[]): string {
+  return crc32(fields.join('|')).toString(36);
+}
+
+export function cursorFor(kind: ListKind): (position: Position) => string {
+  return (position) => {
+    const fields = [kind, position.createdAt.toISOString(), position.id];
+    return Buffer.from(JSON.stringify([...fields, cursorCheck(...fields)])).toString('base64url');
+  };
 }
 
 /** What toISOString writes for the years 0000-9999. */
 const ENCODED_DATE = /^(?!0000)\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-export function decodeCursor(cursor: string | null | undefined): Position | null {
+export function decodeCursor(cursor: string | null | undefined, kind: ListKind): Position | null {
   if (cursor === null || cursor === undefined) return null;
-  const invalid = () => new BadInputError('after', 'after is not a cursor returned by this API');
+  const invalid = () => new BadInputError('after', 'after is not a cursor returned by this API for this list');
   if (cursor.length > 200) throw invalid();
   let parsed: unknown;
   try {
@@ -41,27 +56,27 @@ export function decodeCursor(cursor: string | null | undefined): Position | null
   } catch {
     throw invalid();
   }
-  if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') {
-    throw invalid();
-  }
-  const createdAt = new Date(parsed[0]);
+  if (!Array.isArray(parsed) || parsed.length !== 4 || !parsed.every((field) => typeof field === 'string')) throw invalid();
+  const [listed, time, id, check] = parsed as [string, string, string, string];
+  if (listed !== kind || check !== cursorCheck(listed, time, id)) throw invalid();
+  const createdAt = new Date(time);
   // Exactly as encoded: a date the parser would roll over (February 30) was not written here, nor
   // one with a six-digit year, which PostgreSQL's timestamps cannot hold.
-  if (!ENCODED_DATE.test(parsed[0]) || Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== parsed[0] || !/^[0-9a-f-]{36}$/i.test(parsed[1])) {
+  if (!ENCODED_DATE.test(time) || Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== time || !/^[0-9a-f-]{36}$/i.test(id)) {
     throw invalid();
   }
-  return { createdAt, id: parsed[1] };
+  return { createdAt, id };
 }
 
 /** One page in (created_at, id) order after the cursor, with the filter's total count. */
 export async function pageByCreation<T extends ObjectLiteral>(
   query: SelectQueryBuilder<T>,
-  alias: string,
+  alias: ListKind,
   first: number | null | undefined,
   after: string | null | undefined,
 ): Promise<Page<T>> {
   const size = pageSize(first);
-  const position = decodeCursor(after);
+  const position = decodeCursor(after, alias);
   const totalCount = await query.clone().getCount();
   if (position) {
     query.andWhere(`(${alias}.created_at, ${alias}.id) > (:afterTime, :afterId)`, {

@@ -8,7 +8,7 @@ import { BadInputError, ConflictError } from './errors';
 import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
-import { isUuid, reasonText, requireEmail, requireIds, requireText } from './validation';
+import { isUuid, reasonText, requireEmail, requireIds, requireText, searchText } from './validation';
 import { ADVISORY_LOCKS } from '../db/advisory-locks';
 
 const LAST_ADMIN_LOCK = ADVISORY_LOCKS.lastAdmin;
@@ -60,7 +60,7 @@ export class UserService {
   async list(filter: UserFilter | null | undefined, first: number | null | undefined, after: string | null | undefined): Promise<Page<UserEntity>> {
     // Validate paging arguments before any query runs.
     pageSize(first);
-    decodeCursor(after);
+    decodeCursor(after, 'u');
     const query = this.dataSource.manager.createQueryBuilder(UserEntity, 'u');
     if (filter?.kind) query.andWhere('u.kind = :kind', { kind: filter.kind });
     if (filter?.status) query.andWhere('u.status = :status', { status: filter.status });
@@ -77,7 +77,7 @@ export class UserService {
       }
     }
     if (filter?.search) {
-      const pattern = `%${escapeLike(filter.search.slice(0, 200))}%`;
+      const pattern = `%${escapeLike(searchText(filter.search))}%`;
       query.andWhere(
         new Brackets((q) => q.where('u.name ILIKE :pattern', { pattern }).orWhere('u.email ILIKE :pattern', { pattern })),
       );

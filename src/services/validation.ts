@@ -24,6 +24,13 @@ export function requireText(field: string, value: string, max: number): string {
 }
 
 const REASON_MAX = 1000;
+const SEARCH_MAX = 1000;
+
+/** Search text as given: cut short, it would match what the whole text does not. */
+export function searchText(search: string): string {
+  if (search.length > SEARCH_MAX) throw new BadInputError('filter.search', `filter.search is at most ${SEARCH_MAX} characters`);
+  return search;
+}
 
 /** A reason kept and shown to readers. "Leaked: <the key>" is what people write, so key-shaped words are blanked. */
 export function reasonText(reason: string): string {
