@@ -67,10 +67,26 @@ describe('text PostgreSQL cannot store is BAD_USER_INPUT, in any field', () => {
     assert.equal(shallow.errors, undefined);
   });
 
-  test('verifyKey answers the same refusal whichever path serves it', async () => {
+  test('a key a verification checks is a result even with NUL or half a pair (MALFORMED); what is stored with it is still refused', async () => {
+    type Verified = { verifyKey: { valid: boolean; code: string } };
     const query = 'query($k: String!, $r: String) { verifyKey(input: { key: $k, resource: $r }) { valid code } }';
-    assertRefused(await send(query, { k: `kl_${NUL}` }), 'BAD_USER_INPUT', 'NUL in the key');
+    for (const key of [`kl_${NUL}`, `kl_${LONE_SURROGATE}`]) {
+      const answer = await send<Verified>(query, { k: key });
+      assert.deepEqual(answer.data?.verifyKey, { valid: false, code: 'MALFORMED' }, JSON.stringify(answer.errors));
+    }
+    const literal = await send<Verified>('{ verifyKey(input: { key: "kl_\\u0000x" }) { valid code } }');
+    assert.deepEqual(literal.data?.verifyKey, { valid: false, code: 'MALFORMED' }, JSON.stringify(literal.errors));
+    const whole = await send<Verified>('query($i: VerifyKeyInput!) { verifyKey(input: $i) { valid code } }', { i: { key: `kl_${NUL}` } });
+    assert.deepEqual(whole.data?.verifyKey, { valid: false, code: 'MALFORMED' }, JSON.stringify(whole.errors));
+    const many = await send<{ verifyKeys: Array<{ code: string }> }>('query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) { code } }', {
+      i: [{ key: `kl_${NUL}` }, { key: 'kl_x' }],
+    });
+    assert.deepEqual(many.data?.verifyKeys.map((r) => r.code), ['MALFORMED', 'MALFORMED'], JSON.stringify(many.errors));
+
     assertRefused(await send(query, { k: 'kl_x', r: LONE_SURROGATE }), 'BAD_USER_INPUT', 'half a pair in the resource');
+    assertRefused(await send('query($i: VerifyKeyInput!) { verifyKey(input: $i) { code } }', { i: { key: 'kl_x', resource: NUL } }), 'BAD_USER_INPUT', 'NUL in the resource beside the key');
+    // One variable as the key and as the resource: the resource is stored, so it is refused.
+    assertRefused(await send('query($k: String!) { verifyKey(input: { key: $k, resource: $k }) { code } }', { k: `kl_${NUL}` }), 'BAD_USER_INPUT', 'key and resource');
     const fine = await send<{ verifyKey: { code: string } }>(query, { k: 'kl_x', r: 'GET /invoices' });
     assert.equal(fine.data!.verifyKey.code, 'MALFORMED');
   });

@@ -38,7 +38,7 @@ async function refuse(services: Services, outcome: VerifyOutcome, meta: RequestM
     targetId: outcome.record?.id ?? null,
     details: { code: outcome.code, ...(outcome.record ? { keyName: outcome.record.name, ownerId: outcome.record.ownerId } : {}) },
   };
-  // Past a few a minute from one source, rejections are counted into one event (AuthFailureFolding).
+  // Past 100 a minute from one source (address, code, key), rejections are counted into one event.
   if (services.authFailures.admit(actor, record)) await services.audit.recordAlone(actor, record);
   else services.audit.observe(actor, record);
   if (outcome.code === VerifyCode.RATE_LIMITED && outcome.rateLimit) {
