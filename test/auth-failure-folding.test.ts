@@ -83,11 +83,51 @@ test('windows end: a count is written once its window closes, and the next windo
     const rows = await failuresFrom('203.0.113.5');
     assert.equal(rows.length, 1);
     assert.equal(rows[0]!.details.repeats, 3);
-    // More sources than windows held: recorded one by one rather than forgotten.
+    // More sources than windows held: new ones share one window per code, and are counted too.
     const elsewhere = (ip: string) => ({ ...(actor as object), ip }) as never;
     assert.equal(folding.admit(elsewhere('203.0.113.6'), record, start + 1001), true);
-    for (let i = 0; i < 5; i++) assert.equal(folding.admit(elsewhere('203.0.113.7'), record, start + 1001), true);
+    assert.deepEqual([7, 8, 9, 10].map((n) => folding.admit(elsewhere(`203.0.113.${n}`), record, start + 1001)), [true, true, false, false]);
+    await folding.flush(true);
+    const shared = (await failuresFrom('203.0.113.10')).at(-1)!;
+    assert.deepEqual([shared.details.repeats, (shared.details as { fromManySources?: boolean }).fromManySources], [2, true]);
   } finally {
     await folding.close();
   }
+  // Once closed, nothing would write a count: each rejection is its own event.
+  const closedActor = { type: 'ANONYMOUS', userId: null, keyId: null, ip: '203.0.113.20', userAgent: null, requestId: null } as never;
+  for (let i = 0; i < 4; i++) assert.equal(folding.admit(closedActor, { action: 'auth.failure', details: { code: 'MALFORMED' } }), true);
+});
+
+test('addresses of one IPv6 /64 are one source', async () => {
+  const folding = new AuthFailureFolding(t.server.services.audit, (error) => assert.fail(String(error)), { windowMs: 60_000, recordedPerWindow: 3, maxWindows: 100 });
+  try {
+    const record = { action: 'auth.failure', outcome: AuditOutcome.DENIED, details: { code: 'NOT_FOUND' } };
+    const from = (ip: string) => ({ type: 'ANONYMOUS', userId: null, keyId: null, ip, userAgent: null, requestId: null }) as never;
+    const admitted = ['2001:db8:1:2::1', '2001:db8:1:2::2', '2001:db8:1:2:ffff::3', '2001:db8:1:2::4', '2001:db8:1:3::1'].map((ip) => folding.admit(from(ip), record));
+    assert.deepEqual(admitted, [true, true, true, false, true]);
+  } finally {
+    await folding.close();
+  }
+});
+
+test("a count whose write fails is written at the next flush, not lost", async () => {
+  let failures = 1;
+  const written: Array<Record<string, unknown> | null | undefined> = [];
+  const audit = {
+    recordAlone: async (_actor: unknown, record: { details?: Record<string, unknown> | null }) => {
+      if (failures-- > 0) throw new Error('database unavailable');
+      written.push(record.details);
+    },
+  };
+  const errors: unknown[] = [];
+  const folding = new AuthFailureFolding(audit as never, (error) => errors.push(error), { windowMs: 1000, recordedPerWindow: 1, maxWindows: 10 });
+  const actor = { type: 'ANONYMOUS', userId: null, keyId: null, ip: '203.0.113.30', userAgent: null, requestId: null } as never;
+  const record = { action: 'auth.failure', details: { code: 'MALFORMED' } };
+  for (let i = 0; i < 4; i++) folding.admit(actor, record, 5_000);
+  await folding.flush(true);
+  assert.equal(errors.length, 1);
+  assert.deepEqual(written, []);
+  await folding.close();
+  assert.equal(written.length, 1);
+  assert.equal((written[0] as Record<string, unknown>).repeats, 3);
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generateKey, redactKeys } from '../src/auth/key-format';
+import { BlankReasons1733400000000 } from '../migrations/1733400000000-blank-reasons';
 import { unique } from './helpers/fixtures';
 import { createHuman, createKey, pollUntil, principalWithRoles, type KeyPrincipal } from './helpers/key-principals';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
@@ -170,4 +171,23 @@ test("a reason naming a leaked key (revokeApiKey, revokeAllApiKeys, disableUser)
   const dump = (await t.db.query<{ row: string }>(`SELECT row_to_json(x)::text AS row FROM (SELECT * FROM api_keys WHERE owner_id = $1) x UNION ALL SELECT row_to_json(u)::text FROM users u WHERE id = $1`, [ownerId])).map((r) => r.row).join('\n');
   assertNoPiece(secret, dump, 'the stored reasons');
   assertNoPiece(other.secret, dump, 'the stored reasons');
+});
+
+test('reasons stored before blanking was applied to them are blanked by the migration', async () => {
+  const ownerId = await createHuman(t, [], 'pieces-old-reason');
+  const { key, secret } = await createKey(t, { ownerId, name: unique('pieces-old') });
+  // As an older version stored it.
+  await t.db.query(`UPDATE api_keys SET stored_status = 'REVOKED', revoke_reason = $1 WHERE id = $2`, [`leaked: ${secret}`, key.id]);
+  await t.db.query(`UPDATE users SET disabled_reason = $1 WHERE id = $2`, [`owner of ${secret}`, ownerId]);
+  const runner = t.server.dataSource.createQueryRunner();
+  try {
+    await new BlankReasons1733400000000().up(runner);
+  } finally {
+    await runner.release();
+  }
+  const [row] = await t.db.query<{ revoke_reason: string; disabled_reason: string }>(
+    'SELECT k.revoke_reason, u.disabled_reason FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.id = $1',
+    [key.id],
+  );
+  assert.deepEqual(row, { revoke_reason: 'leaked: [redacted]', disabled_reason: 'owner of [redacted]' });
 });

@@ -80,7 +80,7 @@ export class KeyQueryService {
     if (filter?.search) {
       const text = searchText(filter.search);
       // A key start is matched whole (kl_3Fz9, or text beginning with one): "kl" alone would be every key.
-      const start = KEY_START.exec(text)?.[0] ?? null;
+      const start = KEY_START.exec(text.trim())?.[0] ?? null;
       query.andWhere(
         new Brackets((q) => {
           q.where('k.name ILIKE :pattern', { pattern: `%${escapeLike(text)}%` });
