@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import type { Actor } from './actor';
 import type { AuditRecord, AuditService } from './audit.service';
+import { parseCidr } from './validation';
 
 export interface FoldingSettings {
   /** Length of one window per source, code and key */
@@ -28,10 +29,7 @@ interface Window {
  */
 export function sourceOf(ip: string | null): string {
   if (!ip || isIP(ip) !== 6) return ip ?? '';
-  const [head = '', tail] = ip.split('::');
-  const front = head ? head.split(':') : [];
-  const groups = tail === undefined ? front : [...front, ...new Array<string>(8 - front.length - tail.split(':').filter(Boolean).length).fill('0'), ...tail.split(':').filter(Boolean)];
-  return `${groups.slice(0, 4).join(':')}::/64`;
+  return parseCidr(`${ip}/64`) ?? ip;
 }
 
 /**
@@ -66,20 +64,10 @@ export class AuthFailureFolding {
     if (this.closed) return true;
     const code = String(record.details?.code ?? '');
     let key = `${sourceOf(actor.ip)}|${code}|${record.targetId ?? ''}`;
-    let window = this.windows.get(key);
-    if (window && now - window.startedAt >= this.settings.windowMs) {
-      this.write(window);
-      this.windows.delete(key);
-      window = undefined;
-    }
+    let window = this.open(key, now);
     if (!window && this.windows.size >= this.settings.maxWindows) {
       key = `*|${code}|`;
-      window = this.windows.get(key);
-      if (window && now - window.startedAt >= this.settings.windowMs) {
-        this.write(window);
-        this.windows.delete(key);
-        window = undefined;
-      }
+      window = this.open(key, now);
     }
     if (!window) {
       window = { startedAt: now, shared: key.startsWith('*|'), seen: 0, folded: 0, last: null };
@@ -90,6 +78,15 @@ export class AuthFailureFolding {
     window.folded++;
     window.last = { actor, record };
     return false;
+  }
+
+  /** The window under `key` if it is still open; one that has ended is written and forgotten. */
+  private open(key: string, now: number): Window | undefined {
+    const window = this.windows.get(key);
+    if (!window || now - window.startedAt < this.settings.windowMs) return window;
+    this.write(window);
+    this.windows.delete(key);
+    return undefined;
   }
 
   /** Writes the counts of closed windows (all of them with `all`, at shutdown), and any that failed before. */
