@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, test } from 'node:test';
+import { WebSocket } from 'ws';
 import { generateKey } from '../src/auth/key-format';
 import {
   AuditEventsDocument,
@@ -124,6 +126,70 @@ test('Authorization carries a key only with the Bearer scheme; another scheme le
   // A proxy's own Basic credentials do not hide the key in X-API-Key.
   const behindProxy = await t.request(null, ViewerDocument, undefined, { authorization: 'Basic dXNlcjpwYXNz', 'x-api-key': t.adminKey });
   assert.equal(behindProxy.data?.viewer.user.name, 'admin', JSON.stringify(behindProxy.errors));
+});
+
+/** POST { viewer } with each [name, value] header sent as its own header line, repeats included. */
+function postWithHeaderLines(lines: Array<[string, string]>): Promise<{ status: number; body: Omit<GraphQLResponse<unknown>, "status" | "headers"> }> {
+  return new Promise((resolve, reject) => {
+    const body = JSON.stringify({ query: '{ viewer { user { name } } }' });
+    const req = httpRequest(`${t.url}`, { method: 'POST' }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Omit<GraphQLResponse<unknown>, "status" | "headers"> }));
+    });
+    req.on('error', reject);
+    req.setHeader('content-type', 'application/json');
+    const byName = new Map<string, string[]>();
+    for (const [name, value] of lines) byName.set(name, [...(byName.get(name) ?? []), value]);
+    for (const [name, values] of byName) req.setHeader(name, values);
+    req.end(body);
+  });
+}
+
+/** connection_init with `payload`; resolves with the first message's type or the close code. */
+function wsInit(payload: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(t.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload })));
+    socket.on('message', (data) => {
+      resolve(String((JSON.parse(String(data)) as { type: string }).type));
+      socket.close();
+    });
+    socket.on('close', (code) => resolve(`close:${code}`));
+    socket.on('error', reject);
+  });
+}
+
+test('two different keys in one request are refused and audited: neither is used, whichever a proxy checked', async () => {
+  const member = await principalWithBuiltIn(t, 'member');
+  const before = await auditEvents(t, { actions: ['auth.failure'] });
+  const both = await t.request(member.key, ViewerDocument, undefined, { 'x-api-key': t.adminKey });
+  expectUnauthenticated(both);
+  assert.match(both.errors![0]!.message, /different keys/);
+  const serialized = JSON.stringify(both);
+  assert.ok(!serialized.includes(member.key) && !serialized.includes(t.adminKey), 'the answer names neither key');
+  const events = await eventsOfRequest(t, both, ['auth.failure']);
+  assert.equal(events.length, 1);
+  assert.equal(events[0]!.details?.code, 'CONFLICTING_KEYS');
+  assert.equal(events[0]!.targetId, null, 'neither key is named');
+  assert.equal(secretFragmentIn(JSON.stringify(events[0]), member.key) ?? secretFragmentIn(JSON.stringify(events[0]), t.adminKey), null);
+
+  // Node keeps only the first of two Authorization headers; a proxy may have checked the second.
+  const repeated = await postWithHeaderLines([['authorization', `Bearer ${member.key}`], ['authorization', `Bearer ${t.adminKey}`]]);
+  assert.equal(repeated.status, 401);
+  assert.equal(repeated.body.errors?.[0]?.extensions?.code, 'UNAUTHENTICATED');
+  assert.equal(repeated.body.data, undefined);
+  const afterwards = await auditEvents(t, { actions: ['auth.failure'] });
+  assert.equal(afterwards.length, before.length + 2, 'both refusals are audited');
+
+  // The same key twice names one key.
+  const same = await postWithHeaderLines([['authorization', `Bearer ${member.key}`], ['x-api-key', member.key], ['authorization', `Bearer ${member.key}`]]);
+  assert.equal(same.status, 200, JSON.stringify(same.body.errors));
+
+  // connection_init: the same rule, by header name in any case.
+  assert.equal(await wsInit({ authorization: `Bearer ${member.key}`, 'X-API-Key': t.adminKey }), 'close:4403');
+  assert.equal(await wsInit({ authorization: `Bearer ${member.key}`, Authorization: `Bearer ${t.adminKey}` }), 'close:4403');
+  assert.equal(await wsInit({ authorization: `Bearer ${member.key}`, 'x-api-key': member.key }), 'connection_ack');
 });
 
 test("a disabled owner's key is rejected as UNAUTHENTICATED until the owner is enabled again", async () => {

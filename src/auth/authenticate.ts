@@ -4,11 +4,27 @@ import type { VerifyOutcome } from '../services/key-verification.service';
 import { RateLimitedError, UnauthenticatedError } from '../services/errors';
 import { anonymousActor, type Principal, type RequestMeta } from './context';
 
-/** `Authorization: Bearer <key>` or `X-API-Key: <key>`; null when neither is present. */
-export function presentedKey(authorization: string | undefined | null, apiKeyHeader: string | undefined | null): string | null {
+/** A request naming two different keys: whichever one a proxy in front checked, neither is used. */
+export const CONFLICTING_KEYS = Symbol('conflicting keys');
+
+export type PresentedKey = string | null | typeof CONFLICTING_KEYS;
+
+/**
+ * The key in `Authorization: Bearer <key>` or `X-API-Key: <key>` headers (every value given, as a
+ * request may repeat a header); null when none is present.
+ */
+export function presentedKey(authorizations: readonly string[], apiKeyHeaders: readonly string[]): PresentedKey {
+  let key: string | null = null;
+  const take = (candidate: string | undefined): boolean => {
+    if (!candidate) return true;
+    if (key !== null && key !== candidate) return false;
+    key = candidate;
+    return true;
+  };
   // Only the Bearer scheme carries a key; another scheme (a proxy's Basic) leaves X-API-Key to speak.
-  const bearer = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined;
-  return bearer ?? (apiKeyHeader?.trim() || null);
+  for (const value of authorizations) if (!take(/^Bearer\s+(\S+)\s*$/i.exec(value)?.[1])) return CONFLICTING_KEYS;
+  for (const value of apiKeyHeaders) if (!take(value.trim() || undefined)) return CONFLICTING_KEYS;
+  return key;
 }
 
 /**
@@ -16,7 +32,8 @@ export function presentedKey(authorization: string | undefined | null, apiKeyHea
  * audit event naming the key when it exists, never the presented secret. Synchronous when the
  * key's verification is (a cached key with nothing to consume).
  */
-export function authenticate(services: Services, secret: string | null, meta: RequestMeta): Principal | Promise<Principal> {
+export function authenticate(services: Services, secret: PresentedKey, meta: RequestMeta): Principal | Promise<Principal> {
+  if (secret === CONFLICTING_KEYS) return refuseConflict(services, meta);
   if (!secret) return Promise.reject(new UnauthenticatedError());
   const outcome = services.verification.verifyNow(secret, { ip: meta.ip, resource: 'keyledger:graphql' });
   return outcome instanceof Promise ? outcome.then((settled) => principalOf(services, settled, meta)) : principalOf(services, outcome, meta);
@@ -30,21 +47,31 @@ function principalOf(services: Services, outcome: VerifyOutcome, meta: RequestMe
 }
 
 async function refuse(services: Services, outcome: VerifyOutcome, meta: RequestMeta): Promise<never> {
-  const actor = anonymousActor(meta, outcome.record?.id ?? null);
-  const record = {
-    action: 'auth.failure',
-    outcome: AuditOutcome.DENIED,
-    targetType: outcome.record ? 'api_key' : null,
-    targetId: outcome.record?.id ?? null,
-    details: { code: outcome.code, ...(outcome.record ? { keyName: outcome.record.name, ownerId: outcome.record.ownerId } : {}) },
-  };
-  // Past 100 a minute from one source (address, code, key), rejections are counted into one event.
-  if (services.authFailures.admit(actor, record)) await services.audit.recordAlone(actor, record);
-  else services.audit.observe(actor, record);
+  await recordRefusal(services, meta, outcome.code, outcome.record);
   if (outcome.code === VerifyCode.RATE_LIMITED && outcome.rateLimit) {
     throw new RateLimitedError(Math.max(1, Math.ceil((outcome.rateLimit.resetAt.getTime() - Date.now()) / 1000)));
   }
   throw new KeyRejectedError(outcome.code);
+}
+
+async function refuseConflict(services: Services, meta: RequestMeta): Promise<never> {
+  await recordRefusal(services, meta, 'CONFLICTING_KEYS', null);
+  throw new UnauthenticatedError('Authorization and X-API-Key carry different keys: send one key');
+}
+
+/** A rejected request is an auth.failure event naming the key when it exists, never the presented secret. */
+async function recordRefusal(services: Services, meta: RequestMeta, code: string, key: VerifyOutcome['record']): Promise<void> {
+  const actor = anonymousActor(meta, key?.id ?? null);
+  const record = {
+    action: 'auth.failure',
+    outcome: AuditOutcome.DENIED,
+    targetType: key ? 'api_key' : null,
+    targetId: key?.id ?? null,
+    details: { code, ...(key ? { keyName: key.name, ownerId: key.ownerId } : {}) },
+  };
+  // Past 100 a minute from one source (address, code, key), rejections are counted into one event.
+  if (services.authFailures.admit(actor, record)) await services.audit.recordAlone(actor, record);
+  else services.audit.observe(actor, record);
 }
 
 /** A presented key that did not verify, with the reason (kept off the wire beyond the message). */

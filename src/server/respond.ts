@@ -11,6 +11,19 @@ export function send(res: ServerResponse, status: number, type: string, body: st
   res.end(body);
 }
 
+/** Every value of the Authorization and X-API-Key headers: Node keeps only the first of repeated Authorization headers. */
+function keyHeaders(req: IncomingMessage): [string[], string[]] {
+  const authorizations: string[] = [];
+  const apiKeys: string[] = [];
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') authorizations.push(raw[i + 1]!);
+    else if (name.length === 9 && name.toLowerCase() === 'x-api-key') apiKeys.push(raw[i + 1]!);
+  }
+  return [authorizations, apiKeys];
+}
+
 /**
  * Authenticates from the key headers; on failure answers 401 (or 429 when rate-limited) in the
  * GraphQL error shape and returns null. Synchronous when authentication is.
@@ -31,7 +44,7 @@ export function authenticateRequest(
     return null;
   };
   try {
-    const principal = authenticate(services, presentedKey(req.headers.authorization, req.headers['x-api-key'] as string | undefined), meta);
+    const principal = authenticate(services, presentedKey(...keyHeaders(req)), meta);
     return principal instanceof Promise ? principal.catch(refused) : principal;
   } catch (error) {
     return refused(error);

@@ -166,17 +166,16 @@ export function attachWebSocket(
       schema: deps.schema,
       onConnect: async (ctx) => {
         const meta = requestMeta(ctx.extra.request, deps.trustProxy);
-        // Named like the HTTP headers they stand for, so in any case.
-        const param = (name: string) => Object.entries(ctx.connectionParams ?? {}).find(([given]) => given.toLowerCase() === name)?.[1];
-        const authorization = param('authorization');
-        const apiKey = param('x-api-key');
+        // Named like the HTTP headers they stand for, so in any case (and so possibly twice).
+        const param = (name: string) =>
+          Object.entries(ctx.connectionParams ?? {}).flatMap(([given, value]) => (given.toLowerCase() === name && typeof value === 'string' ? [value] : []));
         const socket = ctx.extra.socket;
         try {
-          const key = presentedKey(typeof authorization === 'string' ? authorization : null, typeof apiKey === 'string' ? apiKey : null);
+          const key = presentedKey(param('authorization'), param('x-api-key'));
           const principal = await authenticate(deps.services, key, meta);
           // Gone while its key was checked: graphql-ws has already closed it, keep nothing of it.
           if (socket.readyState !== socket.OPEN) return false;
-          const state: ConnectionState = { secret: key ?? '', principal, meta, operations: new Map(), unanswered: new Map(), onAnswered: null, socket };
+          const state: ConnectionState = { secret: typeof key === 'string' ? key : '', principal, meta, operations: new Map(), unanswered: new Map(), onAnswered: null, socket };
           states.set(ctx, state);
           stateOfSocket.set(socket, state);
           open.add(state);
