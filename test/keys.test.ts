@@ -37,7 +37,8 @@ import {
   type KeyNode,
   type KeyPrincipal,
 } from './helpers/key-principals';
-import { startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
+import { postGraphQL, startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
+import { KeyDisabledBy1733500000000 } from '../migrations/1733500000000-key-disabled-by';
 
 let t: TestServer;
 let admin: KeyPrincipal;
@@ -586,6 +587,61 @@ test("keys:own: a member manages its own and its service account's keys, and eve
   assert.equal((await readKey(forSvc.apiKey.id)).status, 'REVOKED');
 });
 
+
+test("keys:own cannot undo a disable made by someone else; keys:write and the one who disabled it can", async () => {
+  const member = await principalWithRoles(t, ['member'], 'undo-member');
+  const keyManager = await principalWithRoles(t, ['key-manager'], 'undo-manager');
+  // No permissions: a key-manager, who lacks keys:own, may enable it without escalating.
+  const mine = (await createKey(t, { name: 'disabled by admin', permissions: [] }, member.key)).key;
+  const deniedBefore = (await auditEvents(t, { actions: ['authz.denied'] })).length;
+
+  // An administrator's disable (incident response) stands against the owner.
+  await t.ok(t.adminKey, KtDisableKeyDocument, { id: mine.id });
+  const disabledBy = async () =>
+    ((await postGraphQL<{ apiKey: { disabledBy: { id: string } | null } }>(t.url, t.adminKey, 'query($id: ID!) { apiKey(id: $id) { disabledBy { id } } }', { id: mine.id })).data?.apiKey.disabledBy ?? null);
+  assert.deepEqual(await disabledBy(), { id: (await viewerOf(t, t.adminKey)).userId });
+  expectError(await t.request(member.key, KtEnableKeyDocument, { id: mine.id }), 'FORBIDDEN');
+  assert.equal((await readKey(mine.id)).status, 'DISABLED');
+  assert.equal((await auditEvents(t, { actions: ['authz.denied'] })).length, deniedBefore + 1, 'the refusal is audited');
+  assert.equal((await auditEvents(t, { actions: ['key.enable'], targetId: mine.id })).length, 0);
+  // keys:write may, without being '*'.
+  assert.equal((await t.ok(keyManager.key, KtEnableKeyDocument, { id: mine.id })).enableApiKey.status, 'ACTIVE');
+  assert.equal(await disabledBy(), null);
+
+  // The owner's own disable is the owner's to undo, and enabling clears who disabled it.
+  await t.ok(member.key, KtDisableKeyDocument, { id: mine.id });
+  assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: mine.id })).enableApiKey.status, 'ACTIVE');
+  await t.ok(member.key, KtDisableKeyDocument, { id: mine.id });
+  assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: mine.id })).enableApiKey.status, 'ACTIVE');
+
+  // A service account's key disabled by its human owner: the service account (keys:own) cannot undo it.
+  const svcId = await createServiceAccount(t, member.userId, [await roleIdByName(t, 'member')], 'undo-svc');
+  const svc = await viewerOf(t, (await createKey(t, { ownerId: svcId, name: 'svc own key', permissions: ['keys:own'] })).secret);
+  const svcKey = (await createKey(t, { ownerId: svcId, name: 'svc pipeline key' }, member.key)).key;
+  await t.ok(member.key, KtDisableKeyDocument, { id: svcKey.id });
+  expectError(await t.request(svc.key, KtEnableKeyDocument, { id: svcKey.id }), 'FORBIDDEN');
+  assert.equal((await readKey(svcKey.id)).status, 'DISABLED');
+  assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: svcKey.id })).enableApiKey.status, 'ACTIVE');
+});
+
+test('keys disabled before the disabledBy column take it from their latest key.disable event', async () => {
+  const member = await principalWithRoles(t, ['member'], 'backfill-member');
+  const mine = (await createKey(t, { name: 'disabled before the upgrade', permissions: ['keys:own'] }, member.key)).key;
+  await t.ok(member.key, KtDisableKeyDocument, { id: mine.id });
+  await t.ok(member.key, KtEnableKeyDocument, { id: mine.id });
+  await t.ok(t.adminKey, KtDisableKeyDocument, { id: mine.id });
+  const runner = t.server.dataSource.createQueryRunner();
+  try {
+    await runner.query('ALTER TABLE api_keys DROP COLUMN disabled_by_id');
+    await new KeyDisabledBy1733500000000().up(runner);
+  } finally {
+    await runner.release();
+  }
+  const [row] = await t.db.query<{ disabled_by_id: string | null }>(`SELECT disabled_by_id FROM api_keys WHERE id = $1`, [mine.id]);
+  const admin = await viewerOf(t, t.adminKey);
+  assert.equal(row!.disabled_by_id, admin.userId, "the administrator's later disable, not the member's earlier one");
+  expectError(await t.request(member.key, KtEnableKeyDocument, { id: mine.id }), 'FORBIDDEN');
+});
 test("keys:own: another user's keys are FORBIDDEN and untouched", async () => {
   const member = await principalWithRoles(t, ['member'], 'nosy-member');
   const other = await principalWithRoles(t, ['member'], 'other-member');

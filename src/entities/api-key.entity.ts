@@ -35,6 +35,10 @@ export class ApiKeyEntity {
   @Column({ name: 'expires_at', type: 'timestamptz', nullable: true })
   expiresAt: Date | null;
 
+  /** Who disabled the key, while it is disabled: only they, or a holder of keys:write, may enable it again */
+  @Column({ name: 'disabled_by_id', type: 'uuid', nullable: true })
+  disabledById: string | null;
+
   @Column({ name: 'revoked_at', type: 'timestamptz', nullable: true })
   revokedAt: Date | null;
 

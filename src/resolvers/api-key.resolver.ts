@@ -142,6 +142,11 @@ export class ApiKeyResolver {
     return visibleUser(ctx, key.revokedById, 'ApiKey.revokedBy');
   }
 
+  @FieldResolver(() => User, { nullable: true, description: 'Who disabled the key, while it is DISABLED; only they or a keys:write holder may enable it' })
+  disabledBy(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext) {
+    return visibleUser(ctx, key.disabledById, 'ApiKey.disabledBy');
+  }
+
   @FieldResolver(() => [Role])
   roles(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext) {
     return ctx.loaders.rolesByKeyId.load(key.id);

@@ -1,11 +1,11 @@
 import { In, type EntityManager } from 'typeorm';
 import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
 import { StoredKeyStatus } from '../entities/enums';
-import { intersect } from '../auth/permissions';
+import { coveredBy, intersect } from '../auth/permissions';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { assertTargetWithinActor, assertWithinActor } from './escalation';
-import { BadInputError, ConflictError } from './errors';
+import { BadInputError, ConflictError, ForbiddenError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
@@ -218,10 +218,14 @@ export class KeyLifecycleService {
       const key = await this.lockManageable(tx, actor, id, status === StoredKeyStatus.ACTIVE ? 'enabled' : 'disabled');
       // Enabling gives back everything the key can do: only to one who could issue it (an active
       // key too: the answer would show it).
-      if (status === StoredKeyStatus.ACTIVE) await this.assertKeyWithinActor(tx, actor, key, 'enable this key');
+      if (status === StoredKeyStatus.ACTIVE) {
+        await this.assertKeyWithinActor(tx, actor, key, 'enable this key');
+        assertMayUndoDisable(actor, key);
+      }
       if (key.storedStatus === status) return key;
       const before = key.storedStatus;
       key.storedStatus = status;
+      key.disabledById = status === StoredKeyStatus.DISABLED ? actor.userId : null;
       key.updatedAt = new Date();
       await writeKey(tx, key);
       await this.record(tx, actor, action, key, { before: { status: before }, after: { status } });
@@ -273,6 +277,16 @@ export class KeyLifecycleService {
 }
 
 /**
+ * A disable is often incident response: the owner (keys:own) must not undo one made by someone
+ * else, such as an administrator or a service account's human owner. keys:write may.
+ */
+function assertMayUndoDisable(actor: Actor, key: ApiKeyEntity): void {
+  if (key.storedStatus !== StoredKeyStatus.DISABLED || key.disabledById === null || key.disabledById === actor.userId) return;
+  if (coveredBy(actor.permissions, 'keys:write')) return;
+  throw new ForbiddenError('This key was disabled by someone else: enabling it needs keys:write', { required: ['keys:write'] });
+}
+
+/**
  * Writes a key's changeable columns as they are now. An UPDATE, not TypeORM's save(): save compares
  * the entity with what it loaded, and its comparison throws on client JSON with a key named
  * hasOwnProperty in metadata, which would make such a key impossible to revoke.
@@ -281,6 +295,7 @@ function writeKey(tx: EntityManager, key: ApiKeyEntity): Promise<unknown> {
   return tx.update(ApiKeyEntity, { id: key.id }, {
     name: key.name,
     storedStatus: key.storedStatus,
+    disabledById: key.disabledById,
     grantedPermissions: key.grantedPermissions,
     expiresAt: key.expiresAt,
     revokedAt: key.revokedAt,
