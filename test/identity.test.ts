@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
   AliasedCreateRoleDocument,
+  CreateApiKeyDocument,
+  KtRevokeKeyDocument,
   AssignRoleDocument,
   CreateRoleDocument,
   CreateServiceAccountDocument,
@@ -217,6 +219,24 @@ describe('updateUser', () => {
     const event = await expectOneAuditEvent(t, { action: 'user.update', targetId: sa, caller: admin });
     assert.deepEqual(event.details?.before, { ownerId: first.id });
     assert.deepEqual(event.details?.after, { ownerId: second.id });
+  });
+
+  test("users:write alone cannot take over someone else's service account (and with it its keys); its owner can hand it over", async () => {
+    const owner = await principalWithPermissions(t, ['users:read', 'users:write', 'keys:own'], 'sa-owner');
+    const taker = await principalWithPermissions(t, ['users:read', 'users:write', 'keys:own'], 'sa-taker');
+    const sa = await newServiceAccount(owner.userId);
+    const saKey = (await t.ok(t.adminKey, CreateApiKeyDocument, { input: { ownerId: sa, name: 'pipeline' } })).createApiKey.apiKey.id;
+
+    expectError(await t.request(taker.key, UpdateUserDocument, { id: sa, input: { ownerId: taker.userId } }), 'FORBIDDEN');
+    assert.equal((await t.ok(t.adminKey, UserDocument, { id: sa })).user?.owner?.id, owner.userId, 'still its owner');
+    const denied = await auditEvents(t, { actions: ['authz.denied'], actorId: taker.userId });
+    assert.equal(denied.length, 1, 'the attempt is audited');
+    // …so the key stays out of the taker's reach.
+    expectError(await t.request(taker.key, KtRevokeKeyDocument, { id: saKey, reason: 'mine now' }), 'FORBIDDEN');
+
+    // Its owner hands it over; keys:write moves it anywhere.
+    assert.equal((await t.ok(owner.key, UpdateUserDocument, { id: sa, input: { ownerId: taker.userId } })).updateUser.owner?.id, taker.userId);
+    assert.equal((await t.ok(t.adminKey, UpdateUserDocument, { id: sa, input: { ownerId: owner.userId } })).updateUser.owner?.id, owner.userId);
   });
 
   test('unknown ids are NOT_FOUND; bad fields are BAD_USER_INPUT; a taken email is CONFLICT', async () => {

@@ -4,7 +4,8 @@ import { UserKind, UserStatus } from '../entities/enums';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { assertTargetWithinActor, assertWithinActor } from './escalation';
-import { BadInputError, ConflictError } from './errors';
+import { BadInputError, ConflictError, ForbiddenError } from './errors';
+import { coveredBy } from '../auth/permissions';
 import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
@@ -167,6 +168,7 @@ export class UserService {
       if (input.ownerId !== undefined && input.ownerId !== null) {
         if (user.kind !== UserKind.SERVICE) throw new BadInputError('ownerId', 'Only a service account has an owner');
         await this.requireHumanOwner(tx, 'ownerId', input.ownerId);
+        if (input.ownerId !== user.ownerId) assertMayHandOver(actor, user);
         change('ownerId', input.ownerId);
       }
       if (Object.keys(after).length === 0) return user;
@@ -291,3 +293,11 @@ export class UserService {
   }
 }
 
+/**
+ * A service account's owner manages its keys (keys:own): moving it hands those over, so only its
+ * owner or a holder of keys:write may, not anyone with users:write.
+ */
+function assertMayHandOver(actor: Actor, account: UserEntity): void {
+  if (account.ownerId === actor.userId || coveredBy(actor.permissions, 'keys:write')) return;
+  throw new ForbiddenError("Moving a service account hands over its keys: only its owner or a holder of keys:write may", { required: ['keys:write'] });
+}
