@@ -57,9 +57,10 @@ test("a member cannot revive their administrator-role service account's '*' key,
   await denied(member.key, UPDATE, { id: strong.key.id, i: { name: 'revived', allowedCidrs: [] } });
   assert.equal((await verify(t, verifier.key, { key: strong.secret })).code, 'DISABLED');
 
-  // Their own '*' key can do only what they can: enabling or changing it escalates nothing.
+  // Their own '*' key can do only what they can: enabling it (after their own disable: an
+  // administrator's stands) or changing it escalates nothing.
   const spare = await createKey(t, { ownerId: member.userId, name: 'spare', permissions: ['*'] });
-  await call(t.adminKey, DISABLE, { id: spare.key.id });
+  await call(member.key, DISABLE, { id: spare.key.id });
   assert.equal((await call(member.key, ENABLE, { id: spare.key.id })).errors, undefined);
   const renamed = await call(member.key, UPDATE, { id: spare.key.id, i: { name: 'still mine' } });
   assert.equal(renamed.errors, undefined, JSON.stringify(renamed.errors));
@@ -122,6 +123,22 @@ test("a change that changes nothing is refused too on a key beyond the actor: it
   await call(t.adminKey, '{ auditEvents(first: 1) { nodes { id } } }'); // seals what is staged
   const afterwards = await t.db.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE target_id = $1`, [own.key.id]);
   assert.equal(afterwards[0]!.n, before[0]!.n, 'a change of nothing is not an audit event');
+});
+
+test("rotation weighs what the key can do, as enabling does: an owner rotates their own '*' key, a key-manager not an administrator's", async () => {
+  const ROTATE = 'mutation($id: ID!) { rotateApiKey(id: $id) { secret apiKey { permissions } } }';
+  const mine = await createKey(t, { ownerId: member.userId, name: 'member star', permissions: ['*'] });
+  const rotated = await call(member.key, ROTATE, { id: mine.key.id });
+  assert.equal(rotated.errors, undefined, JSON.stringify(rotated.errors));
+  const successor = (rotated.data as { rotateApiKey: { secret: string; apiKey: { permissions: string[] } } }).rotateApiKey;
+  assert.deepEqual(successor.apiKey.permissions, ['keys:own']);
+  const result = await verify(t, verifier.key, { key: successor.secret });
+  assert.deepEqual([result.code, result.permissions], ['VALID', ['keys:own']], "'*' is still bounded by the owner");
+
+  const adminId = await createHuman(t, [roles.get('admin')!], 'rotated-admin');
+  const strong = await createKey(t, { ownerId: adminId, name: 'admin star', permissions: ['*'] });
+  await denied(keyManager.key, ROTATE, { id: strong.key.id });
+  assert.equal((await t.db.query('SELECT id FROM api_keys WHERE rotated_from_id = $1', [strong.key.id])).length, 0, 'not rotated');
 });
 
 test('a key payload part the caller may not read is refused before the key is made: no secret is lost', async () => {

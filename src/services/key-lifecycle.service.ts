@@ -179,6 +179,8 @@ export class KeyLifecycleService {
       if (key.storedStatus === StoredKeyStatus.DISABLED) throw new ConflictError('A disabled key cannot be rotated; enable it first');
       const successorOf = await tx.findOneBy(ApiKeyEntity, { rotatedFromId: key.id });
       if (successorOf) throw new ConflictError('This key was already rotated');
+      // What the key can do now (its owner's permissions bound its grants, `*` included) must be within the actor's reach.
+      await this.assertKeyWithinActor(tx, actor, key, 'rotate this key');
       const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
       const successor = await this.keys.insertKey(
         tx,

@@ -63,7 +63,8 @@ export class KeyService {
 
     const owner = await this.requireOwner(tx, actor, input.ownerId ?? actor.userId);
     const roles = await requireRoles(tx, 'roleIds', roleIds);
-    assertWithinActor(actor, [...grantedPermissions, ...roles.flatMap((r) => r.permissions)], 'issue this key');
+    // A successor repeats its predecessor's grants: rotate() checks what the key can do instead.
+    if (!options.rotatedFromId) assertWithinActor(actor, [...grantedPermissions, ...roles.flatMap((r) => r.permissions)], 'issue this key');
 
     const now = new Date();
     const key = tx.create(ApiKeyEntity, {
