@@ -29,7 +29,7 @@ import {
 import { firstErrorWithCode, roleIdByName, unique } from './helpers/fixtures';
 import { createHuman, expectBadInput, expectError, pollUntil, sleep, viewerOf, type KeyPrincipal } from './helpers/key-principals';
 import { createPrincipal, principalWithPermissions, type TestPrincipal } from './helpers/principals';
-import { errorCodes, startTestServer, type TestServer } from './helpers/server';
+import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
 /**
  * Alerts end to end on real servers: every AlertType fires on its cause and stays quiet on a near
@@ -668,6 +668,24 @@ test('DENIED_ACTION_BURST: 5 FORBIDDEN answers to one principal raise a HIGH ale
   await quiesce(main);
   await noAlert(main, { types: ['DENIED_ACTION_BURST'], keyId: near.keyId }, '4 denials with threshold 5');
   await noAlert(main, { types: ['DENIED_ACTION_BURST'], userId: near.userId }, '4 denials with threshold 5');
+});
+
+test('DENIED_ACTION_BURST: five aliases refused in one request count five times, in one authz.denied event', async () => {
+  const prober = await createPrincipal(main, { roleIds: [await roleIdByName(main, 'member')], label: 'alias-prober' });
+  // user(id:) is nullable, so every alias is answered (a refused non-null root field would end the request).
+  const other = (await viewerOf(main, main.adminKey)).userId;
+  const aliases = Array.from({ length: 5 }, (_, i) => `u${i}: user(id: "${other}") { id }`).join(' ');
+  const response = await postGraphQL(main.url, prober.key, `{ ${aliases} }`);
+  assert.deepEqual(errorCodes(response), Array(5).fill('FORBIDDEN'));
+
+  const alert = await oneAlertFor(main, 'DENIED_ACTION_BURST', prober.keyId);
+  assert.equal(details(alert).observed, 5);
+  const events = (await auditOf(main, { actions: ['authz.denied'] })).filter((e) => e.actorKey?.id === prober.keyId);
+  assert.equal(events.length, 1, 'one event for the request, not one per alias');
+  const d = events[0]!.details as { operation: string; attempts: number; paths: string[][] };
+  assert.equal(d.operation, 'Query.user');
+  assert.equal(d.attempts, 5);
+  assert.deepEqual(d.paths.map((path) => path[0]).sort(), ['u0', 'u1', 'u2', 'u3', 'u4']);
 });
 
 // ---------------------------------------------------------------------------------------------

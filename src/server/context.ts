@@ -72,6 +72,9 @@ function rootOperation(operation: OperationDefinitionNode | null | undefined, pa
   return `${type}.${field?.name.value ?? quoteInput(String(responseKey ?? 'unknown'), 100)}`;
 }
 
+/** Paths kept in one authz.denied event; `attempts` counts them all */
+const MAX_DENIED_PATHS = 10;
+
 /**
  * Every FORBIDDEN answer becomes an authz.denied event naming the attempted operation,
  * whichever layer refused it (the auth checker or a service rule such as no-escalation).
@@ -83,11 +86,18 @@ export async function auditDenials(
   operationNode?: OperationDefinitionNode | null,
   document?: DocumentNode | null,
 ): Promise<void> {
+  // One event per refused operation, however many aliases asked for it: the count says how many.
+  const refused = new Map<string, { original: DomainError; paths: Array<ErrorLike['path'] | null> }>();
   for (const error of errors) {
     const original = error.originalError;
     if (!(original instanceof DomainError) || original.code !== 'FORBIDDEN') continue;
     const operation = String(original.extensions.operation ?? rootOperation(operationNode, error.path, document));
     if (context.deniedAudited.has(operation)) continue;
+    const seen = refused.get(operation);
+    if (seen) seen.paths.push(error.path ?? null);
+    else refused.set(operation, { original, paths: [error.path ?? null] });
+  }
+  for (const [operation, { original, paths }] of refused) {
     context.deniedAudited.add(operation);
     await context.services.audit.recordAlone(context.actor, {
       action: 'authz.denied',
@@ -95,7 +105,8 @@ export async function auditDenials(
       details: {
         operation,
         operationName,
-        path: error.path ?? null,
+        path: paths[0],
+        ...(paths.length > 1 ? { attempts: paths.length, paths: paths.slice(0, MAX_DENIED_PATHS) } : {}),
         reason: original.message,
         ...(original.extensions.required ? { required: original.extensions.required } : {}),
       },

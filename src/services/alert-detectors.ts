@@ -49,6 +49,8 @@ export const DEFAULT_ALERT_SETTINGS: AlertSettings = {
 /** Not counted as failures: the key was fine, its limits spoke (they have their own alert types). */
 const NOT_FAILURES = new Set([VerifyCode.VALID, VerifyCode.RATE_LIMITED, VerifyCode.USAGE_EXCEEDED]);
 const SAMPLE = 10;
+/** Refusals one authz.denied event may stand for (details.attempts), however large a count it claims */
+const MAX_ATTEMPTS_HEARD = 100;
 
 interface Hit {
   at: number;
@@ -209,30 +211,36 @@ export class AlertDetectors {
   onAudit(record: AuditRecord, actor: Actor): void {
     const at = Date.now();
     if (record.action === 'authz.denied') {
-      const operation = typeof record.details?.operation === 'string' ? record.details.operation : null;
-      const evidence = { operation, ip: actor.ip, keyId: actor.keyId };
-      this.countRules(AlertMetric.DENIED_ACTIONS, { keyId: actor.keyId, userId: actor.userId }, at, evidence);
-      const principal = actor.keyId ? `key:${actor.keyId}` : actor.userId ? `user:${actor.userId}` : actor.ip ? `ip:${actor.ip}` : null;
-      if (!principal) return;
-      const { threshold, windowSeconds } = this.settings.deniedBurst;
-      const hits = this.windows.record(`denied:${principal}`, { at, evidence }, windowSeconds * 1000, threshold);
-      if (hits.length < threshold) return;
-      this.emit({
-        type: AlertType.DENIED_ACTION_BURST,
-        severity: AlertSeverity.HIGH,
-        subject: principal,
-        message: `A principal was denied ${hits.length} times within ${windowSeconds} s (privilege probing?)`,
-        keyId: actor.keyId,
-        userId: actor.userId,
-        details: { windowSeconds, threshold, observed: hits.length, ...summarise(hits) },
-        windowSeconds,
-      });
+      // One event stands for every alias that asked for the refused operation (details.attempts).
+      const attempts = Math.min(MAX_ATTEMPTS_HEARD, Math.max(1, Math.trunc(Number(record.details?.attempts ?? 1)) || 1));
+      for (let i = 0; i < attempts; i++) this.onDenied(record, actor, at);
     } else if (record.action === 'auth.failure' && record.details?.repeats === undefined) {
       // A folded count (details.repeats) was heard one rejection at a time already.
       const ownerId = typeof record.details?.ownerId === 'string' ? record.details.ownerId : null;
       const code = typeof record.details?.code === 'string' ? record.details.code : null;
       this.countRules(AlertMetric.AUTH_FAILURES, { keyId: record.targetId ?? null, userId: ownerId }, at, { code, ip: actor.ip, keyId: record.targetId ?? null });
     }
+  }
+
+  private onDenied(record: AuditRecord, actor: Actor, at: number): void {
+    const operation = typeof record.details?.operation === 'string' ? record.details.operation : null;
+    const evidence = { operation, ip: actor.ip, keyId: actor.keyId };
+    this.countRules(AlertMetric.DENIED_ACTIONS, { keyId: actor.keyId, userId: actor.userId }, at, evidence);
+    const principal = actor.keyId ? `key:${actor.keyId}` : actor.userId ? `user:${actor.userId}` : actor.ip ? `ip:${actor.ip}` : null;
+    if (!principal) return;
+    const { threshold, windowSeconds } = this.settings.deniedBurst;
+    const hits = this.windows.record(`denied:${principal}`, { at, evidence }, windowSeconds * 1000, threshold);
+    if (hits.length < threshold) return;
+    this.emit({
+      type: AlertType.DENIED_ACTION_BURST,
+      severity: AlertSeverity.HIGH,
+      subject: principal,
+      message: `A principal was denied ${hits.length} times within ${windowSeconds} s (privilege probing?)`,
+      keyId: actor.keyId,
+      userId: actor.userId,
+      details: { windowSeconds, threshold, observed: hits.length, ...summarise(hits) },
+      windowSeconds,
+    });
   }
 
   private failureBurst(at: number, evidence: Record<string, string | null>, keyId: string | null, ownerId: string | null, ip: string | null): void {
