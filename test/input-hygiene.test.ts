@@ -91,6 +91,22 @@ describe('text PostgreSQL cannot store is BAD_USER_INPUT, in any field', () => {
     assert.equal(fine.data!.verifyKey.code, 'MALFORMED');
   });
 
+  test('something deeply nested where a key belongs is refused as BAD_USER_INPUT, not an internal error', async () => {
+    // Written by hand: JSON.stringify itself gives up at this depth, as the server's once did.
+    const deep = `${'['.repeat(5000)}"kl_x"${']'.repeat(5000)}`;
+    const raw = async (query: string, variables: string) => {
+      const response = await fetch(t.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${t.adminKey}` },
+        body: `{"query":${JSON.stringify(query)},"variables":${variables}}`,
+      });
+      return { status: response.status, ...((await response.json()) as Omit<GraphQLResponse<unknown>, 'status'>) } as GraphQLResponse<unknown>;
+    };
+    assertRefused(await raw('query($k: String!) { verifyKey(input: { key: $k }) { code } }', `{"k":${deep}}`), 'BAD_USER_INPUT', 'a nested key variable');
+    assertRefused(await raw('query($i: VerifyKeyInput!) { verifyKey(input: $i) { code } }', `{"i":{"key":${deep}}}`), 'BAD_USER_INPUT', 'a nested key field');
+    assertRefused(await raw('query($i: [VerifyKeyInput!]!) { verifyKeys(inputs: $i) { code } }', `{"i":[{"key":${deep}}]}`), 'BAD_USER_INPUT', 'a nested key in a list');
+  });
+
   test('an expected refusal is not logged as an unexpected error', async () => {
     const before = t.logs.length;
     assertRefused(await send('query($s: String) { users(filter: { search: $s }) { totalCount } }', { s: NUL }), 'BAD_USER_INPUT', 'search');

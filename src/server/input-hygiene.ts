@@ -101,11 +101,12 @@ function keyPositions(document: DocumentNode): KeyPositions {
 /** The variables with every key a verification checks set aside (replaced by an empty string). */
 function withoutKeys(variables: Record<string, unknown>, positions: KeyPositions['variables']): Record<string, unknown> {
   const copy: Record<string, unknown> = { ...variables };
+  // Only a string is exempt: anything else in a key's place (a nested array, say) is checked like any input.
   const blankKey = (value: unknown) =>
-    value !== null && typeof value === 'object' && !Array.isArray(value) && 'key' in value ? { ...(value as object), key: '' } : value;
+    value !== null && typeof value === 'object' && !Array.isArray(value) && typeof (value as { key?: unknown }).key === 'string' ? { ...(value as object), key: '' } : value;
   for (const [name, as] of positions) {
     if (!(name in copy)) continue;
-    if (as === 'whole') copy[name] = '';
+    if (as === 'whole') copy[name] = typeof copy[name] === 'string' ? '' : copy[name];
     else if (as === 'key') copy[name] = blankKey(copy[name]);
     else if (Array.isArray(copy[name])) copy[name] = (copy[name] as unknown[]).map(blankKey);
   }
