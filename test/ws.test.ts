@@ -78,3 +78,43 @@ test('a denied operation over WebSocket is FORBIDDEN and audited; the connection
   assert.equal(event?.outcome, 'DENIED');
   assert.equal(event?.details.operation, 'Query.users');
 });
+
+test("a server failure fails the operation, not the socket, and never reaches the client's close reason or answer", async () => {
+  const verification = t.server.services.verification;
+  const original = verification.verifyNow.bind(verification);
+  const failOnce = () => {
+    verification.verifyNow = () => {
+      verification.verifyNow = original;
+      throw new Error('database "kl_secret_name" is not currently accepting connections');
+    };
+  };
+  // One socket for every operation (a lazy client closes it after each).
+  const client = createClient({ url: wsUrl(), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${t.adminKey}` }, retryAttempts: 0, lazy: false });
+  let sockets = 0;
+  client.on('connected', () => sockets++);
+  try {
+    assert.equal((await execute<{ __typename: string }>(client, '{ __typename }')).data?.__typename, 'Query');
+    failOnce();
+    // graphql-ws hands an operation refused before it ran to the sink's error callback.
+    await assert.rejects(execute(client, '{ __typename }'), (errors: Array<{ message: string; extensions?: { code?: string } }>) => {
+      assert.deepEqual(errors.map((e) => [e.message, e.extensions?.code]), [['Internal server error', 'INTERNAL_SERVER_ERROR']]);
+      return true;
+    });
+    assert.equal((await execute<{ __typename: string }>(client, '{ __typename }')).data?.__typename, 'Query');
+    assert.equal(sockets, 1, 'the socket stayed open');
+  } finally {
+    verification.verifyNow = original;
+    await client.dispose();
+  }
+
+  // At connection_init a failure of the server's is not a rejected key (4403): 1011, nothing more said.
+  failOnce();
+  const closed = await new Promise<{ code: number; reason: string }>((resolve, reject) => {
+    const socket = new WebSocket(wsUrl(), 'graphql-transport-ws');
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${t.adminKey}` } })));
+    socket.on('close', (code, reason) => resolve({ code, reason: String(reason) }));
+    socket.on('error', reject);
+  });
+  verification.verifyNow = original;
+  assert.deepEqual(closed, { code: 1011, reason: 'Internal server error' });
+});

@@ -33,6 +33,8 @@ const CLOSE_FORBIDDEN = 4403;
 /** RFC 6455 "Try Again Later": the key is fine but its rate limit is spent (graphql-ws clients retry). */
 const CLOSE_TRY_LATER = 1013;
 const CLOSE_GOING_AWAY = 1001;
+/** RFC 6455 internal error: the server failed (its database, say), not the client's key */
+const CLOSE_INTERNAL_ERROR = 1011;
 /** At shutdown, how long a client may take to answer our close frame before its socket is cut. */
 const CLOSE_GRACE_MS = 1000;
 /** How long a closed connection with operations still running is remembered (for shutdown to wait on). */
@@ -164,6 +166,8 @@ export function attachWebSocket(
   const cleanup = useServer<Record<string, unknown>, { request: IncomingMessage; socket: WebSocket }>(
     {
       schema: deps.schema,
+      // Whatever NODE_ENV says: a close reason never carries an internal error's text.
+      isProd: true,
       onConnect: async (ctx) => {
         const meta = requestMeta(ctx.extra.request, deps.trustProxy);
         // Named like the HTTP headers they stand for, so in any case (and so possibly twice).
@@ -181,7 +185,10 @@ export function attachWebSocket(
           open.add(state);
           return true;
         } catch (error) {
-          if (error instanceof DomainError && error.code === 'RATE_LIMITED') {
+          if (!(error instanceof DomainError)) {
+            deps.logger.error({ err: error }, 'could not authenticate a WebSocket connection');
+            socket.close(CLOSE_INTERNAL_ERROR, 'Internal server error');
+          } else if (error.code === 'RATE_LIMITED') {
             socket.close(CLOSE_TRY_LATER, `Rate limited: retry in ${String(error.extensions.retryAfterSeconds ?? 1)} s`);
           }
           return false; // otherwise graphql-ws closes with 4403 Forbidden
@@ -202,7 +209,11 @@ export function attachWebSocket(
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
         } catch (error) {
           answered(state, id);
-          if (!(error instanceof DomainError)) throw error;
+          if (!(error instanceof DomainError)) {
+            // An error of the server's (its database down): this operation fails, the socket stays.
+            deps.logger.error({ err: error }, 'could not authenticate a WebSocket operation');
+            return [new GraphQLError('Internal server error', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })];
+          }
           // Limits speak per operation; a key that no longer verifies loses the socket.
           const limited = error.code === 'RATE_LIMITED' || (error instanceof KeyRejectedError && error.verifyCode === VerifyCode.USAGE_EXCEEDED);
           if (!limited) ctx.extra.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
@@ -226,7 +237,9 @@ export function attachWebSocket(
         const context = states.get(ctx)?.operations.get(id);
         if (context && result.errors) {
           const operation = getOperationAST(args.document, args.operationName ?? undefined);
-          await auditDenials(context, result.errors, payload.operationName ?? null, operation, args.document);
+          // A refusal changed nothing; one that cannot be recorded is logged, not a lost socket.
+          await auditDenials(context, result.errors, payload.operationName ?? null, operation, args.document).catch((error: unknown) =>
+            deps.logger.error({ err: error }, 'could not record a WebSocket refusal'));
         }
         return formatResult(result);
       },
