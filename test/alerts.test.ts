@@ -237,6 +237,24 @@ test('VERIFY_FAILURE_BURST: threshold failures from one source address raise one
   assert.deepEqual(fromIp(all, nearIp), [], '4 failures with threshold 5 raise nothing');
 });
 
+test("VERIFY_FAILURE_BURST: a verifier that passes no ip is itself the source its failures come from", async () => {
+  // TRUST_PROXY on this server: each verifier calls "from" its own address.
+  const fromVerifier = async (address: string) => {
+    const response = await main.request(main.adminKey, AlVerifyDocument, { input: { key: generateKey('kl') } }, { 'x-forwarded-for': address });
+    assert.equal(response.data?.verifyKey.code, 'NOT_FOUND', JSON.stringify(response.errors));
+  };
+  for (let i = 0; i < 5; i++) await fromVerifier('203.0.113.77');
+  for (let i = 0; i < 4; i++) await fromVerifier('203.0.113.78');
+
+  const bySource = (nodes: AlertNode[], address: string) => nodes.filter((a) => a.message.includes(`from ${address} `));
+  const nodes = await waitForAlerts(main, { types: ['VERIFY_FAILURE_BURST'] }, (n) => bySource(n, '203.0.113.77').length > 0, 'burst from the verifier');
+  const [alert] = bySource(nodes, '203.0.113.77');
+  assert.equal(details(alert!).observed, 5);
+  assert.equal(alert!.key, null);
+  await quiesce(main);
+  assert.deepEqual(bySource(await alerts(main, { types: ['VERIFY_FAILURE_BURST'] }), '203.0.113.78'), [], 'one fewer raises nothing');
+});
+
 test('VERIFY_FAILURE_BURST: threshold failures against one key (verifyKeys) raise an alert naming the key and its owner', async () => {
   const key = await newKey(main);
   await disable(main, key);

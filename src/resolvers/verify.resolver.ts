@@ -30,7 +30,7 @@ export function toVerifyResult(outcome: VerifyOutcome): VerifyResult {
   };
 }
 
-function requestOf(input: VerifyKeyInput, field: string) {
+function requestOf(input: VerifyKeyInput, field: string, callerIp: string | null) {
   let ip: string | null = null;
   if (input.ip !== undefined && input.ip !== null) {
     ip = normalizeIp(input.ip);
@@ -40,23 +40,26 @@ function requestOf(input: VerifyKeyInput, field: string) {
     throw new BadInputError(`${field}.permissions`, 'at most 100 permissions');
   }
   const resource = input.resource === undefined || input.resource === null ? null : assertNoNul(`${field}.resource`, input.resource);
-  return { ip, permissions: input.permissions ?? undefined, resource };
+  return { ip, permissions: input.permissions ?? undefined, resource, callerIp };
 }
+
+/** The services, and the address the verification request came from */
+export type VerifyContext = Pick<GraphQLContext, 'services'> & { callerIp: string | null };
 
 /**
  * verifyKey's work, shared with the fast path, which takes the answer synchronously when it is
  * (see verifyNow). Input is validated before anything is verified.
  */
-export function verifyOneNow(ctx: Pick<GraphQLContext, 'services'>, input: VerifyKeyInput): VerifyResult | Promise<VerifyResult> {
-  const request = requestOf(input, 'input');
+export function verifyOneNow(ctx: VerifyContext, input: VerifyKeyInput): VerifyResult | Promise<VerifyResult> {
+  const request = requestOf(input, 'input', ctx.callerIp);
   const outcome = ctx.services.verification.verifyNow(input.key, request);
   return outcome instanceof Promise ? outcome.then(toVerifyResult) : toVerifyResult(outcome);
 }
 
 /** verifyKeys' work: every input is validated before the first key is verified. */
-export function verifyManyNow(ctx: Pick<GraphQLContext, 'services'>, inputs: VerifyKeyInput[]): VerifyResult[] | Promise<VerifyResult[]> {
+export function verifyManyNow(ctx: VerifyContext, inputs: VerifyKeyInput[]): VerifyResult[] | Promise<VerifyResult[]> {
   if (inputs.length > MAX_BATCH) throw new BadInputError('inputs', `at most ${MAX_BATCH} keys per call`);
-  const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`));
+  const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`, ctx.callerIp));
   // A key given more than once is verified in input order: each waits for its previous one,
   // so the earlier inputs are the ones that get what quota and rate limit are left.
   const inFlight = new Map<string, Promise<unknown>>();
@@ -78,12 +81,12 @@ export class VerifyResolver {
   @Authorized('keys:verify')
   @Query(() => VerifyResult, { description: 'Checks a presented key. Needs keys:verify. A bad key is a result (valid: false), not an error.' })
   verifyKey(@Arg('input', () => VerifyKeyInput) input: VerifyKeyInput, @Ctx() ctx: GraphQLContext): Promise<VerifyResult> {
-    return Promise.resolve(verifyOneNow(ctx, input));
+    return Promise.resolve(verifyOneNow({ services: ctx.services, callerIp: ctx.actor.ip }, input));
   }
 
   @Authorized('keys:verify')
   @Query(() => [VerifyResult], { description: 'Up to 100 keys in one call, results in input order' })
   verifyKeys(@Arg('inputs', () => [VerifyKeyInput]) inputs: VerifyKeyInput[], @Ctx() ctx: GraphQLContext): Promise<VerifyResult[]> {
-    return Promise.resolve(verifyManyNow(ctx, inputs));
+    return Promise.resolve(verifyManyNow({ services: ctx.services, callerIp: ctx.actor.ip }, inputs));
   }
 }

@@ -30,7 +30,7 @@ import {
 import { LRUCache } from 'lru-cache';
 import type { GraphQLContext } from '../auth/context';
 import { coveredBy } from '../auth/permissions';
-import { verifyManyNow, verifyOneNow } from '../resolvers/verify.resolver';
+import { verifyManyNow, verifyOneNow, type VerifyContext } from '../resolvers/verify.resolver';
 import type { VerifyKeyInput } from '../schema/verify.type';
 import { PARSE_OPTIONS, shapeError } from './document-guard';
 import { documentProblem, inputProblem } from './input-hygiene';
@@ -386,7 +386,7 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
   return function answer(
     body: unknown,
     accept: string | undefined,
-    context: Pick<GraphQLContext, 'principal' | 'services'>,
+    context: Pick<GraphQLContext, 'principal'> & VerifyContext,
   ): FastAnswer | null | Promise<FastAnswer | null> {
     const contentType = FAST_ACCEPT.get(accept);
     if (contentType === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return null;

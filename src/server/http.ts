@@ -172,7 +172,7 @@ export function createRequestHandler(deps: HttpDeps) {
 
     if (req.method === 'POST' && deps.fastVerify) {
       const accept = req.headers.accept;
-      const answered = deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, { principal, services: deps.services });
+      const answered = deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, { principal, services: deps.services, callerIp: meta.ip });
       const fast = answered instanceof Promise ? await answered : answered;
       if (fast) {
         fastAnswers.inc();

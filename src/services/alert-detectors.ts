@@ -182,7 +182,8 @@ export class AlertDetectors {
       this.countRules(AlertMetric.VERIFY_CALLS, keyScope, at, evidence);
       if (code !== VerifyCode.VALID) this.countRules(AlertMetric.VERIFY_FAILURES, keyScope, at, evidence);
       if (code === VerifyCode.RATE_LIMITED) this.countRules(AlertMetric.RATE_LIMITED, keyScope, at, evidence);
-      if (failure) this.failureBurst(at, evidence, record?.id ?? null, record?.ownerId ?? null, ip);
+      // A verifier that does not pass `ip` is itself the source its failures come from.
+      if (failure) this.failureBurst(at, evidence, record?.id ?? null, record?.ownerId ?? null, ip ?? request.callerIp ?? null);
     }
     if (record) {
       this.usageSpike(record.id, record.ownerId, record.name, at);

@@ -61,6 +61,8 @@ export interface VerifyRequest {
   permissions?: readonly string[];
   /** What the key was used for at the calling service, recorded with the usage */
   resource?: string | null;
+  /** Where the verification request came from: failures without `ip` count against this source */
+  callerIp?: string | null;
 }
 
 const KEY_QUERY = `
