@@ -11,6 +11,7 @@ import { AuditLeanIndexes1733200000000 } from './1733200000000-audit-lean-indexe
 import { AuditDetailsIndex1733300000000 } from './1733300000000-audit-details-index';
 import { BlankReasons1733400000000 } from './1733400000000-blank-reasons';
 import { KeyDisabledBy1733500000000 } from './1733500000000-key-disabled-by';
+import { DeploymentId1733600000000 } from './1733600000000-deployment-id';
 
 /** Every migration, in order. Listed explicitly so a compiled build needs no glob. */
-export const MIGRATIONS = [Initial1732300000000, Usage1732400000000, ForwarderCursor1732500000000, AuditStaging1732600000000, Alerts1732700000000, AuditPartitions1732800000000, AuditDailyRollup1732900000000, UsageOccurrences1733000000000, UsageLeanIndexes1733100000000, AuditLeanIndexes1733200000000, AuditDetailsIndex1733300000000, BlankReasons1733400000000, KeyDisabledBy1733500000000];
+export const MIGRATIONS = [Initial1732300000000, Usage1732400000000, ForwarderCursor1732500000000, AuditStaging1732600000000, Alerts1732700000000, AuditPartitions1732800000000, AuditDailyRollup1732900000000, UsageOccurrences1733000000000, UsageLeanIndexes1733100000000, AuditLeanIndexes1733200000000, AuditDetailsIndex1733300000000, BlankReasons1733400000000, KeyDisabledBy1733500000000, DeploymentId1733600000000];

@@ -29,7 +29,7 @@ import {
   type SubAuditEventRecordedSubscription,
   type SubAuditPageQuery,
 } from './generated/graphql';
-import { Cluster, redisForTests, sleep, type Instance } from './helpers/cluster';
+import { Cluster, redisForTests, sleep, stopProcess, type Instance } from './helpers/cluster';
 import { createTestDatabase, type TestDatabase } from './helpers/database';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
@@ -865,6 +865,30 @@ describe(title, { skip }, () => {
     assert.deepEqual(tail.errors, []);
     alertStream.stop();
     tail.stop();
+  });
+
+  test('another deployment (its own database) on the same transport is not heard', async () => {
+    const otherDb = await createTestDatabase();
+    const otherAdmin = generateKey('kl');
+    let other: Instance | undefined;
+    try {
+      other = await cluster.start('other', { ...extraEnv(), DATABASE_URL: otherDb.url, KEY_PEPPER: randomBytes(32).toString('base64url'), BOOTSTRAP_ADMIN_KEY: otherAdmin });
+      const connection = connect(B.url, ADMIN_KEY);
+      await connected(connection);
+      const alertStream = alerts(connection.client, { types: ['REVOKED_KEY_USED'] });
+      await viewerOver(connection);
+      const foreign = await raiseRevokedKeyUsed(other, otherAdmin, await createUser(other, otherAdmin, [], 'other-deployment'));
+      const own = await raiseRevokedKeyUsed(A, ADMIN_KEY, await createUser(A, ADMIN_KEY, [], 'own-deployment'));
+      await alertStream.first((a) => a.key?.id === own.id, 2000, "this deployment's alert");
+      await sleep(300);
+      // Its key does not exist here, so the alert could only be told by its message.
+      assert.deepEqual(alertStream.values.filter((a) => a.key?.id !== own.id), [], "the other deployment's alert");
+      assert.ok(!JSON.stringify(alertStream.values).includes(foreign.name));
+      alertStream.stop();
+    } finally {
+      if (other) await stopProcess(other.process);
+      await otherDb.drop();
+    }
   });
 
   test('a key revoked on A closes its socket on B with 4403', async (ctx) => {

@@ -5,6 +5,7 @@ import type { DataSource } from 'typeorm';
 import type { Config } from '../config';
 import { createDataSource, hasPendingMigrations, migrate } from '../db/data-source';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded';
+import { deploymentId } from '../db/deployment';
 import { maintainPartitions } from '../db/partitions';
 import { checkPepper } from '../db/pepper-check';
 import { buildKeyledgerSchema } from '../schema/build-schema';
@@ -91,7 +92,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         logger.warn({ err: error }, 'change feed lost; key cache dropped until it reconnects');
       },
     });
-    bus = redis ? new RedisEventBus(redis, redisError) : new PgEventBus(listener);
+    bus = redis ? new RedisEventBus(redis, redisError, await deploymentId(dataSource)) : new PgEventBus(listener);
     const services = createServices(dataSource, {
       ...config,
       redis,

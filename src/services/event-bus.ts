@@ -41,6 +41,8 @@ export class PgEventBus implements EventBus {
  * Redis pub/sub (REDIS_URL): published after the commit, so a subscriber never hears of something
  * that rolled back; a crash between commit and publish loses that live notice (the alert or event
  * itself is stored). One extra connection subscribes; ioredis re-subscribes after a reconnect.
+ * Channels carry the deployment's id: pub/sub ignores Redis's database number, and deployments
+ * sharing one Redis must not hear each other's alerts.
  */
 export class RedisEventBus implements EventBus {
   private readonly subscriber: Redis;
@@ -50,6 +52,7 @@ export class RedisEventBus implements EventBus {
   constructor(
     private readonly redis: Redis,
     private readonly onError: (error: unknown) => void,
+    private readonly deploymentId: string,
   ) {
     this.subscriber = redis.duplicate({ enableOfflineQueue: true });
     this.subscriber.on('error', onError);
@@ -58,19 +61,24 @@ export class RedisEventBus implements EventBus {
     });
   }
 
+  private named(channel: string): string {
+    return `keyledger:${this.deploymentId}:${channel}`;
+  }
+
   statement(): null {
     return null;
   }
 
   committed(channel: string, payload: string): void {
-    this.redis.publish(channel, payload).catch(this.onError);
+    this.redis.publish(this.named(channel), payload).catch(this.onError);
   }
 
   subscribe(channel: string, handler: (payload: string) => void): void {
-    const list = this.handlers.get(channel) ?? [];
+    const named = this.named(channel);
+    const list = this.handlers.get(named) ?? [];
     list.push(handler);
-    this.handlers.set(channel, list);
-    if (list.length === 1) this.subscribed.push(this.subscriber.subscribe(channel));
+    this.handlers.set(named, list);
+    if (list.length === 1) this.subscribed.push(this.subscriber.subscribe(named));
   }
 
   async ready(): Promise<void> {
