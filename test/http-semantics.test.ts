@@ -210,3 +210,15 @@ test('an IPv4-mapped address in its hex form is stored as the IPv4 address, as t
   }
   assert.equal(lastUsedIp, '10.1.2.3');
 });
+
+test("the server's own error answers honour the client's q-values: q=0 refuses a type", async () => {
+  const typeFor = async (accept: string) => {
+    const response = await fetch(t.url, { method: 'POST', headers: { 'content-type': 'application/json', accept, authorization: `Bearer ${t.adminKey}` }, body: '{' });
+    assert.equal(response.status, 400);
+    return response.headers.get('content-type');
+  };
+  assert.equal(await typeFor('application/json;q=1, application/graphql-response+json;q=0'), 'application/json; charset=utf-8');
+  assert.equal(await typeFor('application/graphql-response+json;q=0.5, application/json'), 'application/json; charset=utf-8');
+  assert.equal(await typeFor('application/graphql-response+json, application/json;q=0.9'), 'application/graphql-response+json; charset=utf-8');
+  assert.equal(await typeFor('application/json, application/graphql-response+json'), 'application/graphql-response+json; charset=utf-8', 'a tie goes to the GraphQL type');
+});

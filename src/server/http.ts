@@ -67,10 +67,21 @@ export function requestMeta(req: IncomingMessage, trustProxy: boolean): RequestM
   return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? quoteInput(userAgent, 1024) : null };
 }
 
+/** The client's preference of the two types it may get (RFC 9110 q-values: q=0 refuses one); ties go to the GraphQL one. */
 function responseType(req: IncomingMessage): string {
-  return (req.headers.accept ?? '').includes('application/graphql-response+json')
-    ? 'application/graphql-response+json; charset=utf-8'
-    : 'application/json; charset=utf-8';
+  const accept = req.headers.accept ?? '';
+  if (!accept.includes('application/graphql-response+json')) return 'application/json; charset=utf-8';
+  let graphqlQ = 0;
+  let jsonQ = 0;
+  for (const part of accept.split(',')) {
+    const [range, ...params] = part.split(';').map((piece) => piece.trim().toLowerCase());
+    const given = params.find((param) => param.startsWith('q='));
+    const q = given === undefined ? 1 : Number(given.slice(2));
+    if (!Number.isFinite(q)) continue;
+    if (range === 'application/graphql-response+json') graphqlQ = Math.max(graphqlQ, q);
+    else if (range === 'application/json' || range === 'application/*' || range === '*/*') jsonQ = Math.max(jsonQ, q);
+  }
+  return graphqlQ > 0 && graphqlQ >= jsonQ ? 'application/graphql-response+json; charset=utf-8' : 'application/json; charset=utf-8';
 }
 
 
