@@ -31,7 +31,7 @@ import {
   principalWithPermissions,
   type TestPrincipal,
 } from './helpers/principals';
-import { startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
+import { errorCodes, postGraphQL, startTestServer, type GraphQLResponse, type TestServer } from './helpers/server';
 
 let t: TestServer;
 let admin: TestPrincipal;
@@ -237,6 +237,32 @@ describe('updateUser', () => {
     // Its owner hands it over; keys:write moves it anywhere.
     assert.equal((await t.ok(owner.key, UpdateUserDocument, { id: sa, input: { ownerId: taker.userId } })).updateUser.owner?.id, taker.userId);
     assert.equal((await t.ok(t.adminKey, UpdateUserDocument, { id: sa, input: { ownerId: owner.userId } })).updateUser.owner?.id, owner.userId);
+  });
+
+  test('a user mutation whose answer asks for what the caller may not read there is refused before anything changes', async () => {
+    const writer = await principalWithPermissions(t, ['users:read', 'users:write'], 'payload-writer');
+    const ask = (mutation: string, variables: Record<string, unknown>) => postGraphQL<Record<string, unknown>>(t.url, writer.key, mutation, variables);
+    const email = `${unique('ghost')}@example.test`;
+    const refused = await ask('mutation($e: String!) { createUser(input: { name: "ghost", email: $e }) { id apiKeys { totalCount } } }', { e: email });
+    assert.deepEqual(errorCodes(refused), ['FORBIDDEN']);
+    const found = await t.ok(t.adminKey, UsersDocument, { filter: { search: email } });
+    assert.equal(found.users.totalCount, 0, 'no user was made');
+    // Without the unreadable part the same change goes through.
+    const made = await ask('mutation($e: String!) { createUser(input: { name: "ghost", email: $e }) { id } }', { e: email });
+    const id = (made.data as { createUser: { id: string } }).createUser.id;
+
+    const renamed = await ask('mutation($id: ID!) { updateUser(id: $id, input: { name: "renamed ghost" }) { name apiKeys { totalCount } } }', { id });
+    assert.deepEqual(errorCodes(renamed), ['FORBIDDEN']);
+    assert.equal((await t.ok(t.adminKey, UserDocument, { id })).user?.name, 'ghost', 'not renamed');
+    const disabled = await ask('mutation($id: ID!) { disableUser(id: $id, reason: "test") { status apiKeys { totalCount } } }', { id });
+    assert.deepEqual(errorCodes(disabled), ['FORBIDDEN']);
+    assert.equal((await t.ok(t.adminKey, UserDocument, { id })).user?.status, 'ACTIVE', 'not disabled');
+
+    // Its own service account's keys are readable with keys:own, so that payload is answered.
+    const owner = await principalWithPermissions(t, ['users:read', 'users:write', 'keys:own'], 'payload-owner');
+    const account = await postGraphQL<{ createServiceAccount: { apiKeys: { totalCount: number } } }>(t.url, owner.key,
+      'mutation($o: ID!) { createServiceAccount(input: { name: "own svc", ownerId: $o }) { apiKeys { totalCount } } }', { o: owner.userId });
+    assert.equal(account.data?.createServiceAccount.apiKeys.totalCount, 0, JSON.stringify(account.errors));
   });
 
   test('unknown ids are NOT_FOUND; bad fields are BAD_USER_INPUT; a taken email is CONFLICT', async () => {

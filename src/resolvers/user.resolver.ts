@@ -1,17 +1,44 @@
-import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
+import type { GraphQLResolveInfo } from 'graphql';
+import { Arg, Authorized, Ctx, FieldResolver, ID, Info, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { requireAnyPermission } from '../auth/auth-checker';
 import type { GraphQLContext } from '../auth/context';
 import { normalize } from '../auth/permissions';
 import type { UserEntity } from '../entities';
+import { UserKind } from '../entities/enums';
 import { cursorFor } from '../services/pagination';
 import { toConnection } from '../schema/connection.type';
 import { Role } from '../schema/role.type';
 import { ApiKeyConnection } from '../schema/api-key.type';
 import { KeyStatus } from '../schema/enums';
 import { canReadKeysOf } from '../services/key-access';
-import { assertCanListServiceAccounts, visibleUser } from './visibility';
+import { assertCanListServiceAccounts, selectsPath, visibleUser } from './visibility';
+import { isUuid } from '../services/validation';
 import { CreateServiceAccountInput, CreateUserInput, UpdateUserInput, UserFilter } from '../schema/user.input';
 import { User, UserConnection } from '../schema/user.type';
+
+type PayloadUser = Pick<UserEntity, 'id' | 'kind' | 'ownerId'>;
+
+/**
+ * A user mutation answers a non-null User: a payload field refused after the change would null the
+ * answer of a change that happened. So what the caller may not read on that user is refused
+ * before anything changes (deeper links are not looked at: see the README).
+ */
+function assertPayloadReadable(ctx: GraphQLContext, info: GraphQLResolveInfo, user: PayloadUser | null): void {
+  if (!user) return; // the change itself refuses an unknown user
+  if (selectsPath(info, ['apiKeys']) && !canReadKeysOf(ctx.actor, user)) requireAnyPermission(ctx, ['keys:read'], 'User.apiKeys');
+  if (selectsPath(info, ['serviceAccounts'])) assertCanListServiceAccounts(ctx, user);
+}
+
+/** The user a mutation names, as it is now (null when there is none: the change says so). */
+async function existingUser(ctx: GraphQLContext, id: string): Promise<PayloadUser | null> {
+  if (!isUuid(id)) return null;
+  const user = await ctx.loaders.userById.load(id);
+  ctx.loaders.userById.clear(id); // the answer must read the user as the change leaves it
+  return user;
+}
+
+/** A user not yet made: nobody is it yet. */
+const NEW_USER = '';
 
 @Resolver(() => User)
 export class UserResolver {
@@ -37,47 +64,57 @@ export class UserResolver {
 
   @Authorized('users:write')
   @Mutation(() => User)
-  createUser(@Arg('input', () => CreateUserInput) input: CreateUserInput, @Ctx() ctx: GraphQLContext) {
+  createUser(@Arg('input', () => CreateUserInput) input: CreateUserInput, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
+    assertPayloadReadable(ctx, info, { id: NEW_USER, kind: UserKind.HUMAN, ownerId: null });
     return ctx.services.users.createHuman(ctx.actor, input);
   }
 
   @Authorized('users:write')
   @Mutation(() => User)
-  createServiceAccount(@Arg('input', () => CreateServiceAccountInput) input: CreateServiceAccountInput, @Ctx() ctx: GraphQLContext) {
+  createServiceAccount(@Arg('input', () => CreateServiceAccountInput) input: CreateServiceAccountInput, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
+    assertPayloadReadable(ctx, info, { id: NEW_USER, kind: UserKind.SERVICE, ownerId: input.ownerId });
     return ctx.services.users.createServiceAccount(ctx.actor, input);
   }
 
   @Authorized('users:write')
   @Mutation(() => User)
-  updateUser(
+  async updateUser(
     @Arg('id', () => ID) id: string,
     @Arg('input', () => UpdateUserInput) input: UpdateUserInput,
     @Ctx() ctx: GraphQLContext,
+    @Info() info: GraphQLResolveInfo,
   ) {
+    // Moved to another owner, a service account's keys are read as the new owner's would be.
+    const user = await existingUser(ctx, id);
+    assertPayloadReadable(ctx, info, user && { ...user, ownerId: input.ownerId ?? user.ownerId });
     return ctx.services.users.update(ctx.actor, id, input);
   }
 
   @Authorized('users:write')
   @Mutation(() => User, { description: "Every key the user owns, and its service accounts' keys, stop verifying (OWNER_DISABLED)" })
-  disableUser(@Arg('id', () => ID) id: string, @Arg('reason', () => String) reason: string, @Ctx() ctx: GraphQLContext) {
+  async disableUser(@Arg('id', () => ID) id: string, @Arg('reason', () => String) reason: string, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
+    assertPayloadReadable(ctx, info, await existingUser(ctx, id));
     return ctx.services.users.disable(ctx.actor, id, reason);
   }
 
   @Authorized('users:write')
   @Mutation(() => User)
-  enableUser(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
+  async enableUser(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
+    assertPayloadReadable(ctx, info, await existingUser(ctx, id));
     return ctx.services.users.enable(ctx.actor, id);
   }
 
   @Authorized('users:write')
   @Mutation(() => User)
-  assignRole(@Arg('userId', () => ID) userId: string, @Arg('roleId', () => ID) roleId: string, @Ctx() ctx: GraphQLContext) {
+  async assignRole(@Arg('userId', () => ID) userId: string, @Arg('roleId', () => ID) roleId: string, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
+    assertPayloadReadable(ctx, info, await existingUser(ctx, userId));
     return ctx.services.users.assignRole(ctx.actor, userId, roleId);
   }
 
   @Authorized('users:write')
   @Mutation(() => User)
-  unassignRole(@Arg('userId', () => ID) userId: string, @Arg('roleId', () => ID) roleId: string, @Ctx() ctx: GraphQLContext) {
+  async unassignRole(@Arg('userId', () => ID) userId: string, @Arg('roleId', () => ID) roleId: string, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
+    assertPayloadReadable(ctx, info, await existingUser(ctx, userId));
     return ctx.services.users.unassignRole(ctx.actor, userId, roleId);
   }
 

@@ -31,7 +31,7 @@ export async function visibleUser(
 }
 
 /** Another user's service accounts are users:read information; one's own are not. */
-export function assertCanListServiceAccounts(ctx: GraphQLContext, owner: UserEntity): void {
+export function assertCanListServiceAccounts(ctx: GraphQLContext, owner: Pick<UserEntity, 'id'>): void {
   if (owner.id !== ctx.principal.userId) requireAnyPermission(ctx, ['users:read'], 'User.serviceAccounts');
 }
 
