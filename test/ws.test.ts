@@ -118,3 +118,16 @@ test("a server failure fails the operation, not the socket, and never reaches th
   verification.verifyNow = original;
   assert.deepEqual(closed, { code: 1011, reason: 'Internal server error' });
 });
+
+test('a parse error over WebSocket says where, as over HTTP', async () => {
+  const client = connect({ authorization: `Bearer ${t.adminKey}` });
+  try {
+    await assert.rejects(execute(client, '{ viewer { '), (errors: Array<{ locations?: unknown; extensions?: { code?: string } }>) => {
+      assert.equal(errors[0]?.extensions?.code, 'GRAPHQL_PARSE_FAILED');
+      assert.deepEqual(errors[0]?.locations, [{ line: 1, column: 12 }]);
+      return true;
+    });
+  } finally {
+    await client.dispose();
+  }
+});

@@ -66,7 +66,7 @@ interface ConnectionState {
  */
 function prepareOperation(schema: GraphQLSchema, payload: SubscribePayload): ExecutionArgs | GraphQLError[] {
   const coded = (errors: readonly GraphQLError[], code: string) =>
-    errors.map((error) => new GraphQLError(error.message, { nodes: error.nodes, extensions: { ...error.extensions, code } }));
+    errors.map((error) => new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, extensions: { ...error.extensions, code } }));
   let document: DocumentNode;
   try {
     document = parse(payload.query, PARSE_OPTIONS);
