@@ -125,7 +125,7 @@ test("a change that changes nothing is refused too on a key beyond the actor: it
   assert.equal(afterwards[0]!.n, before[0]!.n, 'a change of nothing is not an audit event');
 });
 
-test("rotation weighs what the key can do, as enabling does: an owner rotates their own '*' key, a key-manager not an administrator's", async () => {
+test("rotation weighs what the key can do and, for anyone but its owner, what it is granted: an owner rotates their own '*' key, nobody else one beyond them", async () => {
   const ROTATE = 'mutation($id: ID!) { rotateApiKey(id: $id) { secret apiKey { permissions } } }';
   const mine = await createKey(t, { ownerId: member.userId, name: 'member star', permissions: ['*'] });
   const rotated = await call(member.key, ROTATE, { id: mine.key.id });
@@ -139,6 +139,17 @@ test("rotation weighs what the key can do, as enabling does: an owner rotates th
   const strong = await createKey(t, { ownerId: adminId, name: 'admin star', permissions: ['*'] });
   await denied(keyManager.key, ROTATE, { id: strong.key.id });
   assert.equal((await t.db.query('SELECT id FROM api_keys WHERE rotated_from_id = $1', [strong.key.id])).length, 0, 'not rotated');
+
+  // A '*' grant on someone else's key is not the key-manager's to reissue, even while its owner
+  // holds little: the new secret would be theirs, and would grow with the owner.
+  const reader = await createHuman(t, [], 'star-reader');
+  const weak = await createKey(t, { ownerId: reader, name: 'reader star', permissions: ['*'] });
+  await denied(keyManager.key, ROTATE, { id: weak.key.id });
+  assert.equal((await t.db.query('SELECT id FROM api_keys WHERE rotated_from_id = $1', [weak.key.id])).length, 0, 'not rotated');
+  // Nor is a '*' key of one's own service account.
+  const account = await createServiceAccount(t, member.userId, [], 'star-svc');
+  const svcStar = await createKey(t, { ownerId: account, name: 'svc star', permissions: ['*'] });
+  await denied(member.key, ROTATE, { id: svcStar.key.id });
 });
 
 test('a key payload part the caller may not read is refused before the key is made: no secret is lost', async () => {

@@ -63,8 +63,10 @@ export class KeyService {
 
     const owner = await this.requireOwner(tx, actor, input.ownerId ?? actor.userId);
     const roles = await requireRoles(tx, 'roleIds', roleIds);
-    // A successor repeats its predecessor's grants: rotate() checks what the key can do instead.
-    if (!options.rotatedFromId) assertWithinActor(actor, [...grantedPermissions, ...roles.flatMap((r) => r.permissions)], 'issue this key');
+    // Grants are issued as given, `*` included: only the owner may be handed a successor whose
+    // grants reach past them (its own key can never do more than it holds; rotate() checks that).
+    const ownSuccessor = options.rotatedFromId !== undefined && owner.id === actor.userId;
+    if (!ownSuccessor) assertWithinActor(actor, [...grantedPermissions, ...roles.flatMap((r) => r.permissions)], 'issue this key');
 
     const now = new Date();
     const key = tx.create(ApiKeyEntity, {
