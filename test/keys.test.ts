@@ -622,6 +622,25 @@ test("keys:own cannot undo a disable made by someone else; keys:write and the on
   expectError(await t.request(svc.key, KtEnableKeyDocument, { id: svcKey.id }), 'FORBIDDEN');
   assert.equal((await readKey(svcKey.id)).status, 'DISABLED');
   assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: svcKey.id })).enableApiKey.status, 'ACTIVE');
+  // The service account's own disable is its human owner's to undo.
+  await t.ok(svc.key, KtDisableKeyDocument, { id: svcKey.id });
+  assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: svcKey.id })).enableApiKey.status, 'ACTIVE');
+
+  // Disabled by its owner first, then by a responder: the responder's disable is the one that holds.
+  await t.ok(member.key, KtDisableKeyDocument, { id: mine.id });
+  await t.ok(keyManager.key, KtDisableKeyDocument, { id: mine.id });
+  assert.deepEqual(await disabledBy(), { id: keyManager.userId });
+  const takeover = (await auditEvents(t, { actions: ['key.disable'], targetId: mine.id })).at(-1)!;
+  assert.deepEqual(takeover.details?.after, { status: 'DISABLED', disabledById: keyManager.userId });
+  expectError(await t.request(member.key, KtEnableKeyDocument, { id: mine.id }), 'FORBIDDEN');
+  // …and a disable by the owner over it changes nothing.
+  await t.ok(member.key, KtDisableKeyDocument, { id: mine.id });
+  assert.deepEqual(await disabledBy(), { id: keyManager.userId });
+  expectError(await t.request(member.key, KtEnableKeyDocument, { id: mine.id }), 'FORBIDDEN');
+
+  // Revoked, a key is no longer disabled by anyone.
+  await t.ok(t.adminKey, KtRevokeKeyDocument, { id: mine.id, reason: 'done' });
+  assert.equal(await disabledBy(), null);
 });
 
 test('keys disabled before the disabledBy column take it from their latest key.disable event', async () => {

@@ -144,7 +144,7 @@ export class ApiKeyResolver {
 
   @FieldResolver(() => User, { nullable: true, description: 'Who disabled the key, while it is DISABLED; only they or a keys:write holder may enable it' })
   disabledBy(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext) {
-    return visibleUser(ctx, key.disabledById, 'ApiKey.disabledBy');
+    return key.storedStatus === StoredKeyStatus.DISABLED ? visibleUser(ctx, key.disabledById, 'ApiKey.disabledBy') : null;
   }
 
   @FieldResolver(() => [Role])

@@ -1,6 +1,6 @@
 import { In, type EntityManager } from 'typeorm';
 import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
-import { StoredKeyStatus } from '../entities/enums';
+import { StoredKeyStatus, UserKind } from '../entities/enums';
 import { coveredBy, intersect } from '../auth/permissions';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
@@ -222,9 +222,19 @@ export class KeyLifecycleService {
       // key too: the answer would show it).
       if (status === StoredKeyStatus.ACTIVE) {
         await this.assertKeyWithinActor(tx, actor, key, 'enable this key');
-        assertMayUndoDisable(actor, key);
+        await assertMayUndoDisable(tx, actor, key);
       }
-      if (key.storedStatus === status) return key;
+      if (key.storedStatus === status) {
+        // Disabled already (by its owner, say): a keys:write holder's disable becomes the one that holds.
+        if (status === StoredKeyStatus.DISABLED && key.disabledById !== actor.userId && coveredBy(actor.permissions, 'keys:write')) {
+          const before = key.disabledById;
+          key.disabledById = actor.userId;
+          key.updatedAt = new Date();
+          await writeKey(tx, key);
+          await this.record(tx, actor, action, key, { before: { status, disabledById: before }, after: { status, disabledById: actor.userId } });
+        }
+        return key;
+      }
       const before = key.storedStatus;
       key.storedStatus = status;
       key.disabledById = status === StoredKeyStatus.DISABLED ? actor.userId : null;
@@ -280,11 +290,14 @@ export class KeyLifecycleService {
 
 /**
  * A disable is often incident response: the owner (keys:own) must not undo one made by someone
- * else, such as an administrator or a service account's human owner. keys:write may.
+ * else, such as an administrator or a service account's human owner. keys:write may, and so may
+ * a service account's owner undo the account's own disable.
  */
-function assertMayUndoDisable(actor: Actor, key: ApiKeyEntity): void {
+async function assertMayUndoDisable(tx: EntityManager, actor: Actor, key: ApiKeyEntity): Promise<void> {
   if (key.storedStatus !== StoredKeyStatus.DISABLED || key.disabledById === null || key.disabledById === actor.userId) return;
   if (coveredBy(actor.permissions, 'keys:write')) return;
+  const disabler = await tx.findOneBy(UserEntity, { id: key.disabledById });
+  if (disabler?.kind === UserKind.SERVICE && disabler.ownerId === actor.userId) return;
   throw new ForbiddenError('This key was disabled by someone else: enabling it needs keys:write', { required: ['keys:write'] });
 }
 
