@@ -706,6 +706,18 @@ test('DENIED_ACTION_BURST: five aliases refused in one request count five times,
   assert.deepEqual(d.paths.map((path) => path[0]).sort(), ['u0', 'u1', 'u2', 'u3', 'u4']);
 });
 
+test('DENIED_ACTION_BURST: one list whose rows each meet the same refusal is one attempt, not one per row', async () => {
+  const reader = await principalWithPermissions(main, ['audit:read'], 'row-reader');
+  const response = await postGraphQL<{ auditEvents: { nodes: unknown[] } }>(main.url, reader.key, '{ auditEvents(first: 20, filter: { actions: ["key.create"] }) { nodes { actorKey { name } } } }');
+  const refusals = errorCodes(response).length;
+  assert.ok(refusals >= 5, `several rows refused (${refusals})`);
+  await quiesce(main);
+  await noAlert(main, { types: ['DENIED_ACTION_BURST'], keyId: reader.keyId }, 'one request, one list');
+  const events = (await auditOf(main, { actions: ['authz.denied'] })).filter((e) => e.actorKey?.id === reader.keyId);
+  assert.equal(events.length, 1);
+  assert.equal((events[0]!.details as { attempts?: number }).attempts, undefined, 'a single attempt');
+});
+
 // ---------------------------------------------------------------------------------------------
 // THRESHOLD (administrator-defined rules)
 

@@ -86,19 +86,22 @@ export async function auditDenials(
   operationNode?: OperationDefinitionNode | null,
   document?: DocumentNode | null,
 ): Promise<void> {
-  // One event per refused operation, however many aliases asked for it: the count says how many.
-  const refused = new Map<string, { original: DomainError; paths: Array<ErrorLike['path'] | null> }>();
+  // One event per refused operation, however many aliases asked for it: `attempts` counts the
+  // aliases (root fields), not the rows of one list that each met the same refusal.
+  const refused = new Map<string, { original: DomainError; paths: Map<unknown, ErrorLike['path'] | null> }>();
   for (const error of errors) {
     const original = error.originalError;
     if (!(original instanceof DomainError) || original.code !== 'FORBIDDEN') continue;
     const operation = String(original.extensions.operation ?? rootOperation(operationNode, error.path, document));
     if (context.deniedAudited.has(operation)) continue;
-    const seen = refused.get(operation);
-    if (seen) seen.paths.push(error.path ?? null);
-    else refused.set(operation, { original, paths: [error.path ?? null] });
+    const seen = refused.get(operation) ?? { original, paths: new Map() };
+    refused.set(operation, seen);
+    const root = error.path?.[0];
+    if (!seen.paths.has(root)) seen.paths.set(root, error.path ?? null);
   }
-  for (const [operation, { original, paths }] of refused) {
+  for (const [operation, { original, paths: byRoot }] of refused) {
     context.deniedAudited.add(operation);
+    const paths = [...byRoot.values()];
     await context.services.audit.recordAlone(context.actor, {
       action: 'authz.denied',
       outcome: AuditOutcome.DENIED,
