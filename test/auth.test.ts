@@ -147,9 +147,9 @@ function postWithHeaderLines(lines: Array<[string, string]>): Promise<{ status: 
 }
 
 /** connection_init with `payload`; resolves with the first message's type or the close code. */
-function wsInit(payload: Record<string, string>): Promise<string> {
+function wsInit(payload: Record<string, string>, headers: Record<string, string> = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(t.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+    const socket = new WebSocket(t.url.replace(/^http/, 'ws'), 'graphql-transport-ws', { headers });
     socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload })));
     socket.on('message', (data) => {
       resolve(String((JSON.parse(String(data)) as { type: string }).type));
@@ -190,6 +190,15 @@ test('two different keys in one request are refused and audited: neither is used
   assert.equal(await wsInit({ authorization: `Bearer ${member.key}`, 'X-API-Key': t.adminKey }), 'close:4403');
   assert.equal(await wsInit({ authorization: `Bearer ${member.key}`, Authorization: `Bearer ${t.adminKey}` }), 'close:4403');
   assert.equal(await wsInit({ authorization: `Bearer ${member.key}`, 'x-api-key': member.key }), 'connection_ack');
+  // …and the upgrade request's own headers count too.
+  assert.equal(await wsInit({ authorization: `Bearer ${member.key}` }, { authorization: `Bearer ${t.adminKey}` }), 'close:4403');
+  assert.equal(await wsInit({ authorization: `Bearer ${member.key}` }, { 'x-api-key': member.key }), 'connection_ack');
+
+  // All of a Bearer credential is its key: trailing words make it malformed, not absent.
+  expectUnauthenticated(await t.request(null, ViewerDocument, undefined, { authorization: `Bearer ${member.key} junk`, 'x-api-key': t.adminKey }));
+  const trailing = await t.request(null, ViewerDocument, undefined, { authorization: `Bearer ${t.adminKey} junk` });
+  expectUnauthenticated(trailing);
+  assert.equal((await eventsOfRequest(t, trailing, ['auth.failure']))[0]?.details?.code, 'MALFORMED');
 });
 
 test("a disabled owner's key is rejected as UNAUTHENTICATED until the owner is enabled again", async () => {

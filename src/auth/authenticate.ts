@@ -22,7 +22,8 @@ export function presentedKey(authorizations: readonly string[], apiKeyHeaders: r
     return true;
   };
   // Only the Bearer scheme carries a key; another scheme (a proxy's Basic) leaves X-API-Key to speak.
-  for (const value of authorizations) if (!take(/^Bearer\s+(\S+)\s*$/i.exec(value)?.[1])) return CONFLICTING_KEYS;
+  // All of a Bearer credential is the key: "Bearer <key> junk" is a malformed key, not no key.
+  for (const value of authorizations) if (!take(/^Bearer(?:\s+(.*))?$/is.exec(value.trim())?.[1]?.trim())) return CONFLICTING_KEYS;
   for (const value of apiKeyHeaders) if (!take(value.trim() || undefined)) return CONFLICTING_KEYS;
   return key;
 }
@@ -56,7 +57,7 @@ async function refuse(services: Services, outcome: VerifyOutcome, meta: RequestM
 
 async function refuseConflict(services: Services, meta: RequestMeta): Promise<never> {
   await recordRefusal(services, meta, 'CONFLICTING_KEYS', null);
-  throw new UnauthenticatedError('Authorization and X-API-Key carry different keys: send one key');
+  throw new UnauthenticatedError('The request carries two different keys: send one');
 }
 
 /** A rejected request is an auth.failure event naming the key when it exists, never the presented secret. */

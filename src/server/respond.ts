@@ -12,7 +12,7 @@ export function send(res: ServerResponse, status: number, type: string, body: st
 }
 
 /** Every value of the Authorization and X-API-Key headers: Node keeps only the first of repeated Authorization headers. */
-function keyHeaders(req: IncomingMessage): [string[], string[]] {
+export function keyHeaders(req: IncomingMessage): [string[], string[]] {
   const authorizations: string[] = [];
   const apiKeys: string[] = [];
   const raw = req.rawHeaders;

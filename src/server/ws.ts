@@ -26,6 +26,7 @@ import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
 import { PARSE_OPTIONS, shapeError } from './document-guard';
 import { formatError } from './errors';
+import { keyHeaders } from './respond';
 import { operationRefusal } from './query-cost';
 import { MAX_BODY_BYTES, requestMeta } from './http';
 
@@ -175,7 +176,9 @@ export function attachWebSocket(
           Object.entries(ctx.connectionParams ?? {}).flatMap(([given, value]) => (given.toLowerCase() === name && typeof value === 'string' ? [value] : []));
         const socket = ctx.extra.socket;
         try {
-          const key = presentedKey(param('authorization'), param('x-api-key'));
+          // A key in the upgrade request's headers counts too: two different keys are refused.
+          const [authorizations, apiKeys] = keyHeaders(ctx.extra.request);
+          const key = presentedKey([...param('authorization'), ...authorizations], [...param('x-api-key'), ...apiKeys]);
           const principal = await authenticate(deps.services, key, meta);
           // Gone while its key was checked: graphql-ws has already closed it, keep nothing of it.
           if (socket.readyState !== socket.OPEN) return false;
