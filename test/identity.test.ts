@@ -258,11 +258,16 @@ describe('updateUser', () => {
     assert.deepEqual(errorCodes(disabled), ['FORBIDDEN']);
     assert.equal((await t.ok(t.adminKey, UserDocument, { id })).user?.status, 'ACTIVE', 'not disabled');
 
+    // A bad new owner is the change's to refuse, with its own code.
+    const account = await newServiceAccount(writer.userId);
+    const badOwner = await ask('mutation($id: ID!, $o: ID!) { updateUser(id: $id, input: { ownerId: $o }) { apiKeys { totalCount } } }', { id: account, o: randomUUID() });
+    assert.deepEqual(errorCodes(badOwner), ['BAD_USER_INPUT']);
+
     // Its own service account's keys are readable with keys:own, so that payload is answered.
     const owner = await principalWithPermissions(t, ['users:read', 'users:write', 'keys:own'], 'payload-owner');
-    const account = await postGraphQL<{ createServiceAccount: { apiKeys: { totalCount: number } } }>(t.url, owner.key,
+    const own = await postGraphQL<{ createServiceAccount: { apiKeys: { totalCount: number } } }>(t.url, owner.key,
       'mutation($o: ID!) { createServiceAccount(input: { name: "own svc", ownerId: $o }) { apiKeys { totalCount } } }', { o: owner.userId });
-    assert.equal(account.data?.createServiceAccount.apiKeys.totalCount, 0, JSON.stringify(account.errors));
+    assert.equal(own.data?.createServiceAccount.apiKeys.totalCount, 0, JSON.stringify(own.errors));
   });
 
   test('unknown ids are NOT_FOUND; bad fields are BAD_USER_INPUT; a taken email is CONFLICT', async () => {

@@ -84,9 +84,11 @@ export class UserResolver {
     @Ctx() ctx: GraphQLContext,
     @Info() info: GraphQLResolveInfo,
   ) {
-    // Moved to another owner, a service account's keys are read as the new owner's would be.
+    // Moved to another owner, a service account's keys are read as the new owner's would be; an
+    // owner the change will refuse (unknown, not a human) is left to it to say so.
     const user = await existingUser(ctx, id);
-    assertPayloadReadable(ctx, info, user && { ...user, ownerId: input.ownerId ?? user.ownerId });
+    const newOwner = input.ownerId ? await existingUser(ctx, input.ownerId) : null;
+    if (!input.ownerId || newOwner?.kind === UserKind.HUMAN) assertPayloadReadable(ctx, info, user && { ...user, ownerId: input.ownerId ?? user.ownerId });
     return ctx.services.users.update(ctx.actor, id, input);
   }
 
