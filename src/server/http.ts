@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import Negotiator from 'negotiator';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { HeaderMap, type ApolloServer } from '@apollo/server';
@@ -67,21 +68,14 @@ export function requestMeta(req: IncomingMessage, trustProxy: boolean): RequestM
   return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? quoteInput(userAgent, 1024) : null };
 }
 
-/** The client's preference of the two types it may get (RFC 9110 q-values: q=0 refuses one); ties go to the GraphQL one. */
+const JSON_TYPE = 'application/json';
+const GRAPHQL_RESPONSE_TYPE = 'application/graphql-response+json';
+
+/** The type of the two a client prefers, chosen as Apollo chooses for its own answers (negotiator). */
 function responseType(req: IncomingMessage): string {
-  const accept = req.headers.accept ?? '';
-  if (!accept.includes('application/graphql-response+json')) return 'application/json; charset=utf-8';
-  let graphqlQ = 0;
-  let jsonQ = 0;
-  for (const part of accept.split(',')) {
-    const [range, ...params] = part.split(';').map((piece) => piece.trim().toLowerCase());
-    const given = params.find((param) => param.startsWith('q='));
-    const q = given === undefined ? 1 : Number(given.slice(2));
-    if (!Number.isFinite(q)) continue;
-    if (range === 'application/graphql-response+json') graphqlQ = Math.max(graphqlQ, q);
-    else if (range === 'application/json' || range === 'application/*' || range === '*/*') jsonQ = Math.max(jsonQ, q);
-  }
-  return graphqlQ > 0 && graphqlQ >= jsonQ ? 'application/graphql-response+json; charset=utf-8' : 'application/json; charset=utf-8';
+  const accept = req.headers.accept;
+  const graphqlResponse = accept !== undefined && /graphql-response\+json/i.test(accept) && new Negotiator({ headers: { accept } }).mediaType([JSON_TYPE, GRAPHQL_RESPONSE_TYPE]) === GRAPHQL_RESPONSE_TYPE;
+  return `${graphqlResponse ? GRAPHQL_RESPONSE_TYPE : JSON_TYPE}; charset=utf-8`;
 }
 
 
