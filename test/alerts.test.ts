@@ -250,6 +250,7 @@ test("VERIFY_FAILURE_BURST: a verifier that passes no ip is itself the source it
   const nodes = await waitForAlerts(main, { types: ['VERIFY_FAILURE_BURST'] }, (n) => bySource(n, '203.0.113.77').length > 0, 'burst from the verifier');
   const [alert] = bySource(nodes, '203.0.113.77');
   assert.equal(details(alert!).observed, 5);
+  assert.deepEqual(sample(alert!, 'ip'), ['203.0.113.77'], 'the evidence names the source');
   assert.equal(alert!.key, null);
   await quiesce(main);
   assert.deepEqual(bySource(await alerts(main, { types: ['VERIFY_FAILURE_BURST'] }), '203.0.113.78'), [], 'one fewer raises nothing');

@@ -182,8 +182,11 @@ export class AlertDetectors {
       this.countRules(AlertMetric.VERIFY_CALLS, keyScope, at, evidence);
       if (code !== VerifyCode.VALID) this.countRules(AlertMetric.VERIFY_FAILURES, keyScope, at, evidence);
       if (code === VerifyCode.RATE_LIMITED) this.countRules(AlertMetric.RATE_LIMITED, keyScope, at, evidence);
-      // A verifier that does not pass `ip` is itself the source its failures come from.
-      if (failure) this.failureBurst(at, evidence, record?.id ?? null, record?.ownerId ?? null, ip ?? request.callerIp ?? null);
+      if (failure) {
+        // A verifier that does not pass `ip` is itself the source its failures come from (and the evidence says so).
+        const source = ip ?? request.callerIp ?? null;
+        this.failureBurst(at, source === ip ? evidence : { ...evidence, ip: source }, record?.id ?? null, record?.ownerId ?? null, source);
+      }
     }
     if (record) {
       this.usageSpike(record.id, record.ownerId, record.name, at);
