@@ -222,7 +222,7 @@ test("the server's own error answers honour the client's q-values: q=0 refuses a
   assert.equal(await typeFor('application/graphql-response+json, application/json;q=0.9'), 'application/graphql-response+json; charset=utf-8');
   assert.equal(await typeFor('APPLICATION/GRAPHQL-RESPONSE+JSON'), 'application/graphql-response+json; charset=utf-8', 'types in any case');
   // Where q-values tie, the same choice as Apollo's own answers: ours must not contradict them.
-  for (const accept of ['application/json, application/graphql-response+json', 'application/graphql-response+json, application/json']) {
+  for (const accept of ['application/json, application/graphql-response+json', 'application/graphql-response+json, application/json', 'application/graphql-response+json;charset=utf-8, application/json;q=0.9']) {
     const apollo = await fetch(t.url, { method: 'POST', headers: { 'content-type': 'application/json', accept, authorization: `Bearer ${t.adminKey}` }, body: '{"query":"{ __typename }"}' });
     assert.equal(await typeFor(accept), apollo.headers.get('content-type'), accept);
   }

@@ -146,6 +146,16 @@ test("rotation weighs what the key can do and, for anyone but its owner, what it
   const weak = await createKey(t, { ownerId: reader, name: 'reader star', permissions: ['*'] });
   await denied(keyManager.key, ROTATE, { id: weak.key.id });
   assert.equal((await t.db.query('SELECT id FROM api_keys WHERE rotated_from_id = $1', [weak.key.id])).length, 0, 'not rotated');
+  // Nor through a key one made for the owner: it acts as the owner, but was granted less than '*'.
+  await call(t.adminKey, 'mutation { createRole(input: { name: "keys-writer-own", permissions: ["keys:write", "keys:read", "keys:own", "users:read"] }) { id } }');
+  const minter = await principalWithRoles(t, ['keys-writer-own']);
+  const holder = await createHuman(t, [roles.get('member')!], 'star-holder');
+  const held = await createKey(t, { ownerId: holder, name: 'holder star', permissions: ['*'] });
+  await denied(minter.key, ROTATE, { id: held.key.id });
+  const made = await call(minter.key, 'mutation($o: ID!) { createApiKey(input: { ownerId: $o, name: "made for them", permissions: ["keys:own"] }) { secret } }', { o: holder });
+  const madeSecret = (made.data as { createApiKey: { secret: string } }).createApiKey.secret;
+  await denied(madeSecret, ROTATE, { id: held.key.id });
+  assert.equal((await t.db.query('SELECT id FROM api_keys WHERE rotated_from_id = $1', [held.key.id])).length, 0, 'not rotated');
   // Nor is a '*' key of one's own service account.
   const account = await createServiceAccount(t, member.userId, [], 'star-svc');
   const svcStar = await createKey(t, { ownerId: account, name: 'svc star', permissions: ['*'] });

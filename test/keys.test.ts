@@ -622,9 +622,21 @@ test("keys:own cannot undo a disable made by someone else; keys:write and the on
   expectError(await t.request(svc.key, KtEnableKeyDocument, { id: svcKey.id }), 'FORBIDDEN');
   assert.equal((await readKey(svcKey.id)).status, 'DISABLED');
   assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: svcKey.id })).enableApiKey.status, 'ACTIVE');
-  // The service account's own disable is its human owner's to undo.
+  // The service account's own disable is its human owner's to undo…
   await t.ok(svc.key, KtDisableKeyDocument, { id: svcKey.id });
   assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: svcKey.id })).enableApiKey.status, 'ACTIVE');
+  // …and the owner's disable over the account's own takes over: the account cannot undo it.
+  await t.ok(svc.key, KtDisableKeyDocument, { id: svcKey.id });
+  await t.ok(member.key, KtDisableKeyDocument, { id: svcKey.id });
+  expectError(await t.request(svc.key, KtEnableKeyDocument, { id: svcKey.id }), 'FORBIDDEN');
+  assert.equal((await t.ok(member.key, KtEnableKeyDocument, { id: svcKey.id })).enableApiKey.status, 'ACTIVE');
+  // A responder that happens to be one's own service account is still a responder: its disable of
+  // the owner's key stands against the owner.
+  const responder = await createServiceAccount(t, member.userId, [await roleIdByName(t, 'key-manager')], 'undo-responder');
+  const responderKey = (await createKey(t, { ownerId: responder, name: 'responder key', permissions: ['*'] })).secret;
+  await t.ok(responderKey, KtDisableKeyDocument, { id: mine.id });
+  expectError(await t.request(member.key, KtEnableKeyDocument, { id: mine.id }), 'FORBIDDEN');
+  await t.ok(t.adminKey, KtEnableKeyDocument, { id: mine.id });
 
   // Disabled by its owner first, then by a responder: the responder's disable is the one that holds.
   await t.ok(member.key, KtDisableKeyDocument, { id: mine.id });

@@ -4,7 +4,7 @@ import { requireAnyPermission } from '../auth/auth-checker';
 import type { GraphQLContext } from '../auth/context';
 import { normalize } from '../auth/permissions';
 import type { UserEntity } from '../entities';
-import { UserKind } from '../entities/enums';
+import { UserKind, UserStatus } from '../entities/enums';
 import { cursorFor } from '../services/pagination';
 import { toConnection } from '../schema/connection.type';
 import { Role } from '../schema/role.type';
@@ -16,7 +16,7 @@ import { isUuid } from '../services/validation';
 import { CreateServiceAccountInput, CreateUserInput, UpdateUserInput, UserFilter } from '../schema/user.input';
 import { User, UserConnection } from '../schema/user.type';
 
-type PayloadUser = Pick<UserEntity, 'id' | 'kind' | 'ownerId'>;
+type PayloadUser = Pick<UserEntity, 'id' | 'kind' | 'ownerId' | 'status'>;
 
 /**
  * A user mutation answers a non-null User: a payload field refused after the change would null the
@@ -65,14 +65,14 @@ export class UserResolver {
   @Authorized('users:write')
   @Mutation(() => User)
   createUser(@Arg('input', () => CreateUserInput) input: CreateUserInput, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
-    assertPayloadReadable(ctx, info, { id: NEW_USER, kind: UserKind.HUMAN, ownerId: null });
+    assertPayloadReadable(ctx, info, { id: NEW_USER, kind: UserKind.HUMAN, ownerId: null, status: UserStatus.ACTIVE });
     return ctx.services.users.createHuman(ctx.actor, input);
   }
 
   @Authorized('users:write')
   @Mutation(() => User)
   createServiceAccount(@Arg('input', () => CreateServiceAccountInput) input: CreateServiceAccountInput, @Ctx() ctx: GraphQLContext, @Info() info: GraphQLResolveInfo) {
-    assertPayloadReadable(ctx, info, { id: NEW_USER, kind: UserKind.SERVICE, ownerId: input.ownerId });
+    assertPayloadReadable(ctx, info, { id: NEW_USER, kind: UserKind.SERVICE, ownerId: input.ownerId, status: UserStatus.ACTIVE });
     return ctx.services.users.createServiceAccount(ctx.actor, input);
   }
 
@@ -88,7 +88,8 @@ export class UserResolver {
     // owner the change will refuse (unknown, not a human) is left to it to say so.
     const user = await existingUser(ctx, id);
     const newOwner = input.ownerId ? await existingUser(ctx, input.ownerId) : null;
-    if (!input.ownerId || newOwner?.kind === UserKind.HUMAN) assertPayloadReadable(ctx, info, user && { ...user, ownerId: input.ownerId ?? user.ownerId });
+    const acceptable = !input.ownerId || (user?.kind === UserKind.SERVICE && newOwner?.kind === UserKind.HUMAN && newOwner.status === UserStatus.ACTIVE);
+    if (acceptable) assertPayloadReadable(ctx, info, user && { ...user, ownerId: input.ownerId ?? user.ownerId });
     return ctx.services.users.update(ctx.actor, id, input);
   }
 

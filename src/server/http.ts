@@ -68,14 +68,16 @@ export function requestMeta(req: IncomingMessage, trustProxy: boolean): RequestM
   return { requestId: randomUUID(), ip: clientIp(req, trustProxy), userAgent: userAgent ? quoteInput(userAgent, 1024) : null };
 }
 
-const JSON_TYPE = 'application/json';
-const GRAPHQL_RESPONSE_TYPE = 'application/graphql-response+json';
+const JSON_TYPE = 'application/json; charset=utf-8';
+const GRAPHQL_RESPONSE_TYPE = 'application/graphql-response+json; charset=utf-8';
+/** The types Apollo offers, as it names them: negotiator matches Accept parameters against these. */
+const APOLLO_OFFERS = [JSON_TYPE, GRAPHQL_RESPONSE_TYPE, 'application/json; callbackSpec=1.0; charset=utf-8'];
 
-/** The type of the two a client prefers, chosen as Apollo chooses for its own answers (negotiator). */
+/** The type a client prefers of those we answer in, chosen exactly as Apollo chooses for its own answers. */
 function responseType(req: IncomingMessage): string {
   const accept = req.headers.accept;
-  const graphqlResponse = accept !== undefined && /graphql-response\+json/i.test(accept) && new Negotiator({ headers: { accept } }).mediaType([JSON_TYPE, GRAPHQL_RESPONSE_TYPE]) === GRAPHQL_RESPONSE_TYPE;
-  return `${graphqlResponse ? GRAPHQL_RESPONSE_TYPE : JSON_TYPE}; charset=utf-8`;
+  const graphqlResponse = accept !== undefined && /graphql-response\+json/i.test(accept) && new Negotiator({ headers: { accept } }).mediaType(APOLLO_OFFERS) === GRAPHQL_RESPONSE_TYPE;
+  return graphqlResponse ? GRAPHQL_RESPONSE_TYPE : JSON_TYPE;
 }
 
 

@@ -222,11 +222,13 @@ export class KeyLifecycleService {
       // key too: the answer would show it).
       if (status === StoredKeyStatus.ACTIVE) {
         await this.assertKeyWithinActor(tx, actor, key, 'enable this key');
-        await assertMayUndoDisable(tx, actor, key);
+        if (!(await outranksDisabler(tx, actor, key))) {
+          throw new ForbiddenError('This key was disabled by someone else: enabling it needs keys:write', { required: ['keys:write'] });
+        }
       }
       if (key.storedStatus === status) {
-        // Disabled already (by its owner, say): a keys:write holder's disable becomes the one that holds.
-        if (status === StoredKeyStatus.DISABLED && key.disabledById !== actor.userId && coveredBy(actor.permissions, 'keys:write')) {
+        // Disabled already (by its owner, say): the disable of one who outranks that becomes the one that holds.
+        if (status === StoredKeyStatus.DISABLED && key.disabledById !== actor.userId && (await outranksDisabler(tx, actor, key))) {
           const before = key.disabledById;
           key.disabledById = actor.userId;
           key.updatedAt = new Date();
@@ -290,15 +292,13 @@ export class KeyLifecycleService {
 
 /**
  * A disable is often incident response: the owner (keys:own) must not undo one made by someone
- * else, such as an administrator or a service account's human owner. keys:write may, and so may
- * a service account's owner undo the account's own disable.
+ * else, such as an administrator or a service account's human owner. Who may: the one who made
+ * it, a holder of keys:write, and a service account's owner where the account disabled its own key.
  */
-async function assertMayUndoDisable(tx: EntityManager, actor: Actor, key: ApiKeyEntity): Promise<void> {
-  if (key.storedStatus !== StoredKeyStatus.DISABLED || key.disabledById === null || key.disabledById === actor.userId) return;
-  if (coveredBy(actor.permissions, 'keys:write')) return;
+async function outranksDisabler(tx: EntityManager, actor: Actor, key: ApiKeyEntity): Promise<boolean> {
+  if (key.disabledById === null || key.disabledById === actor.userId || coveredBy(actor.permissions, 'keys:write')) return true;
   const disabler = await tx.findOneBy(UserEntity, { id: key.disabledById });
-  if (disabler?.kind === UserKind.SERVICE && disabler.ownerId === actor.userId) return;
-  throw new ForbiddenError('This key was disabled by someone else: enabling it needs keys:write', { required: ['keys:write'] });
+  return disabler?.kind === UserKind.SERVICE && disabler.id === key.ownerId && disabler.ownerId === actor.userId;
 }
 
 /**

@@ -1,6 +1,6 @@
-import type { EntityManager } from 'typeorm';
+import { In, type EntityManager } from 'typeorm';
 import { generateKey, hashKey, isValidPrefix, parseKey } from '../auth/key-format';
-import { ApiKeyEntity, ApiKeyRoleEntity, UserEntity } from '../entities';
+import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
 import { StoredKeyStatus } from '../entities/enums';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
@@ -9,6 +9,7 @@ import { BadInputError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import { requireRoles } from './role-lookup';
+import { coveredBy } from '../auth/permissions';
 import { inTransaction, lockUsersFirst } from './transaction';
 import { isUuid, requireText } from './validation';
 
@@ -63,10 +64,13 @@ export class KeyService {
 
     const owner = await this.requireOwner(tx, actor, input.ownerId ?? actor.userId);
     const roles = await requireRoles(tx, 'roleIds', roleIds);
-    // Grants are issued as given, `*` included: only the owner may be handed a successor whose
-    // grants reach past them (its own key can never do more than it holds; rotate() checks that).
-    const ownSuccessor = options.rotatedFromId !== undefined && owner.id === actor.userId;
-    if (!ownSuccessor) assertWithinActor(actor, [...grantedPermissions, ...roles.flatMap((r) => r.permissions)], 'issue this key');
+    // Grants are issued as given, `*` included, so they must be within the actor's reach. A
+    // successor's grants may reach past its owner only for the owner acting with a key granted as
+    // much (rotating that key itself, say): any key of the owner's acts as the owner, and a key
+    // another made for them must not fetch a successor wider than itself.
+    const grants = [...grantedPermissions, ...roles.flatMap((r) => r.permissions)];
+    const ownSuccessor = options.rotatedFromId !== undefined && owner.id === actor.userId && (await actingKeyGrantsCover(tx, actor, grants));
+    if (!ownSuccessor) assertWithinActor(actor, grants, 'issue this key');
 
     const now = new Date();
     const key = tx.create(ApiKeyEntity, {
@@ -133,4 +137,15 @@ export class KeyService {
     assertCanManageKeysOf(actor, owner);
     return owner;
   }
+}
+
+/** Whether the acting key's own grants (its roles' included, before its owner bounds them) cover `grants`. */
+async function actingKeyGrantsCover(tx: EntityManager, actor: Actor, grants: readonly string[]): Promise<boolean> {
+  if (!actor.keyId) return false;
+  const key = await tx.findOneBy(ApiKeyEntity, { id: actor.keyId });
+  if (!key) return false;
+  const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
+  const roles = roleIds.length > 0 ? await tx.find(RoleEntity, { where: { id: In(roleIds) } }) : [];
+  const own = [...key.grantedPermissions, ...roles.flatMap((r) => r.permissions)];
+  return grants.every((permission) => coveredBy(own, permission));
 }
