@@ -9,7 +9,7 @@ import { BadInputError, ConflictError, ForbiddenError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
-import { requireRoles, userPermissions } from './role-lookup';
+import { keyGrants, requireRoles, userPermissions } from './role-lookup';
 import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { isUuid, reasonText } from './validation';
 
@@ -252,10 +252,7 @@ export class KeyLifecycleService {
    * within what its owner holds now, as verification computes it) must be within the actor's reach.
    */
   private async assertKeyWithinActor(tx: EntityManager, actor: Actor, key: ApiKeyEntity, attempt: string): Promise<void> {
-    const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
-    const roles = roleIds.length > 0 ? await tx.find(RoleEntity, { where: { id: In(roleIds) } }) : [];
-    const grants = [...key.grantedPermissions, ...roles.flatMap((r) => r.permissions)];
-    assertTargetWithinActor(actor, intersect(grants, await userPermissions(tx, key.ownerId)), attempt);
+    assertTargetWithinActor(actor, intersect(await keyGrants(tx, key), await userPermissions(tx, key.ownerId)), attempt);
   }
 
   /** Locks the key, checks the actor may manage its owner's keys, and refuses revoked keys. */

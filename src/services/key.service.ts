@@ -1,6 +1,6 @@
-import { In, type EntityManager } from 'typeorm';
+import type { EntityManager } from 'typeorm';
 import { generateKey, hashKey, isValidPrefix, parseKey } from '../auth/key-format';
-import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
+import { ApiKeyEntity, ApiKeyRoleEntity, UserEntity } from '../entities';
 import { StoredKeyStatus } from '../entities/enums';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
@@ -8,7 +8,7 @@ import { assertWithinActor } from './escalation';
 import { BadInputError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
-import { requireRoles } from './role-lookup';
+import { keyGrants, requireRoles } from './role-lookup';
 import { coveredBy } from '../auth/permissions';
 import { inTransaction, lockUsersFirst } from './transaction';
 import { isUuid, requireText } from './validation';
@@ -144,8 +144,6 @@ async function actingKeyGrantsCover(tx: EntityManager, actor: Actor, grants: rea
   if (!actor.keyId) return false;
   const key = await tx.findOneBy(ApiKeyEntity, { id: actor.keyId });
   if (!key) return false;
-  const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
-  const roles = roleIds.length > 0 ? await tx.find(RoleEntity, { where: { id: In(roleIds) } }) : [];
-  const own = [...key.grantedPermissions, ...roles.flatMap((r) => r.permissions)];
+  const own = await keyGrants(tx, key);
   return grants.every((permission) => coveredBy(own, permission));
 }

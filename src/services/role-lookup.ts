@@ -1,5 +1,5 @@
 import { In, type EntityManager } from 'typeorm';
-import { RoleEntity } from '../entities';
+import { ApiKeyRoleEntity, RoleEntity, type ApiKeyEntity } from '../entities';
 import { BadInputError } from './errors';
 import { isUuid } from './validation';
 
@@ -28,4 +28,11 @@ export async function userPermissions(tx: EntityManager, userId: string, service
     [userId, serviceAccounts],
   )) as Array<{ p: string }>;
   return rows.map((r) => r.p);
+}
+
+/** A key's own grants: its granted permissions and its roles', before its owner's permissions bound them. */
+export async function keyGrants(tx: EntityManager, key: Pick<ApiKeyEntity, 'id' | 'grantedPermissions'>): Promise<string[]> {
+  const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
+  const roles = roleIds.length > 0 ? await tx.find(RoleEntity, { where: { id: In(roleIds) } }) : [];
+  return [...key.grantedPermissions, ...roles.flatMap((r) => r.permissions)];
 }
