@@ -17,7 +17,8 @@ import { startApollo } from './apollo';
 import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
-import { createMetrics, registerForwarderLag, registerKeyCache, registerRetries, registerUsage, registerWebSockets, type Metrics } from './metrics';
+import { createMetrics, registerForwarderLag, registerKeyCache, registerRetries,
+  registerDetectorGossip, registerUsage, registerWebSockets, type Metrics } from './metrics';
 import { PgEventBus, RedisEventBus, type EventBus } from '../services/event-bus';
 import { PgListener } from '../services/pg-listener';
 import { connectRedis } from './redis';
@@ -92,7 +93,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         logger.warn({ err: error }, 'change feed lost; key cache dropped until it reconnects');
       },
     });
-    bus = redis ? new RedisEventBus(redis, redisError, await deploymentId(dataSource)) : new PgEventBus(listener);
+    bus = redis ? new RedisEventBus(redis, redisError, await deploymentId(dataSource)) : new PgEventBus(listener, (statement) => ds.query(statement));
     const services = createServices(dataSource, {
       ...config,
       redis,
@@ -118,6 +119,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     registerKeyCache(metrics, services.verification.cache);
     registerUsage(metrics, services.usage);
     registerRetries(metrics, services.audit);
+    if (services.alerting.gossip) registerDetectorGossip(metrics, services.alerting.gossip);
     const feed = listener;
     const boot = await bootstrap(services, config.bootstrapAdminKey);
     if (boot.created) logger.info('bootstrap: created user admin with the admin role');

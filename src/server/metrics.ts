@@ -96,6 +96,19 @@ export function registerRetries(metrics: Metrics, audit: { retried: number }): v
   });
 }
 
+/** Detector hits a full batch kept from the other instances: their bursts then add up more slowly. */
+export function registerDetectorGossip(metrics: Metrics, gossip: { unshared: number }): void {
+  new Counter({
+    name: 'keyledger_detector_hits_unshared_total',
+    help: 'Burst and rule hits not sent to the other instances because their batch was full',
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      this.inc(gossip.unshared);
+    },
+  });
+}
+
 /** Usage records: written, dropped (buffer full or a batch failing for good) and waiting. */
 export function registerUsage(metrics: Metrics, usage: { written: number; dropped: number; buffered: number }): void {
   new Gauge({

@@ -6,6 +6,7 @@ import { AlertMetric, AlertSeverity, AlertType, VerifyCode } from '../entities/e
 import type { Actor } from './actor';
 import type { AlertSignal } from './alert.service';
 import type { AuditRecord } from './audit.service';
+import type { SharedHit } from './detector-gossip';
 import type { VerifyOutcome, VerifyRequest } from './key-verification.service';
 
 /** Every detector's knobs; defaults documented in the README (ALERT_* variables). */
@@ -124,10 +125,13 @@ const EWMA_ALPHA = 0.1;
 
 /**
  * The detectors. Verifications and audited actions are fed in synchronously (cheap in-memory
- * windows, bounded by LRU); what crosses a line becomes an AlertSignal for the sink. Windows are
- * per instance: behind a load balancer, a burst split across N instances needs N times the count.
+ * windows, bounded by LRU); what crosses a line becomes an AlertSignal for the sink. The windowed
+ * ones (bursts and rules) also hand each hit to `share`, and count the hits peers shared
+ * (ingest()), so a burst split across instances adds up. Usage baselines stay per instance.
  */
 export class AlertDetectors {
+  /** Where this instance's windowed hits go for its peers (DetectorGossip); nowhere by default */
+  share: (hit: SharedHit, subject: string, keep: number) => void = () => {};
   private readonly windows = new SlidingWindow();
   private readonly rates = new LRUCache<string, Rate>({ max: 100_000 });
   private readonly networks = new LRUCache<string, Set<string>>({ max: 100_000 });
@@ -185,7 +189,7 @@ export class AlertDetectors {
       if (failure) {
         // A verifier that does not pass `ip` is itself the source its failures come from (and the evidence says so).
         const source = ip ?? request.callerIp ?? null;
-        this.failureBurst(at, source === ip ? evidence : { ...evidence, ip: source }, record?.id ?? null, record?.ownerId ?? null, source);
+        this.failureBurst(at, source === ip ? evidence : { ...evidence, ip: source }, record?.id ?? null, record?.ownerId ?? null, source, true);
       }
     }
     if (record) {
@@ -217,7 +221,8 @@ export class AlertDetectors {
     if (record.action === 'authz.denied') {
       // One event stands for every alias that asked for the refused operation (details.attempts).
       const attempts = Math.min(MAX_ATTEMPTS_HEARD, Math.max(1, Math.trunc(Number(record.details?.attempts ?? 1)) || 1));
-      for (let i = 0; i < attempts; i++) this.onDenied(record, actor, at);
+      const operation = typeof record.details?.operation === 'string' ? record.details.operation : null;
+      for (let i = 0; i < attempts; i++) this.denied(at, { operation, ip: actor.ip, keyId: actor.keyId, userId: actor.userId }, true);
     } else if (record.action === 'auth.failure' && record.details?.repeats === undefined) {
       // A folded count (details.repeats) was heard one rejection at a time already.
       const ownerId = typeof record.details?.ownerId === 'string' ? record.details.ownerId : null;
@@ -226,13 +231,22 @@ export class AlertDetectors {
     }
   }
 
-  private onDenied(record: AuditRecord, actor: Actor, at: number): void {
-    const operation = typeof record.details?.operation === 'string' ? record.details.operation : null;
-    const evidence = { operation, ip: actor.ip, keyId: actor.keyId };
-    this.countRules(AlertMetric.DENIED_ACTIONS, { keyId: actor.keyId, userId: actor.userId }, at, evidence);
-    const principal = actor.keyId ? `key:${actor.keyId}` : actor.userId ? `user:${actor.userId}` : actor.ip ? `ip:${actor.ip}` : null;
+  /** A hit a peer shared, counted as of now (clocks of other machines are not trusted to agree). */
+  ingest(hit: SharedHit): void {
+    const at = Date.now();
+    if (hit.kind === 'failure') this.failureBurst(at, hit.evidence, hit.keyId, hit.ownerId, hit.source, false);
+    else if (hit.kind === 'denied') this.denied(at, hit, false);
+    else this.countRules(hit.metric, hit, at, hit.evidence, false);
+  }
+
+  private denied(at: number, who: { operation: string | null; ip: string | null; keyId: string | null; userId: string | null }, local: boolean): void {
+    const { operation, ip, keyId, userId } = who;
+    const evidence = { operation, ip, keyId };
+    this.countRules(AlertMetric.DENIED_ACTIONS, { keyId, userId }, at, evidence, local);
+    const principal = keyId ? `key:${keyId}` : userId ? `user:${userId}` : ip ? `ip:${ip}` : null;
     if (!principal) return;
     const { threshold, windowSeconds } = this.settings.deniedBurst;
+    if (local) this.share({ kind: 'denied', operation, ip, keyId, userId }, `denied:${principal}`, threshold);
     const hits = this.windows.record(`denied:${principal}`, { at, evidence }, windowSeconds * 1000, threshold);
     if (hits.length < threshold) return;
     this.emit({
@@ -240,15 +254,16 @@ export class AlertDetectors {
       severity: AlertSeverity.HIGH,
       subject: principal,
       message: `A principal was denied ${hits.length} times within ${windowSeconds} s (privilege probing?)`,
-      keyId: actor.keyId,
-      userId: actor.userId,
+      keyId,
+      userId,
       details: { windowSeconds, threshold, observed: hits.length, ...summarise(hits) },
       windowSeconds,
     });
   }
 
-  private failureBurst(at: number, evidence: Record<string, string | null>, keyId: string | null, ownerId: string | null, ip: string | null): void {
+  private failureBurst(at: number, evidence: Record<string, string | null>, keyId: string | null, ownerId: string | null, ip: string | null, local: boolean): void {
     const { threshold, windowSeconds } = this.settings.failureBurst;
+    if (local && (ip || keyId)) this.share({ kind: 'failure', evidence, keyId, ownerId, source: ip }, `fail:${ip}:${keyId}`, threshold);
     const check = (subject: string, label: string) => {
       const hits = this.windows.record(`fail:${subject}`, { at, evidence }, windowSeconds * 1000, threshold);
       if (hits.length < threshold) return;
@@ -385,12 +400,19 @@ export class AlertDetectors {
       });
   }
 
-  private countRules(metric: AlertMetric, scope: { keyId: string | null; userId: string | null }, at: number, evidence: Record<string, string | null>): void {
+  private countRules(metric: AlertMetric, scope: { keyId: string | null; userId: string | null }, at: number, evidence: Record<string, string | null>, local = true): void {
     const rules = this.rulesByMetric.get(metric);
     if (!rules) return;
+    let shared = !local;
     for (const rule of rules) {
       if (rule.keyId !== null && rule.keyId !== scope.keyId) continue;
       if (rule.userId !== null && rule.userId !== scope.userId) continue;
+      if (!shared) {
+        // Once per hit, whatever number of rules it counts for: peers match it against the same rules.
+        shared = true;
+        const keep = Math.max(...rules.map((r) => r.threshold));
+        this.share({ kind: 'rule', metric, keyId: scope.keyId, userId: scope.userId, evidence }, `rule:${metric}:${scope.keyId}:${scope.userId}`, keep);
+      }
       const hits = this.windows.record(`rule:${rule.id}`, { at, evidence }, rule.windowSeconds * 1000, rule.threshold);
       if (hits.length < rule.threshold) continue;
       this.emit({

@@ -12,6 +12,7 @@ import { notifyStatement } from './sql-literal';
 import type { KeyVerificationService } from './key-verification.service';
 import { LiveFeed } from './live-feed';
 import type { EventBus } from './event-bus';
+import { DetectorGossip } from './detector-gossip';
 import type { PgListener } from './pg-listener';
 
 export const ALERT_RULES_CHANNEL = 'keyledger_alert_rules';
@@ -27,6 +28,8 @@ export class Alerting {
   readonly rules: AlertRuleService;
   readonly sink: AlertSink;
   readonly detectors: AlertDetectors;
+  /** Burst and rule hits exchanged with the other instances (none without a bus) */
+  readonly gossip: DetectorGossip | null;
   readonly alertFeed = new LiveFeed<AlertEntity>();
   readonly auditFeed = new LiveFeed<AuditEventEntity>();
   private auditDelivery: Promise<void> = Promise.resolve();
@@ -44,6 +47,8 @@ export class Alerting {
     this.rules = new AlertRuleService(dataSource, audit, () => this.reloadRules());
     this.sink = new AlertSink(this.alerts, onError);
     this.detectors = new AlertDetectors(settings, (signal) => this.sink.emit(signal), dataSource, onError);
+    this.gossip = bus ? new DetectorGossip(bus, onError) : null;
+    if (this.gossip) this.detectors.share = this.gossip.share;
     verification.observers.push(this.detectors.onVerification);
     audit.addHook(this.auditHook());
   }
@@ -75,6 +80,7 @@ export class Alerting {
   listenOn(listener: PgListener): void {
     listener.on(ALERT_RULES_CHANNEL, () => void this.reloadRules());
     if (!this.bus) return;
+    this.gossip?.listen((hit) => this.detectors.ingest(hit));
     this.bus.subscribe(ALERTS_CHANNEL, (payload) => void this.deliverAlert(payload));
     this.bus.subscribe(AUDIT_SEALED_CHANNEL, (payload) => {
       // In seal order, one range at a time, and only when someone is tailing.
@@ -106,6 +112,7 @@ export class Alerting {
 
   async close(): Promise<void> {
     this.detectors.stop();
+    await this.gossip?.flush();
     await this.sink.close();
   }
 }

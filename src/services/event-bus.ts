@@ -12,6 +12,8 @@ export interface EventBus {
   /** SQL to run inside the transaction that makes the event (NOTIFY), or null to publish only after it commits */
   statement(channel: string, payload: string): string | null;
   committed(channel: string, payload: string): void;
+  /** A notice that belongs to no transaction, sent now */
+  publish(channel: string, payload: string): Promise<void>;
   subscribe(channel: string, handler: (payload: string) => void): void;
   /** Resolves once every subscription is in place (events published before then are not heard). */
   ready(): Promise<void>;
@@ -20,13 +22,20 @@ export interface EventBus {
 
 /** LISTEN/NOTIFY: delivered only if the transaction commits, in commit order. */
 export class PgEventBus implements EventBus {
-  constructor(private readonly listener: PgListener) {}
+  constructor(
+    private readonly listener: PgListener,
+    private readonly run: (statement: string) => Promise<unknown>,
+  ) {}
 
   statement(channel: string, payload: string): string {
     return notifyStatement(channel, payload);
   }
 
   committed(): void {}
+
+  async publish(channel: string, payload: string): Promise<void> {
+    await this.run(notifyStatement(channel, payload));
+  }
 
   subscribe(channel: string, handler: (payload: string) => void): void {
     this.listener.on(channel, handler);
@@ -70,7 +79,11 @@ export class RedisEventBus implements EventBus {
   }
 
   committed(channel: string, payload: string): void {
-    this.redis.publish(this.named(channel), payload).catch(this.onError);
+    this.publish(channel, payload).catch(this.onError);
+  }
+
+  async publish(channel: string, payload: string): Promise<void> {
+    await this.redis.publish(this.named(channel), payload);
   }
 
   subscribe(channel: string, handler: (payload: string) => void): void {
