@@ -76,6 +76,22 @@ async function failFrom(instance: Instance, ip: string, count: number): Promise<
   }
 }
 
+/** A member with a key that may not list users: each try is one FORBIDDEN answer. */
+async function prober(): Promise<{ userId: string; key: { secret: string; apiKey: { id: string } } }> {
+  const roleIds = (await A.ok(ADMIN_KEY, DgRolesDocument)).roles.filter((r) => r.name === 'member').map((r) => r.id);
+  const name = unique('prober');
+  const { createUser } = await A.ok(ADMIN_KEY, DgCreateUserDocument, { input: { name, email: `${name}@example.test`, roleIds } });
+  const key = (await A.ok(ADMIN_KEY, DgCreateKeyDocument, { input: { ownerId: createUser.id, name: 'prober', permissions: ['keys:own'] } })).createApiKey;
+  return { userId: createUser.id, key };
+}
+
+async function denyOn(instance: Instance, secret: string, times: number): Promise<void> {
+  for (let i = 0; i < times; i++) {
+    const answer = await instance.request(secret, DgUsersDocument);
+    assert.equal(answer.errors?.[0]?.extensions?.code, 'FORBIDDEN');
+  }
+}
+
 async function alerts(instance: Instance, filter: AlertFilter): Promise<AlertNode[]> {
   return (await instance.ok(ADMIN_KEY, DgAlertsDocument, { filter })).alerts.nodes;
 }
@@ -114,18 +130,26 @@ describe('without Redis (PostgreSQL NOTIFY)', () => {
   });
 
   test(`FORBIDDEN answers to one key split over two instances raise DENIED_ACTION_BURST for that key`, async () => {
-    const roleIds = (await A.ok(ADMIN_KEY, DgRolesDocument)).roles.filter((r) => r.name === 'member').map((r) => r.id);
-    const name = unique('prober');
-    const { createUser } = await A.ok(ADMIN_KEY, DgCreateUserDocument, { input: { name, email: `${name}@example.test`, roleIds } });
-    const key = (await A.ok(ADMIN_KEY, DgCreateKeyDocument, { input: { ownerId: createUser.id, name: 'prober', permissions: ['keys:own'] } })).createApiKey;
-    for (const [instance, times] of [[A, DENIED_THRESHOLD / 2], [B, DENIED_THRESHOLD / 2]] as const) {
-      for (let i = 0; i < times; i++) {
-        const answer = await instance.request(key.secret, DgUsersDocument);
-        assert.equal(answer.errors?.[0]?.extensions?.code, 'FORBIDDEN');
-      }
-    }
+    const { key } = await prober();
+    await denyOn(A, key.secret, DENIED_THRESHOLD / 2);
+    await denyOn(B, key.secret, DENIED_THRESHOLD / 2);
     const raised = await waitFor(async () => (await alerts(A, { types: ['DENIED_ACTION_BURST'] })).filter((n) => n.key?.id === key.apiKey.id), 'denied burst');
     assert.equal(raised.length, 1);
+  });
+
+  test('a THRESHOLD rule on DENIED_ACTIONS counts each denial once, wherever it happened', async () => {
+    const { key, userId } = await prober();
+    const { createAlertRule } = await A.ok(ADMIN_KEY, DgCreateRuleDocument, {
+      input: { name: unique('denials'), metric: 'DENIED_ACTIONS', threshold: 3, windowSeconds: 60, severity: 'LOW', userId },
+    });
+    await sleep(500); // B hears of the new rule through NOTIFY
+    const ruleAlerts = async () => (await alerts(A, { types: ['THRESHOLD'] })).filter((n) => n.rule?.id === createAlertRule.id);
+    await denyOn(A, key.secret, 1);
+    await denyOn(B, key.secret, 1);
+    await sleep(SETTLE_MS);
+    assert.deepEqual(await ruleAlerts(), [], 'two denials counted as three');
+    await denyOn(B, key.secret, 1);
+    await waitFor(ruleAlerts, 'rule');
   });
 
   test('a THRESHOLD rule counts matching verifications on every instance', async () => {

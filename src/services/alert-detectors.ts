@@ -242,7 +242,8 @@ export class AlertDetectors {
   private denied(at: number, who: { operation: string | null; ip: string | null; keyId: string | null; userId: string | null }, local: boolean): void {
     const { operation, ip, keyId, userId } = who;
     const evidence = { operation, ip, keyId };
-    this.countRules(AlertMetric.DENIED_ACTIONS, { keyId, userId }, at, evidence, local);
+    // A peer's denial reaches the rules as a rule hit of its own.
+    if (local) this.countRules(AlertMetric.DENIED_ACTIONS, { keyId, userId }, at, evidence);
     const principal = keyId ? `key:${keyId}` : userId ? `user:${userId}` : ip ? `ip:${ip}` : null;
     if (!principal) return;
     const { threshold, windowSeconds } = this.settings.deniedBurst;
