@@ -30,6 +30,13 @@ export function keyStatus(key: ApiKeyEntity, now = new Date()): KeyStatus {
   }
 }
 
+/** Where a key's quota lives: the key itself, or once rotated its newest successor. */
+async function quotaHolder(key: ApiKeyEntity, ctx: GraphQLContext): Promise<ApiKeyEntity> {
+  let holder = key;
+  for (let next = await ctx.loaders.successorByKeyId.load(key.id); next; next = await ctx.loaders.successorByKeyId.load(next.id)) holder = next;
+  return holder;
+}
+
 @Resolver(() => ApiKey)
 export class ApiKeyResolver {
   @Authorized('keys:write', 'keys:own')
@@ -171,9 +178,7 @@ export class ApiKeyResolver {
 
   @FieldResolver(() => Int, { nullable: true, description: 'Verifications left; null means unlimited. A rotated key shows the quota it shares with its successor' })
   async remaining(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext): Promise<number | null> {
-    let holder = key;
-    for (let next = await ctx.loaders.successorByKeyId.load(key.id); next; next = await ctx.loaders.successorByKeyId.load(next.id)) holder = next;
-    return holder.remaining;
+    return (await quotaHolder(key, ctx)).remaining;
   }
 
   @FieldResolver(() => ApiKey, { nullable: true, description: 'The key that replaced this one through rotateApiKey' })
@@ -187,9 +192,10 @@ export class ApiKeyResolver {
     return { limit: key.rateLimitLimit, windowSeconds: key.rateLimitWindowSeconds };
   }
 
-  @FieldResolver(() => Refill, { nullable: true })
-  refill(@Root() key: ApiKeyEntity): Refill | null {
-    if (key.refillAmount === null || key.refillIntervalSeconds === null) return null;
-    return { amount: key.refillAmount, intervalSeconds: key.refillIntervalSeconds, lastRefillAt: key.lastRefillAt };
+  @FieldResolver(() => Refill, { nullable: true, description: 'A rotated key shows the refill of the quota it shares with its successor' })
+  async refill(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext): Promise<Refill | null> {
+    const holder = await quotaHolder(key, ctx);
+    if (holder.refillAmount === null || holder.refillIntervalSeconds === null) return null;
+    return { amount: holder.refillAmount, intervalSeconds: holder.refillIntervalSeconds, lastRefillAt: holder.lastRefillAt };
   }
 }

@@ -12,6 +12,7 @@ import type { CreatedKey, KeyService } from './key.service';
 import { keyGrants, requireRoles, userPermissions } from './role-lookup';
 import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { isUuid, reasonText } from './validation';
+import { QUOTA_NOW } from './key-verification.service';
 
 const MAX_GRACE_SECONDS = 30 * 86_400;
 const CONFLICT_MESSAGE = 'The key changed concurrently; try again';
@@ -89,9 +90,6 @@ export class KeyLifecycleService {
         key.refillIntervalSeconds = settings.refill?.intervalSeconds ?? null;
         key.lastRefillAt = settings.refill ? new Date() : null;
       }
-      if (key.refillAmount !== null && key.remaining === null) {
-        throw new BadInputError('refill', 'refill needs remaining to be set');
-      }
       if (settings.metadata !== undefined) {
         set('metadata', key.metadata, settings.metadata);
         key.metadata = settings.metadata;
@@ -109,6 +107,10 @@ export class KeyLifecycleService {
             ? 'A rotated key draws on its successor\'s quota: change remaining and refill on the successor'
             : 'A rotated key expires when its grace period ends; it can end sooner, not later',
         );
+      }
+      // After the rotation check: a rotated key holds no quota of its own, its successor does.
+      if (key.refillAmount !== null && key.remaining === null) {
+        throw new BadInputError('refill', 'refill needs remaining to be set');
       }
       if (Object.keys(after).length === 0) return key;
       key.updatedAt = new Date();
@@ -182,6 +184,8 @@ export class KeyLifecycleService {
       // What the key can do now (its owner's permissions bound its grants, `*` included) must be within the actor's reach.
       await this.assertKeyWithinActor(tx, actor, key, 'rotate this key');
       const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);
+      // The successor takes over the quota as it stands, a refill that is due included, on the same schedule.
+      const quota = key.remaining === null ? null : await quotaNow(tx, key.id);
       const successor = await this.keys.insertKey(
         tx,
         actor,
@@ -194,22 +198,28 @@ export class KeyLifecycleService {
           expiresAt: key.expiresAt,
           allowedCidrs: key.allowedCidrs,
           rateLimit: key.rateLimitLimit === null ? null : { limit: key.rateLimitLimit, windowSeconds: key.rateLimitWindowSeconds! },
-          remaining: key.remaining,
+          remaining: quota?.available ?? null,
           refill: key.refillAmount === null ? null : { amount: key.refillAmount, intervalSeconds: key.refillIntervalSeconds! },
           metadata: key.metadata,
         },
-        { rotatedFromId: key.id },
+        { rotatedFromId: key.id, lastRefillAt: quota?.nextRefillAt ?? null },
       );
       const graceEnd = new Date(now.getTime() + grace * 1000);
       const oldExpiry = key.expiresAt;
       if (oldExpiry === null || graceEnd.getTime() < oldExpiry.getTime()) key.expiresAt = graceEnd;
-      key.updatedAt = now;
+      // The quota now lives in the successor only: a verification that was waiting for this row
+      // finds none here and follows it (KeyVerificationService), so nothing is spent twice.
+      Object.assign(key, { remaining: null, refillAmount: null, refillIntervalSeconds: null, lastRefillAt: null, updatedAt: now });
       await writeKey(tx, key);
+      // Older keys of the line still in their grace end with this one: a rotation with no grace cuts off every older secret.
+      // TypeORM answers an UPDATE with [rows, count]
+      const [cut] = (await tx.query(CUT_PREDECESSORS, [key.id, key.expiresAt])) as [Array<{ id: string }>, number];
       await this.record(tx, actor, 'key.rotate', key, {
         gracePeriodSeconds: grace,
         successorId: successor.key.id,
         before: { expiresAt: iso(oldExpiry) },
         after: { expiresAt: iso(key.expiresAt) },
+        ...(cut.length > 0 ? { predecessorsExpired: cut.map((row) => row.id) } : {}),
       });
       return successor;
     });
@@ -303,6 +313,20 @@ async function outranksDisabler(tx: EntityManager, actor: Actor, key: ApiKeyEnti
  * the entity with what it loaded, and its comparison throws on client JSON with a key named
  * hasOwnProperty in metadata, which would make such a key impossible to revoke.
  */
+/** Keys earlier in the line of `$1` that would outlive `$2` (their grace) expire at `$2` instead. */
+const CUT_PREDECESSORS = `
+  WITH RECURSIVE line(id) AS (
+    SELECT rotated_from_id FROM api_keys WHERE id = $1 AND rotated_from_id IS NOT NULL
+    UNION ALL SELECT a.rotated_from_id FROM api_keys a JOIN line l ON a.id = l.id WHERE a.rotated_from_id IS NOT NULL)
+  UPDATE api_keys k SET expires_at = $2, updated_at = now()
+   WHERE k.id IN (SELECT id FROM line) AND (k.expires_at IS NULL OR k.expires_at > $2)
+  RETURNING k.id`;
+
+async function quotaNow(tx: EntityManager, keyId: string): Promise<{ available: number; nextRefillAt: Date | null }> {
+  const [row] = (await tx.query(`WITH ${QUOTA_NOW('$1')} SELECT available, next_refill_at FROM due`, [keyId])) as Array<{ available: number; next_refill_at: Date | null }>;
+  return { available: row!.available, nextRefillAt: row!.next_refill_at };
+}
+
 function writeKey(tx: EntityManager, key: ApiKeyEntity): Promise<unknown> {
   return tx.update(ApiKeyEntity, { id: key.id }, {
     name: key.name,

@@ -65,25 +65,35 @@ export interface VerifyRequest {
   callerIp?: string | null;
 }
 
+/** The newest key in the line of rotations after `key` (none when it was never rotated). */
+const NEWEST_SUCCESSOR = (key: string) => `
+  WITH RECURSIVE successors(id, generation) AS (
+    SELECT s.id, 1 FROM api_keys s WHERE s.rotated_from_id = ${key}
+    UNION ALL SELECT s.id, c.generation + 1 FROM api_keys s JOIN successors c ON s.rotated_from_id = c.id)
+  SELECT id FROM successors ORDER BY generation DESC LIMIT 1`;
+
+/** Where a key's quota lives now, read in a new snapshot: after a rotation the successor holds it. */
+const QUOTA_HOLDER = `SELECT q.id, q.remaining FROM api_keys q WHERE q.id = coalesce((${NEWEST_SUCCESSOR('$1::uuid')}), $1::uuid)`;
+
 const KEY_QUERY = `
   SELECT k.id, k.name, k.owner_id, u.owner_id AS owner_owner_id, u.status AS owner_status, o.status AS owner_owner_status,
-         k.stored_status, k.expires_at, k.created_at, k.allowed_cidrs, k.metadata, k.remaining, k.granted_permissions,
-         k.refill_amount, k.refill_interval_seconds, k.last_refill_at, k.rate_limit, k.rate_limit_window_seconds,
+         k.stored_status, k.expires_at, k.created_at, k.allowed_cidrs, k.metadata, k.granted_permissions,
+         q.remaining, q.refill_amount, q.refill_interval_seconds, q.last_refill_at, k.rate_limit, k.rate_limit_window_seconds,
          coalesce((SELECT array_agg(DISTINCT p) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id,
                    unnest(r.permissions) p WHERE kr.key_id = k.id), '{}') AS key_role_permissions,
          coalesce((SELECT array_agg(r.name ORDER BY r.name) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id
                    WHERE kr.key_id = k.id), '{}') AS role_names,
          coalesce((SELECT array_agg(DISTINCT p) FROM user_roles ur JOIN roles r ON r.id = ur.role_id,
                    unnest(r.permissions) p WHERE ur.user_id = k.owner_id), '{}') AS owner_permissions,
-         (WITH RECURSIVE successors(id, generation) AS (
-            SELECT s.id, 1 FROM api_keys s WHERE s.rotated_from_id = k.id
-            UNION ALL SELECT s.id, c.generation + 1 FROM api_keys s JOIN successors c ON s.rotated_from_id = c.id)
-          SELECT id FROM successors ORDER BY generation DESC LIMIT 1) AS newest_successor_id,
+         newest.id AS newest_successor_id,
          (WITH RECURSIVE line(id, rotated_from_id, generation) AS (
             SELECT k.id, k.rotated_from_id, 0
             UNION ALL SELECT a.id, a.rotated_from_id, l.generation + 1 FROM api_keys a JOIN line l ON a.id = l.rotated_from_id)
           SELECT id FROM line ORDER BY generation DESC LIMIT 1) AS first_key_id
   FROM api_keys k
+  LEFT JOIN LATERAL (${NEWEST_SUCCESSOR('k.id')}) newest ON true
+  -- A rotated key's quota is its newest successor's, which took over what was left.
+  JOIN api_keys q ON q.id = coalesce(newest.id, k.id)
   JOIN users u ON u.id = k.owner_id
   LEFT JOIN users o ON o.id = u.owner_id
   WHERE k.hash = $1`;
@@ -204,19 +214,18 @@ export function availableQuota(record: KeyRecord, now: Date): number | null {
 }
 
 /**
- * Takes one from the quota in a single row-locking statement, applying a due refill first
- * (refill restores `amount`), so concurrent verifications can never overspend.
- * Every decision is computed from the row as locked (the CTE), never from the statement's
- * snapshot: a verification that waited for another's refill must see the refilled row, and
- * PostgreSQL re-checks only rows that qualified on the snapshot.
- * Returns the quota left, or no row when nothing was left to take.
+ * A key's quota as it stands now, with a refill that is due applied (refill restores `amount`,
+ * and the schedule keeps its phase): `available` and `next_refill_at`, from the row as locked.
+ * Every decision is computed from the locked row (the CTE), never from the statement's snapshot:
+ * a verification that waited for another's refill must see the refilled row, and PostgreSQL
+ * re-checks only rows that qualified on the snapshot.
  */
-const CONSUME_QUOTA = `
-  WITH locked AS (
+export const QUOTA_NOW = (key: string) => `
+  locked AS (
     SELECT id, remaining, refill_amount, refill_interval_seconds, last_refill_at,
            refill_interval_seconds IS NOT NULL AND last_refill_at IS NOT NULL
              AND now() >= last_refill_at + make_interval(secs => refill_interval_seconds) AS refill
-      FROM api_keys WHERE id = $1 FOR UPDATE
+      FROM api_keys WHERE id = ${key} FOR UPDATE
   ), due AS (
     SELECT id,
            CASE WHEN refill THEN refill_amount ELSE remaining END AS available,
@@ -225,11 +234,25 @@ const CONSUME_QUOTA = `
                     * floor(extract(epoch FROM now() - last_refill_at) / refill_interval_seconds))
              ELSE last_refill_at END AS next_refill_at
       FROM locked
+  )`;
+
+/**
+ * Takes one from the quota in a single row-locking statement, so concurrent verifications can
+ * never overspend. `remaining` is what is left, null when nothing was taken; `moved` says the row
+ * holds no quota any more (a rotation moved it to the successor while this waited for the row,
+ * or it was lifted), so the caller must look again where the quota lives.
+ */
+const CONSUME_QUOTA = `
+  WITH ${QUOTA_NOW('$1')}, taken AS (
+    UPDATE api_keys k SET remaining = due.available - 1, last_refill_at = due.next_refill_at
+      FROM due
+     WHERE k.id = due.id AND due.available > 0
+    RETURNING k.remaining, k.last_refill_at
   )
-  UPDATE api_keys k SET remaining = due.available - 1, last_refill_at = due.next_refill_at
-  FROM due
-  WHERE k.id = due.id AND due.available > 0
-  RETURNING k.remaining, k.last_refill_at`;
+  SELECT t.remaining, t.last_refill_at, coalesce((SELECT remaining IS NULL FROM locked), true) AS moved
+    FROM (SELECT 1) one LEFT JOIN taken t ON true`;
+/** A rotation racing one verification moves the quota once; more than this means something else is wrong. */
+const MAX_QUOTA_MOVES = 3;
 
 export type VerificationObserver = (outcome: VerifyOutcome, request: VerifyRequest, at: number) => void;
 
@@ -372,25 +395,29 @@ export class KeyVerificationService {
       rateLimit = await this.limiter.consume(record.rateLimitId, record.rateLimit.limit, record.rateLimit.windowSeconds);
       if (!rateLimit.allowed) return { ...failed(VerifyCode.RATE_LIMITED, record), rateLimit };
     }
-    let remaining: number | null = null;
-    if (record.remaining !== null) {
-      // TypeORM answers an UPDATE with [rows, count]
-      const [rows] = (await this.dataSource.query(CONSUME_QUOTA, [record.quotaId])) as [
-        Array<{ remaining: number; last_refill_at: Date | null }>,
-        number,
-      ];
-      const updated = rows[0];
-      // The database is the authority on quota; the cached record follows it so an exhausted key
-      // is refused here without a round trip, and a refill is recognised when it falls due.
-      record.remaining = updated?.remaining ?? 0;
-      if (updated) record.lastRefillAt = updated.last_refill_at;
-      if (!updated) {
+    if (record.remaining === null) return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: null, rateLimit };
+    let quotaId = record.quotaId;
+    for (let moves = 0; moves <= MAX_QUOTA_MOVES; moves++) {
+      const [taken] = (await this.dataSource.query(CONSUME_QUOTA, [quotaId])) as Array<{ remaining: number | null; last_refill_at: Date | null; moved: boolean }>;
+      if (taken!.remaining !== null) {
+        // The database is the authority on quota; the cached record follows it so an exhausted key
+        // is refused here without a round trip, and a refill is recognised when it falls due.
+        record.remaining = taken!.remaining;
+        record.lastRefillAt = taken!.last_refill_at;
+        return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: taken!.remaining, rateLimit };
+      }
+      if (!taken!.moved) {
+        record.remaining = 0;
         if (record.rateLimit) await this.limiter.refund(record.rateLimitId, record.rateLimit.limit, record.rateLimit.windowSeconds);
         return { ...failed(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
       }
-      remaining = updated.remaining;
+      // Rotated (or lifted) while this verification was on its way: the change's invalidation
+      // drops the cached record; this verification follows the quota to where it lives now.
+      const [holder] = (await this.dataSource.query(QUOTA_HOLDER, [record.id])) as Array<{ id: string; remaining: number | null }>;
+      if (!holder || holder.remaining === null) return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: null, rateLimit };
+      quotaId = holder.id;
     }
-    return { code: VerifyCode.VALID, record, permissions: record.effective, remaining, rateLimit };
+    throw new Error('the quota of this key kept moving');
   }
 }
 

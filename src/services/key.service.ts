@@ -43,7 +43,7 @@ export class KeyService {
     tx: EntityManager,
     actor: Actor,
     input: CreateApiKeyInput,
-    options: { presetSecret?: string; rotatedFromId?: string } = {},
+    options: { presetSecret?: string; rotatedFromId?: string; lastRefillAt?: Date | null } = {},
   ): Promise<CreatedKey> {
     const settings = parseKeySettings(input);
     const name = requireText('name', input.name, NAME_MAX);
@@ -93,7 +93,7 @@ export class KeyService {
       remaining,
       refillAmount: refill?.amount ?? null,
       refillIntervalSeconds: refill?.intervalSeconds ?? null,
-      lastRefillAt: refill ? now : null,
+      lastRefillAt: refill ? (options.lastRefillAt ?? now) : null,
       metadata,
       lastUsedAt: null,
       lastUsedIp: null,
