@@ -10,6 +10,7 @@ import { toConnection } from '../schema/connection.type';
 import { TimeBucket } from '../schema/enums';
 import { DateTimeISO } from '../schema/scalars';
 import { UsagePoint } from '../schema/usage.type';
+import { seriesWindow } from '../services/usage.service';
 import { cursorFor } from '../services/pagination';
 import { isUuid } from '../services/validation';
 import { assertCanReadKey, assertNewKeyPayloadReadable, visibleUser } from './visibility';
@@ -124,9 +125,8 @@ export class ApiKeyResolver {
     @Arg('bucket', () => TimeBucket, { nullable: true, defaultValue: TimeBucket.HOUR }) bucket?: TimeBucket | null,
   ) {
     await assertCanReadKey(ctx, key, 'ApiKey.usage');
-    const end = to ?? new Date();
-    const start = from ?? new Date(end.getTime() - 86_400_000);
-    return ctx.services.usage.series(key.id, start, end, bucket ?? TimeBucket.HOUR);
+    const range = seriesWindow(from, to);
+    return ctx.services.usage.series(key.id, range.from, range.to, bucket ?? TimeBucket.HOUR);
   }
 
   @FieldResolver(() => KeyStatus)

@@ -11,6 +11,7 @@ import { LRUCache } from 'lru-cache';
 import { DEFAULT_GROUPS, MAX_GROUPS } from '../services/audit-report.service';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../services/pagination';
 import { requestInputError } from './input-hygiene';
+import { payloadArgumentError } from './payload-arguments';
 
 /** Far above any screen's or report's query; far below what would tie up the database. */
 export const MAX_QUERY_COST = 250_000;
@@ -86,7 +87,14 @@ function costProblem(schema: GraphQLSchema, document: DocumentNode, operationNam
   return cost > MAX_QUERY_COST ? `The query's cost is ${cost}; at most ${MAX_QUERY_COST} is allowed (a field counts once per row it may return)` : null;
 }
 
-/** What every transport checks once an operation is parsed and valid, before it runs: its input, then its cost. */
+/**
+ * What every transport checks once an operation is parsed and valid, before it runs: its input,
+ * its cost, and (for a mutation) the arguments its answer will be read with.
+ */
 export function operationRefusal(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): GraphQLError | null {
-  return requestInputError(document, variables) ?? queryCostError(schema, document, operationName, variables);
+  return (
+    requestInputError(document, variables) ??
+    queryCostError(schema, document, operationName, variables) ??
+    payloadArgumentError(schema, document, operationName, variables)
+  );
 }

@@ -24,6 +24,20 @@ const MAX_RANGE_POINTS = 10_000;
 const MAX_ATTEMPTS = 5;
 const BUCKET_SECONDS: Record<Bucket, number> = { MINUTE: 60, HOUR: 3600, DAY: 86_400 };
 
+/** A usage series' range: `to` defaults to now and `from` to a day before `to`. */
+export function seriesWindow(from: Date | null | undefined, to: Date | null | undefined): { from: Date; to: Date } {
+  const end = to ?? new Date();
+  return { from: from ?? new Date(end.getTime() - 86_400_000), to: end };
+}
+
+/** Refuses a range a series cannot answer: empty or backwards, or more than MAX_RANGE_POINTS buckets. */
+export function assertSeriesRange(from: Date, to: Date, bucket: Bucket): void {
+  if (from.getTime() >= to.getTime()) throw new BadInputError('from', 'from must be before to');
+  if ((to.getTime() - from.getTime()) / 1000 / BUCKET_SECONDS[bucket] > MAX_RANGE_POINTS) {
+    throw new BadInputError('bucket', `at most ${MAX_RANGE_POINTS} buckets: choose a larger bucket or a shorter range`);
+  }
+}
+
 /**
  * A PostgreSQL array literal, several times cheaper than the driver's element escaping: numbers,
  * uuids, codes and canonical addresses stand bare, anything else is quoted. A batch repeats few
@@ -252,10 +266,7 @@ export class UsageService {
   /** Valid and invalid verifications per bucket for one key, empty buckets included. */
   async series(keyId: string, from: Date, to: Date, bucket: Bucket): Promise<Array<{ start: Date; valid: number; invalid: number }>> {
     const seconds = BUCKET_SECONDS[bucket];
-    if (from.getTime() >= to.getTime()) throw new BadInputError('from', 'from must be before to');
-    if ((to.getTime() - from.getTime()) / 1000 / seconds > MAX_RANGE_POINTS) {
-      throw new BadInputError('bucket', `at most ${MAX_RANGE_POINTS} buckets: choose a larger bucket or a shorter range`);
-    }
+    assertSeriesRange(from, to, bucket);
     await this.flush();
     const rows = (await this.dataSource.query(
       `WITH buckets AS (
