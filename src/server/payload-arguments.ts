@@ -41,20 +41,28 @@ export const FIELD_ARGUMENT_CHECKS: Record<string, (args: Record<string, unknown
 export function payloadArgumentError(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): GraphQLError | null {
   const operation = getOperationAST(document, operationName ?? undefined);
   if (operation?.operation !== OperationTypeNode.MUTATION) return null;
+  const name = operation.name?.value ?? '';
+  // Most mutations ask for no such field: known per document (Apollo hands back the same object for a repeated query).
+  let known = checkedOperations.get(document);
+  if (!known) checkedOperations.set(document, (known = new Map()));
+  if (known.get(name) === false) return null;
   const coerced = getVariableValues(schema, operation.variableDefinitions ?? [], variables ?? {});
   if (coerced.errors) return null;
   const typeInfo = new TypeInfo(schema);
+  let checked = false;
   let refusal: GraphQLError | null = null;
   // The operation and the fragments it spreads, each walked once where it is defined (also
   // where @skip or @include would leave it out: refused all the same).
   visit(
-    separateOperations(document)[operation.name?.value ?? ''] ?? document,
+    separateOperations(document)[name] ?? document,
     visitWithTypeInfo(typeInfo, {
       Field(node) {
         const parent = typeInfo.getParentType();
         const field = typeInfo.getFieldDef();
         const check = parent && field ? FIELD_ARGUMENT_CHECKS[`${getNamedType(parent).name}.${field.name}`] : undefined;
-        if (!check || refusal) return;
+        if (!check) return;
+        checked = true;
+        if (refusal) return;
         try {
           check(getArgumentValues(field!, node, coerced.coerced));
         } catch (error) {
@@ -65,5 +73,9 @@ export function payloadArgumentError(schema: GraphQLSchema, document: DocumentNo
       },
     }),
   );
+  known.set(name, checked);
   return refusal;
 }
+
+/** Per document, per operation name: whether the operation holds a field with checked arguments. */
+const checkedOperations = new WeakMap<DocumentNode, Map<string, boolean>>();
