@@ -570,6 +570,22 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
     assert.deepEqual([...widened.updateRole.permissions].sort(), ['keys:own', 'roles:write']);
   });
 
+  test('cannot rename or re-describe a role holding more than itself, but can relabel one within', async () => {
+    const wide = await newRole(['users:write', 'audit:read'], 'wide');
+    for (const input of [{ name: unique('harmless') }, { description: 'safe to assign' }]) {
+      await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: wide.id, input }), limited, 'updateRole');
+    }
+    const unchanged = (await t.ok(t.adminKey, RoleDocument, { id: wide.id })).role;
+    assert.equal(unchanged?.name, wide.name);
+    assert.equal(unchanged?.description ?? null, null);
+    await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: builtIn.auditor!, input: { description: 'nothing to see' } }), limited, 'updateRole');
+
+    const own = await t.ok(limited.key, CreateRoleDocument, { input: { name: unique('mine'), permissions: ['keys:own'] } });
+    const renamed = unique('renamed');
+    const relabelled = await t.ok(limited.key, UpdateRoleDocument, { id: own.createRole.id, input: { name: renamed, description: 'mine' } });
+    assert.equal(relabelled.updateRole.name, renamed);
+  });
+
   test('cannot assignRole a role holding more than itself, but can assign one within', async () => {
     const human = await newHuman([], 'assign-target');
     const readerRole = await newRole(['audit:read'], 'reader');

@@ -100,6 +100,8 @@ export class RoleService {
           after.permissions = role.permissions = permissions;
         }
       }
+      // Relabelling a role is changing it: one who could not delete it must not make it look harmless to whoever assigns it.
+      if ('name' in after || 'description' in after) assertWithinActor(actor, role.permissions, `change role ${before.name ?? role.name}`);
       if (Object.keys(after).length === 0) return role;
       role.updatedAt = new Date();
       await tx.update(RoleEntity, { id: role.id }, { ...after, updatedAt: role.updatedAt });
