@@ -251,6 +251,14 @@ test('an allowlist network is stored as the network it names, host bits cleared,
   }
 });
 
+test('two ways of writing one allowlist network are stored once, in the order first given', async () => {
+  const created = await ok<{ createApiKey: { apiKey: { allowedCidrs: string[] } } }>(
+    t.adminKey,
+    'mutation { createApiKey(input: { name: "same network twice", allowedCidrs: ["10.0.0.0/8", "192.0.2.0/24", "10.1.2.3/8", "::ffff:10.0.0.0/104"] }) { apiKey { allowedCidrs } } }',
+  );
+  assert.deepEqual(created.createApiKey.apiKey.allowedCidrs, ['10.0.0.0/8', '192.0.2.0/24']);
+});
+
 test('client addresses are stored in one form (mapped IPv4 as IPv4, IPv6 per RFC 5952), so filters and counts agree, wide IPv6 networks included', async () => {
   // Rejected keys from forwarded addresses: auth.failure events carrying each address.
   for (const address of ['0:0:0:0:0:ffff:10.77.0.77', '2001:0db8::00ff', '2001:DB8::FF']) {

@@ -167,11 +167,13 @@ export function inNetworks(list: BlockList, ip: string | null | undefined): bool
 export function requireCidrs(field: string, values: readonly string[] | null | undefined): string[] {
   if (!values) return [];
   if (values.length > 100) throw new BadInputError(field, `${field} may hold at most 100 networks`);
-  return values.map((value) => {
+  const networks = values.map((value) => {
     const cidr = parseCidr(value);
     if (!cidr) throw new BadInputError(field, `${field}: ${JSON.stringify(quoteInput(value, 60))} is not an IPv4 or IPv6 CIDR`);
     return cidr;
   });
+  // Two ways of writing one network (host bits, a mapped IPv4) are stored once, in the order first given.
+  return [...new Set(networks)];
 }
 
 export function requirePositiveInt(field: string, value: number, max = 2_000_000_000): number {
