@@ -288,3 +288,27 @@ test('the export refuses a parameter it does not know rather than exporting ever
   const body = (await response.json()) as { errors: Array<{ extensions: { code: string } }> };
   assert.equal(body.errors[0]!.extensions.code, 'BAD_USER_INPUT');
 });
+
+test('an id written in upper case is the same id: reads find it, oneself stays oneself, and an unchanged owner is no change', async () => {
+  const upper = (id: string) => id.toUpperCase();
+  const found = await ok<{ user: { id: string } | null }>(t.adminKey, `{ user(id: "${upper(memberId)}") { id } }`);
+  assert.equal(found.user?.id, memberId);
+  // Without users:read a member may read itself, however it writes its id.
+  const self = await gql<{ user: { id: string } | null }>(memberKey, 'query($id: ID!) { user(id: $id) { id } }', { id: upper(memberId) });
+  assert.deepEqual([errorCodes(self), self.data?.user?.id], [[], memberId]);
+
+  const owner = await userWithRoles('upper-owner', ['member']);
+  const account = await ok<{ createServiceAccount: { id: string } }>(t.adminKey, 'mutation($i: CreateServiceAccountInput!) { createServiceAccount(input: $i) { id } }', {
+    i: { name: 'upper-account', ownerId: owner.id },
+  });
+  const accountId = account.createServiceAccount.id;
+  const moved = await ok<{ updateUser: { owner: { id: string } | null } }>(t.adminKey, 'mutation($id: ID!, $o: ID!) { updateUser(id: $id, input: { ownerId: $o }) { owner { id } } }', {
+    id: upper(accountId),
+    o: upper(owner.id),
+  });
+  assert.equal(moved.updateUser.owner?.id, owner.id);
+  const updates = await ok<{ auditEvents: { nodes: unknown[] } }>(t.adminKey, 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', {
+    f: { actions: ['user.update'], targetId: accountId },
+  });
+  assert.deepEqual(updates.auditEvents.nodes, [], 'no user.update event for an owner that did not change');
+});

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import type { GraphQLSchema } from 'graphql';
+import { GraphQLID, type GraphQLSchema } from 'graphql';
 import { buildSchema } from 'type-graphql';
 import { authChecker } from '../auth/auth-checker';
 import { AlertResolver, AlertRuleResolver } from '../resolvers/alert.resolver';
@@ -25,8 +25,26 @@ export const RESOLVERS = [
   SubscriptionResolver,
 ] as const;
 
+const UUID_ANY_CASE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const lowerUuid = (value: string): string => (UUID_ANY_CASE.test(value) ? value.toLowerCase() : value);
+let uuidsLowered = false;
+
+/**
+ * GraphQL's ID reads a UUID in lower case, as PostgreSQL prints it, so an id compares equal to
+ * itself however a client writes it (loaders, self checks, before/after in audit events). The
+ * contract's type stays `ID`, so its one instance is adjusted rather than replaced.
+ */
+function lowerCaseUuidIds(): void {
+  if (uuidsLowered) return;
+  uuidsLowered = true;
+  const { parseValue, parseLiteral } = GraphQLID;
+  GraphQLID.parseValue = (value) => lowerUuid(parseValue.call(GraphQLID, value));
+  GraphQLID.parseLiteral = (node, variables) => lowerUuid(parseLiteral.call(GraphQLID, node, variables));
+}
+
 /** No global middlewares: they would wrap every field in an async resolver (slow on large lists). */
 export function buildKeyledgerSchema(emitTo?: string): Promise<GraphQLSchema> {
+  lowerCaseUuidIds();
   return buildSchema({
     resolvers: RESOLVERS,
     authChecker,
