@@ -147,6 +147,19 @@ before(async () => {
   await postGraphQL(t.url, verifier.key, 'query($input: VerifyKeyInput!) { verifyKey(input: $input) { code } }', {
     input: { key: ownNext.secret, bogus: 1 },
   });
+  // Secrets pasted into names and descriptions, and alerts that quote those names.
+  const pasted = plainNext.secret;
+  const named = remember(await createKey(t, { ownerId, name: `copy of ${pasted}` }));
+  await t.ok(t.adminKey, KtRevokeKeyDocument, { id: named.key.id, reason: 'pasted' });
+  await t.request(named.secret, KtViewerDocument); // REVOKED_KEY_USED, quoting the key's name
+  const admin = (query: string, variables: Record<string, unknown>) => postGraphQL(t.url, t.adminKey, query, variables);
+  await admin('mutation($i: CreateUserInput!) { createUser(input: $i) { id } }', { i: { name: `user ${pasted}`, email: `${unique('pasted')}@example.test` } });
+  await admin('mutation($i: CreateRoleInput!) { createRole(input: $i) { id } }', { i: { name: unique('pasted'), description: `see ${pasted}`, permissions: [] } });
+  await admin('mutation($i: CreateAlertRuleInput!) { createAlertRule(input: $i) { id } }', {
+    i: { name: `rule ${pasted}`, metric: 'AUTH_FAILURES', threshold: 1, windowSeconds: 60, severity: 'LOW' },
+  });
+  await t.request(generateKey('kl'), KtViewerDocument); // THRESHOLD, quoting the rule's name
+  await t.server.services.alerting.sink.idle();
   await t.server.services.usage.flush();
 });
 after(() => t?.close());

@@ -5,7 +5,7 @@ import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
 import { BadInputError } from './errors';
 import { lockById } from './transaction';
-import { isUuid, requireText } from './validation';
+import { isUuid, requireName } from './validation';
 
 export interface CreateAlertRuleInput {
   name: string;
@@ -63,7 +63,7 @@ export class AlertRuleService {
   }
 
   async create(actor: Actor, input: CreateAlertRuleInput): Promise<AlertRuleEntity> {
-    const name = requireText('input.name', input.name, 200);
+    const name = requireName('input.name', input.name, 200);
     const threshold = positive('input.threshold', input.threshold, MAX_THRESHOLD);
     const windowSeconds = positive('input.windowSeconds', input.windowSeconds, MAX_WINDOW_SECONDS);
     if (input.keyId && input.userId) throw new BadInputError('input.keyId', 'A rule is scoped to one key, one user, or neither');
@@ -90,7 +90,7 @@ export class AlertRuleService {
   }
 
   async update(actor: Actor, id: string, input: UpdateAlertRuleInput): Promise<AlertRuleEntity> {
-    const name = input.name === undefined || input.name === null ? null : requireText('input.name', input.name, 200);
+    const name = input.name === undefined || input.name === null ? null : requireName('input.name', input.name, 200);
     const threshold = input.threshold === undefined || input.threshold === null ? null : positive('input.threshold', input.threshold, MAX_THRESHOLD);
     const windowSeconds =
       input.windowSeconds === undefined || input.windowSeconds === null ? null : positive('input.windowSeconds', input.windowSeconds, MAX_WINDOW_SECONDS);

@@ -1,3 +1,4 @@
+import { redactKeys } from '../auth/key-format';
 import type { DataSource, EntityManager } from 'typeorm';
 import { AlertEntity } from '../entities';
 import { AlertSeverity, AlertStatus, AlertType, SEVERITY_RANK } from '../entities/enums';
@@ -90,7 +91,8 @@ export class AlertService {
           severityRank: SEVERITY_RANK[signal.severity],
           status: AlertStatus.OPEN,
           subject: signal.subject,
-          message: signal.message,
+          // Messages quote names (a key's, a rule's); names are blanked when stored, this is the second line.
+          message: redactKeys(signal.message),
           keyId: signal.keyId ?? null,
           userId: signal.userId ?? null,
           ruleId: signal.ruleId ?? null,

@@ -6,7 +6,7 @@ import {
   requireMetadata,
   requirePermissions,
   requirePositiveInt,
-  requireText,
+  requireName,
 } from './validation';
 
 export interface RateLimitSettings {
@@ -51,7 +51,7 @@ const DAY_SECONDS = 86_400;
 /** Validates every named field, naming the field in the error; writes nothing. */
 export function parseKeySettings(input: KeySettingsInput): KeySettings {
   const out: KeySettings = {};
-  if (input.name !== undefined && input.name !== null) out.name = requireText('name', input.name, NAME_MAX);
+  if (input.name !== undefined && input.name !== null) out.name = requireName('name', input.name, NAME_MAX);
   if (input.roleIds !== undefined && input.roleIds !== null) out.roleIds = requireIds('roleIds', input.roleIds);
   if (input.permissions !== undefined && input.permissions !== null) {
     out.grantedPermissions = requirePermissions('permissions', input.permissions);

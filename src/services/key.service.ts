@@ -11,7 +11,7 @@ import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import { keyGrants, requireRoles } from './role-lookup';
 import { coveredBy } from '../auth/permissions';
 import { inTransaction, lockUsersFirst } from './transaction';
-import { isUuid, requireText } from './validation';
+import { isUuid, requireName } from './validation';
 
 export interface CreateApiKeyInput extends KeySettingsInput {
   ownerId?: string | null;
@@ -46,7 +46,7 @@ export class KeyService {
     options: { presetSecret?: string; rotatedFromId?: string; lastRefillAt?: Date | null } = {},
   ): Promise<CreatedKey> {
     const settings = parseKeySettings(input);
-    const name = requireText('name', input.name, NAME_MAX);
+    const name = requireName('name', input.name, NAME_MAX);
     const prefix = input.prefix ?? this.defaultPrefix;
     if (!isValidPrefix(prefix)) throw new BadInputError('prefix', 'prefix must be 2-12 lowercase letters or digits');
     const roleIds = settings.roleIds ?? [];

@@ -9,7 +9,7 @@ import { coveredBy } from '../auth/permissions';
 import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
 import { decodeCursor, pageByCreation, pageSize, type Page } from './pagination';
 import { requireRoles, userPermissions } from './role-lookup';
-import { isUuid, reasonText, requireEmail, requireIds, requireText, searchText } from './validation';
+import { isUuid, reasonText, requireEmail, requireIds, requireName, searchText } from './validation';
 import { ADVISORY_LOCKS } from '../db/advisory-locks';
 
 const LAST_ADMIN_LOCK = ADVISORY_LOCKS.lastAdmin;
@@ -87,14 +87,14 @@ export class UserService {
   }
 
   async createHuman(actor: Actor, input: CreateUserInput): Promise<UserEntity> {
-    const name = requireText('name', input.name, NAME_MAX);
+    const name = requireName('name', input.name, NAME_MAX);
     const email = requireEmail('email', input.email);
     const roleIds = requireIds('roleIds', input.roleIds);
     return this.create(actor, { kind: UserKind.HUMAN, name, email, ownerId: null }, roleIds);
   }
 
   async createServiceAccount(actor: Actor, input: CreateServiceAccountInput): Promise<UserEntity> {
-    const name = requireText('name', input.name, NAME_MAX);
+    const name = requireName('name', input.name, NAME_MAX);
     const roleIds = requireIds('roleIds', input.roleIds);
     return this.create(actor, { kind: UserKind.SERVICE, name, email: null, ownerId: input.ownerId }, roleIds);
   }
@@ -158,7 +158,7 @@ export class UserService {
         user[field] = value;
       };
 
-      if (input.name !== undefined && input.name !== null) change('name', requireText('name', input.name, NAME_MAX));
+      if (input.name !== undefined && input.name !== null) change('name', requireName('name', input.name, NAME_MAX));
       if (input.email !== undefined && input.email !== null) {
         if (user.kind !== UserKind.HUMAN) throw new BadInputError('email', 'Service accounts have no email');
         const email = requireEmail('email', input.email);

@@ -37,10 +37,19 @@ export function reasonText(reason: string): string {
   return redactKeys(requireText('reason', reason, REASON_MAX));
 }
 
+/** Free text shown to others (a role's description), key-shaped words blanked as in a name. */
 export function optionalText(field: string, value: string | null | undefined, max: number): string | null {
   if (value === null || value === undefined) return null;
   if (value.length > max) throw new BadInputError(field, `${field} must be at most ${max} characters`);
-  return assertNoNul(field, value);
+  return redactKeys(assertNoNul(field, value));
+}
+
+/**
+ * A name shown to everyone who may list it, and copied into alerts and audit records: a key
+ * pasted into it by mistake is blanked before it is stored, as in a reason.
+ */
+export function requireName(field: string, value: string, max: number): string {
+  return redactKeys(requireText(field, value, max));
 }
 
 export function requireEmail(field: string, value: string): string {
