@@ -8,6 +8,7 @@ import type { AlertSignal } from './alert.service';
 import type { AuditRecord } from './audit.service';
 import type { SharedHit } from './detector-gossip';
 import type { VerifyOutcome, VerifyRequest } from './key-verification.service';
+import { parseCidr } from './validation';
 
 /** Every detector's knobs; defaults documented in the README (ALERT_* variables). */
 export interface AlertSettings {
@@ -96,15 +97,10 @@ export function networkOf(ip: string): string | null {
   return known.network;
 }
 
+/** As PostgreSQL's cidr prints it (IPv6 per RFC 5952), so alerts name networks the way filters and key_networks do. */
 function computeNetwork(ip: string): string | null {
   const family = isIP(ip);
-  if (family === 4) return ip.split('.').slice(0, 3).join('.') + '.0/24';
-  if (family !== 6) return null;
-  const [head = '', tail = ''] = ip.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const groups = ip.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left;
-  return groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':') + '::/64';
+  return family === 0 ? null : parseCidr(`${ip}/${family === 4 ? 24 : 64}`);
 }
 
 interface Rate {
@@ -441,7 +437,7 @@ export class AlertDetectors {
       [this.settings.expiring.days],
     )) as Array<{ id: string; name: string; owner_id: string; expires_at: Date }>;
     for (const row of rows) {
-      const secondsLeft = Math.max(60, Math.ceil((row.expires_at.getTime() - Date.now()) / 1000));
+      const secondsLeft = Math.max(0, Math.ceil((row.expires_at.getTime() - Date.now()) / 1000));
       this.emit({
         type: AlertType.KEY_EXPIRING,
         severity: secondsLeft < 86_400 ? AlertSeverity.MEDIUM : AlertSeverity.LOW,
@@ -450,7 +446,8 @@ export class AlertDetectors {
         keyId: row.id,
         userId: row.owner_id,
         details: { expiresAt: row.expires_at.toISOString(), secondsLeft, daysAhead: this.settings.expiring.days },
-        windowSeconds: secondsLeft,
+        // At least a minute of deduplication, however soon the key expires.
+        windowSeconds: Math.max(60, secondsLeft),
       });
     }
   }
