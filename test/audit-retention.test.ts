@@ -75,17 +75,22 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
   }
 });
 
-test('a forged anchor is reported at the first kept event', async () => {
+test('anchors are append-only; one forged with the triggers off is reported at the first kept event', async () => {
+  for (const statement of [`UPDATE audit_chain_anchors SET hash = repeat('f', 64)`, 'DELETE FROM audit_chain_anchors', 'TRUNCATE audit_chain_anchors']) {
+    await assert.rejects(db.query(statement), /audit_chain_anchors is append-only/);
+  }
   const [first] = await db.query<{ id: string }>('SELECT id::text FROM audit_events ORDER BY id LIMIT 1');
   const [anchor] = await db.query<{ hash: string }>('SELECT hash FROM audit_chain_anchors');
-  await db.query(`UPDATE audit_chain_anchors SET hash = repeat('f', 64)`);
+  const asSuperuser = (statement: string) => db.query(`SET session_replication_role = replica; ${statement}; RESET session_replication_role`);
+  await asSuperuser(`UPDATE audit_chain_anchors SET hash = repeat('f', 64)`);
   try {
     const integrity = await reports.integrity(null, null);
     assert.equal(integrity.ok, false);
     assert.equal(integrity.firstInvalidEventId, first!.id);
   } finally {
-    await db.query('UPDATE audit_chain_anchors SET hash = $1', [anchor!.hash]);
+    await asSuperuser(`UPDATE audit_chain_anchors SET hash = '${anchor!.hash}'`);
   }
+  assert.equal((await reports.integrity(null, null)).ok, true);
 });
 
 test('a month whose events sit among kept ones in the chain is removed with an anchor at every crossing', async () => {

@@ -75,4 +75,7 @@ export class AuditIntegrityReport {
 
   @Field(() => String, { nullable: true })
   headHash: string | null;
+
+  @Field(() => String, { nullable: true, description: 'What is wrong, in words (a changed event, a missing one, a gap no retention accounts for, a count that disagrees with the events); null when ok' })
+  problem: string | null;
 }

@@ -2,27 +2,19 @@ import type { DataSource } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import { AuditGroupBy, assertNever } from '../entities/enums';
 import { applyAuditFilter, type AuditEventFilter } from './audit-query.service';
-import { GENESIS_HASH, eventHash } from './audit.service';
+import { AuditIntegrity, type IntegrityReport } from './audit-integrity';
 import { ROLLUP_LEVELS, coverRange, type RollupLevel } from './audit-rollup';
 import { BadInputError } from './errors';
 import { shiftParameters, type ReadPlan } from './read-plan';
 
-
+export type { IntegrityReport } from './audit-integrity';
 export type TimeBucketName = 'MINUTE' | 'HOUR' | 'DAY';
-
-export interface IntegrityReport {
-  ok: boolean;
-  checkedEvents: number;
-  firstInvalidEventId: string | null;
-  headHash: string | null;
-}
 
 const NONE = '(none)';
 /** Group-bys the rollups can answer (their columns) */
 const ROLLED_UP = new Set([AuditGroupBy.ACTION, AuditGroupBy.OUTCOME, AuditGroupBy.TARGET_TYPE]);
 export const MAX_GROUPS = 1000;
 export const DEFAULT_GROUPS = 20;
-const INTEGRITY_BATCH = 5000;
 const MAX_BUCKETS = 100_000;
 const BUCKET_MILLIS: Record<TimeBucketName, number> = { MINUTE: 60_000, HOUR: 3_600_000, DAY: 86_400_000 };
 
@@ -125,53 +117,8 @@ export class AuditReportService {
     return { sql: sql.join(' UNION ALL '), params };
   }
 
-  /**
-   * Recomputes every event's hash in the range from its stored fields and checks it links to the
-   * event before it; reports the first event that does not match. Reads in batches: constant memory.
-   */
-  async integrity(from: Date | null | undefined, to: Date | null | undefined): Promise<IntegrityReport> {
-    if (from && to && from.getTime() > to.getTime()) throw new BadInputError('from', 'from must not be after to');
-    const manager = this.dataSource.manager;
-    const range = (q: ReturnType<typeof manager.createQueryBuilder<AuditEventEntity>>) => {
-      if (from) q.andWhere('e.occurred_at >= :from', { from });
-      if (to) q.andWhere('e.occurred_at < :to', { to });
-      return q;
-    };
-    let checked = 0;
-    let previousHash: string | null = null;
-    let afterId: string | null = null;
-    for (;;) {
-      const query = range(manager.createQueryBuilder(AuditEventEntity, 'e'));
-      if (afterId !== null) query.andWhere('e.id > :afterId', { afterId });
-      const batch = await query.orderBy('e.id', 'ASC').limit(INTEGRITY_BATCH).getMany();
-      if (batch.length === 0) break;
-      for (const event of batch) {
-        if (previousHash === null) previousHash = await this.hashBefore(event.id);
-        // The event read before this one need not be its predecessor: one outside the time range,
-        // or removed by retention (an anchor), may sit between them. Then the chain itself says.
-        if (event.prevHash !== previousHash) previousHash = await this.hashBefore(event.id);
-        const { hash, ...rest } = event;
-        if (event.prevHash !== previousHash || eventHash(rest) !== hash) {
-          return { ok: false, checkedEvents: checked + 1, firstInvalidEventId: event.id, headHash: null };
-        }
-        previousHash = hash;
-        checked++;
-      }
-      afterId = batch[batch.length - 1]!.id;
-    }
-    return { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: previousHash };
-  }
-
-  /** The hash the event `id` must link to: the event before it, or one retention removed (an anchor), or genesis. */
-  private async hashBefore(id: string): Promise<string> {
-    const [row] = (await this.dataSource.query(
-      `SELECT hash FROM (
-         (SELECT id, hash FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1)
-         UNION ALL
-         (SELECT last_id, hash FROM audit_chain_anchors WHERE last_id < $1 ORDER BY last_id DESC LIMIT 1)
-       ) before ORDER BY id DESC LIMIT 1`,
-      [id],
-    )) as Array<{ hash: string }>;
-    return row?.hash ?? GENESIS_HASH;
+  /** The chain, its head and the counts, checked over the range (AuditIntegrity). */
+  integrity(from: Date | null | undefined, to: Date | null | undefined): Promise<IntegrityReport> {
+    return new AuditIntegrity(this.dataSource).check(from, to);
   }
 }

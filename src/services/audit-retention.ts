@@ -92,21 +92,29 @@ export async function applyRetention(
           events,
         ]);
       }
+      // The rollups forget exactly the events dropped: those of the same months imported into the
+      // default partition stay, and stay counted (integrity holds the counts to the events).
+      for (const name of old) {
+        for (const level of ROLLUP_LEVELS) {
+          await tx.query(`
+            WITH removed AS (
+              SELECT date_trunc('${level.unit}', occurred_at, 'UTC') AS bucket, action, outcome, target_type, count(*) AS n
+                FROM ${name} GROUP BY 1, 2, 3, 4)
+            UPDATE ${level.table} r SET count = r.count - removed.n FROM removed
+             WHERE r.${level.column} = removed.bucket AND r.action = removed.action AND r.outcome = removed.outcome
+               AND r.target_type IS NOT DISTINCT FROM removed.target_type`);
+          await tx.query(`DELETE FROM ${level.table} WHERE count <= 0`);
+        }
+      }
       for (const name of old) {
         await tx.query(`ALTER TABLE audit_events DETACH PARTITION ${name}`);
         await tx.query(`DROP TABLE ${name}`);
-      }
-      // The rollups forget exactly the months dropped (a month start is a whole day and hour).
-      for (const name of old) {
-        const { start, end } = monthOf(name);
-        for (const level of ROLLUP_LEVELS) {
-          await tx.query(`DELETE FROM ${level.table} WHERE ${level.column} >= $1 AND ${level.column} < $2`, [start, end]);
-        }
       }
     }
     if (dryRun) return;
     // Who ran retention, and with what cut-off, is part of the trail even when nothing was old enough.
     await audit.record(tx, actor, { action: 'audit.retention', targetType: 'audit', details: { before: before.toISOString(), ...report } });
-  });
+    // Sealed before this returns: integrity honours the anchors only once a sealed event names them.
+  }, { waitForSeal: true });
   return report;
 }

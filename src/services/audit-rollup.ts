@@ -23,8 +23,8 @@ export const DAILY: RollupLevel = { table: 'audit_counts_daily', column: 'day', 
 /** Coarsest first: a range takes whole days from DAILY, then whole hours, then raw events. */
 export const ROLLUP_LEVELS: readonly RollupLevel[] = [DAILY, HOURLY];
 
-const floorTo = (date: Date, millis: number) => new Date(Math.floor(date.getTime() / millis) * millis);
-const ceilTo = (date: Date, millis: number) => new Date(Math.ceil(date.getTime() / millis) * millis);
+export const floorTo = (date: Date, millis: number) => new Date(Math.floor(date.getTime() / millis) * millis);
+export const ceilTo = (date: Date, millis: number) => new Date(Math.ceil(date.getTime() / millis) * millis);
 export const floorHour = (date: Date) => floorTo(date, HOUR);
 export const ceilHour = (date: Date) => ceilTo(date, HOUR);
 export const floorDay = (date: Date) => floorTo(date, DAY);

@@ -1,0 +1,181 @@
+import type { DataSource } from 'typeorm';
+import { AuditEventEntity } from '../entities';
+import { eventHash, GENESIS_HASH } from './audit.service';
+import { ROLLUP_LEVELS, ceilTo, floorTo } from './audit-rollup';
+import { BadInputError } from './errors';
+
+export interface IntegrityReport {
+  ok: boolean;
+  checkedEvents: number;
+  firstInvalidEventId: string | null;
+  headHash: string | null;
+  /** What is wrong, in words; null when ok */
+  problem: string | null;
+}
+
+const INTEGRITY_BATCH = 5000;
+
+interface Head {
+  lastId: string | null;
+  hash: string;
+}
+
+interface Link {
+  hash: string;
+  /** Set when the hash is an anchor's (an event retention removed), with whether a retention event accounts for it */
+  anchor?: { lastId: string; backed: boolean };
+}
+
+const broken = (checkedEvents: number, firstInvalidEventId: string | null, problem: string): IntegrityReport => ({
+  ok: false,
+  checkedEvents,
+  firstInvalidEventId,
+  headHash: null,
+  problem,
+});
+
+/**
+ * Recomputes the hash chain and checks everything that could hide a change to it:
+ * - every event in the range, by id (an event whose time was moved out of the range is still
+ *   checked: its id lies between the range's first and last), hashes its own fields and links to
+ *   the event before it;
+ * - a gap retention left (an anchor) is bridged only when a sealed `audit.retention` event, itself
+ *   intact, names that anchor: a row added to audit_chain_anchors by hand bridges nothing;
+ * - a check that runs to the present ends at the chain head the sealer recorded: events cut off
+ *   the end are missing, not merely unchecked;
+ * - the hourly and daily counts (`auditCounts`, `auditTimeline`) agree with the events, for the
+ *   whole hours and days in the range.
+ * Reads in batches: constant memory. The chain is not keyed, so one able to rewrite every event
+ * from some point to the head (and the head) goes unseen here: compare `headHash` with one
+ * recorded elsewhere (an export, a SIEM) for that.
+ */
+export class AuditIntegrity {
+  constructor(private readonly dataSource: DataSource) {}
+
+  async check(from: Date | null | undefined, to: Date | null | undefined): Promise<IntegrityReport> {
+    if (from && to && from.getTime() > to.getTime()) throw new BadInputError('from', 'from must not be after to');
+    // The head first: events sealed while the check runs are after it, and not the check's business.
+    const [head] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    if (!head || head.lastId === null) return { ok: true, checkedEvents: 0, firstInvalidEventId: null, headHash: head?.hash ?? GENESIS_HASH, problem: null };
+    const toPresent = !to;
+    const ids = await this.idRange(from ?? null, to ?? null, head.lastId);
+    let checked = 0;
+    let previous: Link | null = null;
+    let last: AuditEventEntity | null = null;
+    if (ids) {
+      let afterId: string | null = null;
+      for (;;) {
+        const query = this.dataSource.manager
+          .createQueryBuilder(AuditEventEntity, 'e')
+          .where('e.id >= :low AND e.id <= :high', { low: ids.low, high: ids.high });
+        if (afterId !== null) query.andWhere('e.id > :afterId', { afterId });
+        const batch = await query.orderBy('e.id', 'ASC').limit(INTEGRITY_BATCH).getMany();
+        if (batch.length === 0) break;
+        for (const event of batch) {
+          // The first event links to what precedes the range; a gap (retention) may sit between any two.
+          if (previous === null || event.prevHash !== previous.hash) previous = await this.linkBefore(event.id);
+          if (previous.anchor && !previous.anchor.backed && event.prevHash === previous.hash) {
+            return broken(checked + 1, event.id, `event ${event.id} follows a gap (after event ${previous.anchor.lastId}) that no audit.retention event accounts for`);
+          }
+          if (event.prevHash !== previous.hash) {
+            return broken(checked + 1, event.id, `event ${event.id} does not link to the event before it: events between were removed or changed`);
+          }
+          const { hash, ...rest } = event;
+          if (eventHash(rest) !== hash) return broken(checked + 1, event.id, `event ${event.id}'s stored hash does not match its contents`);
+          previous = { hash };
+          last = event;
+          checked++;
+        }
+        afterId = batch[batch.length - 1]!.id;
+      }
+    }
+    if (toPresent) {
+      if (last === null ? ids !== null : last.id !== head.lastId) {
+        return broken(checked, head.lastId, `the chain head records event ${head.lastId}, the log ends ${last ? `at event ${last.id}` : 'before the range'}: events at its end are missing`);
+      }
+      if (last !== null && last.hash !== head.hash) return broken(checked, head.lastId, `the chain head's hash does not match event ${head.lastId}`);
+    }
+    const miscount = await this.countsProblem(from ?? null, to ?? null);
+    if (miscount) return broken(checked, null, miscount);
+    return { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: last?.hash ?? null, problem: null };
+  }
+
+  /** The first and last id of the events in the time range (up to the head); null when it holds none. */
+  private async idRange(from: Date | null, to: Date | null, headId: string): Promise<{ low: string; high: string } | null> {
+    if (!from && !to) return { low: '0', high: headId };
+    const [row] = (await this.dataSource.query(
+      `SELECT min(id)::text AS low, max(id)::text AS high FROM audit_events
+        WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2) AND id <= $3`,
+      [from, to, headId],
+    )) as Array<{ low: string | null; high: string | null }>;
+    if (row?.low === null || row?.low === undefined) return null;
+    // One event more on each side: an edge event whose time was moved out of the range is still
+    // checked. Up to the head when the range runs to the present.
+    const [wider] = (await this.dataSource.query(
+      `SELECT (SELECT max(id) FROM audit_events WHERE id < $1)::text AS before,
+              (SELECT min(id) FROM audit_events WHERE id > $2 AND id <= $3)::text AS after`,
+      [row.low, row.high, headId],
+    )) as Array<{ before: string | null; after: string | null }>;
+    return { low: wider?.before ?? row.low, high: to ? (wider?.after ?? row.high!) : headId };
+  }
+
+  /** The hash the event `id` must link to: the event before it, or one retention removed (an anchor), or genesis. */
+  private async linkBefore(id: string): Promise<Link> {
+    const [row] = (await this.dataSource.query(
+      `SELECT before.id::text AS "lastId", hash, anchor FROM (
+         (SELECT id, hash, false AS anchor FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1)
+         UNION ALL
+         (SELECT last_id, hash, true FROM audit_chain_anchors WHERE last_id < $1 ORDER BY last_id DESC LIMIT 1)
+       ) before ORDER BY before.id DESC, anchor LIMIT 1`,
+      [id],
+    )) as Array<{ lastId: string; hash: string; anchor: boolean }>;
+    if (!row) return { hash: GENESIS_HASH };
+    if (!row.anchor) return { hash: row.hash };
+    return { hash: row.hash, anchor: { lastId: row.lastId, backed: await this.retentionNames(row.lastId, row.hash) } };
+  }
+
+  /** Whether an intact, sealed audit.retention event lists this anchor. */
+  private async retentionNames(lastId: string, hash: string): Promise<boolean> {
+    const events = await this.dataSource.manager
+      .createQueryBuilder(AuditEventEntity, 'e')
+      .where(`e.action = 'audit.retention'`)
+      .andWhere('e.details @> :anchors::jsonb', { anchors: JSON.stringify({ anchors: [{ lastId, hash }] }) })
+      .getMany();
+    return events.some(({ hash: stored, ...rest }) => eventHash(rest) === stored);
+  }
+
+  /**
+   * The first whole hour or day in the range whose stored count (the rollups `auditCounts` and
+   * `auditTimeline` read) differs from the events, in words; null when they agree. One statement
+   * each, so one snapshot: the sealer writes events and counts in one transaction.
+   */
+  private async countsProblem(from: Date | null, to: Date | null): Promise<string | null> {
+    for (const level of ROLLUP_LEVELS) {
+      const start = from && ceilTo(from, level.millis);
+      const end = to && floorTo(to, level.millis);
+      if (start && end && start.getTime() >= end.getTime()) continue;
+      const [row] = (await this.dataSource.query(
+        `WITH events AS (
+           SELECT date_trunc('${level.unit}', occurred_at, 'UTC') AS bucket, action, outcome, coalesce(target_type, '') AS target_type, count(*) AS n
+             FROM audit_events
+            WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2)
+            GROUP BY 1, 2, 3, 4
+         ), counted AS (
+           SELECT ${level.column} AS bucket, action, outcome, coalesce(target_type, '') AS target_type, count AS n
+             FROM ${level.table}
+            WHERE ($1::timestamptz IS NULL OR ${level.column} >= $1) AND ($2::timestamptz IS NULL OR ${level.column} < $2)
+         )
+         SELECT coalesce(e.bucket, c.bucket) AS bucket, coalesce(e.action, c.action) AS action, coalesce(e.n, 0)::text AS events, coalesce(c.n, 0)::text AS counted
+           FROM events e FULL JOIN counted c
+             ON e.bucket = c.bucket AND e.action = c.action AND e.outcome = c.outcome AND e.target_type = c.target_type
+          WHERE coalesce(e.n, 0) <> coalesce(c.n, 0)
+          ORDER BY 1 LIMIT 1`,
+        [start, end],
+      )) as Array<{ bucket: Date; action: string; events: string; counted: string }>;
+      if (row) {
+        return `the ${level.unit} from ${row.bucket.toISOString()} counts ${row.counted} ${row.action} events, the log holds ${row.events}`;
+      }
+    }
+    return null;
+  }
+}

@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { afterEach, test } from 'node:test';
+import { SYSTEM_ACTOR } from '../src/services/actor';
+import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
+
+/**
+ * auditIntegrity against a superuser who edits the audit tables behind the server's back (triggers
+ * off: `session_replication_role = replica`). Each test tampers with a database of its own.
+ */
+
+interface Report {
+  ok: boolean;
+  checkedEvents: number;
+  firstInvalidEventId: string | null;
+  headHash: string | null;
+  problem: string | null;
+}
+
+let t: TestServer | null = null;
+afterEach(async () => {
+  await t?.close();
+  t = null;
+});
+
+async function serverWithEvents(count: number): Promise<TestServer> {
+  t = await startTestServer();
+  for (let i = 0; i < count; i++) await t.server.services.audit.recordAlone(SYSTEM_ACTOR, { action: 'test.event', details: { i } }, { waitForSeal: true });
+  return t;
+}
+
+async function integrity(server: TestServer, range: { from?: string; to?: string } = {}): Promise<Report> {
+  const answer = await postGraphQL<{ auditIntegrity: Report }>(
+    server.url,
+    server.adminKey,
+    'query($from: DateTimeISO, $to: DateTimeISO) { auditIntegrity(from: $from, to: $to) { ok checkedEvents firstInvalidEventId headHash problem } }',
+    range,
+  );
+  assert.deepEqual(answer.errors, undefined);
+  return answer.data!.auditIntegrity;
+}
+
+const asSuperuser = (server: TestServer, statement: string) =>
+  server.db.query(`SET session_replication_role = replica; ${statement}; RESET session_replication_role`);
+const lastIds = async (server: TestServer, n: number) =>
+  (await server.db.query<{ id: string }>(`SELECT id::text FROM audit_events ORDER BY id DESC LIMIT ${n}`)).map((r) => r.id).reverse();
+
+test('an intact log verifies, whole or by range, and says nothing is wrong', async () => {
+  const server = await serverWithEvents(5);
+  const whole = await integrity(server);
+  assert.deepEqual([whole.ok, whole.problem, whole.firstInvalidEventId], [true, null, null]);
+  const [head] = await server.db.query<{ hash: string }>('SELECT hash FROM audit_chain_head');
+  assert.equal(whole.headHash, head!.hash);
+  const recent = await integrity(server, { from: new Date(Date.now() - 600_000).toISOString() });
+  assert.equal(recent.ok, true, JSON.stringify(recent));
+});
+
+test('events cut off the end of the log are reported: the chain head names an event the log no longer holds', async () => {
+  const server = await serverWithEvents(5);
+  const [, , headId] = await lastIds(server, 3);
+  const [keptId] = await lastIds(server, 3);
+  await asSuperuser(server, `DELETE FROM audit_events WHERE id > ${keptId}`);
+  const report = await integrity(server);
+  assert.equal(report.ok, false);
+  assert.equal(report.firstInvalidEventId, headId);
+  assert.match(report.problem!, /missing/);
+  // A range running to the present sees it too.
+  assert.equal((await integrity(server, { from: new Date(Date.now() - 600_000).toISOString() })).ok, false);
+});
+
+test('an anchor added by hand bridges nothing: an event removed from the middle is reported at the event after it', async () => {
+  const server = await serverWithEvents(6);
+  const [removed, next] = await lastIds(server, 4);
+  await asSuperuser(
+    server,
+    `INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) SELECT id, hash, '2026-01-01', 1 FROM audit_events WHERE id = ${removed};
+     DELETE FROM audit_events WHERE id = ${removed}`,
+  );
+  const report = await integrity(server);
+  assert.equal(report.ok, false);
+  assert.equal(report.firstInvalidEventId, next);
+  assert.match(report.problem!, /no audit\.retention event accounts for/);
+});
+
+test('counts that disagree with the events are reported, however they were changed', async () => {
+  const server = await serverWithEvents(4);
+  // The server's own database role may write the rollups: no trigger stands in the way here.
+  await server.db.query(`UPDATE audit_counts_hourly SET count = count - 1 WHERE action = 'test.event'`);
+  const hourly = await integrity(server);
+  assert.equal(hourly.ok, false);
+  assert.equal(hourly.firstInvalidEventId, null, 'no event is at fault');
+  assert.match(hourly.problem!, /hour from .* counts 3 test\.event events, the log holds 4/);
+  await server.db.query(`UPDATE audit_counts_hourly SET count = count + 1 WHERE action = 'test.event'`);
+  assert.equal((await integrity(server)).ok, true, 'put back, the counts agree again');
+  await server.db.query(`DELETE FROM audit_counts_daily WHERE action = 'test.event'`);
+  const daily = await integrity(server);
+  assert.equal(daily.ok, false);
+  assert.match(daily.problem!, /day from .* counts 0 test\.event events, the log holds 4/);
+});
+
+test('a ranged check reports an event of the range whose time was moved out of it', async () => {
+  const server = await serverWithEvents(5);
+  const [moved] = await lastIds(server, 3);
+  const from = new Date(Date.now() - 600_000).toISOString();
+  await asSuperuser(server, `UPDATE audit_events SET occurred_at = '2020-01-01' WHERE id = ${moved}`);
+  const report = await integrity(server, { from, to: new Date(Date.now() + 60_000).toISOString() });
+  assert.equal(report.ok, false);
+  assert.equal(report.firstInvalidEventId, moved);
+});
+
+test('a ranged check reports a moved event at the very edge of the range too', async () => {
+  const server = await serverWithEvents(5);
+  const [newest] = await lastIds(server, 1);
+  await asSuperuser(server, `UPDATE audit_events SET occurred_at = '2020-01-01' WHERE id = ${newest}`);
+  const report = await integrity(server, { from: new Date(Date.now() - 600_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
+  assert.equal(report.ok, false);
+  assert.equal(report.firstInvalidEventId, newest);
+});
