@@ -63,8 +63,12 @@ test('events cut off the end of the log are reported: the chain head names an ev
   assert.equal(report.ok, false);
   assert.equal(report.firstInvalidEventId, headId);
   assert.match(report.problem!, /missing/);
-  // A range running to the present sees it too.
+  // A range running to the present sees it too, even one that now holds no event at all.
   assert.equal((await integrity(server, { from: new Date(Date.now() - 600_000).toISOString() })).ok, false);
+  await asSuperuser(server, `DELETE FROM audit_events WHERE occurred_at > now() - interval '10 minutes'`);
+  const [head] = await server.db.query<{ id: string }>('SELECT last_id::text AS id FROM audit_chain_head');
+  const empty = await integrity(server, { from: new Date(Date.now() - 600_000).toISOString() });
+  assert.deepEqual([empty.ok, empty.firstInvalidEventId], [false, head!.id]);
 });
 
 test('an anchor added by hand bridges nothing: an event removed from the middle is reported at the event after it', async () => {

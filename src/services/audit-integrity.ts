@@ -90,10 +90,12 @@ export class AuditIntegrity {
       }
     }
     if (toPresent) {
-      if (last === null ? ids !== null : last.id !== head.lastId) {
-        return broken(checked, head.lastId, `the chain head records event ${head.lastId}, the log ends ${last ? `at event ${last.id}` : 'before the range'}: events at its end are missing`);
+      // The loop ran up to the head's id; the head event itself must be there, with the head's hash.
+      const [headEvent] = (await this.dataSource.query('SELECT hash FROM audit_events WHERE id = $1', [head.lastId])) as Array<{ hash: string }>;
+      if (!headEvent) {
+        return broken(checked, head.lastId, `the chain head records event ${head.lastId}, which the log no longer holds: events at its end are missing`);
       }
-      if (last !== null && last.hash !== head.hash) return broken(checked, head.lastId, `the chain head's hash does not match event ${head.lastId}`);
+      if (headEvent.hash !== head.hash) return broken(checked, head.lastId, `the chain head's hash does not match event ${head.lastId}`);
     }
     const miscount = await this.countsProblem(from ?? null, to ?? null);
     if (miscount) return broken(checked, null, miscount);
