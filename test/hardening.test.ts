@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generateKey } from '../src/auth/key-format';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
+import { eventsOfRequest } from './helpers/principals';
 
 // Denied and bad-input paths found in review: each must answer with a contract code, never a 500.
 let t: TestServer;
@@ -311,4 +312,17 @@ test('an id written in upper case is the same id: reads find it, oneself stays o
     f: { actions: ['user.update'], targetId: accountId },
   });
   assert.deepEqual(updates.auditEvents.nodes, [], 'no user.update event for an owner that did not change');
+});
+
+test('every refused root field of one request is audited, also those whose errors the nulled answer drops', async () => {
+  const refused = await gql(memberKey, '{ roles { id } users { totalCount } auditEvents { nodes { id } } alertRules { id } }');
+  assert.equal(refused.data ?? null, null);
+  const events = await eventsOfRequest(t, refused, ['authz.denied']);
+  const operations = events.map((e) => String((e.details as { operation?: string }).operation)).sort();
+  assert.deepEqual(operations, ['Query.alertRules', 'Query.auditEvents', 'Query.roles', 'Query.users']);
+  // Aliases of one refused non-null field: one event, every alias counted.
+  const aliased = await gql(memberKey, '{ a: users { totalCount } b: users { totalCount } c: users { totalCount } }');
+  const [event, ...more] = await eventsOfRequest(t, aliased, ['authz.denied']);
+  assert.deepEqual(more, []);
+  assert.equal((event!.details as { attempts?: number }).attempts, 3);
 });

@@ -1,3 +1,4 @@
+import { responsePathAsArray } from 'graphql';
 import type { AuthCheckerFn } from 'type-graphql';
 import { ForbiddenError } from '../services/errors';
 import type { GraphQLContext } from './context';
@@ -11,6 +12,11 @@ export function requireAnyPermission(context: GraphQLContext, anyOf: readonly st
 
 /** `@Authorized('a', 'b')` means: holding a or b is enough. Denials are audited by the server's error hook. */
 export const authChecker: AuthCheckerFn<GraphQLContext> = ({ context, info }, anyOf) => {
-  requireAnyPermission(context, anyOf, `${info.parentType.name}.${info.fieldName}`);
+  try {
+    requireAnyPermission(context, anyOf, `${info.parentType.name}.${info.fieldName}`);
+  } catch (error) {
+    context.refusals?.push({ originalError: error, path: responsePathAsArray(info.path) });
+    throw error;
+  }
   return true;
 };

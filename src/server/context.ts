@@ -27,6 +27,7 @@ export function buildContext(
     },
     services,
     deniedAudited: new Set(),
+    refusals: [],
   };
 }
 
@@ -89,7 +90,7 @@ export async function auditDenials(
   // One event per refused operation, however many aliases asked for it: `attempts` counts the
   // aliases (root fields), not the rows of one list that each met the same refusal.
   const refused = new Map<string, { original: DomainError; paths: Map<unknown, ErrorLike['path'] | null> }>();
-  for (const error of errors) {
+  for (const error of [...errors, ...context.refusals]) {
     const original = error.originalError;
     if (!(original instanceof DomainError) || original.code !== 'FORBIDDEN') continue;
     const operation = String(original.extensions.operation ?? rootOperation(operationNode, error.path, document));
