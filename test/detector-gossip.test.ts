@@ -173,6 +173,11 @@ describe('without Redis (PostgreSQL NOTIFY)', () => {
       JSON.stringify({ origin: 'x', hits: [{ kind: 'failure', evidence: { ip: 7 }, keyId: null, ownerId: null, source: ip }] }),
       JSON.stringify({ origin: 'x', hits: [{ kind: 'rule', metric: 'NO_SUCH_METRIC', keyId: null, userId: null, evidence: {} }] }),
       JSON.stringify({ origin: 'x', hits: [null, 1, 'a', { kind: 'other' }] }),
+      // Field names a plain object inherits: they once crashed every instance that counted them.
+      JSON.stringify({
+        origin: 'x',
+        hits: Array.from({ length: FAILURE_THRESHOLD }, () => ({ kind: 'failure', evidence: { constructor: 'x', code: 'NOT_FOUND' }, keyId: null, ownerId: null, source: ip })),
+      }),
     ];
     const sql = new Client({ connectionString: db.url });
     await sql.connect();
@@ -185,6 +190,8 @@ describe('without Redis (PostgreSQL NOTIFY)', () => {
     }
     await failFrom(A, ip, FAILURE_THRESHOLD - 1);
     await sleep(SETTLE_MS);
+    assert.equal(A.process.child.exitCode, null, 'A still runs');
+    assert.equal(B.process.child.exitCode, null, 'B still runs');
     assert.deepEqual(fromIp(await alerts(B, { types: ['VERIFY_FAILURE_BURST'] }), ip), [], 'junk counted as failures');
     // Both still count what is real.
     await failFrom(B, ip, 1);
@@ -258,6 +265,15 @@ describe('what one instance sends', () => {
     assert.equal(hits.filter((h) => h.kind === 'failure').length, 500);
     assert.equal(hits.filter((h) => h.kind === 'rule').length, 1);
     assert.equal(gossip.unshared, 100);
+  });
+
+  test('a flood of failures leaves room for denials: each kind has its own share of a batch', async () => {
+    const { bus, sent } = recordingBus();
+    const gossip = new DetectorGossip(bus, (error) => assert.fail(String(error)));
+    for (let i = 0; i < 2000; i++) gossip.share(failure(`10.2.${i >> 8}.${i & 255}`), `fail:${i}`, 20);
+    gossip.share({ kind: 'denied', operation: 'Query.users', ip: null, keyId: 'k', userId: null }, 'denied:key:k', 5);
+    await gossip.flush();
+    assert.equal(hitsIn(sent).filter((h) => h.kind === 'denied').length, 1);
   });
 
   test('every message fits a PostgreSQL NOTIFY (under 8000 bytes), long texts cut to 256 characters, none lost', async () => {

@@ -92,6 +92,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         keyCache?.goDark();
         logger.warn({ err: error }, 'change feed lost; key cache dropped until it reconnects');
       },
+      onHandlerError: (error) => logger.error({ err: error }, 'a notification could not be handled'),
     });
     bus = redis ? new RedisEventBus(redis, redisError, await deploymentId(dataSource)) : new PgEventBus(listener, (statement) => ds.query(statement));
     const services = createServices(dataSource, {

@@ -75,8 +75,9 @@ class SlidingWindow {
 
 /** Distinct values per evidence field, a few each, with how many hits carried each code. */
 function summarise(hits: readonly Hit[]): Record<string, unknown> {
-  const sample: Record<string, string[]> = {};
-  const codes: Record<string, number> = {};
+  // No prototype: a field or code named `constructor` is a name like any other.
+  const sample = Object.create(null) as Record<string, string[]>;
+  const codes = Object.create(null) as Record<string, number>;
   for (const { evidence } of hits) {
     for (const [field, value] of Object.entries(evidence)) {
       if (value === null) continue;

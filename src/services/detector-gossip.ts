@@ -5,7 +5,7 @@ import type { EventBus } from './event-bus';
 export const DETECTOR_HITS_CHANNEL = 'keyledger_detector_hits';
 /** How long a hit waits to travel with others: peers count it this much later than its instance */
 const FLUSH_MS = 100;
-/** Hits one flush carries, per group: a flood of one kind cannot crowd out the other */
+/** Hits one flush carries of each kind: a flood of one kind (failures) cannot crowd out another (denials) */
 const MAX_HITS_PER_FLUSH = 500;
 /** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more */
 const MAX_MESSAGE_BYTES = 7000;
@@ -25,8 +25,16 @@ function text(value: unknown): value is string | null {
   return value === null || (typeof value === 'string' && value.length <= MAX_TEXT);
 }
 
+/** The fields detectors put in evidence: nothing else is taken from a peer (`constructor` once crashed them). */
+const EVIDENCE_FIELDS = new Set(['code', 'ip', 'keyId', 'resource', 'operation']);
+
 function evidence(value: unknown): value is Evidence {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && Object.keys(value).length <= 8 && Object.values(value).every(text);
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    Object.entries(value).every(([field, item]) => EVIDENCE_FIELDS.has(field) && text(item))
+  );
 }
 
 /** Long texts (a verifier's resource, say) cut to what peers accept. */
@@ -67,7 +75,7 @@ export class DetectorGossip {
   private readonly origin = randomUUID();
   private pending: string[] = [];
   private readonly sentPerSubject = new Map<string, number>();
-  private readonly sentPerGroup = { burst: 0, rule: 0 };
+  private readonly sentPerKind: Record<SharedHit['kind'], number> = { failure: 0, denied: 0, rule: 0 };
   private timer: NodeJS.Timeout | null = null;
   /** Hits not sent because their batch was full */
   unshared = 0;
@@ -86,24 +94,28 @@ export class DetectorGossip {
         return;
       }
       if (message?.origin === this.origin || !Array.isArray(message?.hits)) return;
-      for (const value of message.hits.slice(0, MAX_HITS_PER_FLUSH * 2)) {
+      for (const value of message.hits.slice(0, MAX_HITS_PER_FLUSH * 3)) {
         const hit = parseHit(value);
-        if (hit) ingest(hit);
+        // Runs inside the bus client's event handler: whatever a hit does wrong must not escape there.
+        try {
+          if (hit) ingest(hit);
+        } catch (error) {
+          this.onError(error);
+        }
       }
     });
   }
 
   /** `subject` names the window the hit lands in, which keeps its last `keep` hits. */
   share = (hit: SharedHit, subject: string, keep: number): void => {
-    const group = hit.kind === 'rule' ? 'rule' : 'burst';
     const sent = this.sentPerSubject.get(subject) ?? 0;
     if (sent >= keep) return;
-    if (this.sentPerGroup[group] >= MAX_HITS_PER_FLUSH) {
+    if (this.sentPerKind[hit.kind] >= MAX_HITS_PER_FLUSH) {
       this.unshared++;
       return;
     }
     this.sentPerSubject.set(subject, sent + 1);
-    this.sentPerGroup[group]++;
+    this.sentPerKind[hit.kind]++;
     this.pending.push(JSON.stringify(hit, clipped));
     if (!this.timer) {
       this.timer = setTimeout(() => void this.flush(), FLUSH_MS);
@@ -118,7 +130,7 @@ export class DetectorGossip {
     const hits = this.pending;
     this.pending = [];
     this.sentPerSubject.clear();
-    this.sentPerGroup.burst = this.sentPerGroup.rule = 0;
+    this.sentPerKind.failure = this.sentPerKind.denied = this.sentPerKind.rule = 0;
     const head = `{"origin":"${this.origin}","hits":[`;
     let batch: string[] = [];
     let bytes = head.length;

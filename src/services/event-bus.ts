@@ -66,7 +66,14 @@ export class RedisEventBus implements EventBus {
     this.subscriber = redis.duplicate({ enableOfflineQueue: true });
     this.subscriber.on('error', onError);
     this.subscriber.on('message', (channel: string, payload: string) => {
-      for (const handler of this.handlers.get(channel) ?? []) handler(payload);
+      for (const handler of this.handlers.get(channel) ?? []) {
+        // Anyone who may publish on this Redis reaches here: nothing a payload does may end the process.
+        try {
+          handler(payload);
+        } catch (error) {
+          onError(error);
+        }
+      }
     });
   }
 

@@ -75,13 +75,6 @@ const NEWEST_SUCCESSOR = (key: string) => `
 /** Where a key's quota lives now, read in a new snapshot: after a rotation the successor holds it. */
 const QUOTA_HOLDER = `SELECT q.id, q.remaining FROM api_keys q WHERE q.id = coalesce((${NEWEST_SUCCESSOR('$1::uuid')}), $1::uuid)`;
 
-/** What a key's line has left now (a due refill counted), read without taking anything; null: unlimited. */
-const QUOTA_LEFT = `
-  SELECT CASE WHEN q.refill_interval_seconds IS NOT NULL AND q.last_refill_at IS NOT NULL
-                   AND now() >= q.last_refill_at + make_interval(secs => q.refill_interval_seconds)
-              THEN q.refill_amount ELSE q.remaining END AS available
-    FROM api_keys q WHERE q.id = coalesce((${NEWEST_SUCCESSOR('$1::uuid')}), $1::uuid)`;
-
 const KEY_QUERY = `
   SELECT k.id, k.name, k.owner_id, u.owner_id AS owner_owner_id, u.status AS owner_status, o.status AS owner_owner_status,
          k.stored_status, k.expires_at, k.created_at, k.allowed_cidrs, k.metadata, k.granted_permissions,
@@ -390,17 +383,11 @@ export class KeyVerificationService {
   private decide(record: KeyRecord | null, request: VerifyRequest): VerifyOutcome | Promise<VerifyOutcome> {
     if (!record) return failed(VerifyCode.NOT_FOUND);
     const code = evaluate(record, request, new Date());
-    // A refusal before the quota is reached reports the quota as it is: this record's copy may be
-    // behind another instance's or another key's of its line. Exhausted keys and rate limits answer
-    // from memory, so a flood of them never reaches the database.
-    if (code !== VerifyCode.VALID) return record.remaining !== null && code !== VerifyCode.USAGE_EXCEEDED ? this.failedWithQuota(code, record) : failed(code, record);
+    // Refusals answer from memory, never the database: whoever holds a dead or misused key must not
+    // be able to make each request cost a query.
+    if (code !== VerifyCode.VALID) return failed(code, record);
     if (record.rateLimit || record.remaining !== null) return this.consume(record);
     return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: null, rateLimit: null };
-  }
-
-  private async failedWithQuota(code: VerifyCode, record: KeyRecord): Promise<VerifyOutcome> {
-    const [row] = (await this.dataSource.query(QUOTA_LEFT, [record.id])) as Array<{ available: number | null }>;
-    return { ...failed(code, record), remaining: row?.available ?? null };
   }
 
   /** Takes from the key's rate limit, then from its quota; a verification refused by either takes nothing. */
@@ -436,6 +423,12 @@ export class KeyVerificationService {
   }
 }
 
+/**
+ * `remaining` as this instance last saw it. A revoked or expired key draws on nothing any more: 0,
+ * not the quota its successor now spends (a dead secret must not watch the new key's use).
+ */
 function failed(code: VerifyCode, record: KeyRecord | null = null): VerifyOutcome {
-  return { code, record, permissions: [], remaining: record ? availableQuota(record, new Date()) : null, rateLimit: null };
+  const dead = code === VerifyCode.REVOKED || code === VerifyCode.EXPIRED;
+  const remaining = !record || record.remaining === null ? null : dead ? 0 : availableQuota(record, new Date());
+  return { code, record, permissions: [], remaining, rateLimit: null };
 }

@@ -8,6 +8,8 @@ export interface ListenerEvents {
   onUp?: () => void;
   /** The connection was lost: notifications sent meanwhile are gone */
   onDown?: (error: unknown) => void;
+  /** A handler threw: anyone may NOTIFY a channel, and nothing a payload does may end the process */
+  onHandlerError?: (error: unknown) => void;
 }
 
 /**
@@ -43,7 +45,13 @@ export class PgListener {
   private async connect(): Promise<void> {
     const client = new Client({ connectionString: this.connectionString, keepAlive: true, application_name: 'keyledger-listener' });
     client.on('notification', (message) => {
-      for (const handler of this.handlers.get(message.channel) ?? []) handler(message.payload ?? '');
+      for (const handler of this.handlers.get(message.channel) ?? []) {
+        try {
+          handler(message.payload ?? '');
+        } catch (error) {
+          this.events.onHandlerError?.(error);
+        }
+      }
     });
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client, new Error('listener connection ended')));
