@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
+import { ActorType, AuditOutcome } from '../src/entities/enums';
 import { SYSTEM_ACTOR } from '../src/services/actor';
+import { eventHash } from '../src/services/audit.service';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
 /**
@@ -118,4 +120,38 @@ test('a ranged check reports a moved event at the very edge of the range too', a
   const report = await integrity(server, { from: new Date(Date.now() - 600_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
   assert.equal(report.ok, false);
   assert.equal(report.firstInvalidEventId, newest);
+});
+
+test('a retention event forged outside the chain accounts for nothing', async () => {
+  const server = await serverWithEvents(6);
+  const [removed] = await lastIds(server, 4);
+  const [row] = await server.db.query<{ hash: string }>(`SELECT hash FROM audit_events WHERE id = ${removed}`);
+  // A well-formed audit.retention event naming the anchor, hashed as the server would, but above the head.
+  const forged = {
+    id: '9000000000000000000',
+    occurredAt: new Date(),
+    action: 'audit.retention',
+    outcome: AuditOutcome.SUCCESS,
+    actorType: ActorType.SYSTEM,
+    actorId: null,
+    actorKeyId: null,
+    targetType: 'audit',
+    targetId: null,
+    ip: null,
+    userAgent: null,
+    requestId: null,
+    details: { anchors: [{ lastId: removed!, hash: row!.hash }] },
+    prevHash: row!.hash,
+  };
+  const hash = eventHash(forged);
+  await asSuperuser(
+    server,
+    `INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) VALUES (${removed}, '${row!.hash}', '2026-01-01', 1);
+     DELETE FROM audit_events WHERE id = ${removed};
+     INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, target_type, details, prev_hash, hash)
+       VALUES (${forged.id}, '${forged.occurredAt.toISOString()}', 'audit.retention', 'SUCCESS', 'SYSTEM', 'audit', '${JSON.stringify(forged.details)}', '${row!.hash}', '${hash}')`,
+  );
+  const report = await integrity(server);
+  assert.equal(report.ok, false);
+  assert.match(report.problem!, /no audit\.retention event accounts for/);
 });

@@ -163,10 +163,10 @@ test('a run with nothing old enough removes nothing and is still audited; a dry 
     Number((await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM audit_events WHERE action = 'audit.retention' AND details->>'before' = '2000-01-01T00:00:00.000Z'`))[0]!.n);
   const dry = await applyRetention(audit, new Date('2000-01-01T00:00:00Z'), { dryRun: true });
   await audit.settled();
-  assert.deepEqual(dry, { removedPartitions: [], removedEvents: 0, anchors: [] });
+  assert.deepEqual(dry, { removedPartitions: [], removedEvents: 0, anchors: [], carriedAnchors: [] });
   assert.equal(await retentionEvents(), 0, 'a dry run records nothing');
   const report = await applyRetention(audit, new Date('2000-01-01T00:00:00Z'));
   await audit.settled();
-  assert.deepEqual(report, { removedPartitions: [], removedEvents: 0, anchors: [] });
+  assert.deepEqual(report, { removedPartitions: [], removedEvents: 0, anchors: [], carriedAnchors: [] });
   assert.equal(await retentionEvents(), 1, 'the run is in the trail');
 });

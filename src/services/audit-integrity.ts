@@ -73,7 +73,7 @@ export class AuditIntegrity {
         if (batch.length === 0) break;
         for (const event of batch) {
           // The first event links to what precedes the range; a gap (retention) may sit between any two.
-          if (previous === null || event.prevHash !== previous.hash) previous = await this.linkBefore(event.id);
+          if (previous === null || event.prevHash !== previous.hash) previous = await this.linkBefore(event.id, head);
           if (previous.anchor && !previous.anchor.backed && event.prevHash === previous.hash) {
             return broken(checked + 1, event.id, `event ${event.id} follows a gap (after event ${previous.anchor.lastId}) that no audit.retention event accounts for`);
           }
@@ -122,7 +122,15 @@ export class AuditIntegrity {
   }
 
   /** The hash the event `id` must link to: the event before it, or one retention removed (an anchor), or genesis. */
-  private async linkBefore(id: string): Promise<Link> {
+  private async linkBefore(id: string, head: Head): Promise<Link> {
+    const row = await this.rawLinkBefore(id);
+    if (!row) return { hash: GENESIS_HASH };
+    if (!row.anchor) return { hash: row.hash };
+    return { hash: row.hash, anchor: { lastId: row.lastId, backed: await this.retentionNames(row.lastId, row.hash, head) } };
+  }
+
+  /** What precedes `id` in the chain as stored: the nearest event or anchor below it. */
+  private async rawLinkBefore(id: string): Promise<{ lastId: string; hash: string; anchor: boolean } | null> {
     const [row] = (await this.dataSource.query(
       `SELECT before.id::text AS "lastId", hash, anchor FROM (
          (SELECT id, hash, false AS anchor FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1)
@@ -131,19 +139,36 @@ export class AuditIntegrity {
        ) before ORDER BY before.id DESC, anchor LIMIT 1`,
       [id],
     )) as Array<{ lastId: string; hash: string; anchor: boolean }>;
-    if (!row) return { hash: GENESIS_HASH };
-    if (!row.anchor) return { hash: row.hash };
-    return { hash: row.hash, anchor: { lastId: row.lastId, backed: await this.retentionNames(row.lastId, row.hash) } };
+    return row ?? null;
   }
 
-  /** Whether an intact, sealed audit.retention event lists this anchor. */
-  private async retentionNames(lastId: string, hash: string): Promise<boolean> {
+  /**
+   * Whether an audit.retention event in the chain names this anchor (as made by its run, or carried
+   * by a later run that dropped the month holding that run's event). In the chain: after the
+   * anchor, at most the head, intact, linked to what precedes it, and linked to by what follows
+   * it (or it is the head). A row added by hand anywhere else names nothing.
+   */
+  private async retentionNames(lastId: string, hash: string, head: Head): Promise<boolean> {
+    const anchor = [{ lastId, hash }];
     const events = await this.dataSource.manager
       .createQueryBuilder(AuditEventEntity, 'e')
-      .where(`e.action = 'audit.retention'`)
-      .andWhere('e.details @> :anchors::jsonb', { anchors: JSON.stringify({ anchors: [{ lastId, hash }] }) })
+      .where(`e.action = 'audit.retention' AND e.id > :lastId AND e.id <= :headId`, { lastId, headId: head.lastId })
+      .andWhere('(e.details @> :made::jsonb OR e.details @> :carried::jsonb)', {
+        made: JSON.stringify({ anchors: anchor }),
+        carried: JSON.stringify({ carriedAnchors: anchor }),
+      })
       .getMany();
-    return events.some(({ hash: stored, ...rest }) => eventHash(rest) === stored);
+    for (const event of events) {
+      const { hash: stored, ...rest } = event;
+      if (eventHash(rest) !== stored) continue;
+      if ((await this.rawLinkBefore(event.id))?.hash !== event.prevHash) continue;
+      const [next] = (await this.dataSource.query(
+        'SELECT prev_hash AS "prevHash" FROM audit_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT 1',
+        [event.id, head.lastId],
+      )) as Array<{ prevHash: string }>;
+      if (next ? next.prevHash === stored : event.id === head.lastId && head.hash === stored) return true;
+    }
+    return false;
   }
 
   /**

@@ -11,6 +11,11 @@ export interface RetentionReport {
    * as anchors. Usually one; more when months overlap in the chain (late commits, skewed clocks).
    */
   anchors: Array<{ lastId: string; hash: string }>;
+  /**
+   * Anchors earlier runs made, named again: this run may drop the month holding the event that
+   * named them, and integrity honours an anchor only while an event in the chain names it.
+   */
+  carriedAnchors: Array<{ lastId: string; hash: string }>;
 }
 
 const MONTH_PARTITION = /^audit_events_(\d{4})_(\d{2})$/;
@@ -53,7 +58,7 @@ export async function applyRetention(
   // A typo of a year must not drop this month or future ones (their events would land in default).
   const thisMonth = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
   if (!(before.getTime() <= thisMonth)) throw new RangeError('before must not be later than the start of the current month (UTC)');
-  let report: RetentionReport = { removedPartitions: [], removedEvents: 0, anchors: [] };
+  let report: RetentionReport = { removedPartitions: [], removedEvents: 0, anchors: [], carriedAnchors: [] };
   await audit.transaction(async (tx) => {
     // Detaching needs the table to itself: give up rather than queue every writer behind a long read.
     await tx.query(`SET LOCAL lock_timeout = '5s'`);
@@ -82,7 +87,8 @@ export async function applyRetention(
           ORDER BY r.id`,
         [old, from],
       )) as Array<{ lastId: string; hash: string }>;
-      report = { removedPartitions: old, removedEvents: events, anchors };
+      const carriedAnchors = (await tx.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_anchors ORDER BY last_id`)) as Array<{ lastId: string; hash: string }>;
+      report = { removedPartitions: old, removedEvents: events, anchors, carriedAnchors };
       if (dryRun) return;
       for (const anchor of anchors) {
         await tx.query('INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) VALUES ($1, $2, $3, $4)', [
