@@ -326,3 +326,17 @@ test('every refused root field of one request is audited, also those whose error
   assert.deepEqual(more, []);
   assert.equal((event!.details as { attempts?: number }).attempts, 3);
 });
+
+test('refusals a root field reaches after a lookup are audited too, though another refusal already nulled the answer', async () => {
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    ids.push((await ok<{ createApiKey: { apiKey: { id: string } } }>(t.adminKey, `mutation { createApiKey(input: { name: "probed ${i}" }) { apiKey { id } } }`)).createApiKey.apiKey.id);
+  }
+  const probes = ids.map((id, i) => `k${i}: apiKey(id: "${id}") { id }`).join(' ');
+  const refused = await gql(memberKey, `{ ${probes} auditEvents { nodes { id } } }`);
+  assert.equal(refused.data ?? null, null);
+  const events = await eventsOfRequest(t, refused, ['authz.denied']);
+  const byOperation = new Map(events.map((e) => [String((e.details as { operation?: string }).operation), e.details as { attempts?: number }]));
+  assert.deepEqual([...byOperation.keys()].sort(), ['Query.apiKey', 'Query.auditEvents']);
+  assert.equal(byOperation.get('Query.apiKey')!.attempts, 3, 'every probe counted');
+});

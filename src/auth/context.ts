@@ -29,6 +29,8 @@ export interface GraphQLContext extends RequestMeta {
    * must be audited all the same.
    */
   refusals: Array<{ originalError: unknown; path: ReadonlyArray<string | number> }>;
+  /** Root fields still resolving: their refusals are known once these settle */
+  rootsInFlight: Array<Promise<void>>;
 }
 
 export function actorOf(principal: Principal, meta: RequestMeta): Actor {

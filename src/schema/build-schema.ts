@@ -1,5 +1,7 @@
 import 'reflect-metadata';
-import { GraphQLID, type GraphQLSchema } from 'graphql';
+import { GraphQLID, responsePathAsArray, type GraphQLFieldResolver, type GraphQLSchema } from 'graphql';
+import type { GraphQLContext } from '../auth/context';
+import { DomainError } from '../services/errors';
 import { buildSchema } from 'type-graphql';
 import { authChecker } from '../auth/auth-checker';
 import { AlertResolver, AlertRuleResolver } from '../resolvers/alert.resolver';
@@ -42,10 +44,45 @@ function lowerCaseUuidIds(): void {
   GraphQLID.parseLiteral = (node, variables) => lowerUuid(parseLiteral.call(GraphQLID, node, variables));
 }
 
+/**
+ * Root fields' refusals are kept in the request's context as they happen: when one refused non-null
+ * root field nulls the whole answer, graphql-js drops the errors of root fields still running
+ * (a refusal after a lookup), and each refusal must be audited all the same. Root fields only:
+ * a few per request, unlike the fields of a list.
+ */
+function keepRootRefusals(schema: GraphQLSchema): GraphQLSchema {
+  for (const type of [schema.getQueryType(), schema.getMutationType()]) {
+    for (const field of Object.values(type?.getFields() ?? {})) {
+      const resolve = field.resolve as GraphQLFieldResolver<unknown, GraphQLContext> | undefined;
+      if (!resolve) continue;
+      const keep = (error: unknown, context: GraphQLContext, path: ReadonlyArray<string | number>) => {
+        if (error instanceof DomainError && error.code === 'FORBIDDEN') context.refusals?.push({ originalError: error, path });
+      };
+      field.resolve = (source, args, context: GraphQLContext, info) => {
+        try {
+          const result = resolve(source, args, context, info) as unknown;
+          if (!(result instanceof Promise)) return result;
+          const watched = result.catch((error: unknown) => {
+            keep(error, context, responsePathAsArray(info.path));
+            throw error;
+          });
+          // The denial audit waits for these: graphql-js may have answered without them.
+          context.rootsInFlight?.push(watched.then(() => undefined, () => undefined));
+          return watched;
+        } catch (error) {
+          keep(error, context, responsePathAsArray(info.path));
+          throw error;
+        }
+      };
+    }
+  }
+  return schema;
+}
+
 /** No global middlewares: they would wrap every field in an async resolver (slow on large lists). */
-export function buildKeyledgerSchema(emitTo?: string): Promise<GraphQLSchema> {
+export async function buildKeyledgerSchema(emitTo?: string): Promise<GraphQLSchema> {
   lowerCaseUuidIds();
-  return buildSchema({
+  return keepRootRefusals(await buildSchema({
     resolvers: RESOLVERS,
     authChecker,
     authMode: 'error',
@@ -58,5 +95,5 @@ export function buildKeyledgerSchema(emitTo?: string): Promise<GraphQLSchema> {
       },
     },
     emitSchemaFile: emitTo ? { path: emitTo, sortedSchema: false } : false,
-  });
+  }));
 }

@@ -28,6 +28,7 @@ export function buildContext(
     services,
     deniedAudited: new Set(),
     refusals: [],
+    rootsInFlight: [],
   };
 }
 
@@ -89,6 +90,7 @@ export async function auditDenials(
 ): Promise<void> {
   // One event per refused operation, however many aliases asked for it: `attempts` counts the
   // aliases (root fields), not the rows of one list that each met the same refusal.
+  await Promise.all(context.rootsInFlight);
   const refused = new Map<string, { original: DomainError; paths: Map<unknown, ErrorLike['path'] | null> }>();
   for (const error of [...errors, ...context.refusals]) {
     const original = error.originalError;
