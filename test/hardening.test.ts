@@ -340,3 +340,19 @@ test('refusals a root field reaches after a lookup are audited too, though anoth
   assert.deepEqual([...byOperation.keys()].sort(), ['Query.apiKey', 'Query.auditEvents']);
   assert.equal(byOperation.get('Query.apiKey')!.attempts, 3, 'every probe counted');
 });
+
+test('a role name that holds a key is refused (a name cannot be blanked and stay a name)', async () => {
+  const secret = generateKey('kl');
+  const refused = await gql(t.adminKey, 'mutation($i: CreateRoleInput!) { createRole(input: $i) { id } }', { i: { name: secret, permissions: [] } });
+  assert.deepEqual(errorCodes(refused), ['BAD_USER_INPUT']);
+  assert.equal(refused.errors![0]!.message.includes(secret.slice(3, 20)), false, 'the refusal does not quote it');
+});
+
+test('audit filters find a target by its id in any case', async () => {
+  const upper = memberId.toUpperCase();
+  const events = await ok<{ auditEvents: { nodes: Array<{ targetId: string }> } }>(t.adminKey, 'query($f: AuditEventFilter) { auditEvents(filter: $f, first: 5) { nodes { targetId } } }', {
+    f: { targetId: upper },
+  });
+  assert.ok(events.auditEvents.nodes.length > 0);
+  assert.ok(events.auditEvents.nodes.every((n) => n.targetId === memberId));
+});

@@ -102,3 +102,13 @@ test('every object field that takes arguments has its checks here, so a new one 
     .flatMap((type) => Object.values((type as import('graphql').GraphQLObjectType).getFields()).filter((f) => f.args.length > 0).map((f) => `${type.name}.${f.name}`));
   assert.deepEqual(withArguments.sort(), Object.keys(FIELD_ARGUMENT_CHECKS).sort());
 });
+
+test('an open usage range at the very edge of the limit is refused up front, not after the key is made', async () => {
+  const name = unique('edge');
+  // 30 s short of 10,000 minutes now; by the time the answer is read it may be past it.
+  const from = new Date(Date.now() - 10_000 * 60_000 + 30_000).toISOString();
+  const refused = await gql(t.adminKey, `mutation($name: String!, $from: DateTimeISO) { createApiKey(input: { name: $name }) {
+    secret apiKey { usage(from: $from, bucket: MINUTE) { start } } } }`, { name, from });
+  assert.deepEqual(errorCodes(refused), ['BAD_USER_INPUT']);
+  assert.equal(await keysNamed(name), 0);
+});

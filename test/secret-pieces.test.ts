@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generateKey, redactKeys } from '../src/auth/key-format';
 import { BlankReasons1733400000000 } from '../migrations/1733400000000-blank-reasons';
+import { BlankNames1733900000000 } from '../migrations/1733900000000-blank-names';
 import { unique } from './helpers/fixtures';
 import { createHuman, createKey, pollUntil, principalWithRoles, type KeyPrincipal } from './helpers/key-principals';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
@@ -190,4 +191,23 @@ test('reasons stored before blanking was applied to them are blanked by the migr
     [key.id],
   );
   assert.deepEqual(row, { revoke_reason: 'leaked: [redacted]', disabled_reason: 'owner of [redacted]' });
+});
+
+test('names stored before blanking was applied to them are blanked by the migration', async () => {
+  const ownerId = await createHuman(t, [], 'pieces-old-name');
+  const { key, secret } = await createKey(t, { ownerId, name: unique('pieces-old-name') });
+  // As an older version stored them.
+  await t.db.query('UPDATE api_keys SET name = $1 WHERE id = $2', [`copy of ${secret}`, key.id]);
+  await t.db.query('UPDATE users SET name = $1 WHERE id = $2', [`owner ${secret}`, ownerId]);
+  const runner = t.server.dataSource.createQueryRunner();
+  try {
+    await new BlankNames1733900000000().up(runner);
+  } finally {
+    await runner.release();
+  }
+  const [row] = await t.db.query<{ key_name: string; user_name: string }>(
+    'SELECT k.name AS key_name, u.name AS user_name FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.id = $1',
+    [key.id],
+  );
+  assert.deepEqual(row, { key_name: 'copy of [redacted]', user_name: 'owner [redacted]' });
 });

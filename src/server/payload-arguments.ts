@@ -16,13 +16,16 @@ import { BadInputError } from '../services/errors';
 import { decodeCursor, pageSize } from '../services/pagination';
 import { assertSeriesRange, seriesWindow, type Bucket } from '../services/usage.service';
 
+const OPEN_RANGE_MARGIN_MS = 60_000;
+
 /**
  * The checks a field's resolver makes of its own arguments, as pure functions of them. Every
  * object field with arguments is here (a test holds the schema to that).
  */
 export const FIELD_ARGUMENT_CHECKS: Record<string, (args: Record<string, unknown>) => void> = {
   'ApiKey.usage': (args) => {
-    const range = seriesWindow(args.from as Date | null, args.to as Date | null);
+    // Checked now, resolved a moment later: an open range is checked as if it ended a minute on.
+    const range = seriesWindow(args.from as Date | null, (args.to as Date | null) ?? new Date(Date.now() + OPEN_RANGE_MARGIN_MS));
     assertSeriesRange(range.from, range.to, ((args.bucket as Bucket | null) ?? 'HOUR'));
   },
   'User.apiKeys': (args) => {

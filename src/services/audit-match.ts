@@ -1,6 +1,6 @@
 import type { AuditEventEntity } from '../entities';
 import type { AuditEventFilter } from './audit-query.service';
-import { inNetworks, networkList, parseCidr } from './validation';
+import { inNetworks, networkList, parseCidr, storedTargetId } from './validation';
 
 /** jsonb `@>` semantics: objects by key, arrays by "every wanted element is in some element", scalars by equality. */
 export function jsonContains(value: unknown, wanted: unknown): boolean {
@@ -39,13 +39,14 @@ export function auditEventMatcher(filter: AuditEventFilter | null | undefined): 
   // uuid columns compare regardless of case; events carry them as PostgreSQL prints them (lower).
   const actorId = filter.actorId?.toLowerCase();
   const actorKeyId = filter.actorKeyId?.toLowerCase();
+  const targetId = filter.targetId ? storedTargetId(filter.targetId) : null;
   return (e) =>
     (!actorId || e.actorId?.toLowerCase() === actorId) &&
     (!actorKeyId || e.actorKeyId?.toLowerCase() === actorKeyId) &&
     (anyAction || exact.has(e.action) || prefixes.some((p) => e.action.startsWith(p))) &&
     (!filter.outcome || e.outcome === filter.outcome) &&
     (!filter.targetType || e.targetType === filter.targetType) &&
-    (!filter.targetId || e.targetId === filter.targetId) &&
+    (!targetId || e.targetId === targetId) &&
     (!network || inNetworks(network, e.ip)) &&
     (!filter.from || e.occurredAt.getTime() >= filter.from.getTime()) &&
     (!filter.to || e.occurredAt.getTime() < filter.to.getTime()) &&

@@ -1,4 +1,5 @@
 import type { DataSource, EntityManager } from 'typeorm';
+import { redactKeys } from '../auth/key-format';
 import { RoleEntity } from '../entities';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
@@ -28,6 +29,8 @@ function requireRoleName(value: string): string {
   if (!ROLE_NAME_PATTERN.test(name)) {
     throw new BadInputError('name', 'name must start with a letter or digit and use letters, digits, space, _ . : -');
   }
+  // Every roles:read reader sees a role's name, and nothing it may hold can be blanked and stay a name.
+  if (redactKeys(name) !== name) throw new BadInputError('name', 'name must not hold an API key');
   return name;
 }
 

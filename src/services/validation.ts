@@ -10,6 +10,11 @@ export function isUuid(value: string): boolean {
   return UUID_PATTERN.test(value);
 }
 
+/** A target id as stored: one that is a UUID (a key's, a user's) in lower case, as PostgreSQL prints it. */
+export function storedTargetId(value: string): string {
+  return isUuid(value) ? value.toLowerCase() : value;
+}
+
 /** PostgreSQL text cannot hold NUL; refusing it here keeps it from failing a write later. */
 export function assertNoNul(field: string, value: string): string {
   if (value.includes('\u0000')) throw new BadInputError(field, `${field} must not contain NUL characters`);
