@@ -1,5 +1,4 @@
 import {
-  GraphQLID,
   GraphQLInputObjectType,
   GraphQLList,
   GraphQLNonNull,
@@ -220,9 +219,8 @@ function coerceJson(value: unknown, type: GraphQLInputType): Coerced {
     }
     return out;
   }
-  if (type === GraphQLString || type === GraphQLID) {
-    if (typeof value === 'string') return value; // what their parseValue returns for a string
-  }
+  // A string is what String's parseValue returns for one (ID's lowers a UUID: it takes its own path below).
+  if (type === GraphQLString && typeof value === 'string') return value;
   if (isScalarType(type) || isEnumType(type)) {
     try {
       const parsed: unknown = type.parseValue(value);
