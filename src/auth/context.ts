@@ -24,7 +24,7 @@ export interface GraphQLContext extends RequestMeta {
   /** authz.denied events already written for this request, so one denial is recorded once */
   deniedAudited: Set<string>;
   /**
-   * Permission refusals as they happen (the auth checker's): a refused non-null root field nulls
+   * Permission refusals as they happen (the auth checker's, and root fields'): a refused non-null root field nulls
    * the whole answer, and graphql-js then drops the errors of the fields still running, which
    * must be audited all the same.
    */

@@ -308,11 +308,6 @@ async function outranksDisabler(tx: EntityManager, actor: Actor, key: ApiKeyEnti
   return disabler?.kind === UserKind.SERVICE && disabler.id === key.ownerId && disabler.ownerId === actor.userId;
 }
 
-/**
- * Writes a key's changeable columns as they are now. An UPDATE, not TypeORM's save(): save compares
- * the entity with what it loaded, and its comparison throws on client JSON with a key named
- * hasOwnProperty in metadata, which would make such a key impossible to revoke.
- */
 /** Keys earlier in the line of `$1` that would outlive `$2` (their grace) expire at `$2` instead. */
 const CUT_PREDECESSORS = `
   WITH RECURSIVE line(id) AS (
@@ -327,6 +322,11 @@ async function quotaNow(tx: EntityManager, keyId: string): Promise<{ available: 
   return { available: row!.available, nextRefillAt: row!.next_refill_at };
 }
 
+/**
+ * Writes a key's changeable columns as they are now. An UPDATE, not TypeORM's save(): save compares
+ * the entity with what it loaded, and its comparison throws on client JSON with a key named
+ * hasOwnProperty in metadata, which would make such a key impossible to revoke.
+ */
 function writeKey(tx: EntityManager, key: ApiKeyEntity): Promise<unknown> {
   return tx.update(ApiKeyEntity, { id: key.id }, {
     name: key.name,
