@@ -3,6 +3,7 @@ import { afterEach, test } from 'node:test';
 import { ActorType, AuditOutcome } from '../src/entities/enums';
 import { SYSTEM_ACTOR } from '../src/services/actor';
 import { eventHash } from '../src/services/audit.service';
+import { applyRetention } from '../src/services/audit-retention';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
 /**
@@ -154,4 +155,24 @@ test('a retention event forged outside the chain accounts for nothing', async ()
   const report = await integrity(server);
   assert.equal(report.ok, false);
   assert.match(report.problem!, /no audit\.retention event accounts for/);
+});
+
+test('a retention run does not carry an anchor added by hand, so it bridges nothing afterwards either', async () => {
+  const server = await serverWithEvents(6);
+  const [removed, next] = await lastIds(server, 4);
+  await asSuperuser(
+    server,
+    `INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) SELECT id, hash, '2026-01-01', 1 FROM audit_events WHERE id = ${removed};
+     DELETE FROM audit_events WHERE id = ${removed}`,
+  );
+  // A month old enough to drop, so the run has something to do.
+  await server.db.query(`SELECT keyledger_audit_partitions('2020-03-01', '2020-04-01')`);
+  await server.db.query(`INSERT INTO audit_staging (occurred_at, action, outcome, actor_type) VALUES ('2020-03-15', 'old.event', 'SUCCESS', 'SYSTEM')`);
+  await server.server.services.audit.seal();
+  const report = await applyRetention(server.server.services.audit, new Date('2020-04-01T00:00:00Z'));
+  assert.deepEqual(report.removedPartitions, ['audit_events_2020_03']);
+  assert.deepEqual(report.carriedAnchors, []);
+  const integrity_ = await integrity(server);
+  assert.equal(integrity_.ok, false);
+  assert.equal(integrity_.firstInvalidEventId, next);
 });

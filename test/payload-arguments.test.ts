@@ -112,3 +112,13 @@ test('an open usage range at the very edge of the limit is refused up front, not
   assert.deepEqual(errorCodes(refused), ['BAD_USER_INPUT']);
   assert.equal(await keysNamed(name), 0);
 });
+
+test('an open usage range starting a moment from now is refused up front too', async () => {
+  const name = unique('ahead');
+  const from = new Date(Date.now() + 30_000).toISOString();
+  const refused = await gql(t.adminKey, `mutation($name: String!, $from: DateTimeISO) { createApiKey(input: { name: $name }) {
+    secret apiKey { usage(from: $from) { start } } } }`, { name, from });
+  assert.deepEqual(errorCodes(refused), ['BAD_USER_INPUT']);
+  assert.equal(refused.status, 400);
+  assert.equal(await keysNamed(name), 0);
+});

@@ -81,6 +81,9 @@ const MAX_DENIED_PATHS = 10;
  * Every FORBIDDEN answer becomes an authz.denied event naming the attempted operation,
  * whichever layer refused it (the auth checker or a service rule such as no-escalation).
  */
+/** How long a refusal's answer waits for the root fields still running before it goes */
+const ROOTS_WAIT_MS = 1000;
+
 export async function auditDenials(
   context: GraphQLContext,
   errors: readonly ErrorLike[],
@@ -90,7 +93,16 @@ export async function auditDenials(
 ): Promise<void> {
   // One event per refused operation, however many aliases asked for it: `attempts` counts the
   // aliases (root fields), not the rows of one list that each met the same refusal.
-  await Promise.all(context.rootsInFlight);
+  // Root fields graphql-js answered without may still refuse: wait a moment for them, and audit
+  // any that take longer once they settle, without holding the answer back for them.
+  const rootsSettled = Promise.all(context.rootsInFlight);
+  let timer: NodeJS.Timeout | undefined;
+  const inTime = await Promise.race([
+    rootsSettled.then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ROOTS_WAIT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!inTime) void rootsSettled.then(() => auditDenials(context, [], operationName, operationNode, document)).catch(() => undefined);
   const refused = new Map<string, { original: DomainError; paths: Map<unknown, ErrorLike['path'] | null> }>();
   for (const error of [...errors, ...context.refusals]) {
     const original = error.originalError;

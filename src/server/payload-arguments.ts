@@ -24,9 +24,13 @@ const OPEN_RANGE_MARGIN_MS = 60_000;
  */
 export const FIELD_ARGUMENT_CHECKS: Record<string, (args: Record<string, unknown>) => void> = {
   'ApiKey.usage': (args) => {
-    // Checked now, resolved a moment later: an open range is checked as if it ended a minute on.
-    const range = seriesWindow(args.from as Date | null, (args.to as Date | null) ?? new Date(Date.now() + OPEN_RANGE_MARGIN_MS));
-    assertSeriesRange(range.from, range.to, ((args.bucket as Bucket | null) ?? 'HOUR'));
+    // Checked now, resolved a moment later: an open range must pass ending now and ending a minute on
+    // (a `from` just ahead of now fails the one, a range just short of the bucket limit the other).
+    const bucket = (args.bucket as Bucket | null) ?? 'HOUR';
+    for (const end of [new Date(), new Date(Date.now() + OPEN_RANGE_MARGIN_MS)]) {
+      const range = seriesWindow(args.from as Date | null, (args.to as Date | null) ?? end);
+      assertSeriesRange(range.from, range.to, bucket);
+    }
   },
   'User.apiKeys': (args) => {
     pageSize(args.first as number | null);

@@ -33,6 +33,8 @@ export class Alerting {
   readonly alertFeed = new LiveFeed<AlertEntity>();
   readonly auditFeed = new LiveFeed<AuditEventEntity>();
   private auditDelivery: Promise<void> = Promise.resolve();
+  private reloading: Promise<void> | null = null;
+  private reloadAgain = false;
 
   constructor(
     dataSource: DataSource,
@@ -68,12 +70,27 @@ export class Alerting {
     };
   }
 
-  async reloadRules(): Promise<void> {
-    try {
-      this.detectors.setRules(await this.rules.list());
-    } catch (error) {
-      this.onError(error);
+  /**
+   * Rule changes (NOTIFY from any instance, or anyone who may NOTIFY) coalesce: one reload at a
+   * time, and one more after it for whatever was announced meanwhile.
+   */
+  reloadRules(): Promise<void> {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
     }
+    this.reloading = (async () => {
+      do {
+        this.reloadAgain = false;
+        try {
+          this.detectors.setRules(await this.rules.list());
+        } catch (error) {
+          this.onError(error);
+        }
+      } while (this.reloadAgain);
+      this.reloading = null;
+    })();
+    return this.reloading;
   }
 
   /** Rule changes ride on the database's NOTIFY (sent in the changing transaction); live feeds on the bus. */

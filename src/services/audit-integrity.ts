@@ -50,6 +50,9 @@ const broken = (checkedEvents: number, firstInvalidEventId: string | null, probl
  * recorded elsewhere (an export, a SIEM) for that.
  */
 export class AuditIntegrity {
+  /** Retention events found in the chain (or not) during this check, by id */
+  private readonly retentionInChain = new Map<string, boolean>();
+
   constructor(private readonly dataSource: DataSource) {}
 
   async check(from: Date | null | undefined, to: Date | null | undefined): Promise<IntegrityReport> {
@@ -146,29 +149,50 @@ export class AuditIntegrity {
    * Whether an audit.retention event in the chain names this anchor (as made by its run, or carried
    * by a later run that dropped the month holding that run's event). In the chain: after the
    * anchor, at most the head, intact, linked to what precedes it, and linked to by what follows
-   * it (or it is the head). A row added by hand anywhere else names nothing.
+   * it (or it is the head). A row added by hand anywhere else names nothing. A run that committed
+   * after the check began is above the head it read: the head is read again before giving up.
    */
   private async retentionNames(lastId: string, hash: string, head: Head): Promise<boolean> {
+    if (await this.namedBelow(lastId, hash, head)) return true;
+    const [now] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    return now !== undefined && now.lastId !== head.lastId && (await this.namedBelow(lastId, hash, now));
+  }
+
+  /** An anchor a retention run may carry: one an event in the chain names now. */
+  async anchorIsNamed(lastId: string, hash: string): Promise<boolean> {
+    const [head] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    return head !== undefined && head.lastId !== null && (await this.namedBelow(lastId, hash, head));
+  }
+
+  private async namedBelow(lastId: string, hash: string, head: Head): Promise<boolean> {
     const anchor = [{ lastId, hash }];
-    const events = await this.dataSource.manager
-      .createQueryBuilder(AuditEventEntity, 'e')
-      .where(`e.action = 'audit.retention' AND e.id > :lastId AND e.id <= :headId`, { lastId, headId: head.lastId })
-      .andWhere('(e.details @> :made::jsonb OR e.details @> :carried::jsonb)', {
-        made: JSON.stringify({ anchors: anchor }),
-        carried: JSON.stringify({ carriedAnchors: anchor }),
-      })
-      .getMany();
-    for (const event of events) {
-      const { hash: stored, ...rest } = event;
-      if (eventHash(rest) !== stored) continue;
-      if ((await this.rawLinkBefore(event.id))?.hash !== event.prevHash) continue;
-      const [next] = (await this.dataSource.query(
-        'SELECT prev_hash AS "prevHash" FROM audit_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT 1',
-        [event.id, head.lastId],
-      )) as Array<{ prevHash: string }>;
-      if (next ? next.prevHash === stored : event.id === head.lastId && head.hash === stored) return true;
+    const candidates = (await this.dataSource.query(
+      `SELECT id::text AS id FROM audit_events
+        WHERE action = 'audit.retention' AND id > $1 AND id <= $2 AND (details @> $3::jsonb OR details @> $4::jsonb)
+        ORDER BY id`,
+      [lastId, head.lastId, JSON.stringify({ anchors: anchor }), JSON.stringify({ carriedAnchors: anchor })],
+    )) as Array<{ id: string }>;
+    for (const { id } of candidates) {
+      // Each retention event is verified once a check: later runs name every anchor again.
+      let inChain = this.retentionInChain.get(id);
+      if (inChain === undefined) this.retentionInChain.set(id, (inChain = await this.inChain(id, head)));
+      if (inChain) return true;
     }
     return false;
+  }
+
+  /** Intact, linked to what precedes it, and linked to by what follows it (or it is the head). */
+  private async inChain(id: string, head: Head): Promise<boolean> {
+    const event = await this.dataSource.manager.findOneBy(AuditEventEntity, { id });
+    if (!event) return false;
+    const { hash: stored, ...rest } = event;
+    if (eventHash(rest) !== stored) return false;
+    if ((await this.rawLinkBefore(event.id))?.hash !== event.prevHash) return false;
+    const [next] = (await this.dataSource.query(
+      'SELECT prev_hash AS "prevHash" FROM audit_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT 1',
+      [event.id, head.lastId],
+    )) as Array<{ prevHash: string }>;
+    return next ? next.prevHash === stored : event.id === head.lastId && head.hash === stored;
   }
 
   /**

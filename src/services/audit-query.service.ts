@@ -6,6 +6,7 @@ import { cursorCheck, pageSize, type Page } from './pagination';
 import type { ReadPlan, SqlPart } from './read-plan';
 import { coversMappedIpv4, isUuid, parseCidr, storedTargetId } from './validation';
 import { quoteInput } from '../auth/key-format';
+import { SEAL_BATCH } from './audit.service';
 
 export interface AuditEventFilter {
   actorId?: string | null;
@@ -110,13 +111,17 @@ export class AuditQueryService {
     applyAuditFilter(this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e'), filter);
   }
 
-  /** Sealed events with ids from..to, in order: what one seal pass appended. */
+  /**
+   * Sealed events with ids from..to, in order: what one seal pass appended, so never more than one
+   * pass holds (whoever may NOTIFY could announce a range of the whole log).
+   */
   range(from: string, to: string): Promise<AuditEventEntity[]> {
     if (!isBigint(from) || !isBigint(to)) return Promise.resolve([]);
     return this.dataSource.manager
       .createQueryBuilder(AuditEventEntity, 'e')
       .where('e.id BETWEEN :from AND :to', { from, to })
       .orderBy('e.id', 'ASC')
+      .limit(SEAL_BATCH)
       .getMany();
   }
 

@@ -2,6 +2,7 @@ import type { EntityManager } from 'typeorm';
 import { SYSTEM_ACTOR, type Actor } from './actor';
 import { CHAIN_LOCK, type AuditService } from './audit.service';
 import { ROLLUP_LEVELS } from './audit-rollup';
+import { AuditIntegrity } from './audit-integrity';
 
 export interface RetentionReport {
   removedPartitions: string[];
@@ -87,7 +88,11 @@ export async function applyRetention(
           ORDER BY r.id`,
         [old, from],
       )) as Array<{ lastId: string; hash: string }>;
-      const carriedAnchors = (await tx.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_anchors ORDER BY last_id`)) as Array<{ lastId: string; hash: string }>;
+      // Only anchors an event in the chain names now: carrying one added by hand would vouch for it.
+      const existing = (await tx.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_anchors ORDER BY last_id`)) as Array<{ lastId: string; hash: string }>;
+      const integrity = new AuditIntegrity(tx.connection);
+      const carriedAnchors: Array<{ lastId: string; hash: string }> = [];
+      for (const anchor of existing) if (await integrity.anchorIsNamed(anchor.lastId, anchor.hash)) carriedAnchors.push(anchor);
       report = { removedPartitions: old, removedEvents: events, anchors, carriedAnchors };
       if (dryRun) return;
       for (const anchor of anchors) {

@@ -172,7 +172,7 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
   return runner;
 }
 
-const SEAL_BATCH = 5000;
+export const SEAL_BATCH = 5000;
 /** Seal passes an audited read waits for before it gives up on events it saw staged */
 const MAX_RESEALS = 3;
 /** How long a committed event may stay unsealed when no reader asks for it: commits meanwhile share one pass */
