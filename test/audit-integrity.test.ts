@@ -47,6 +47,18 @@ const asSuperuser = (server: TestServer, statement: string) =>
 const lastIds = async (server: TestServer, n: number) =>
   (await server.db.query<{ id: string }>(`SELECT id::text FROM audit_events ORDER BY id DESC LIMIT ${n}`)).map((r) => r.id).reverse();
 
+/** Six events, one of them since removed behind an anchor row added by hand; `next` follows the gap. */
+async function eventRemovedBehindHandMadeAnchor(): Promise<{ server: TestServer; next: string }> {
+  const server = await serverWithEvents(6);
+  const [removed, next] = await lastIds(server, 4);
+  await asSuperuser(
+    server,
+    `INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) SELECT id, hash, '2026-01-01', 1 FROM audit_events WHERE id = ${removed};
+     DELETE FROM audit_events WHERE id = ${removed}`,
+  );
+  return { server, next: next! };
+}
+
 test('an intact log verifies, whole or by range, and says nothing is wrong', async () => {
   const server = await serverWithEvents(5);
   const whole = await integrity(server);
@@ -75,13 +87,7 @@ test('events cut off the end of the log are reported: the chain head names an ev
 });
 
 test('an anchor added by hand bridges nothing: an event removed from the middle is reported at the event after it', async () => {
-  const server = await serverWithEvents(6);
-  const [removed, next] = await lastIds(server, 4);
-  await asSuperuser(
-    server,
-    `INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) SELECT id, hash, '2026-01-01', 1 FROM audit_events WHERE id = ${removed};
-     DELETE FROM audit_events WHERE id = ${removed}`,
-  );
+  const { server, next } = await eventRemovedBehindHandMadeAnchor();
   const report = await integrity(server);
   assert.equal(report.ok, false);
   assert.equal(report.firstInvalidEventId, next);
@@ -158,13 +164,7 @@ test('a retention event forged outside the chain accounts for nothing', async ()
 });
 
 test('a retention run does not carry an anchor added by hand, so it bridges nothing afterwards either', async () => {
-  const server = await serverWithEvents(6);
-  const [removed, next] = await lastIds(server, 4);
-  await asSuperuser(
-    server,
-    `INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) SELECT id, hash, '2026-01-01', 1 FROM audit_events WHERE id = ${removed};
-     DELETE FROM audit_events WHERE id = ${removed}`,
-  );
+  const { server, next } = await eventRemovedBehindHandMadeAnchor();
   // A month old enough to drop, so the run has something to do.
   await server.db.query(`SELECT keyledger_audit_partitions('2020-03-01', '2020-04-01')`);
   await server.db.query(`INSERT INTO audit_staging (occurred_at, action, outcome, actor_type) VALUES ('2020-03-15', 'old.event', 'SUCCESS', 'SYSTEM')`);

@@ -1,13 +1,12 @@
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { DataSource } from 'typeorm';
-import { createDataSource, migrate } from '../src/db/data-source';
 import { SYSTEM_ACTOR } from '../src/services/actor';
-import { AuditReportService } from '../src/services/audit-report.service';
+import type { AuditReportService } from '../src/services/audit-report.service';
 import { applyRetention } from '../src/services/audit-retention';
-import { AuditService } from '../src/services/audit.service';
-import { createTestDatabase, type TestDatabase } from './helpers/database';
+import type { AuditService } from '../src/services/audit.service';
+import { auditDatabase } from './helpers/audit-database';
+import type { TestDatabase } from './helpers/database';
 
 /**
  * Retention twice, the second dropping the month that holds the first run's own event: the anchor
@@ -16,22 +15,14 @@ import { createTestDatabase, type TestDatabase } from './helpers/database';
  */
 
 let db: TestDatabase;
-let dataSource: DataSource;
 let audit: AuditService;
 let reports: AuditReportService;
+let close: () => Promise<void>;
 
 before(async () => {
-  db = await createTestDatabase();
-  dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
-  await dataSource.initialize();
-  await migrate(dataSource);
-  audit = new AuditService(dataSource);
-  reports = new AuditReportService(dataSource);
+  ({ db, audit, reports, close } = await auditDatabase());
 });
-after(async () => {
-  await dataSource.destroy();
-  await db.drop();
-});
+after(() => close());
 
 test("a later run that drops an earlier run's event names that run's anchors again", async () => {
   const now = new Date();

@@ -3,34 +3,27 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import type { DataSource } from 'typeorm';
-import { createDataSource, migrate } from '../src/db/data-source';
+import { createDataSource } from '../src/db/data-source';
 import { SYSTEM_ACTOR } from '../src/services/actor';
-import { AuditReportService } from '../src/services/audit-report.service';
+import type { AuditReportService } from '../src/services/audit-report.service';
 import { applyRetention } from '../src/services/audit-retention';
 import { AuditService } from '../src/services/audit.service';
-import { createTestDatabase, type TestDatabase } from './helpers/database';
+import { auditDatabase } from './helpers/audit-database';
+import type { TestDatabase } from './helpers/database';
 
 /** Retention (src/services/audit-retention.ts, `keyledger audit-retention`) on a real database. */
 
 let db: TestDatabase;
-let dataSource: DataSource;
 let audit: AuditService;
 let reports: AuditReportService;
 
+let close: () => Promise<void>;
+
 before(async () => {
-  db = await createTestDatabase();
-  dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
-  await dataSource.initialize();
-  await migrate(dataSource);
-  audit = new AuditService(dataSource);
-  reports = new AuditReportService(dataSource);
+  ({ db, audit, reports, close } = await auditDatabase());
   await db.query(`SELECT keyledger_audit_partitions('2024-01-01', '2024-04-01')`);
 });
-after(async () => {
-  await dataSource.destroy();
-  await db.drop();
-});
+after(() => close());
 
 async function stageAt(occurredAt: string, action: string): Promise<void> {
   await db.query(`INSERT INTO audit_staging (occurred_at, action, outcome, actor_type) VALUES ($1, $2, 'SUCCESS', 'SYSTEM')`, [occurredAt, action]);
