@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { GraphQLID, responsePathAsArray, type GraphQLFieldResolver, type GraphQLSchema } from 'graphql';
 import type { GraphQLContext } from '../auth/context';
 import { DomainError } from '../services/errors';
+import { lowerCaseUuid } from '../services/validation';
 import { buildSchema } from 'type-graphql';
 import { authChecker } from '../auth/auth-checker';
 import { AlertResolver, AlertRuleResolver } from '../resolvers/alert.resolver';
@@ -27,8 +28,6 @@ export const RESOLVERS = [
   SubscriptionResolver,
 ] as const;
 
-const UUID_ANY_CASE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const lowerUuid = (value: string): string => (UUID_ANY_CASE.test(value) ? value.toLowerCase() : value);
 let uuidsLowered = false;
 
 /**
@@ -40,8 +39,8 @@ function lowerCaseUuidIds(): void {
   if (uuidsLowered) return;
   uuidsLowered = true;
   const { parseValue, parseLiteral } = GraphQLID;
-  GraphQLID.parseValue = (value) => lowerUuid(parseValue.call(GraphQLID, value));
-  GraphQLID.parseLiteral = (node, variables) => lowerUuid(parseLiteral.call(GraphQLID, node, variables));
+  GraphQLID.parseValue = (value) => lowerCaseUuid(parseValue.call(GraphQLID, value));
+  GraphQLID.parseLiteral = (node, variables) => lowerCaseUuid(parseLiteral.call(GraphQLID, node, variables));
 }
 
 /**

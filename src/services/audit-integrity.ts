@@ -58,7 +58,7 @@ export class AuditIntegrity {
   async check(from: Date | null | undefined, to: Date | null | undefined): Promise<IntegrityReport> {
     if (from && to && from.getTime() > to.getTime()) throw new BadInputError('from', 'from must not be after to');
     // The head first: events sealed while the check runs are after it, and not the check's business.
-    const [head] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    const head = await this.readHead();
     if (!head || head.lastId === null) return { ok: true, checkedEvents: 0, firstInvalidEventId: null, headHash: head?.hash ?? GENESIS_HASH, problem: null };
     const toPresent = !to;
     const ids = await this.idRange(from ?? null, to ?? null, head.lastId);
@@ -154,13 +154,18 @@ export class AuditIntegrity {
    */
   private async retentionNames(lastId: string, hash: string, head: Head): Promise<boolean> {
     if (await this.namedBelow(lastId, hash, head)) return true;
-    const [now] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    const now = await this.readHead();
     return now !== undefined && now.lastId !== head.lastId && (await this.namedBelow(lastId, hash, now));
+  }
+
+  private async readHead(): Promise<Head | undefined> {
+    const [head] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    return head;
   }
 
   /** An anchor a retention run may carry: one an event in the chain names now. */
   async anchorIsNamed(lastId: string, hash: string): Promise<boolean> {
-    const [head] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    const head = await this.readHead();
     return head !== undefined && head.lastId !== null && (await this.namedBelow(lastId, hash, head));
   }
 

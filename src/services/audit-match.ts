@@ -1,6 +1,6 @@
 import type { AuditEventEntity } from '../entities';
 import type { AuditEventFilter } from './audit-query.service';
-import { inNetworks, networkList, parseCidr, storedTargetId } from './validation';
+import { inNetworks, networkList, parseCidr, lowerCaseUuid } from './validation';
 
 /** jsonb `@>` semantics: objects by key, arrays by "every wanted element is in some element", scalars by equality. */
 export function jsonContains(value: unknown, wanted: unknown): boolean {
@@ -39,7 +39,7 @@ export function auditEventMatcher(filter: AuditEventFilter | null | undefined): 
   // uuid columns compare regardless of case; events carry them as PostgreSQL prints them (lower).
   const actorId = filter.actorId?.toLowerCase();
   const actorKeyId = filter.actorKeyId?.toLowerCase();
-  const targetId = filter.targetId ? storedTargetId(filter.targetId) : null;
+  const targetId = filter.targetId ? lowerCaseUuid(filter.targetId) : null;
   return (e) =>
     (!actorId || e.actorId?.toLowerCase() === actorId) &&
     (!actorKeyId || e.actorKeyId?.toLowerCase() === actorKeyId) &&

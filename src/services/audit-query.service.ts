@@ -4,7 +4,7 @@ import type { AuditOutcome } from '../entities/enums';
 import { BadInputError } from './errors';
 import { cursorCheck, pageSize, type Page } from './pagination';
 import type { ReadPlan, SqlPart } from './read-plan';
-import { coversMappedIpv4, isUuid, parseCidr, storedTargetId } from './validation';
+import { coversMappedIpv4, isUuid, parseCidr, lowerCaseUuid } from './validation';
 import { quoteInput } from '../auth/key-format';
 import { SEAL_BATCH } from './audit.service';
 
@@ -81,7 +81,7 @@ export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, fi
   if (filter.actions && filter.actions.length > 0) applyActions(query, filter.actions);
   if (filter.outcome) query.andWhere('e.outcome = :outcome', { outcome: filter.outcome });
   if (filter.targetType) query.andWhere('e.target_type = :targetType', { targetType: filter.targetType });
-  if (filter.targetId) query.andWhere('e.target_id = :targetId', { targetId: storedTargetId(filter.targetId) });
+  if (filter.targetId) query.andWhere('e.target_id = :targetId', { targetId: lowerCaseUuid(filter.targetId) });
   if (filter.ip !== null && filter.ip !== undefined) {
     const cidr = parseCidr(filter.ip);
     if (!cidr) throw new BadInputError('filter.ip', 'filter.ip must be an IPv4 or IPv6 address or CIDR');

@@ -10,8 +10,8 @@ export function isUuid(value: string): boolean {
   return UUID_PATTERN.test(value);
 }
 
-/** A target id as stored: one that is a UUID (a key's, a user's) in lower case, as PostgreSQL prints it. */
-export function storedTargetId(value: string): string {
+/** An id as stored: a UUID (a key's, a user's) in lower case, as PostgreSQL prints it; anything else as it is. */
+export function lowerCaseUuid(value: string): string {
   return isUuid(value) ? value.toLowerCase() : value;
 }
 
