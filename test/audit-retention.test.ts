@@ -39,6 +39,7 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
   await audit.seal();
   for (let i = 0; i < 3; i++) await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.now' });
   const [lastFeb] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'old.feb' ORDER BY id DESC LIMIT 1`);
+  const [firstJan] = await db.query<{ id: string; prev_hash: string }>(`SELECT id::text, prev_hash FROM audit_events WHERE action = 'old.jan' ORDER BY id LIMIT 1`);
 
   const dry = await applyRetention(audit, new Date('2024-03-01T00:00:00Z'), { dryRun: true });
   assert.deepEqual(dry.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
@@ -49,7 +50,11 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
   await audit.settled(); // the retention event is committed; its seal follows within 20 ms
   assert.deepEqual(report.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
   assert.equal(report.removedEvents, 4);
-  assert.deepEqual(report.anchors, [{ lastId: lastFeb!.id, hash: lastFeb!.hash }], 'March links to the last removed event');
+  assert.deepEqual(
+    report.anchors,
+    [{ lastId: lastFeb!.id, hash: lastFeb!.hash, firstId: firstJan!.id, entryHash: firstJan!.prev_hash }],
+    'March links to the last removed event; the removed run began at the first',
+  );
   assert.equal(await exists('audit_events_2024_01'), false);
   assert.equal(await exists('audit_events_2024_02'), false);
   assert.ok(await exists('audit_events_2024_03'), 'March is younger than the cut-off and stays');
@@ -90,16 +95,16 @@ test('a month whose events sit among kept ones in the chain is removed with an a
   // Sealed after today's events (a late commit, a skewed clock): March now spans the chain.
   await stageAt('2024-03-20T12:00:00Z', 'late.mar');
   await audit.seal();
-  const [early] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'old.mar'`);
-  const [late] = await db.query<{ id: string; hash: string }>(`SELECT id::text, hash FROM audit_events WHERE action = 'late.mar'`);
+  const [early] = await db.query<{ id: string; hash: string; prev_hash: string }>(`SELECT id::text, hash, prev_hash FROM audit_events WHERE action = 'old.mar'`);
+  const [late] = await db.query<{ id: string; hash: string; prev_hash: string }>(`SELECT id::text, hash, prev_hash FROM audit_events WHERE action = 'late.mar'`);
   const report = await applyRetention(audit, new Date('2024-04-01T00:00:00Z'));
   await audit.settled();
   assert.deepEqual(report.removedPartitions, ['audit_events_2024_03']);
   assert.equal(report.removedEvents, 2);
   assert.deepEqual(report.anchors, [
-    { lastId: early!.id, hash: early!.hash },
-    { lastId: late!.id, hash: late!.hash },
-  ], 'the early event is followed by a kept one; the late one was the head');
+    { lastId: early!.id, hash: early!.hash, firstId: early!.id, entryHash: early!.prev_hash },
+    { lastId: late!.id, hash: late!.hash, firstId: late!.id, entryHash: late!.prev_hash },
+  ], 'the early event is followed by a kept one; the late one was the head; each is a run of one');
   assert.equal(await exists('audit_events_2024_03'), false);
   const integrity = await reports.integrity(null, null);
   assert.equal(integrity.ok, true, JSON.stringify(integrity));

@@ -20,10 +20,35 @@ interface Head {
   hash: string;
 }
 
+/**
+ * A run of removed events that a kept event links to (or whose last is the chain head): the last
+ * event's id and hash, which the kept event after the run links to, and the run's first event
+ * with the hash it linked to, which the kept event before the run must still have. Anchors made
+ * before entries were recorded have no firstId and entryHash.
+ */
+export interface Anchor {
+  lastId: string;
+  hash: string;
+  firstId?: string;
+  entryHash?: string;
+}
+
 interface Link {
   hash: string;
-  /** Set when the hash is an anchor's (an event retention removed), with whether a retention event accounts for it */
-  anchor?: { lastId: string; backed: boolean };
+  /** Set when the hash is an anchor's (an event retention removed), with what is wrong with that gap, if anything */
+  gap?: { lastId: string; problem: string | null };
+}
+
+/** Where a stored row's columns are NULL the anchor has no such field, as in the retention event that names it. */
+function toAnchor(row: { lastId: string; hash: string; firstId: string | null; entryHash: string | null }): Anchor {
+  return { lastId: row.lastId, hash: row.hash, ...(row.firstId === null ? {} : { firstId: row.firstId, entryHash: row.entryHash! }) };
+}
+
+function namesExactly(details: Record<string, unknown> | null, anchor: Anchor): boolean {
+  const named = [details?.anchors, details?.carriedAnchors].flatMap((list) => (Array.isArray(list) ? (list as Array<Partial<Anchor> | null>) : []));
+  return named.some(
+    (n) => n !== null && typeof n === 'object' && n.lastId === anchor.lastId && n.hash === anchor.hash && n.firstId === anchor.firstId && n.entryHash === anchor.entryHash,
+  );
 }
 
 const broken = (checkedEvents: number, firstInvalidEventId: string | null, problem: string): IntegrityReport => ({
@@ -40,7 +65,8 @@ const broken = (checkedEvents: number, firstInvalidEventId: string | null, probl
  *   checked: its id lies between the range's first and last), hashes its own fields and links to
  *   the event before it;
  * - a gap retention left (an anchor) is bridged only when a sealed `audit.retention` event, itself
- *   intact, names that anchor: a row added to audit_chain_anchors by hand bridges nothing;
+ *   intact, names that anchor: a row added to audit_chain_anchors by hand bridges nothing; and
+ *   what precedes the gap must still be what its removed run linked to (the anchor's entry);
  * - a check that runs to the present ends at the chain head the sealer recorded: events cut off
  *   the end are missing, not merely unchecked;
  * - the hourly and daily counts (`auditCounts`, `auditTimeline`) agree with the events, for the
@@ -77,8 +103,8 @@ export class AuditIntegrity {
         for (const event of batch) {
           // The first event links to what precedes the range; a gap (retention) may sit between any two.
           if (previous === null || event.prevHash !== previous.hash) previous = await this.linkBefore(event.id, head);
-          if (previous.anchor && !previous.anchor.backed && event.prevHash === previous.hash) {
-            return broken(checked + 1, event.id, `event ${event.id} follows a gap (after event ${previous.anchor.lastId}) that no audit.retention event accounts for`);
+          if (previous.gap?.problem && event.prevHash === previous.hash) {
+            return broken(checked + 1, event.id, `event ${event.id} follows a gap (after event ${previous.gap.lastId}) ${previous.gap.problem}`);
           }
           if (event.prevHash !== previous.hash) {
             return broken(checked + 1, event.id, `event ${event.id} does not link to the event before it: events between were removed or changed`);
@@ -129,20 +155,49 @@ export class AuditIntegrity {
     const row = await this.rawLinkBefore(id);
     if (!row) return { hash: GENESIS_HASH };
     if (!row.anchor) return { hash: row.hash };
-    return { hash: row.hash, anchor: { lastId: row.lastId, backed: await this.retentionNames(row.lastId, row.hash, head) } };
+    return { hash: row.hash, gap: { lastId: row.lastId, problem: await this.gapProblem(row.anchor, head) } };
+  }
+
+  /**
+   * What is wrong with a gap retention left, in words (to follow "a gap after event n"); null when
+   * an audit.retention event names its anchor and what precedes the removed run is still what the
+   * run's first event linked to. A gap right below another is checked in turn.
+   */
+  private async gapProblem(anchor: Anchor, head: Head): Promise<string | null> {
+    for (let gap = anchor; ; ) {
+      if (!(await this.retentionNames(gap, head))) {
+        return gap === anchor ? 'that no audit.retention event accounts for' : `over another gap (after event ${gap.lastId}) that no audit.retention event accounts for`;
+      }
+      if (gap.firstId === undefined) return null; // made before anchors recorded their entry
+      const below = await this.rawLinkBefore(gap.firstId);
+      if ((below?.hash ?? GENESIS_HASH) !== gap.entryHash) {
+        return `whose removed run (from event ${gap.firstId}) linked to a hash the log no longer holds: events before it were removed or changed`;
+      }
+      if (!below?.anchor) return null;
+      gap = below.anchor;
+    }
   }
 
   /** What precedes `id` in the chain as stored: the nearest event or anchor below it. */
-  private async rawLinkBefore(id: string): Promise<{ lastId: string; hash: string; anchor: boolean } | null> {
+  private async rawLinkBefore(id: string): Promise<{ lastId: string; hash: string; anchor: Anchor | null } | null> {
     const [row] = (await this.dataSource.query(
-      `SELECT before.id::text AS "lastId", hash, anchor FROM (
-         (SELECT id, hash, false AS anchor FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1)
+      `SELECT before.id::text AS "lastId", hash, anchor, first_id::text AS "firstId", entry_hash AS "entryHash" FROM (
+         (SELECT id, hash, false AS anchor, NULL::bigint AS first_id, NULL::text AS entry_hash FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1)
          UNION ALL
-         (SELECT last_id, hash, true FROM audit_chain_anchors WHERE last_id < $1 ORDER BY last_id DESC LIMIT 1)
+         (SELECT last_id, hash, true, first_id, entry_hash FROM audit_chain_anchors WHERE last_id < $1 ORDER BY last_id DESC LIMIT 1)
        ) before ORDER BY before.id DESC, anchor LIMIT 1`,
       [id],
-    )) as Array<{ lastId: string; hash: string; anchor: boolean }>;
-    return row ?? null;
+    )) as Array<{ lastId: string; hash: string; anchor: boolean; firstId: string | null; entryHash: string | null }>;
+    if (!row) return null;
+    return { lastId: row.lastId, hash: row.hash, anchor: row.anchor ? toAnchor(row) : null };
+  }
+
+  /** Every anchor retention has stored, oldest first. */
+  async storedAnchors(): Promise<Anchor[]> {
+    const rows = (await this.dataSource.query(
+      `SELECT last_id::text AS "lastId", hash, first_id::text AS "firstId", entry_hash AS "entryHash" FROM audit_chain_anchors ORDER BY last_id`,
+    )) as Array<{ lastId: string; hash: string; firstId: string | null; entryHash: string | null }>;
+    return rows.map(toAnchor);
   }
 
   /**
@@ -152,10 +207,10 @@ export class AuditIntegrity {
    * it (or it is the head). A row added by hand anywhere else names nothing. A run that committed
    * after the check began is above the head it read: the head is read again before giving up.
    */
-  private async retentionNames(lastId: string, hash: string, head: Head): Promise<boolean> {
-    if (await this.namedBelow(lastId, hash, head)) return true;
+  private async retentionNames(anchor: Anchor, head: Head): Promise<boolean> {
+    if (await this.namedBelow(anchor, head)) return true;
     const now = await this.readHead();
-    return now !== undefined && now.lastId !== head.lastId && (await this.namedBelow(lastId, hash, now));
+    return now !== undefined && now.lastId !== head.lastId && (await this.namedBelow(anchor, now));
   }
 
   private async readHead(): Promise<Head | undefined> {
@@ -164,20 +219,22 @@ export class AuditIntegrity {
   }
 
   /** An anchor a retention run may carry: one an event in the chain names now. */
-  async anchorIsNamed(lastId: string, hash: string): Promise<boolean> {
+  async anchorIsNamed(anchor: Anchor): Promise<boolean> {
     const head = await this.readHead();
-    return head !== undefined && head.lastId !== null && (await this.namedBelow(lastId, hash, head));
+    return head !== undefined && head.lastId !== null && (await this.namedBelow(anchor, head));
   }
 
-  private async namedBelow(lastId: string, hash: string, head: Head): Promise<boolean> {
-    const anchor = [{ lastId, hash }];
+  /** Named as stored, entry included: an entry changed or cleared by hand is named by no event. */
+  private async namedBelow(anchor: Anchor, head: Head): Promise<boolean> {
+    const { lastId, hash } = anchor;
     const candidates = (await this.dataSource.query(
-      `SELECT id::text AS id FROM audit_events
+      `SELECT id::text AS id, details FROM audit_events
         WHERE action = 'audit.retention' AND id > $1 AND id <= $2 AND (details @> $3::jsonb OR details @> $4::jsonb)
         ORDER BY id`,
-      [lastId, head.lastId, JSON.stringify({ anchors: anchor }), JSON.stringify({ carriedAnchors: anchor })],
-    )) as Array<{ id: string }>;
-    for (const { id } of candidates) {
+      [lastId, head.lastId, JSON.stringify({ anchors: [{ lastId, hash }] }), JSON.stringify({ carriedAnchors: [{ lastId, hash }] })],
+    )) as Array<{ id: string; details: Record<string, unknown> | null }>;
+    for (const { id, details } of candidates) {
+      if (!namesExactly(details, anchor)) continue;
       // Each retention event is verified once a check: later runs name every anchor again.
       let inChain = this.retentionInChain.get(id);
       if (inChain === undefined) this.retentionInChain.set(id, (inChain = await this.inChain(id, head)));

@@ -2,21 +2,18 @@ import type { EntityManager } from 'typeorm';
 import { SYSTEM_ACTOR, type Actor } from './actor';
 import { CHAIN_LOCK, type AuditService } from './audit.service';
 import { ROLLUP_LEVELS } from './audit-rollup';
-import { AuditIntegrity } from './audit-integrity';
+import { AuditIntegrity, type Anchor } from './audit-integrity';
 
 export interface RetentionReport {
   removedPartitions: string[];
   removedEvents: number;
-  /**
-   * Removed events that a kept event links to (or that the chain head is): their id and hash stay
-   * as anchors. Usually one; more when months overlap in the chain (late commits, skewed clocks).
-   */
-  anchors: Array<{ lastId: string; hash: string }>;
+  /** Usually one; more when months overlap in the chain (late commits, skewed clocks). */
+  anchors: Anchor[];
   /**
    * Anchors earlier runs made, named again: this run may drop the month holding the event that
    * named them, and integrity honours an anchor only while an event in the chain names it.
    */
-  carriedAnchors: Array<{ lastId: string; hash: string }>;
+  carriedAnchors: Anchor[];
 }
 
 const MONTH_PARTITION = /^audit_events_(\d{4})_(\d{2})$/;
@@ -47,7 +44,8 @@ async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: str
  * Removes whole months of audit events older than `before` and leaves a chain that still verifies.
  * Ids follow sealing order while months follow occurred_at, so months can overlap in the chain
  * (an event committed late, clocks apart): every removed event that a kept event links to, or that
- * is the chain's head, is kept as an anchor (its id and hash), and integrity checks link across it.
+ * is the chain's head, is kept as an anchor (its id and hash, and where its run began), and
+ * integrity checks the links into and out of each gap.
  * The removal is an audit event (audit.retention) in the same transaction, under the chain lock.
  * Months are detached and dropped, never deleted row by row (the table refuses that).
  */
@@ -66,7 +64,7 @@ export async function applyRetention(
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
     const { old, kept } = await monthsBefore(tx, before);
     if (old.length > 0) {
-      const removed = old.map((name) => `SELECT id, hash FROM ${name}`).join(' UNION ALL ');
+      const removed = old.map((name) => `SELECT id, hash, prev_hash FROM ${name}`).join(' UNION ALL ');
       const [{ events }] = (await tx.query(`SELECT count(*)::int AS events FROM (${removed}) r`)) as Array<{ events: number }>;
       // The oldest kept event, one index probe per kept partition.
       let oldestKept: bigint | null = null;
@@ -80,25 +78,29 @@ export async function applyRetention(
         `SELECT coalesce(max(id), 0)::text AS from FROM (${removed}) r WHERE $1::bigint IS NULL OR r.id < $1::bigint`,
         [oldestKept?.toString() ?? null],
       )) as Array<{ from: string }>;
+      // Where each run began: the first removed event above the nearest kept one below its last.
+      const keptBelow = kept.length === 0 ? 'NULL::bigint' : `greatest(${kept.map((name) => `(SELECT max(id) FROM ${name} WHERE id < r.id)`).join(', ')})`;
       const anchors = (await tx.query(
-        `SELECT r.id::text AS "lastId", r.hash
+        `SELECT r.id::text AS "lastId", r.hash, f.id::text AS "firstId", f.prev_hash AS "entryHash"
            FROM (${removed}) r
            LEFT JOIN LATERAL (SELECT e.id, e.tableoid::regclass::text AS part FROM audit_events e WHERE e.id > r.id ORDER BY e.id LIMIT 1) n ON true
+           CROSS JOIN LATERAL (SELECT x.id, x.prev_hash FROM (${removed}) x WHERE x.id > coalesce(${keptBelow}, 0) AND x.id <= r.id ORDER BY x.id LIMIT 1) f
           WHERE r.id >= $2::bigint AND (n.id IS NULL OR n.part <> ALL($1::text[]))
           ORDER BY r.id`,
         [old, from],
-      )) as Array<{ lastId: string; hash: string }>;
+      )) as Required<Anchor>[];
       // Only anchors an event in the chain names now: carrying one added by hand would vouch for it.
-      const existing = (await tx.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_anchors ORDER BY last_id`)) as Array<{ lastId: string; hash: string }>;
       const integrity = new AuditIntegrity(tx.connection);
-      const carriedAnchors: Array<{ lastId: string; hash: string }> = [];
-      for (const anchor of existing) if (await integrity.anchorIsNamed(anchor.lastId, anchor.hash)) carriedAnchors.push(anchor);
+      const carriedAnchors: Anchor[] = [];
+      for (const anchor of await integrity.storedAnchors()) if (await integrity.anchorIsNamed(anchor)) carriedAnchors.push(anchor);
       report = { removedPartitions: old, removedEvents: events, anchors, carriedAnchors };
       if (dryRun) return;
       for (const anchor of anchors) {
-        await tx.query('INSERT INTO audit_chain_anchors (last_id, hash, removed_before, removed_events) VALUES ($1, $2, $3, $4)', [
+        await tx.query('INSERT INTO audit_chain_anchors (last_id, hash, first_id, entry_hash, removed_before, removed_events) VALUES ($1, $2, $3, $4, $5, $6)', [
           anchor.lastId,
           anchor.hash,
+          anchor.firstId,
+          anchor.entryHash,
           before,
           events,
         ]);
