@@ -78,6 +78,8 @@ const broken = (checkedEvents: number, firstInvalidEventId: string | null, probl
 export class AuditIntegrity {
   /** Retention events found in the chain (or not) during this check, by id */
   private readonly retentionInChain = new Map<string, boolean>();
+  /** Anchors found named (or not) during this check: a gap right below another is reached twice */
+  private readonly anchorNamed = new Map<string, boolean>();
 
   constructor(private readonly dataSource: DataSource) {}
 
@@ -208,6 +210,13 @@ export class AuditIntegrity {
    * after the check began is above the head it read: the head is read again before giving up.
    */
   private async retentionNames(anchor: Anchor, head: Head): Promise<boolean> {
+    const key = JSON.stringify([anchor.lastId, anchor.hash, anchor.firstId, anchor.entryHash]);
+    let named = this.anchorNamed.get(key);
+    if (named === undefined) this.anchorNamed.set(key, (named = await this.namedNowOrLater(anchor, head)));
+    return named;
+  }
+
+  private async namedNowOrLater(anchor: Anchor, head: Head): Promise<boolean> {
     if (await this.namedBelow(anchor, head)) return true;
     const now = await this.readHead();
     return now !== undefined && now.lastId !== head.lastId && (await this.namedBelow(anchor, now));
