@@ -138,6 +138,12 @@ function parseDatabaseUrl(raw: string | undefined): string | null {
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
     throw new ConfigError(`DATABASE_URL must use postgres:// or postgresql://, got "${url.protocol}"`);
   }
+  // The driver decodes these parts: a stray % (in a password, say) would fail later without a name.
+  try {
+    for (const part of [url.username, url.password, url.hostname, url.pathname]) decodeURIComponent(part);
+  } catch {
+    throw new ConfigError('DATABASE_URL has a % not followed by two hex digits: write a % in a user name or password as %25');
+  }
   return raw;
 }
 

@@ -19,3 +19,14 @@ test('a VERIFY_FAILURE_BURST that is not <count>/<seconds>, or that disagrees wi
   assert.throws(() => loadConfig({ ...base, VERIFY_FAILURE_BURST: 'garbage' }), (error) => error instanceof ConfigError && /VERIFY_FAILURE_BURST/.test(error.message));
   assert.throws(() => loadConfig({ ...base, ALERT_FAILURE_BURST: '7/10', VERIFY_FAILURE_BURST: '5/30' }), (error) => error instanceof ConfigError && /disagree/.test(error.message));
 });
+
+test('a DATABASE_URL with a stray % is refused at start by name, without echoing its password', () => {
+  for (const url of ['postgres://postgres:Sup3r%zzS3cret@127.0.0.1:5432/db', 'postgres://postgres@127.0.0.1:5432/db%']) {
+    assert.throws(
+      () => loadConfig({ ...base, DATABASE_URL: url }),
+      (error) => error instanceof ConfigError && /^DATABASE_URL /.test(error.message) && !error.message.includes('S3cret'),
+      url,
+    );
+  }
+  assert.equal(loadConfig({ ...base, DATABASE_URL: 'postgres://postgres:Sup3r%25S3cret@127.0.0.1:5432/db' }).databaseUrl, 'postgres://postgres:Sup3r%25S3cret@127.0.0.1:5432/db');
+});

@@ -723,6 +723,56 @@ describe('a connection whose key stops verifying is closed with 4403', () => {
   });
 });
 
+test('a key that expires while subscribed: the socket closes with 4403 at its expiry, and no later event reaches it', async (ctx) => {
+  const userId = await createUser(t, t.adminKey, [roles.get('auditor')!], 'expiring-tail');
+  const expiresAt = new Date(Date.now() + 1500);
+  const key = await createKey(t, t.adminKey, userId, { expiresAt: expiresAt.toISOString() });
+  const connection = connect(t.url, key.secret);
+  await connected(connection);
+  const base = feeds().auditFeed.size;
+  const stream = auditTail(connection.client, { actions: ['role.create'] });
+  await registered('auditFeed', base, 1);
+  const expiryAt = performance.now() + (expiresAt.getTime() - Date.now());
+  await sleep(Math.max(0, expiresAt.getTime() - Date.now() + 50));
+  const roleId = (await t.ok(t.adminKey, SubCreateRoleDocument, { input: { name: unique('after-expiry'), permissions: [] } })).createRole.id;
+  const closed = await Promise.race([connection.whenClosed, sleep(3000).then(() => null)]);
+  assert.ok(closed, 'the socket was closed');
+  ctx.diagnostic(`closed ${(closed.at - expiryAt).toFixed(0)} ms after the key expired`);
+  assert.equal(closed.code, 4403);
+  // The periodic re-check alone (every 10 s) would leave it open for seconds.
+  assert.ok(closed.at - expiryAt <= 1000, `closed ${(closed.at - expiryAt).toFixed(0)} ms after the expiry (limit 1000 ms)`);
+  assert.deepEqual(stream.values.filter((e) => e.targetId === roleId), [], 'nothing written after the expiry was delivered');
+});
+
+test('at most 100 operations run at once on one connection and 300 for one key: more are RATE_LIMITED, and the socket stays usable', { timeout: 60_000 }, async () => {
+  const who = await principal(t, t.adminKey, [alertsOnlyRole], 'many-operations');
+  const base = feeds().alertFeed.size;
+  const connections = [connect(t.url, who.key.secret), connect(t.url, who.key.secret), connect(t.url, who.key.secret)];
+  const streams: Array<Array<Stream<unknown>>> = [];
+  for (const connection of connections) {
+    await connected(connection);
+    streams.push(Array.from({ length: 100 }, () => new Stream(connection.client, 'subscription { alertRaised { id } }', undefined, (d) => d)));
+  }
+  await registered('alertFeed', base, 300);
+  const first = connections[0]!;
+  const refused = await new Stream(first.client, 'subscription { alertRaised { id } }', undefined, (d) => d).refused();
+  assert.deepEqual(codes(refused), ['RATE_LIMITED']);
+  assert.match(refused[0]!.message, /one connection/);
+  // A fourth connection of the same key: the key has 300 running.
+  const fourth = connect(t.url, who.key.secret);
+  await connected(fourth);
+  const overKey = await execute(fourth.client, '{ viewer { permissions } }');
+  assert.deepEqual(codes(overKey.errors ?? []), ['RATE_LIMITED']);
+  assert.match(overKey.errors![0]!.message, /one key/);
+  // Another key is not affected, and once one ends the connection takes another.
+  assert.equal((await viewerOver(connect(t.url, member.key.secret))).userId, member.userId);
+  streams[0]![0]!.stop();
+  await waitUntil(() => feeds().alertFeed.size === base + 299, 3000, 'one subscription ended');
+  assert.equal((await viewerOver(first)).userId, who.userId);
+  assert.equal(first.closed, null);
+  for (const connection of [...connections, fourth]) await connection.client.dispose();
+});
+
 test('a slow subscriber (socket not read) does not hold up another one; the server stays responsive', { timeout: 60_000 }, async (ctx) => {
   const EVENTS = 300;
   const wsUrl = t.url.replace(/^http/, 'ws');

@@ -42,7 +42,7 @@ export function authenticate(services: Services, secret: PresentedKey, meta: Req
 
 function principalOf(services: Services, outcome: VerifyOutcome, meta: RequestMeta): Principal | Promise<Principal> {
   if (outcome.code === VerifyCode.VALID && outcome.record) {
-    return { userId: outcome.record.ownerId, keyId: outcome.record.id, permissions: outcome.permissions };
+    return { userId: outcome.record.ownerId, keyId: outcome.record.id, permissions: outcome.permissions, expiresAt: outcome.record.expiresAt };
   }
   return refuse(services, outcome, meta);
 }

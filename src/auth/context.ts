@@ -8,6 +8,13 @@ export interface Principal {
   userId: string;
   keyId: string;
   permissions: string[];
+  /** When the key lapses: a connection outliving its request stops delivering then */
+  expiresAt?: Date | null;
+}
+
+/** Whether the principal's key has expired (a subscription may outlive it). */
+export function keyLapsed(principal: Principal, now = Date.now()): boolean {
+  return principal.expiresAt !== null && principal.expiresAt !== undefined && principal.expiresAt.getTime() <= now;
 }
 
 export interface RequestMeta {

@@ -1,7 +1,7 @@
 import { Arg, Resolver, Root, Subscription, type ResolverData } from 'type-graphql';
 import { requireAnyPermission } from '../auth/auth-checker';
 import { coveredBy } from '../auth/permissions';
-import type { GraphQLContext } from '../auth/context';
+import { keyLapsed, type GraphQLContext } from '../auth/context';
 import type { AlertEntity, AuditEventEntity } from '../entities';
 import { alertMatches, type AlertFilter as AlertFilterShape } from '../services/alert.service';
 import { auditEventMatcher } from '../services/audit-match';
@@ -23,7 +23,7 @@ function subscribeToAlerts({ args, context }: SubscribeData) {
     if (value !== null && value !== undefined && !isUuid(value)) throw new BadInputError(`filter.${field}`, `filter.${field} is not an id`);
   }
   return context.services.alerting.alertFeed.subscribe((alert) => alertMatches(alert, filter), {
-    allowed: () => coveredBy(context.principal.permissions, 'alerts:read'),
+    allowed: () => !keyLapsed(context.principal) && coveredBy(context.principal.permissions, 'alerts:read'),
   });
 }
 
@@ -33,7 +33,7 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
   context.services.auditQueries.validateFilter(filter);
   const matches = auditEventMatcher(filter);
   const feed = context.services.alerting.auditFeed.subscribe(matches, {
-    allowed: () => coveredBy(context.principal.permissions, 'audit:read'),
+    allowed: () => !keyLapsed(context.principal) && coveredBy(context.principal.permissions, 'audit:read'),
   });
   // A live tail is an audit query too.
   await context.services.audit.recordAlone(
@@ -46,7 +46,8 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
 /**
  * Live streams over graphql-ws. The permission is checked when the subscription starts (an error
  * on that operation only: the connection stays usable) and again for every event: the connection
- * keeps its principal current (ws.ts), so a key that loses the permission sees its stream complete.
+ * keeps its principal current (ws.ts), so a key that loses the permission, or expires, sees its
+ * stream complete.
  * Filters are applied on the server.
  */
 @Resolver()

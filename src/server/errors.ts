@@ -61,6 +61,22 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   };
 }
 
+/** PostgreSQL error classes and network failures that mean "not reachable now", not "this request is wrong" */
+const UNAVAILABLE_SQLSTATES = /^(08...|57P0[123]|53300)$/;
+const UNAVAILABLE_NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
+const UNAVAILABLE_MESSAGE = /Connection terminated|timeout exceeded when trying to connect|not currently accepting connections|the database system is (starting up|shutting down)/;
+
+/** Whether an error (or the driver error a wrapper holds) says the database cannot be reached at the moment. */
+export function databaseUnavailable(error: unknown): boolean {
+  for (let current = error, depth = 0; current instanceof Error && depth < 4; depth++) {
+    const { code } = current as { code?: unknown };
+    if (typeof code === 'string' && (UNAVAILABLE_SQLSTATES.test(code) || UNAVAILABLE_NETWORK.has(code))) return true;
+    if (UNAVAILABLE_MESSAGE.test(current.message)) return true;
+    current = (current as { driverError?: unknown }).driverError ?? current.cause;
+  }
+  return false;
+}
+
 /** A transport-level error body in the GraphQL response shape, blanked as GraphQL's own errors are: it may quote the request. */
 export function errorBody(code: ErrorCodeName, message: string, extra: Record<string, unknown> = {}): string {
   const extensions = Object.fromEntries(Object.entries(extra).map(([name, value]) => [name, typeof value === 'string' ? redactKeys(value) : value]));

@@ -12,13 +12,15 @@ import { handleAuditExport } from './audit-export';
 import { authenticateRequest, send } from './respond';
 import { buildContext } from './context';
 import { documentGuardError } from './document-guard';
-import { errorBody } from './errors';
+import { databaseUnavailable, errorBody } from './errors';
 import type { VerifyFastPath } from './fast-verify';
 import type { Metrics } from './metrics';
 import { quoteInput } from '../auth/key-format';
 
 /** The largest request body (HTTP) or message (WebSocket) read. */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/** What a client is told to wait when the database cannot be reached */
+const UNAVAILABLE_RETRY_SECONDS = 5;
 
 interface PendingAnswer {
   res: ServerResponse;
@@ -252,10 +254,14 @@ export function createRequestHandler(deps: HttpDeps) {
         send(res, 404, 'application/json', errorBody('NOT_FOUND', `No route ${req.method} ${path}`));
       }
     } catch (error) {
-      status = 500;
+      // The database down (checking a key needs it) is the server's trouble, and passing: 503, retry soon.
+      const unavailable = databaseUnavailable(error);
+      status = unavailable ? 503 : 500;
       logger.error({ err: error, route }, 'request failed');
-      if (!res.headersSent) send(res, 500, 'application/json', errorBody('INTERNAL_SERVER_ERROR', 'Internal server error'));
-      else res.destroy();
+      if (res.headersSent) res.destroy();
+      else if (unavailable) {
+        send(res, 503, 'application/json', errorBody('INTERNAL_SERVER_ERROR', 'The database is unavailable: retry shortly'), { 'retry-after': String(UNAVAILABLE_RETRY_SECONDS) });
+      } else send(res, 500, 'application/json', errorBody('INTERNAL_SERVER_ERROR', 'Internal server error'));
     } finally {
       countRequest(route, status);
       timeRequest(route, Number(process.hrtime.bigint() - started) / 1e9);

@@ -40,8 +40,17 @@ const CLOSE_INTERNAL_ERROR = 1011;
 const CLOSE_GRACE_MS = 1000;
 /** How long a closed connection with operations still running is remembered (for shutdown to wait on). */
 const FORGET_CLOSED_MS = 60_000;
-/** Keys also lapse without any change (expiry): open connections are re-checked this often. */
+/** Open connections are re-checked this often, besides on every change and at their key's expiry. */
 const RECHECK_MS = 10_000;
+/** setTimeout's longest delay; an expiry further off is met by the periodic re-check */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * Operations running at once (subscriptions included): on one connection, and for one key over
+ * all its connections to this instance. Each audit tail started is an audit event every other
+ * tail receives, so without a bound one socket's subscriptions cost the server their square.
+ */
+export const MAX_OPERATIONS_PER_CONNECTION = 100;
+export const MAX_OPERATIONS_PER_KEY = 300;
 const SHARED_LOADERS_MS = 50;
 /** Codes that leave a key usable in principle: limits speak per operation, not per connection. */
 const STILL_USABLE = new Set<VerifyCode>([VerifyCode.VALID, VerifyCode.USAGE_EXCEEDED, VerifyCode.RATE_LIMITED]);
@@ -58,6 +67,10 @@ interface ConnectionState {
   /** Called when `unanswered` empties (set while shutting down) */
   onAnswered: (() => void) | null;
   socket: WebSocket;
+  /** How many operations run on this connection (graphql-ws counts one from the moment it is received until it ends) */
+  running: () => number;
+  /** Re-checks the connection when its key expires */
+  expiry: NodeJS.Timeout | null;
 }
 
 /**
@@ -143,13 +156,14 @@ export function attachWebSocket(
   // and closed once the key no longer verifies.
   const recheck = async (state: ConnectionState) => {
     try {
-      const { code, permissions } = await deps.services.verification.peek(state.secret, state.meta.ip);
+      const { code, permissions, expiresAt } = await deps.services.verification.peek(state.secret, state.meta.ip);
       if (!STILL_USABLE.has(code)) {
         state.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
         return;
       }
       // Running operations (subscriptions) see the new permissions for their next event.
-      state.principal = { ...state.principal, permissions };
+      state.principal = { ...state.principal, permissions, expiresAt };
+      watchExpiry(state);
       for (const context of state.operations.values()) {
         context.principal = state.principal;
         context.actor = actorOf(state.principal, context);
@@ -157,6 +171,24 @@ export function attachWebSocket(
     } catch (error) {
       deps.logger.warn({ err: error }, 'could not re-check a WebSocket connection');
     }
+  };
+  /** The connection is re-checked (and closed) the moment its key expires, not at the next periodic re-check. */
+  const watchExpiry = (state: ConnectionState) => {
+    if (state.expiry) clearTimeout(state.expiry);
+    state.expiry = null;
+    const expiresAt = state.principal.expiresAt;
+    if (!expiresAt || !open.has(state)) return;
+    const wait = expiresAt.getTime() - Date.now() + 1;
+    if (wait < MAX_TIMER_MS) state.expiry = setTimeout(() => void recheck(state), Math.max(0, wait)).unref();
+  };
+  /** Why another operation may not start now, or null */
+  const tooMany = (state: ConnectionState): string | null => {
+    if (state.running() > MAX_OPERATIONS_PER_CONNECTION) {
+      return `At most ${MAX_OPERATIONS_PER_CONNECTION} operations may run at once on one connection: complete some first`;
+    }
+    let forKey = 0;
+    for (const other of open) if (other.principal.keyId === state.principal.keyId) forKey += other.running();
+    return forKey > MAX_OPERATIONS_PER_KEY ? `At most ${MAX_OPERATIONS_PER_KEY} operations may run at once for one key: complete some first` : null;
   };
   deps.services.keyChanges.onChange((change) => {
     for (const state of open) if (change.kind !== 'key' || change.id === state.principal.keyId) void recheck(state);
@@ -182,10 +214,21 @@ export function attachWebSocket(
           const principal = await authenticate(deps.services, key, meta);
           // Gone while its key was checked: graphql-ws has already closed it, keep nothing of it.
           if (socket.readyState !== socket.OPEN) return false;
-          const state: ConnectionState = { secret: typeof key === 'string' ? key : '', principal, meta, operations: new Map(), unanswered: new Map(), onAnswered: null, socket };
+          const state: ConnectionState = {
+            secret: typeof key === 'string' ? key : '',
+            principal,
+            meta,
+            operations: new Map(),
+            unanswered: new Map(),
+            onAnswered: null,
+            socket,
+            running: () => Object.keys(ctx.subscriptions).length,
+            expiry: null,
+          };
           states.set(ctx, state);
           stateOfSocket.set(socket, state);
           open.add(state);
+          watchExpiry(state);
           return true;
         } catch (error) {
           if (!(error instanceof DomainError)) {
@@ -207,9 +250,13 @@ export function attachWebSocket(
           await closed(state.socket);
           return [new GraphQLError('The server is shutting down')];
         }
+        // graphql-ws has registered this operation already, so a burst of them is counted whole.
+        const refusal = tooMany(state);
+        if (refusal) return [new GraphQLError(refusal, { extensions: { code: 'RATE_LIMITED' } })];
         received(state, id);
         try {
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
+          watchExpiry(state);
         } catch (error) {
           answered(state, id);
           if (!(error instanceof DomainError)) {
@@ -255,6 +302,7 @@ export function attachWebSocket(
         const state = states.get(ctx);
         if (!state) return;
         open.delete(state);
+        if (state.expiry) clearTimeout(state.expiry);
         state.secret = ''; // nothing is verified again for a closed connection
         // An operation that failed inside graphql-ws never completes: its connection is not kept for ever.
         if (busy.has(state)) setTimeout(() => busy.delete(state), FORGET_CLOSED_MS).unref();

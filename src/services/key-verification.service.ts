@@ -317,12 +317,12 @@ export class KeyVerificationService {
    * Whether a key would still verify, without consuming quota or rate limit and without recording
    * usage: for re-checking long-lived connections when something about their key changed.
    */
-  async peek(secret: string, ip: string | null): Promise<{ code: VerifyCode; permissions: string[] }> {
-    if (!isWellFormedKey(secret)) return { code: VerifyCode.MALFORMED, permissions: [] };
+  async peek(secret: string, ip: string | null): Promise<{ code: VerifyCode; permissions: string[]; expiresAt: Date | null }> {
+    if (!isWellFormedKey(secret)) return { code: VerifyCode.MALFORMED, permissions: [], expiresAt: null };
     const record = await this.lookup(secret);
-    if (!record) return { code: VerifyCode.NOT_FOUND, permissions: [] };
+    if (!record) return { code: VerifyCode.NOT_FOUND, permissions: [], expiresAt: null };
     const code = evaluate(record, { ip }, new Date());
-    return { code, permissions: code === VerifyCode.VALID || code === VerifyCode.USAGE_EXCEEDED ? record.effective : [] };
+    return { code, permissions: code === VerifyCode.VALID || code === VerifyCode.USAGE_EXCEEDED ? record.effective : [], expiresAt: record.expiresAt };
   }
 
   /**
