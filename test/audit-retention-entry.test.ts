@@ -1,8 +1,11 @@
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
+import { AuditEventEntity } from '../src/entities';
+import { ActorType, AuditOutcome } from '../src/entities/enums';
 import { SYSTEM_ACTOR } from '../src/services/actor';
-import { applyRetention } from '../src/services/audit-retention';
+import { eventHash } from '../src/services/audit.service';
+import { AuditChainBrokenError, applyRetention } from '../src/services/audit-retention';
 import { auditDatabase, type AuditDatabase } from './helpers/audit-database';
 
 /**
@@ -24,7 +27,8 @@ const month = (offset: number) => {
   return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1));
 };
 
-async function chainWithRemovedRun(): Promise<AuditDatabase & { ids: Record<string, string>; afterGap: string }> {
+/** The chain above, sealed, before any retention run; ids by action. */
+async function chainBeforeRetention(): Promise<AuditDatabase & { ids: Record<string, string> }> {
   const database = (open = await auditDatabase());
   const { db, audit } = database;
   await db.query(`SELECT keyledger_audit_partitions($1, $2)`, [month(-2), month(3)]);
@@ -41,8 +45,13 @@ async function chainWithRemovedRun(): Promise<AuditDatabase & { ids: Record<stri
   await audit.seal();
   await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.now' }, { waitForSeal: true });
   const rows = await db.query<{ id: string; action: string }>('SELECT id::text, action FROM audit_events ORDER BY id');
-  const ids = Object.fromEntries(rows.map((r) => [r.action, r.id]));
-  const report = await applyRetention(audit, month(-1));
+  return { ...database, ids: Object.fromEntries(rows.map((r) => [r.action, r.id])) };
+}
+
+async function chainWithRemovedRun(): Promise<AuditDatabase & { ids: Record<string, string>; afterGap: string }> {
+  const database = await chainBeforeRetention();
+  const { ids } = database;
+  const report = await applyRetention(database.audit, month(-1));
   assert.deepEqual(
     report.anchors.map((a) => [a.firstId, a.lastId]),
     [[ids['old.first'], ids['old.second']]],
@@ -97,4 +106,55 @@ test('a later run that removes the event before an earlier gap leaves a chain of
   assert.equal(report.ok, false);
   assert.equal(report.firstInvalidEventId, database.afterGap);
   assert.match(report.problem!, new RegExp(`removed run \\(from event ${database.ids['kept.lastmonth']}\\)`));
+});
+
+test('an event forged into the ids of a removed run, linked and counted as if it belonged, is reported', async () => {
+  const database = await chainWithRemovedRun();
+  const [before] = await database.db.query<{ hash: string }>(`SELECT hash FROM audit_events WHERE id = ${database.ids['kept.lastmonth']}`);
+  const forged = Object.assign(new AuditEventEntity(), {
+    id: database.ids['old.first']!,
+    occurredAt: new Date('2019-03-01T00:00:00Z'),
+    action: 'forged.grant',
+    outcome: AuditOutcome.SUCCESS,
+    actorType: ActorType.SYSTEM,
+    actorId: null,
+    actorKeyId: null,
+    targetType: null,
+    targetId: null,
+    ip: null,
+    userAgent: null,
+    requestId: null,
+    details: {},
+    prevHash: before!.hash,
+  });
+  await asSuperuser(
+    database,
+    `INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, details, prev_hash, hash)
+       VALUES (${forged.id}, '2019-03-01T00:00:00Z', 'forged.grant', 'SUCCESS', 'SYSTEM', '{}', '${forged.prevHash}', '${eventHash(forged)}');
+     INSERT INTO audit_counts_hourly (hour, action, outcome, target_type, count) VALUES ('2019-03-01T00:00:00Z', 'forged.grant', 'SUCCESS', NULL, 1);
+     INSERT INTO audit_counts_daily (day, action, outcome, target_type, count) VALUES ('2019-03-01T00:00:00Z', 'forged.grant', 'SUCCESS', NULL, 1)`,
+  );
+  for (const from of [null, new Date(Date.now() - 600_000)]) {
+    const report = await database.reports.integrity(from, null);
+    assert.equal(report.ok, false, JSON.stringify(report));
+    assert.equal(report.firstInvalidEventId, forged.id);
+    assert.match(report.problem!, /among the events retention removed/);
+  }
+});
+
+test('retention refuses to remove events whose chain does not verify: removed, they would take the evidence of a change with them', async () => {
+  const database = await chainBeforeRetention();
+  const { ids } = database;
+  // The kept event before the run deleted, and the run's first event relinked over it.
+  await asSuperuser(
+    database,
+    `DELETE FROM audit_events WHERE id = ${ids['kept.lastmonth']};
+     UPDATE audit_events SET prev_hash = (SELECT hash FROM audit_events WHERE id = ${ids['imported.second']}) WHERE id = ${ids['old.first']}`,
+  );
+  for (const dryRun of [true, false]) {
+    await assert.rejects(applyRetention(database.audit, month(-1), { dryRun }), (error) => error instanceof AuditChainBrokenError && error.message.includes(`event ${ids['old.first']}`));
+  }
+  assert.equal((await database.db.query(`SELECT 1 FROM audit_events WHERE id = ${ids['old.first']}`)).length, 1, 'nothing was removed');
+  const report = await database.reports.integrity(null, null);
+  assert.equal(report.firstInvalidEventId, ids['old.first']);
 });

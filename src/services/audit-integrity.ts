@@ -90,36 +90,9 @@ export class AuditIntegrity {
     if (!head || head.lastId === null) return { ok: true, checkedEvents: 0, firstInvalidEventId: null, headHash: head?.hash ?? GENESIS_HASH, problem: null };
     const toPresent = !to;
     const ids = await this.idRange(from ?? null, to ?? null, head.lastId);
-    let checked = 0;
-    let previous: Link | null = null;
-    let last: AuditEventEntity | null = null;
-    if (ids) {
-      let afterId: string | null = null;
-      for (;;) {
-        const query = this.dataSource.manager
-          .createQueryBuilder(AuditEventEntity, 'e')
-          .where('e.id >= :low AND e.id <= :high', { low: ids.low, high: ids.high });
-        if (afterId !== null) query.andWhere('e.id > :afterId', { afterId });
-        const batch = await query.orderBy('e.id', 'ASC').limit(INTEGRITY_BATCH).getMany();
-        if (batch.length === 0) break;
-        for (const event of batch) {
-          // The first event links to what precedes the range; a gap (retention) may sit between any two.
-          if (previous === null || event.prevHash !== previous.hash) previous = await this.linkBefore(event.id, head);
-          if (previous.gap?.problem && event.prevHash === previous.hash) {
-            return broken(checked + 1, event.id, `event ${event.id} follows a gap (after event ${previous.gap.lastId}) ${previous.gap.problem}`);
-          }
-          if (event.prevHash !== previous.hash) {
-            return broken(checked + 1, event.id, `event ${event.id} does not link to the event before it: events between were removed or changed`);
-          }
-          const { hash, ...rest } = event;
-          if (eventHash(rest) !== hash) return broken(checked + 1, event.id, `event ${event.id}'s stored hash does not match its contents`);
-          previous = { hash };
-          last = event;
-          checked++;
-        }
-        afterId = batch[batch.length - 1]!.id;
-      }
-    }
+    const walked = ids ? await this.walk(ids, head) : { failure: null, checked: 0, last: null };
+    if (walked.failure) return walked.failure;
+    const { checked, last } = walked;
     if (toPresent) {
       // The loop ran up to the head's id; the head event itself must be there, with the head's hash.
       const [headEvent] = (await this.dataSource.query('SELECT hash FROM audit_events WHERE id = $1', [head.lastId])) as Array<{ hash: string }>;
@@ -131,6 +104,60 @@ export class AuditIntegrity {
     const miscount = await this.countsProblem(from ?? null, to ?? null);
     if (miscount) return broken(checked, null, miscount);
     return { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: last?.hash ?? null, problem: null };
+  }
+
+  /**
+   * The events with ids low..high (up to the head, one more on each side), each hashed and linked
+   * as check() does: for retention to know the events it is about to remove are intact (once
+   * removed, nothing could tell).
+   */
+  async checkIds(low: string, high: string): Promise<IntegrityReport> {
+    const head = await this.readHead();
+    if (!head || head.lastId === null) return { ok: true, checkedEvents: 0, firstInvalidEventId: null, headHash: null, problem: null };
+    const [wider] = (await this.dataSource.query(
+      `SELECT coalesce((SELECT max(id) FROM audit_events WHERE id < $1), $1)::text AS low,
+              coalesce((SELECT min(id) FROM audit_events WHERE id > $2 AND id <= $3), least($2, $3))::text AS high`,
+      [low, high, head.lastId],
+    )) as Array<{ low: string; high: string }>;
+    const { failure, checked, last } = await this.walk(wider!, head);
+    return failure ?? { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: last?.hash ?? null, problem: null };
+  }
+
+  /** Every event with an id in the range, in order: hashed, linked to what precedes it (across gaps retention left), none inside a removed run. */
+  private async walk(ids: { low: string; high: string }, head: Head): Promise<{ failure: IntegrityReport | null; checked: number; last: AuditEventEntity | null }> {
+    let checked = 0;
+    let previous: Link | null = null;
+    let last: AuditEventEntity | null = null;
+    const fail = (id: string, problem: string) => ({ failure: broken(checked + 1, id, problem), checked, last });
+    // Retention removed every id of a run from its first to its last: an event there came later.
+    const intruder = await this.firstInRemovedRun(ids.low, ids.high);
+    let afterId: string | null = null;
+    for (;;) {
+      const query = this.dataSource.manager
+        .createQueryBuilder(AuditEventEntity, 'e')
+        .where('e.id >= :low AND e.id <= :high', { low: ids.low, high: ids.high });
+      if (afterId !== null) query.andWhere('e.id > :afterId', { afterId });
+      const batch = await query.orderBy('e.id', 'ASC').limit(INTEGRITY_BATCH).getMany();
+      if (batch.length === 0) break;
+      for (const event of batch) {
+        if (event.id === intruder?.id) return fail(event.id, `event ${event.id} lies among the events retention removed (${intruder.run}): it was added afterwards`);
+        // The first event links to what precedes the range; a gap (retention) may sit between any two.
+        if (previous === null || event.prevHash !== previous.hash) previous = await this.linkBefore(event.id, head);
+        if (previous.gap?.problem && event.prevHash === previous.hash) {
+          return fail(event.id, `event ${event.id} follows a gap (after event ${previous.gap.lastId}) ${previous.gap.problem}`);
+        }
+        if (event.prevHash !== previous.hash) {
+          return fail(event.id, `event ${event.id} does not link to the event before it: events between were removed or changed`);
+        }
+        const { hash, ...rest } = event;
+        if (eventHash(rest) !== hash) return fail(event.id, `event ${event.id}'s stored hash does not match its contents`);
+        previous = { hash };
+        last = event;
+        checked++;
+      }
+      afterId = batch[batch.length - 1]!.id;
+    }
+    return { failure: null, checked, last };
   }
 
   /** The first and last id of the events in the time range (up to the head); null when it holds none. */
@@ -239,7 +266,7 @@ export class AuditIntegrity {
     const candidates = (await this.dataSource.query(
       `SELECT id::text AS id, details FROM audit_events
         WHERE action = 'audit.retention' AND id > $1 AND id <= $2 AND (details @> $3::jsonb OR details @> $4::jsonb)
-        ORDER BY id`,
+        ORDER BY audit_events.id`,
       [lastId, head.lastId, JSON.stringify({ anchors: [{ lastId, hash }] }), JSON.stringify({ carriedAnchors: [{ lastId, hash }] })],
     )) as Array<{ id: string; details: Record<string, unknown> | null }>;
     for (const { id, details } of candidates) {
@@ -252,10 +279,27 @@ export class AuditIntegrity {
     return false;
   }
 
-  /** Intact, linked to what precedes it, and linked to by what follows it (or it is the head). */
+  /**
+   * The first event (by id, from low to high) inside a run retention removed, with that run; null
+   * when none. Only anchors that record their run's first event bound one.
+   */
+  private async firstInRemovedRun(low: string, high: string): Promise<{ id: string; run: string } | null> {
+    const [row] = (await this.dataSource.query(
+      `SELECT e.id::text AS id, 'events ' || a.first_id || ' to ' || a.last_id AS run
+         FROM audit_chain_anchors a
+         CROSS JOIN LATERAL (SELECT id FROM audit_events WHERE id BETWEEN greatest(a.first_id, $1::bigint) AND least(a.last_id, $2::bigint) ORDER BY id LIMIT 1) e
+        WHERE a.first_id IS NOT NULL AND a.first_id <= $2::bigint AND a.last_id >= $1::bigint
+        ORDER BY e.id LIMIT 1`,
+      [low, high],
+    )) as Array<{ id: string; run: string }>;
+    return row ?? null;
+  }
+
+  /** Intact, outside every removed run, linked to what precedes it, and linked to by what follows it (or it is the head). */
   private async inChain(id: string, head: Head): Promise<boolean> {
     const event = await this.dataSource.manager.findOneBy(AuditEventEntity, { id });
     if (!event) return false;
+    if (await this.firstInRemovedRun(id, id)) return false;
     const { hash: stored, ...rest } = event;
     if (eventHash(rest) !== stored) return false;
     if ((await this.rawLinkBefore(event.id))?.hash !== event.prevHash) return false;

@@ -41,6 +41,25 @@ async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: str
 }
 
 /**
+ * Retention takes the anchors' hashes from the events it removes: it refuses to remove events
+ * whose chain does not verify, which would otherwise vanish with the evidence of a change.
+ */
+async function refuseIfBroken(tx: EntityManager, before: Date): Promise<void> {
+  const { old } = await monthsBefore(tx, before);
+  if (old.length === 0) return;
+  const [range] = (await tx.query(
+    `SELECT min(id)::text AS low, max(id)::text AS high FROM (${old.map((name) => `SELECT id FROM ${name}`).join(' UNION ALL ')}) r`,
+  )) as Array<{ low: string | null; high: string | null }>;
+  if (!range || range.low === null || range.high === null) return;
+  const report = await new AuditIntegrity(tx.connection).checkIds(range.low, range.high);
+  if (!report.ok) {
+    throw new AuditChainBrokenError(`the audit chain does not verify where events would be removed (${report.problem}); nothing was removed: see auditIntegrity`);
+  }
+}
+
+export class AuditChainBrokenError extends Error {}
+
+/**
  * Removes whole months of audit events older than `before` and leaves a chain that still verifies.
  * Ids follow sealing order while months follow occurred_at, so months can overlap in the chain
  * (an event committed late, clocks apart): every removed event that a kept event links to, or that
@@ -61,6 +80,8 @@ export async function applyRetention(
   await audit.transaction(async (tx) => {
     // Detaching needs the table to itself: give up rather than queue every writer behind a long read.
     await tx.query(`SET LOCAL lock_timeout = '5s'`);
+    // Before the lock sealing waits on (a month takes a while to verify).
+    await refuseIfBroken(tx, before);
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
     const { old, kept } = await monthsBefore(tx, before);
     if (old.length > 0) {
