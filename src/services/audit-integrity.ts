@@ -66,7 +66,8 @@ const broken = (checkedEvents: number, firstInvalidEventId: string | null, probl
  *   the event before it;
  * - a gap retention left (an anchor) is bridged only when a sealed `audit.retention` event, itself
  *   intact, names that anchor: a row added to audit_chain_anchors by hand bridges nothing; and
- *   what precedes the gap must still be what its removed run linked to (the anchor's entry);
+ *   what precedes the gap must still be what its removed run linked to (the anchor's entry); an
+ *   event among a removed run's ids was added afterwards;
  * - a check that runs to the present ends at the chain head the sealer recorded: events cut off
  *   the end are missing, not merely unchecked;
  * - the hourly and daily counts (`auditCounts`, `auditTimeline`) agree with the events, for the
