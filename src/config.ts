@@ -140,7 +140,7 @@ function parseDatabaseUrl(raw: string | undefined): string | null {
   }
   // The driver decodes these parts: a stray % (in a password, say) would fail later without a name.
   try {
-    for (const part of [url.username, url.password, url.hostname, url.pathname]) decodeURIComponent(part);
+    for (const part of [url.username, url.password, url.hostname, url.pathname, url.search]) decodeURIComponent(part);
   } catch {
     throw new ConfigError('DATABASE_URL has a % not followed by two hex digits: write a % in a user name or password as %25');
   }

@@ -21,7 +21,7 @@ test('a VERIFY_FAILURE_BURST that is not <count>/<seconds>, or that disagrees wi
 });
 
 test('a DATABASE_URL with a stray % is refused at start by name, without echoing its password', () => {
-  for (const url of ['postgres://postgres:Sup3r%zzS3cret@127.0.0.1:5432/db', 'postgres://postgres@127.0.0.1:5432/db%']) {
+  for (const url of ['postgres://postgres:Sup3r%zzS3cret@127.0.0.1:5432/db', 'postgres://postgres@127.0.0.1:5432/db%', 'postgres://postgres@127.0.0.1:5432/db?options=-c%20search_path%3D%']) {
     assert.throws(
       () => loadConfig({ ...base, DATABASE_URL: url }),
       (error) => error instanceof ConfigError && /^DATABASE_URL /.test(error.message) && !error.message.includes('S3cret'),

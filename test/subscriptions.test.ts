@@ -773,6 +773,70 @@ test('at most 100 operations run at once on one connection and 300 for one key: 
   for (const connection of [...connections, fourth]) await connection.client.dispose();
 });
 
+/** The protocol by hand, acknowledged: every message received, and how the socket closed. */
+async function rawSocket(key: string): Promise<{ socket: WebSocket; messages: Array<{ id?: string; type: string; payload?: unknown }>; closed: Promise<number> }> {
+  const socket = new WebSocket(t.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+  openSockets.push(socket);
+  const messages: Array<{ id?: string; type: string; payload?: unknown }> = [];
+  const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
+  socket.on('message', (data) => messages.push(JSON.parse(String(data)) as { type: string }));
+  await once(socket, 'open');
+  socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${key}` } }));
+  await waitUntil(() => messages.some((m) => m.type === 'connection_ack'), 3000, 'connection_ack');
+  return { socket, messages, closed };
+}
+
+test('an id reused while its operation is still ending closes the socket (4409): no stream escapes the counts or outlives the socket', async () => {
+  const who = await principal(t, t.adminKey, [roles.get('auditor')!], 'id-reuse');
+  const base = feeds().auditFeed.size;
+  const { socket, closed } = await rawSocket(who.key.secret);
+  const subscribe = JSON.stringify({ id: 'x', type: 'subscribe', payload: { query: 'subscription { auditEventRecorded { id } }' } });
+  for (let i = 0; i < 50; i++) {
+    socket.send(subscribe);
+    socket.send(JSON.stringify({ id: 'x', type: 'complete' }));
+  }
+  socket.send(subscribe);
+  assert.equal(await Promise.race([closed, sleep(3000).then(() => null)]), 4409);
+  await waitUntil(() => feeds().auditFeed.size <= base, 3000, () => `no tail left behind (${feeds().auditFeed.size - base} more than before)`);
+});
+
+test('subscriptions started and completed at once are limited per key (RATE_LIMITED): each start is an event every tail receives', async () => {
+  const who = await principal(t, t.adminKey, [roles.get('auditor')!], 'churn');
+  const { socket, messages } = await rawSocket(who.key.secret);
+  for (let i = 0; i < 320; i++) {
+    socket.send(JSON.stringify({ id: `c${i}`, type: 'subscribe', payload: { query: 'subscription { auditEventRecorded { id } }' } }));
+    socket.send(JSON.stringify({ id: `c${i}`, type: 'complete' }));
+  }
+  const audited = async () =>
+    (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_events WHERE action = 'audit.query' AND actor_key_id = $1`, [who.key.id]))[0]!.n;
+  await waitUntil(async () => (await audited()) >= 300, 10_000, 'the first 300 tails started');
+  // A client that completes at once hears no error: the refusals show as starts that never happened.
+  await sleep(500);
+  assert.equal(await audited(), 300, 'the 20 starts past the limit were refused before they were audited or fanned out');
+  socket.send(JSON.stringify({ id: 'kept', type: 'subscribe', payload: { query: 'subscription { auditEventRecorded { id } }' } }));
+  await waitUntil(() => messages.some((m) => m.id === 'kept' && m.type === 'error'), 3000, 'the next start is answered with an error');
+  const refusal = JSON.stringify(messages.find((m) => m.id === 'kept')!.payload);
+  assert.match(refusal, /RATE_LIMITED/);
+  assert.match(refusal, /subscriptions may start/);
+  socket.terminate();
+});
+
+test('a key cut off by a later rotation of its successor loses its socket at once', async (ctx) => {
+  const userId = await createUser(t, t.adminKey, [roles.get('auditor')!], 'rotated-line');
+  const first = await createKey(t, t.adminKey, userId);
+  const rotate = 'mutation($id: ID!, $grace: Int) { rotateApiKey(id: $id, gracePeriodSeconds: $grace) { apiKey { id } secret } }';
+  const second = await postGraphQL<{ rotateApiKey: { apiKey: { id: string } } }>(t.url, t.adminKey, rotate, { id: first.id, grace: 3600 });
+  const connection = connect(t.url, first.secret);
+  await connected(connection);
+  await postGraphQL(t.url, t.adminKey, rotate, { id: second.data!.rotateApiKey.apiKey.id, grace: 0 });
+  const answered = performance.now();
+  const closed = await Promise.race([connection.whenClosed, sleep(3000).then(() => null)]);
+  assert.ok(closed, 'the socket was closed');
+  ctx.diagnostic(`closed ${(closed.at - answered).toFixed(0)} ms after the second rotation`);
+  assert.equal(closed.code, 4403);
+  assert.ok(closed.at - answered <= 1000, `closed ${(closed.at - answered).toFixed(0)} ms after (limit 1000 ms; the periodic re-check alone takes up to 10 s)`);
+});
+
 test('a slow subscriber (socket not read) does not hold up another one; the server stays responsive', { timeout: 60_000 }, async (ctx) => {
   const EVENTS = 300;
   const wsUrl = t.url.replace(/^http/, 'ws');

@@ -20,6 +20,9 @@ function observingLogger(observer: QueryObserver): TypeOrmLogger {
   };
 }
 
+/** How long a new connection to PostgreSQL may take before the request needing it fails (503) */
+const CONNECT_TIMEOUT_MS = 5000;
+
 export function createDataSource(url: string, observer: QueryObserver, poolSize = 20): DataSource {
   return new DataSource({
     type: 'postgres',
@@ -30,7 +33,8 @@ export function createDataSource(url: string, observer: QueryObserver, poolSize 
     synchronize: false,
     logging: ['query', 'error'],
     logger: observingLogger(observer),
-    extra: { max: poolSize, application_name: 'keyledger' },
+    // A database that accepts connections and never answers must not hold requests for ever.
+    extra: { max: poolSize, application_name: 'keyledger', connectionTimeoutMillis: CONNECT_TIMEOUT_MS },
   });
 }
 

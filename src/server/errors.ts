@@ -61,8 +61,8 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   };
 }
 
-/** PostgreSQL error classes and network failures that mean "not reachable now", not "this request is wrong" */
-const UNAVAILABLE_SQLSTATES = /^(08...|57P0[123]|53300)$/;
+/** PostgreSQL error classes and network failures that mean "not reachable now" (or too busy: a statement timed out or cancelled), not "this request is wrong" */
+const UNAVAILABLE_SQLSTATES = /^(08...|57P0[123]|57014|53300)$/;
 const UNAVAILABLE_NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
 const UNAVAILABLE_MESSAGE = /Connection terminated|timeout exceeded when trying to connect|not currently accepting connections|the database system is (starting up|shutting down)/;
 

@@ -16,6 +16,7 @@ import type { SubscribePayload } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { KeyRejectedError, authenticate, presentedKey } from '../auth/authenticate';
 import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
@@ -51,6 +52,11 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export const MAX_OPERATIONS_PER_CONNECTION = 100;
 export const MAX_OPERATIONS_PER_KEY = 300;
+/** Subscriptions one key may start per STARTS_WINDOW_SECONDS on this instance: an audit tail started and completed at once is still an event every tail receives */
+export const MAX_STARTS_PER_KEY = 300;
+const STARTS_WINDOW_SECONDS = 10;
+/** graphql-transport-ws: an id still in use by a running operation */
+const CLOSE_SUBSCRIBER_EXISTS = 4409;
 const SHARED_LOADERS_MS = 50;
 /** Codes that leave a key usable in principle: limits speak per operation, not per connection. */
 const STILL_USABLE = new Set<VerifyCode>([VerifyCode.VALID, VerifyCode.USAGE_EXCEEDED, VerifyCode.RATE_LIMITED]);
@@ -71,6 +77,8 @@ interface ConnectionState {
   running: () => number;
   /** Re-checks the connection when its key expires */
   expiry: NodeJS.Timeout | null;
+  /** Ids of operations received and not yet ended, as this module saw them (graphql-ws forgets an id at the client's complete, before its operation has ended) */
+  ids: Set<string>;
 }
 
 /**
@@ -182,6 +190,7 @@ export function attachWebSocket(
     if (wait < MAX_TIMER_MS) state.expiry = setTimeout(() => void recheck(state), Math.max(0, wait)).unref();
   };
   /** Why another operation may not start now, or null */
+  const starts = new RateLimiterMemory({ points: MAX_STARTS_PER_KEY, duration: STARTS_WINDOW_SECONDS, keyPrefix: 'ws-starts' });
   const tooMany = (state: ConnectionState): string | null => {
     if (state.running() > MAX_OPERATIONS_PER_CONNECTION) {
       return `At most ${MAX_OPERATIONS_PER_CONNECTION} operations may run at once on one connection: complete some first`;
@@ -190,8 +199,19 @@ export function attachWebSocket(
     for (const other of open) if (other.principal.keyId === state.principal.keyId) forKey += other.running();
     return forKey > MAX_OPERATIONS_PER_KEY ? `At most ${MAX_OPERATIONS_PER_KEY} operations may run at once for one key: complete some first` : null;
   };
-  deps.services.keyChanges.onChange((change) => {
-    for (const state of open) if (change.kind !== 'key' || change.id === state.principal.keyId) void recheck(state);
+  /** Why another subscription may not start now, or null */
+  const tooFast = async (state: ConnectionState): Promise<string | null> => {
+    try {
+      await starts.consume(state.principal.keyId);
+      return null;
+    } catch (error) {
+      if (!(error instanceof RateLimiterRes)) throw error;
+      return `At most ${MAX_STARTS_PER_KEY} subscriptions may start in ${STARTS_WINDOW_SECONDS} s for one key: retry in ${Math.ceil(error.msBeforeNext / 1000)} s`;
+    }
+  };
+  // Every connection, whichever key changed: a rotation names the new key, yet may cut off an older one of its line.
+  deps.services.keyChanges.onChange(() => {
+    for (const state of open) void recheck(state);
   });
   const timer = setInterval(() => open.forEach((state) => void recheck(state)), RECHECK_MS);
   timer.unref();
@@ -224,6 +244,7 @@ export function attachWebSocket(
             socket,
             running: () => Object.keys(ctx.subscriptions).length,
             expiry: null,
+            ids: new Set(),
           };
           states.set(ctx, state);
           stateOfSocket.set(socket, state);
@@ -250,15 +271,26 @@ export function attachWebSocket(
           await closed(state.socket);
           return [new GraphQLError('The server is shutting down')];
         }
+        // An id whose operation has not ended yet, though the client completed it: a second stream
+        // under one id would escape every count (and outlive the socket). The protocol's answer.
+        if (state.ids.has(id)) {
+          state.socket.close(CLOSE_SUBSCRIBER_EXISTS, `Subscriber for ${id.slice(0, 64)} already exists`);
+          return [new GraphQLError('The operation id is in use')];
+        }
+        state.ids.add(id);
         // graphql-ws has registered this operation already, so a burst of them is counted whole.
         const refusal = tooMany(state);
-        if (refusal) return [new GraphQLError(refusal, { extensions: { code: 'RATE_LIMITED' } })];
+        if (refusal) {
+          state.ids.delete(id);
+          return [new GraphQLError(refusal, { extensions: { code: 'RATE_LIMITED' } })];
+        }
         received(state, id);
         try {
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
           watchExpiry(state);
         } catch (error) {
           answered(state, id);
+          state.ids.delete(id);
           if (!(error instanceof DomainError)) {
             // An error of the server's (its database down): this operation fails, the socket stays.
             deps.logger.error({ err: error }, 'could not authenticate a WebSocket operation');
@@ -269,8 +301,15 @@ export function attachWebSocket(
           if (!limited) ctx.extra.socket.close(CLOSE_FORBIDDEN, 'Forbidden: the API key was rejected');
           return [new GraphQLError(error.message, { extensions: { ...error.extensions, code: error.code } })];
         }
-        const prepared = prepareOperation(deps.schema, payload);
-        if (Array.isArray(prepared)) answered(state, id);
+        let prepared = prepareOperation(deps.schema, payload);
+        if (!Array.isArray(prepared) && getOperationAST(prepared.document, prepared.operationName ?? undefined)?.operation === OperationTypeNode.SUBSCRIPTION) {
+          const refused = await tooFast(state);
+          if (refused) prepared = [new GraphQLError(refused, { extensions: { code: 'RATE_LIMITED' } })];
+        }
+        if (Array.isArray(prepared)) {
+          answered(state, id);
+          state.ids.delete(id);
+        }
         return prepared;
       },
       context: (ctx, id, _payload, args) => {
@@ -296,6 +335,7 @@ export function attachWebSocket(
       onComplete: (ctx, id) => {
         const state = states.get(ctx);
         state?.operations.delete(id);
+        state?.ids.delete(id);
         if (state) answered(state, id);
       },
       onClose: (ctx) => {

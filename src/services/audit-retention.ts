@@ -47,9 +47,16 @@ async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: str
 async function refuseIfBroken(tx: EntityManager, before: Date): Promise<void> {
   const { old } = await monthsBefore(tx, before);
   if (old.length === 0) return;
-  const [range] = (await tx.query(
-    `SELECT min(id)::text AS low, max(id)::text AS high FROM (${old.map((name) => `SELECT id FROM ${name}`).join(' UNION ALL ')}) r`,
-  )) as Array<{ low: string | null; high: string | null }>;
+  let range: { low: string | null; high: string | null } | undefined;
+  try {
+    [range] = (await tx.query(
+      `SELECT min(id)::text AS low, max(id)::text AS high FROM (${old.map((name) => `SELECT id FROM ${name}`).join(' UNION ALL ')}) r`,
+    )) as Array<{ low: string | null; high: string | null }>;
+  } catch (error) {
+    // A month another run has just removed: what is left is looked at again under the lock.
+    if ((error as { driverError?: { code?: string } }).driverError?.code === UNDEFINED_TABLE) return;
+    throw error;
+  }
   if (!range || range.low === null || range.high === null) return;
   const report = await new AuditIntegrity(tx.connection).checkIds(range.low, range.high);
   if (!report.ok) {
@@ -58,6 +65,8 @@ async function refuseIfBroken(tx: EntityManager, before: Date): Promise<void> {
 }
 
 export class AuditChainBrokenError extends Error {}
+
+const UNDEFINED_TABLE = '42P01';
 
 /**
  * Removes whole months of audit events older than `before` and leaves a chain that still verifies.
@@ -77,11 +86,14 @@ export async function applyRetention(
   const thisMonth = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
   if (!(before.getTime() <= thisMonth)) throw new RangeError('before must not be later than the start of the current month (UTC)');
   let report: RetentionReport = { removedPartitions: [], removedEvents: 0, anchors: [], carriedAnchors: [] };
+  // Verified first, in a transaction of its own: not under the lock sealing waits on (a month takes
+  // a while), nor holding locks on months another run may be detaching. What is committed is sealed
+  // first, so an earlier run's retention event is in the chain to account for its gaps.
+  await audit.seal();
+  await audit.transaction((tx) => refuseIfBroken(tx, before));
   await audit.transaction(async (tx) => {
     // Detaching needs the table to itself: give up rather than queue every writer behind a long read.
     await tx.query(`SET LOCAL lock_timeout = '5s'`);
-    // Before the lock sealing waits on (a month takes a while to verify).
-    await refuseIfBroken(tx, before);
     await tx.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
     const { old, kept } = await monthsBefore(tx, before);
     if (old.length > 0) {
