@@ -140,6 +140,11 @@ export function attachWebSocket(
     state.unanswered.set(id, (state.unanswered.get(id) ?? 0) + 1);
     busy.add(state);
   };
+  /** An operation refused after it was received: graphql-ws reports no completion for it. */
+  const notStarted = (state: ConnectionState, id: string) => {
+    answered(state, id);
+    state.ids.delete(id);
+  };
   const answered = (state: ConnectionState, id: string) => {
     const left = (state.unanswered.get(id) ?? 0) - 1;
     if (left > 0) state.unanswered.set(id, left);
@@ -189,8 +194,8 @@ export function attachWebSocket(
     const wait = expiresAt.getTime() - Date.now() + 1;
     if (wait < MAX_TIMER_MS) state.expiry = setTimeout(() => void recheck(state), Math.max(0, wait)).unref();
   };
-  /** Why another operation may not start now, or null */
   const starts = new RateLimiterMemory({ points: MAX_STARTS_PER_KEY, duration: STARTS_WINDOW_SECONDS, keyPrefix: 'ws-starts' });
+  /** Why another operation may not start now, or null */
   const tooMany = (state: ConnectionState): string | null => {
     if (state.running() > MAX_OPERATIONS_PER_CONNECTION) {
       return `At most ${MAX_OPERATIONS_PER_CONNECTION} operations may run at once on one connection: complete some first`;
@@ -289,8 +294,7 @@ export function attachWebSocket(
           state.principal = await authenticate(deps.services, state.secret, { ...state.meta, requestId: randomUUID() });
           watchExpiry(state);
         } catch (error) {
-          answered(state, id);
-          state.ids.delete(id);
+          notStarted(state, id);
           if (!(error instanceof DomainError)) {
             // An error of the server's (its database down): this operation fails, the socket stays.
             deps.logger.error({ err: error }, 'could not authenticate a WebSocket operation');
@@ -306,10 +310,7 @@ export function attachWebSocket(
           const refused = await tooFast(state);
           if (refused) prepared = [new GraphQLError(refused, { extensions: { code: 'RATE_LIMITED' } })];
         }
-        if (Array.isArray(prepared)) {
-          answered(state, id);
-          state.ids.delete(id);
-        }
+        if (Array.isArray(prepared)) notStarted(state, id);
         return prepared;
       },
       context: (ctx, id, _payload, args) => {
