@@ -30,3 +30,11 @@ test('a DATABASE_URL with a stray % is refused at start by name, without echoing
   }
   assert.equal(loadConfig({ ...base, DATABASE_URL: 'postgres://postgres:Sup3r%25S3cret@127.0.0.1:5432/db' }).databaseUrl, 'postgres://postgres:Sup3r%25S3cret@127.0.0.1:5432/db');
 });
+
+test('MAX_AUDIT_TAILS bounds live audit tails per server: 200 unless set, and a value that is not a count stops the configuration', () => {
+  assert.equal(loadConfig(base).maxAuditTails, 200);
+  assert.equal(loadConfig({ ...base, MAX_AUDIT_TAILS: '25' }).maxAuditTails, 25);
+  for (const bad of ['-1', 'many', '1e3', '100001']) {
+    assert.throws(() => loadConfig({ ...base, MAX_AUDIT_TAILS: bad }), (error) => error instanceof ConfigError && /^MAX_AUDIT_TAILS /.test(error.message), bad);
+  }
+});

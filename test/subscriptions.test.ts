@@ -267,7 +267,8 @@ async function registered(kind: 'alertFeed' | 'auditFeed', base: number, count: 
 }
 
 before(async () => {
-  t = await startTestServer();
+  // Room for the per-key limits' tests to reach those limits: the per-server bound has its own tests.
+  t = await startTestServer({ maxAuditTails: 1000 });
   adminUserId = (await t.ok(t.adminKey, SubViewerDocument)).viewer.user.id;
   roles = await roleIdsOf(t, t.adminKey);
   alertsOnlyRole = (await t.ok(t.adminKey, SubCreateRoleDocument, { input: { name: unique('alerts-only'), permissions: ['alerts:read'] } })).createRole.id;
@@ -932,6 +933,78 @@ test('a slow subscriber (socket not read) does not hold up another one; the serv
   tail.stop();
   slow.terminate();
   await waitUntil(() => feeds().auditFeed.size <= auditBase, 5000, () => `both subscribers unregistered (size ${feeds().auditFeed.size}, base ${auditBase})`);
+});
+
+describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), whichever keys start them', () => {
+  // Its own server, with room for two tails.
+  let small: TestServer;
+  const tails = () => small.server.services.alerting.auditFeed.size;
+  const tailStarts = async () =>
+    Number((await small.db.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE action = 'audit.query' AND details->>'query' = 'auditEventRecorded'`))[0]!.n);
+  before(async () => {
+    small = await startTestServer({ maxAuditTails: 2 });
+  });
+  after(async () => {
+    await small.close();
+  });
+
+  test('one tail more is RATE_LIMITED before it is audited, for another key too; alerts are not held back; an ended tail frees its place', async () => {
+    const admin = connect(small.url, small.adminKey);
+    await connected(admin);
+    const first = auditTail(admin.client);
+    const second = auditTail(admin.client, { actions: ['user.*'] });
+    await waitUntil(() => tails() === 2, 3000, () => `two tails registered (${tails()})`);
+    assert.equal(await tailStarts(), 2);
+
+    const over = auditTail(admin.client);
+    const refused = await over.refused();
+    assert.deepEqual(codes(refused), ['RATE_LIMITED']);
+    assert.match(refused[0]!.message, /At most 2 live audit tails/);
+    // Another auditor's key, on its own connection: the bound is the server's, not one key's.
+    const smallRoles = await roleIdsOf(small, small.adminKey);
+    const other = await principal(small, small.adminKey, [smallRoles.get('auditor')!], 'auditor');
+    const otherConnection = connect(small.url, other.key.secret);
+    await connected(otherConnection);
+    assert.deepEqual(codes(await auditTail(otherConnection.client).refused()), ['RATE_LIMITED']);
+    assert.equal(await tailStarts(), 2, 'the refused tails were not audited, so no tail received their start');
+    // Alerts are another feed, not bounded by this.
+    const alertStream = alerts(otherConnection.client);
+    await waitUntil(() => small.server.services.alerting.alertFeed.size === 1, 3000, 'the alert subscription registered');
+    assert.deepEqual(alertStream.errors, []);
+
+    first.stop();
+    await waitUntil(() => tails() === 1, 3000, () => `the stopped tail unregistered (${tails()})`);
+    const again = auditTail(otherConnection.client, { actions: ['user.create'] });
+    await waitUntil(() => tails() === 2, 3000, () => `the new tail registered (${tails()})`);
+    const userId = await createUser(small, small.adminKey, [], 'tailed');
+    await again.first((e) => e.targetId === userId, 3000, 'the new tail receives events');
+    await second.first((e) => e.targetId === userId, 3000, 'the older tail still receives events');
+    assert.deepEqual(again.errors, []);
+    await admin.client.dispose();
+    await otherConnection.client.dispose();
+    await waitUntil(() => tails() === 0, 3000, () => `every tail unregistered (${tails()})`);
+  });
+
+  test('a tail whose audit event cannot be written is refused and leaves nothing registered', async () => {
+    const admin = connect(small.url, small.adminKey);
+    await connected(admin);
+    await small.db.query(`CREATE FUNCTION refuse_tail_events() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.details->>'query' = 'auditEventRecorded' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$`);
+    await small.db.query(`CREATE TRIGGER refuse_tail_events BEFORE INSERT ON audit_staging FOR EACH ROW EXECUTE FUNCTION refuse_tail_events()`);
+    try {
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(codes(await auditTail(admin.client).refused()), ['INTERNAL_SERVER_ERROR']);
+      }
+      assert.equal(tails(), 0, 'an unaudited tail is not left registered, taking a place');
+    } finally {
+      await small.db.query('DROP TRIGGER refuse_tail_events ON audit_staging');
+      await small.db.query('DROP FUNCTION refuse_tail_events()');
+    }
+    const tail = auditTail(admin.client);
+    await waitUntil(() => tails() === 1, 3000, () => `a tail registers once its event can be written (${tails()})`);
+    assert.deepEqual(tail.errors, []);
+    await admin.client.dispose();
+  });
 });
 
 /** The same checks with each cross-instance transport: PostgreSQL NOTIFY, and Redis pub/sub when REDIS_URL is set. */

@@ -35,11 +35,16 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
   const feed = context.services.alerting.auditFeed.subscribe(matches, {
     allowed: () => !keyLapsed(context.principal) && coveredBy(context.principal.permissions, 'audit:read'),
   });
-  // A live tail is an audit query too.
-  await context.services.audit.recordAlone(
-    context.actor,
-    { action: 'audit.query', targetType: 'audit', details: { query: 'auditEventRecorded', filter } },
-  );
+  // A live tail is an audit query too: without its event, no tail (and none left registered).
+  try {
+    await context.services.audit.recordAlone(
+      context.actor,
+      { action: 'audit.query', targetType: 'audit', details: { query: 'auditEventRecorded', filter } },
+    );
+  } catch (error) {
+    await feed.return?.();
+    throw error;
+  }
   return feed;
 }
 

@@ -1,3 +1,4 @@
+import { setImmediate } from 'node:timers/promises';
 import type { DataSource, EntityManager } from 'typeorm';
 import type { AlertEntity, AuditEventEntity } from '../entities';
 import { AuditOutcome } from '../entities/enums';
@@ -17,6 +18,9 @@ import type { PgListener } from './pg-listener';
 
 export const ALERT_RULES_CHANNEL = 'keyledger_alert_rules';
 
+/** Live audit tails one instance serves at once, unless MAX_AUDIT_TAILS says otherwise */
+export const DEFAULT_MAX_AUDIT_TAILS = 200;
+
 /**
  * Alerts end to end: detectors fed by verifications and committed audit records, the sink that
  * deduplicates and raises, rules reloaded on every instance when one changes, and the live feeds
@@ -31,7 +35,8 @@ export class Alerting {
   /** Burst and rule hits exchanged with the other instances (none without a bus) */
   readonly gossip: DetectorGossip | null;
   readonly alertFeed = new LiveFeed<AlertEntity>();
-  readonly auditFeed = new LiveFeed<AuditEventEntity>();
+  /** Bounded: a tail's start is itself an event every tail receives, so tails cost the process their square. */
+  readonly auditFeed: LiveFeed<AuditEventEntity>;
   private auditDelivery: Promise<void> = Promise.resolve();
   private reloading: Promise<void> | null = null;
   private reloadAgain = false;
@@ -44,7 +49,9 @@ export class Alerting {
     settings: AlertSettings,
     private readonly onError: (error: unknown) => void,
     private readonly bus: EventBus | null = null,
+    maxAuditTails = DEFAULT_MAX_AUDIT_TAILS,
   ) {
+    this.auditFeed = new LiveFeed<AuditEventEntity>({ name: 'live audit tails', maxSubscribers: maxAuditTails });
     this.alerts = new AlertService(dataSource, audit, bus);
     this.rules = new AlertRuleService(dataSource, audit, () => this.reloadRules());
     this.sink = new AlertSink(this.alerts, onError);
@@ -118,7 +125,11 @@ export class Alerting {
   private async deliverAudit(payload: string): Promise<void> {
     if (this.auditFeed.size === 0) return;
     const { from, to } = JSON.parse(payload) as { from: string; to: string };
-    for (const event of await this.auditQueries.range(from, to)) this.auditFeed.publish(event);
+    for (const event of await this.auditQueries.range(from, to)) {
+      this.auditFeed.publish(event);
+      // Each event's deliveries run before the next is published: HTTP requests (verifications) get their turn.
+      await setImmediate();
+    }
   }
 
   async start(): Promise<void> {

@@ -28,6 +28,8 @@ export interface ServiceSettings {
   alerts?: AlertSettings;
   /** Announces new alerts and sealed audit events to every instance; none: nobody hears them live */
   bus?: EventBus | null;
+  /** Live audit tails this instance serves at once (MAX_AUDIT_TAILS) */
+  maxAuditTails?: number;
   /** Shared rate-limit windows across instances; in-process without */
   redis?: Redis | null;
   onBackgroundError?: (error: unknown) => void;
@@ -49,6 +51,7 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
     settings.alerts ?? DEFAULT_ALERT_SETTINGS,
     settings.onBackgroundError ?? (() => {}),
     settings.bus ?? null,
+    settings.maxAuditTails,
   );
   return {
     audit,

@@ -1,3 +1,5 @@
+import { DomainError } from './errors';
+
 /** What one subscriber may keep waiting in memory before the oldest items are dropped. */
 export const SUBSCRIBER_BUFFER = 1000;
 
@@ -14,6 +16,9 @@ interface Subscriber<T> {
 export class LiveFeed<T> {
   private readonly subscribers = new Set<Subscriber<T>>();
   dropped = 0;
+
+  /** `maxSubscribers`: more are refused (RATE_LIMITED), since every item costs the process once per subscriber. */
+  constructor(private readonly limit: { name: string; maxSubscribers: number } = { name: 'subscriptions', maxSubscribers: Infinity }) {}
 
   get size(): number {
     return this.subscribers.size;
@@ -32,6 +37,9 @@ export class LiveFeed<T> {
     accepts: (item: T) => boolean,
     { limit = SUBSCRIBER_BUFFER, allowed = () => true }: { limit?: number; allowed?: () => boolean } = {},
   ): AsyncIterableIterator<T> {
+    if (this.subscribers.size >= this.limit.maxSubscribers) {
+      throw new DomainError('RATE_LIMITED', `At most ${this.limit.maxSubscribers} ${this.limit.name} may run at once on this server: retry later`);
+    }
     const queue: T[] = [];
     let waiting: ((result: IteratorResult<T>) => void) | null = null;
     let done = false;

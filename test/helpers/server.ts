@@ -6,6 +6,7 @@ import { print } from 'graphql';
 import { generateKey } from '../../src/auth/key-format';
 import type { Config } from '../../src/config';
 import { DEFAULT_ALERT_SETTINGS } from '../../src/services/alert-detectors';
+import { DEFAULT_MAX_AUDIT_TAILS } from '../../src/services/alerting';
 import { startServer, type RunningServer } from '../../src/server/app';
 import { createTestDatabase, type TestDatabase } from './database';
 
@@ -43,6 +44,7 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {})
     bootstrapAdminKey: generateKey('kl'),
     redisUrl: null,
     keyCacheSize: 100_000,
+    maxAuditTails: DEFAULT_MAX_AUDIT_TAILS,
     alerts: DEFAULT_ALERT_SETTINGS,
     trustProxy: false,
     logLevel: 'info',
