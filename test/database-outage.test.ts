@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { after, before, test } from 'node:test';
 import { Client } from 'pg';
+import WebSocket from 'ws';
 import { generateKey } from '../src/auth/key-format';
 import { sleep } from './helpers/cluster';
 import { adminUrl } from './helpers/database';
@@ -53,4 +55,50 @@ test('with the database refusing connections, a request that must check its key 
     if (status !== 401) await sleep(100);
   }
   assert.equal(status, 401, 'an unknown key is refused as usual once the database is back');
+});
+
+test('with the database refusing connections, a WebSocket connection_init closes with 1013 (Try Again Later), without the driver\'s text', async () => {
+  await admin.query(`ALTER DATABASE ${t.db.name} ALLOW_CONNECTIONS false`);
+  await t.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
+  try {
+    const socket = new WebSocket(t.url.replace(/^http/, 'ws'), 'graphql-transport-ws');
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.on('close', (code, reason) => resolve({ code, reason: String(reason) })));
+    await once(socket, 'open');
+    socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${generateKey('kl')}` } }));
+    const { code, reason } = await closed;
+    assert.equal(code, 1013, reason);
+    assert.match(reason, /retry/);
+    assert.doesNotMatch(reason, /accepting connections|terminat|kl_test_/);
+  } finally {
+    await admin.query(`ALTER DATABASE ${t.db.name} ALLOW_CONNECTIONS true`);
+  }
+});
+
+test('a statement cancelled while a request waits on it is 503 with Retry-After, and nothing of the driver\'s text', async () => {
+  // The test holds a lock the key check needs, then cancels the server's statement waiting on it.
+  const blocker = new Client({ connectionString: t.db.url });
+  await blocker.connect();
+  try {
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE');
+    const answer = post(generateKey('kl'));
+    let cancelled = 0;
+    for (let attempt = 0; attempt < 200 && cancelled === 0; attempt++) {
+      const rows = await admin.query(
+        `SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> $2`,
+        [t.db.name, (blocker as unknown as { processID: number }).processID],
+      );
+      cancelled = rows.rows.filter((row: { ok: boolean }) => row.ok).length;
+      if (cancelled === 0) await sleep(20);
+    }
+    assert.equal(cancelled, 1, 'the key check waited on the lock and was cancelled');
+    const response = await answer;
+    const text = await response.text();
+    assert.equal(response.status, 503, text);
+    assert.equal(response.headers.get('retry-after'), '5');
+    assert.doesNotMatch(text, /cancel|statement|api_keys|at .*\.js/);
+  } finally {
+    await blocker.query('ROLLBACK').catch(() => {});
+    await blocker.end();
+  }
 });

@@ -26,7 +26,7 @@ import { DomainError } from '../services/errors';
 import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
 import { PARSE_OPTIONS, shapeError } from './document-guard';
-import { formatError } from './errors';
+import { databaseUnavailable, formatError } from './errors';
 import { keyHeaders } from './respond';
 import { operationRefusal } from './query-cost';
 import { MAX_BODY_BYTES, requestMeta } from './http';
@@ -259,7 +259,9 @@ export function attachWebSocket(
         } catch (error) {
           if (!(error instanceof DomainError)) {
             deps.logger.error({ err: error }, 'could not authenticate a WebSocket connection');
-            socket.close(CLOSE_INTERNAL_ERROR, 'Internal server error');
+            // The database down is passing, as HTTP's 503 says: the client may connect again soon.
+            if (databaseUnavailable(error)) socket.close(CLOSE_TRY_LATER, 'The database is unavailable: retry shortly');
+            else socket.close(CLOSE_INTERNAL_ERROR, 'Internal server error');
           } else if (error.code === 'RATE_LIMITED') {
             socket.close(CLOSE_TRY_LATER, `Rate limited: retry in ${String(error.extensions.retryAfterSeconds ?? 1)} s`);
           }
