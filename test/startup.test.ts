@@ -123,6 +123,20 @@ describe('a start that cannot serve fails with one line saying why', () => {
     assert.match(lines[0]!, /DATABASE_URL.*ECONNREFUSED/);
   });
 
+  test('a database that accepts connections and never answers stops the start after the 5 s connect timeout, named as DATABASE_URL', { timeout: 30_000 }, async () => {
+    const silent = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = silent.address() as { port: number };
+      // Without the timeout the start waits for the kernel (minutes): killed after 20 s, its code is null.
+      const result = await runToExit({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/x`, KEY_PEPPER: 'p'.repeat(40) }, 20_000);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr.trim(), /^keyledger: failed to start: cannot reach PostgreSQL at DATABASE_URL: .*timeout/);
+    } finally {
+      silent.close();
+    }
+  });
+
   test('a port already in use is named before anything starts', async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));

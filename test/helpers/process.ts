@@ -56,7 +56,8 @@ export function startServerProcess(env: Record<string, string>, timeoutMs = 60_0
 }
 
 /** Runs the server expecting it to refuse to start; returns its exit code and output. */
-export function runToExit(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the server until it exits by itself, or is killed after `killAfterMs` (code null then). */
+export function runToExit(env: Record<string, string>, killAfterMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [ENTRY], {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? '', PORT: '0', ...env },
@@ -66,5 +67,11 @@ export function runToExit(env: Record<string, string>): Promise<{ code: number |
   let stderr = '';
   child.stdout.on('data', (c) => (stdout += String(c)));
   child.stderr.on('data', (c) => (stderr += String(c)));
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr })));
+  const killer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+  return new Promise((resolve) =>
+    child.once('exit', (code) => {
+      clearTimeout(killer);
+      resolve({ code, stdout, stderr });
+    }),
+  );
 }
