@@ -6,7 +6,7 @@ import { after, describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import { generateKey, isWellFormedKey } from '../src/auth/key-format';
-import { postgresVersionProblem } from '../src/db/data-source';
+import { createDataSource, postgresVersionProblem } from '../src/db/data-source';
 import { createTestDatabase, holdLock, type TestDatabase } from './helpers/database';
 import { runToExit, startServerProcess } from './helpers/process';
 import { postGraphQL } from './helpers/server';
@@ -228,6 +228,41 @@ describe('command line', () => {
       const second = await run(['migrate'], env);
       assert.equal(second.code, 0);
       assert.match(second.stdout, /no pending migrations/);
+    } finally {
+      await db.drop();
+    }
+  });
+
+  test('a migration that cannot take a table lock within 10 s gives up, rolled back, naming why; it applies once the lock is free', { timeout: 60_000 }, async () => {
+    const db = await createTestDatabase();
+    const env = { DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40) };
+    try {
+      assert.equal((await run(['migrate'], env)).code, 0);
+      // The newest migration pending again, as in an upgrade.
+      const dataSource = createDataSource(db.url, { onQuery: () => {}, onError: () => {} });
+      await dataSource.initialize();
+      await dataSource.undoLastMigration();
+      await dataSource.destroy();
+      const applied = async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM migrations'))[0]!.n;
+      const before = await applied();
+      // A long reader of every table: any ALTER would queue, and every query behind it.
+      const tables = (await db.query<{ name: string }>(`SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'migrations'`)).map((r) => r.name);
+      const reader = await holdLock(db.url, `LOCK TABLE ${tables.join(', ')} IN ACCESS SHARE MODE`);
+      // Released after 30 s at the latest: a migration that waits for ever then applies, and the test fails.
+      const releaseLate = setTimeout(() => void reader.release(), 30_000);
+      let blocked: Awaited<ReturnType<typeof run>>;
+      try {
+        blocked = await run(['migrate'], env);
+      } finally {
+        clearTimeout(releaseLate);
+        await reader.release();
+      }
+      assert.notEqual(blocked.code, 0);
+      assert.match(blocked.stderr, /a migration waited 10 s for a table lock another session holds: it was rolled back/);
+      assert.equal(await applied(), before, 'nothing of it was recorded as applied');
+      const retried = await run(['migrate'], env);
+      assert.equal(retried.code, 0, retried.stderr);
+      assert.equal(await applied(), before + 1);
     } finally {
       await db.drop();
     }

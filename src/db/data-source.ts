@@ -1,4 +1,4 @@
-import { DataSource, type Logger as TypeOrmLogger } from 'typeorm';
+import { DataSource, MigrationExecutor, type Logger as TypeOrmLogger } from 'typeorm';
 import { MIGRATIONS } from '../../migrations';
 import { ENTITIES } from '../entities';
 import { ADVISORY_LOCKS } from './advisory-locks';
@@ -39,6 +39,10 @@ export function createDataSource(url: string, observer: QueryObserver, poolSize 
 }
 
 const MIGRATION_LOCK = ADVISORY_LOCKS.migration;
+/** How long a migration waits for a table lock before it gives up (live traffic would queue behind it) */
+export const MIGRATION_LOCK_TIMEOUT_MS = 10_000;
+/** SQLSTATE 55P03: lock_timeout expired */
+const LOCK_NOT_AVAILABLE = '55P03';
 /** UNIQUE NULLS NOT DISTINCT (the audit rollups) arrived in PostgreSQL 15. */
 export const MIN_POSTGRES_VERSION = 150_000;
 
@@ -62,10 +66,21 @@ export async function migrate(dataSource: DataSource): Promise<string[]> {
   const runner = dataSource.createQueryRunner();
   await runner.connect();
   try {
+    // Another instance migrating is waited for as long as it takes.
     await runner.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
-    const applied = await dataSource.runMigrations({ transaction: 'each' });
-    return applied.map((m) => m.name);
+    // A table lock is not: while an ALTER waits behind a long transaction, every query of that
+    // table queues behind the ALTER. The migration gives up instead, and nothing of it stays.
+    await runner.query(`SET lock_timeout = '${MIGRATION_LOCK_TIMEOUT_MS}ms'`);
+    const executor = new MigrationExecutor(dataSource, runner);
+    executor.transaction = 'each';
+    try {
+      return (await executor.executePendingMigrations()).map((m) => m.name);
+    } catch (error) {
+      if ((error as { driverError?: { code?: string } }).driverError?.code !== LOCK_NOT_AVAILABLE) throw error;
+      throw new Error(`a migration waited ${MIGRATION_LOCK_TIMEOUT_MS / 1000} s for a table lock another session holds: it was rolled back; start again once that session's transaction ends`);
+    }
   } finally {
+    await runner.query('RESET lock_timeout').catch(() => undefined);
     await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     await runner.release();
   }
