@@ -1,7 +1,8 @@
 /**
  * Auditor queries on a large audit log: seeds EVENTS synthetic events (default 10 million) with one
  * server-side INSERT … SELECT, then measures p50/p95 of six representative queries through GraphQL
- * (a real server over HTTP) and through the equivalent hand-written SQL, in one run.
+ * (a real server over HTTP), through the equivalent hand-written SQL, and through that SQL with its
+ * audit event written in the same statement (what every auditor query must also do), in one run.
  * Usage: npm run bench:audit-queries   (EVENTS=2000000 for a quicker run; DATABASE_URL optional)
  * KEEP_DATABASE=1 leaves the seeded database and prints its URL; SEEDED_DATABASE_URL=<it> measures
  * again on it without seeding (seeding 10 million events takes about ten minutes here).
@@ -39,25 +40,50 @@ async function elapsedMs(run: () => Promise<unknown>): Promise<number> {
 }
 
 /**
- * The SQL and the GraphQL form of a query, alternating run by run: whatever else the machine is
- * doing then (a seal pass, a usage flush, another process) falls on both sides alike.
+ * The SQL form of a query, the same SQL recording its audit event as the API must (one statement,
+ * committed), and the GraphQL form, alternating run by run: whatever else the machine is doing then
+ * (a seal pass, a usage flush, another process) falls on every side alike.
  * Also the server process's CPU time per GraphQL request.
  */
-async function timePair(direct: () => Promise<unknown>, viaGraphQL: () => Promise<unknown>, serverPid: number | undefined): Promise<{ sql: Timing; graphql: Timing; serverCpuMs: number | null }> {
+async function timeSides(
+  direct: () => Promise<unknown>,
+  audited: () => Promise<unknown>,
+  viaGraphQL: () => Promise<unknown>,
+  serverPid: number | undefined,
+): Promise<{ sql: Timing; auditedSql: Timing; graphql: Timing; serverCpuMs: number | null }> {
   await direct(); // warm-up
+  await audited();
   await viaGraphQL();
   const sqlSamples: number[] = [];
+  const auditedSamples: number[] = [];
   const graphqlSamples: number[] = [];
   let serverCpu = 0;
   for (let i = 0; i < RUNS; i++) {
     sqlSamples.push(await elapsedMs(direct));
+    auditedSamples.push(await elapsedMs(audited));
     const cpuBefore = cpuSeconds(serverPid);
     graphqlSamples.push(await elapsedMs(viaGraphQL));
     const cpuAfter = cpuSeconds(serverPid);
     serverCpu += cpuBefore === null || cpuAfter === null ? NaN : cpuAfter - cpuBefore;
   }
   const timing = (samples: number[]) => ({ p50: percentile(samples, 50), p95: percentile(samples, 95) });
-  return { sql: timing(sqlSamples), graphql: timing(graphqlSamples), serverCpuMs: Number.isNaN(serverCpu) ? null : (serverCpu * 1000) / RUNS };
+  return { sql: timing(sqlSamples), auditedSql: timing(auditedSamples), graphql: timing(graphqlSamples), serverCpuMs: Number.isNaN(serverCpu) ? null : (serverCpu * 1000) / RUNS };
+}
+
+/**
+ * `read` as an auditor's query must run: with its audit.query event staged in the same statement
+ * and committed before the rows are used (what AuditService.auditedRead sends, less its check for
+ * events committed but not yet sealed). The server seals these events like its own.
+ */
+function withAuditEvent(read: string, params: unknown[], actorId: string, name: string): { sql: string; params: unknown[] } {
+  const n = params.length;
+  return {
+    sql: `WITH audit_event AS (
+            INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, actor_id, target_type, ip, user_agent, request_id, details)
+            VALUES (now(), 'audit.query', 'SUCCESS', 'USER', $${n + 1}, 'audit', '127.0.0.1', 'bench', gen_random_uuid()::text, $${n + 2}::jsonb) RETURNING 1)
+          ${read}`,
+    params: [...params, actorId, JSON.stringify({ query: 'auditEvents', bench: name })],
+  };
 }
 
 async function seed(sql: Client): Promise<void> {
@@ -201,13 +227,20 @@ async function main(): Promise<void> {
     // A reused database holds what it was seeded with, whatever EVENTS says now.
     const events = seeded ? Number((await sql.query(`SELECT count(*) AS n FROM audit_events`)).rows[0].n) : EVENTS;
     console.log(`events=${events} runs=${RUNS} machine: 2 cores; p50/p95 in ms`);
-    console.log('query                          | SQL p50 | SQL p95 | GraphQL p50 | GraphQL p95 | p95 ratio | server CPU ms/request');
+    const adminId = (await sql.query(`SELECT id FROM users WHERE name = 'admin' ORDER BY created_at LIMIT 1`)).rows[0].id as string;
+    console.log('query                          | SQL p50 / p95 | audited SQL p50 / p95 | GraphQL p50 / p95 | p95 ratio | p95 ratio to audited SQL | server CPU ms/request');
+    const pair = (t: Timing, width: number) => `${t.p50.toFixed(1)} / ${t.p95.toFixed(1)}`.padStart(width);
     for (const c of cases) {
-      const { sql: direct, graphql: viaGraphQL, serverCpuMs } = await timePair(() => sql.query(c.sql, c.params), () => graphql(c.graphql, c.variables), server.child.pid);
+      const audited = withAuditEvent(c.sql, c.params, adminId, c.name);
+      const { sql: direct, auditedSql, graphql: viaGraphQL, serverCpuMs } = await timeSides(
+        () => sql.query(c.sql, c.params),
+        () => sql.query(audited.sql, audited.params),
+        () => graphql(c.graphql, c.variables),
+        server.child.pid,
+      );
       console.log(
-        `${c.name.padEnd(30)} | ${direct.p50.toFixed(1).padStart(7)} | ${direct.p95.toFixed(1).padStart(7)} | ` +
-          `${viaGraphQL.p50.toFixed(1).padStart(11)} | ${viaGraphQL.p95.toFixed(1).padStart(11)} | ${(viaGraphQL.p95 / direct.p95).toFixed(2).padStart(9)} | ` +
-          `${serverCpuMs === null ? 'n/a' : serverCpuMs.toFixed(2)}`,
+        `${c.name.padEnd(30)} | ${pair(direct, 13)} | ${pair(auditedSql, 21)} | ${pair(viaGraphQL, 17)} | ${(viaGraphQL.p95 / direct.p95).toFixed(2).padStart(9)} | ` +
+          `${(viaGraphQL.p95 / auditedSql.p95).toFixed(2).padStart(24)} | ${serverCpuMs === null ? 'n/a' : serverCpuMs.toFixed(2)}`,
       );
     }
     const scan: number[] = [];
