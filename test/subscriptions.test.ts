@@ -935,54 +935,77 @@ test('a slow subscriber (socket not read) does not hold up another one; the serv
   await waitUntil(() => feeds().auditFeed.size <= auditBase, 5000, () => `both subscribers unregistered (size ${feeds().auditFeed.size}, base ${auditBase})`);
 });
 
-describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), whichever keys start them', () => {
-  // Its own server, with room for two tails.
+describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of them for one key at most', () => {
+  // Its own server, with room for four tails, two for one key.
   let small: TestServer;
   const tails = () => small.server.services.alerting.auditFeed.size;
   const tailStarts = async () =>
     Number((await small.db.query<{ n: string }>(`SELECT count(*) AS n FROM audit_events WHERE action = 'audit.query' AND details->>'query' = 'auditEventRecorded'`))[0]!.n);
+  const auditorOf = async (label: string) => {
+    const smallRoles = await roleIdsOf(small, small.adminKey);
+    const who = await principal(small, small.adminKey, [smallRoles.get('auditor')!], label);
+    const connection = connect(small.url, who.key.secret);
+    await connected(connection);
+    return { ...who, connection };
+  };
   before(async () => {
-    small = await startTestServer({ maxAuditTails: 2 });
+    small = await startTestServer({ maxAuditTails: 4 });
   });
   after(async () => {
     await small.close();
   });
 
-  test('one tail more is RATE_LIMITED before it is audited, for another key too; alerts are not held back; an ended tail frees its place', async () => {
+  test('past its share one key is RATE_LIMITED, past the bound any key is, before anything is audited; alerts are not held back; an ended tail frees its place', async () => {
     const admin = connect(small.url, small.adminKey);
     await connected(admin);
     const first = auditTail(admin.client);
     const second = auditTail(admin.client, { actions: ['user.*'] });
     await waitUntil(() => tails() === 2, 3000, () => `two tails registered (${tails()})`);
-    assert.equal(await tailStarts(), 2);
+    const overShare = await auditTail(admin.client).refused();
+    assert.deepEqual(codes(overShare), ['RATE_LIMITED']);
+    assert.match(overShare[0]!.message, /At most 2 live audit tails may run at once for one key/);
 
-    const over = auditTail(admin.client);
-    const refused = await over.refused();
-    assert.deepEqual(codes(refused), ['RATE_LIMITED']);
-    assert.match(refused[0]!.message, /At most 2 live audit tails/);
-    // Another auditor's key, on its own connection: the bound is the server's, not one key's.
-    const smallRoles = await roleIdsOf(small, small.adminKey);
-    const other = await principal(small, small.adminKey, [smallRoles.get('auditor')!], 'auditor');
-    const otherConnection = connect(small.url, other.key.secret);
-    await connected(otherConnection);
-    assert.deepEqual(codes(await auditTail(otherConnection.client).refused()), ['RATE_LIMITED']);
-    assert.equal(await tailStarts(), 2, 'the refused tails were not audited, so no tail received their start');
+    const other = await auditorOf('auditor');
+    auditTail(other.connection.client);
+    auditTail(other.connection.client);
+    await waitUntil(() => tails() === 4, 3000, () => `four tails registered (${tails()})`);
+    // A third key, with no tail of its own yet: the bound is the server's.
+    const third = await auditorOf('auditor-3');
+    const full = await auditTail(third.connection.client).refused();
+    assert.deepEqual(codes(full), ['RATE_LIMITED']);
+    assert.match(full[0]!.message, /At most 4 live audit tails may run at once on this server/);
+    assert.equal(await tailStarts(), 4, 'the refused tails were not audited, so no tail received their start');
+    const metrics = await (await fetch(`${small.baseUrl}/metrics`)).text();
+    assert.match(metrics, /keyledger_live_subscriptions\{feed="audit_tail"\} 4/);
+    assert.match(metrics, /keyledger_live_subscriptions_refused_total\{feed="audit_tail"\} 2/);
     // Alerts are another feed, not bounded by this.
-    const alertStream = alerts(otherConnection.client);
+    const alertStream = alerts(third.connection.client);
     await waitUntil(() => small.server.services.alerting.alertFeed.size === 1, 3000, 'the alert subscription registered');
     assert.deepEqual(alertStream.errors, []);
 
     first.stop();
-    await waitUntil(() => tails() === 1, 3000, () => `the stopped tail unregistered (${tails()})`);
-    const again = auditTail(otherConnection.client, { actions: ['user.create'] });
-    await waitUntil(() => tails() === 2, 3000, () => `the new tail registered (${tails()})`);
+    await waitUntil(() => tails() === 3, 3000, () => `the stopped tail unregistered (${tails()})`);
+    const again = auditTail(third.connection.client, { actions: ['user.create'] });
+    await waitUntil(() => tails() === 4, 3000, () => `the new tail registered (${tails()})`);
     const userId = await createUser(small, small.adminKey, [], 'tailed');
     await again.first((e) => e.targetId === userId, 3000, 'the new tail receives events');
     await second.first((e) => e.targetId === userId, 3000, 'the older tail still receives events');
     assert.deepEqual(again.errors, []);
-    await admin.client.dispose();
-    await otherConnection.client.dispose();
+    for (const connection of [admin, other.connection, third.connection]) await connection.client.dispose();
     await waitUntil(() => tails() === 0, 3000, () => `every tail unregistered (${tails()})`);
+  });
+
+  test('a tail whose key loses audit:read ends at once, though its filter matches nothing, and frees its place', async () => {
+    const role = (await small.ok(small.adminKey, SubCreateRoleDocument, { input: { name: unique('tail-reader'), permissions: ['audit:read'] } })).createRole.id;
+    const who = await principal(small, small.adminKey, [role], 'tail-reader');
+    const connection = connect(small.url, who.key.secret);
+    await connected(connection);
+    const quiet = auditTail(connection.client, { actions: ['nothing.ever'] });
+    await waitUntil(() => tails() === 1, 3000, () => `the tail registered (${tails()})`);
+    await small.ok(small.adminKey, SubUpdateRoleDocument, { id: role, input: { permissions: ['alerts:read'] } });
+    await waitUntil(() => quiet.completed && tails() === 0, 3000, () => `the tail completed (${quiet.completed}) and left (${tails()})`);
+    assert.equal(connection.closed, null, 'the key still verifies: its socket stays');
+    await connection.client.dispose();
   });
 
   test('a tail whose audit event cannot be written is refused and leaves nothing registered', async () => {

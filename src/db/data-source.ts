@@ -77,7 +77,12 @@ export async function migrate(dataSource: DataSource): Promise<string[]> {
       return (await executor.executePendingMigrations()).map((m) => m.name);
     } catch (error) {
       if ((error as { driverError?: { code?: string } }).driverError?.code !== LOCK_NOT_AVAILABLE) throw error;
-      throw new Error(`a migration waited ${MIGRATION_LOCK_TIMEOUT_MS / 1000} s for a table lock another session holds: it was rolled back; start again once that session's transaction ends`);
+      // Migrations commit one by one: the first still pending is the one that waited.
+      const [waited] = await executor.getPendingMigrations().catch(() => []);
+      throw new Error(
+        `migration ${waited?.name ?? '(unknown)'} waited ${MIGRATION_LOCK_TIMEOUT_MS / 1000} s for a table lock another session holds: ` +
+          `it was rolled back; start again once that session's transaction ends (pg_locks shows who holds it)`,
+      );
     }
   } finally {
     await runner.query('RESET lock_timeout').catch(() => undefined);

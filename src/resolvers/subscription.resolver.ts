@@ -34,6 +34,7 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
   const matches = auditEventMatcher(filter);
   const feed = context.services.alerting.auditFeed.subscribe(matches, {
     allowed: () => !keyLapsed(context.principal) && coveredBy(context.principal.permissions, 'audit:read'),
+    owner: context.principal.keyId,
   });
   // A live tail is an audit query too: without its event, no tail (and none left registered).
   try {

@@ -18,7 +18,7 @@ import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
 import { createLogger } from './logger';
 import { createMetrics, registerForwarderLag, registerKeyCache, registerRetries,
-  registerDetectorGossip, registerUsage, registerWebSockets, type Metrics } from './metrics';
+  registerDetectorGossip, registerLiveFeeds, registerUsage, registerWebSockets, type Metrics } from './metrics';
 import { PgEventBus, RedisEventBus, type EventBus } from '../services/event-bus';
 import { PgListener } from '../services/pg-listener';
 import { connectRedis } from './redis';
@@ -120,6 +120,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     registerKeyCache(metrics, services.verification.cache);
     registerUsage(metrics, services.usage);
     registerRetries(metrics, services.audit);
+    registerLiveFeeds(metrics, { audit_tail: services.alerting.auditFeed, alerts: services.alerting.alertFeed });
     if (services.alerting.gossip) registerDetectorGossip(metrics, services.alerting.gossip);
     const feed = listener;
     const boot = await bootstrap(services, config.bootstrapAdminKey);

@@ -135,3 +135,26 @@ export function registerWebSockets(metrics: Metrics, ws: { openConnections(): nu
     },
   });
 }
+
+/** Live subscriptions by feed, and those refused for its limit (MAX_AUDIT_TAILS): a full feed shows before auditors complain. */
+export function registerLiveFeeds(metrics: Metrics, feeds: Record<string, { size: number; refused: number }>): void {
+  new Gauge({
+    name: 'keyledger_live_subscriptions',
+    help: 'Live subscriptions running now, by feed (audit_tail, alerts)',
+    labelNames: ['feed'],
+    registers: [metrics.registry],
+    collect() {
+      for (const [feed, { size }] of Object.entries(feeds)) this.set({ feed }, size);
+    },
+  });
+  new Counter({
+    name: 'keyledger_live_subscriptions_refused_total',
+    help: 'Live subscriptions refused because their feed was full, by feed',
+    labelNames: ['feed'],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      for (const [feed, { refused }] of Object.entries(feeds)) this.inc({ feed }, refused);
+    },
+  });
+}

@@ -181,6 +181,9 @@ export function attachWebSocket(
         context.principal = state.principal;
         context.actor = actorOf(state.principal, context);
       }
+      // A stream whose permission went is ended now, not at the next event its filter would let through.
+      deps.services.alerting.auditFeed.sweep();
+      deps.services.alerting.alertFeed.sweep();
     } catch (error) {
       deps.logger.warn({ err: error }, 'could not re-check a WebSocket connection');
     }

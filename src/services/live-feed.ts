@@ -6,6 +6,16 @@ export const SUBSCRIBER_BUFFER = 1000;
 interface Subscriber<T> {
   accepts(item: T): boolean;
   push(item: T): void;
+  allowed(): boolean;
+  finish(): void;
+}
+
+export interface FeedLimit {
+  /** What the subscriptions are called in a refusal */
+  name: string;
+  maxSubscribers: number;
+  /** Of those, how many one owner (a key) may hold */
+  maxPerOwner: number;
 }
 
 /**
@@ -15,10 +25,26 @@ interface Subscriber<T> {
  */
 export class LiveFeed<T> {
   private readonly subscribers = new Set<Subscriber<T>>();
+  private readonly perOwner = new Map<string, number>();
   dropped = 0;
+  /** Subscriptions refused for the limit */
+  refused = 0;
 
-  /** `maxSubscribers`: more are refused (RATE_LIMITED), since every item costs the process once per subscriber. */
-  constructor(private readonly limit: { name: string; maxSubscribers: number } = { name: 'subscriptions', maxSubscribers: Infinity }) {}
+  /** More than the limit are refused (RATE_LIMITED): every item costs the process once per subscriber. */
+  constructor(private readonly limit: FeedLimit = { name: 'subscriptions', maxSubscribers: Infinity, maxPerOwner: Infinity }) {}
+
+  /** Ends every subscription whose `allowed` no longer holds (a permission taken away), without waiting for an item it would accept. */
+  sweep(): void {
+    for (const subscriber of this.subscribers) if (!subscriber.allowed()) subscriber.finish();
+  }
+
+  private refusal(owner: string | undefined): string | null {
+    const { name, maxSubscribers, maxPerOwner } = this.limit;
+    if (maxSubscribers === 0) return `${name[0]!.toUpperCase()}${name.slice(1)} are turned off on this server`;
+    if (this.subscribers.size >= maxSubscribers) return `At most ${maxSubscribers} ${name} may run at once on this server: retry later`;
+    if (owner !== undefined && (this.perOwner.get(owner) ?? 0) >= maxPerOwner) return `At most ${maxPerOwner} ${name} may run at once for one key on this server: end one first`;
+    return null;
+  }
 
   get size(): number {
     return this.subscribers.size;
@@ -35,16 +61,20 @@ export class LiveFeed<T> {
    */
   subscribe(
     accepts: (item: T) => boolean,
-    { limit = SUBSCRIBER_BUFFER, allowed = () => true }: { limit?: number; allowed?: () => boolean } = {},
+    { limit = SUBSCRIBER_BUFFER, allowed = () => true, owner }: { limit?: number; allowed?: () => boolean; owner?: string } = {},
   ): AsyncIterableIterator<T> {
-    if (this.subscribers.size >= this.limit.maxSubscribers) {
-      throw new DomainError('RATE_LIMITED', `At most ${this.limit.maxSubscribers} ${this.limit.name} may run at once on this server: retry later`);
+    const refusal = this.refusal(owner);
+    if (refusal) {
+      this.refused++;
+      throw new DomainError('RATE_LIMITED', refusal);
     }
     const queue: T[] = [];
     let waiting: ((result: IteratorResult<T>) => void) | null = null;
     let done = false;
     const subscriber: Subscriber<T> = {
       accepts,
+      allowed,
+      finish: () => void finish(),
       push: (item) => {
         if (!allowed()) {
           void finish();
@@ -64,8 +94,14 @@ export class LiveFeed<T> {
       },
     };
     this.subscribers.add(subscriber);
+    if (owner !== undefined) this.perOwner.set(owner, (this.perOwner.get(owner) ?? 0) + 1);
     // Defined after `push` refers to it: push only runs once subscribe has returned.
     const finish = (): Promise<IteratorResult<T>> => {
+      if (!done && owner !== undefined) {
+        const left = this.perOwner.get(owner)! - 1;
+        if (left > 0) this.perOwner.set(owner, left);
+        else this.perOwner.delete(owner);
+      }
       done = true;
       this.subscribers.delete(subscriber);
       queue.length = 0;
