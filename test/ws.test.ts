@@ -82,10 +82,10 @@ test('a denied operation over WebSocket is FORBIDDEN and audited; the connection
 test("a server failure fails the operation, not the socket, and never reaches the client's close reason or answer", async () => {
   const verification = t.server.services.verification;
   const original = verification.verifyNow.bind(verification);
-  const failOnce = () => {
+  const failOnce = (message = 'database "kl_secret_name" is not currently accepting connections') => {
     verification.verifyNow = () => {
       verification.verifyNow = original;
-      throw new Error('database "kl_secret_name" is not currently accepting connections');
+      throw new Error(message);
     };
   };
   // One socket for every operation (a lazy client closes it after each).
@@ -107,16 +107,23 @@ test("a server failure fails the operation, not the socket, and never reaches th
     await client.dispose();
   }
 
-  // At connection_init a failure of the server's is not a rejected key (4403): 1011, nothing more said.
-  failOnce();
-  const closed = await new Promise<{ code: number; reason: string }>((resolve, reject) => {
-    const socket = new WebSocket(wsUrl(), 'graphql-transport-ws');
-    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${t.adminKey}` } })));
-    socket.on('close', (code, reason) => resolve({ code, reason: String(reason) }));
-    socket.on('error', reject);
-  });
-  verification.verifyNow = original;
-  assert.deepEqual(closed, { code: 1011, reason: 'Internal server error' });
+  // At connection_init a failure of the server's is not a rejected key (4403): 1011, nothing more
+  // said; the database unreachable is 1013 (try again later), nothing more said either.
+  const initClosed = () =>
+    new Promise<{ code: number; reason: string }>((resolve, reject) => {
+      const socket = new WebSocket(wsUrl(), 'graphql-transport-ws');
+      socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${t.adminKey}` } })));
+      socket.on('close', (code, reason) => resolve({ code, reason: String(reason) }));
+      socket.on('error', reject);
+    });
+  try {
+    failOnce('kl_secret_name: an invariant broke');
+    assert.deepEqual(await initClosed(), { code: 1011, reason: 'Internal server error' });
+    failOnce();
+    assert.deepEqual(await initClosed(), { code: 1013, reason: 'The database is unavailable: retry shortly' });
+  } finally {
+    verification.verifyNow = original;
+  }
 });
 
 test('a parse error over WebSocket says where, as over HTTP', async () => {
