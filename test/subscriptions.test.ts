@@ -935,8 +935,8 @@ test('a slow subscriber (socket not read) does not hold up another one; the serv
   await waitUntil(() => feeds().auditFeed.size <= auditBase, 5000, () => `both subscribers unregistered (size ${feeds().auditFeed.size}, base ${auditBase})`);
 });
 
-describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of them for one key at most', () => {
-  // Its own server, with room for four tails, two for one key.
+describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of them for one user at most', () => {
+  // Its own server, with room for four tails, two for one user.
   let small: TestServer;
   const tails = () => small.server.services.alerting.auditFeed.size;
   const tailStarts = async () =>
@@ -955,7 +955,7 @@ describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of 
     await small.close();
   });
 
-  test('past its share one key is RATE_LIMITED, past the bound any key is, before anything is audited; alerts are not held back; an ended tail frees its place', async () => {
+  test('past its share one user is RATE_LIMITED, whatever key, past the bound anyone is, before anything is audited; alerts are not held back; an ended tail frees its place', async () => {
     const admin = connect(small.url, small.adminKey);
     await connected(admin);
     const first = auditTail(admin.client);
@@ -963,7 +963,13 @@ describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of 
     await waitUntil(() => tails() === 2, 3000, () => `two tails registered (${tails()})`);
     const overShare = await auditTail(admin.client).refused();
     assert.deepEqual(codes(overShare), ['RATE_LIMITED']);
-    assert.match(overShare[0]!.message, /At most 2 live audit tails may run at once for one key/);
+    assert.match(overShare[0]!.message, /At most 2 live audit tails may run at once for one user/);
+    // Another key of the same user draws on the same share.
+    const adminUser = (await small.ok(small.adminKey, SubViewerDocument)).viewer.user.id;
+    const secondKey = await createKey(small, small.adminKey, adminUser);
+    const sameUser = connect(small.url, secondKey.secret);
+    await connected(sameUser);
+    assert.deepEqual(codes(await auditTail(sameUser.client).refused()), ['RATE_LIMITED']);
 
     const other = await auditorOf('auditor');
     auditTail(other.connection.client);
@@ -977,7 +983,7 @@ describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of 
     assert.equal(await tailStarts(), 4, 'the refused tails were not audited, so no tail received their start');
     const metrics = await (await fetch(`${small.baseUrl}/metrics`)).text();
     assert.match(metrics, /keyledger_live_subscriptions\{feed="audit_tail"\} 4/);
-    assert.match(metrics, /keyledger_live_subscriptions_refused_total\{feed="audit_tail"\} 2/);
+    assert.match(metrics, /keyledger_live_subscriptions_refused_total\{feed="audit_tail"\} 3/);
     // Alerts are another feed, not bounded by this.
     const alertStream = alerts(third.connection.client);
     await waitUntil(() => small.server.services.alerting.alertFeed.size === 1, 3000, 'the alert subscription registered');
@@ -991,7 +997,7 @@ describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of 
     await again.first((e) => e.targetId === userId, 3000, 'the new tail receives events');
     await second.first((e) => e.targetId === userId, 3000, 'the older tail still receives events');
     assert.deepEqual(again.errors, []);
-    for (const connection of [admin, other.connection, third.connection]) await connection.client.dispose();
+    for (const connection of [admin, sameUser, other.connection, third.connection]) await connection.client.dispose();
     await waitUntil(() => tails() === 0, 3000, () => `every tail unregistered (${tails()})`);
   });
 

@@ -38,6 +38,13 @@ export interface GraphQLContext extends RequestMeta {
   refusals: Array<{ originalError: unknown; path: ReadonlyArray<string | number> }>;
   /** Root fields still resolving: their refusals are known once these settle */
   rootsInFlight: Array<Promise<void>>;
+  /** Live streams this operation opened: its connection's re-check ends those no longer allowed (WebSocket only) */
+  streams?: LiveStream[];
+}
+
+export interface LiveStream {
+  allowed(): boolean;
+  end(): void;
 }
 
 export function actorOf(principal: Principal, meta: RequestMeta): Actor {

@@ -15,6 +15,17 @@ import { AuditEvent } from '../schema/audit-event.type';
 
 type SubscribeData = Pick<ResolverData<GraphQLContext>, 'context'> & { args: Record<string, unknown> };
 
+/** Whether the operation's principal may still read the stream; re-asked for every item and at each re-check of its connection. */
+function stillAllowed(context: GraphQLContext, permission: string): () => boolean {
+  return () => !keyLapsed(context.principal) && coveredBy(context.principal.permissions, permission);
+}
+
+/** Registers the stream with its operation, so the connection's re-check can end it (ws.ts). */
+function watched<T>(context: GraphQLContext, feed: AsyncIterableIterator<T>, allowed: () => boolean): AsyncIterableIterator<T> {
+  context.streams?.push({ allowed, end: () => void feed.return?.() });
+  return feed;
+}
+
 function subscribeToAlerts({ args, context }: SubscribeData) {
   requireAnyPermission(context, ['alerts:read'], 'Subscription.alertRaised');
   const filter = (args.filter ?? null) as AlertFilterShape | null;
@@ -22,9 +33,8 @@ function subscribeToAlerts({ args, context }: SubscribeData) {
     const value = filter?.[field];
     if (value !== null && value !== undefined && !isUuid(value)) throw new BadInputError(`filter.${field}`, `filter.${field} is not an id`);
   }
-  return context.services.alerting.alertFeed.subscribe((alert) => alertMatches(alert, filter), {
-    allowed: () => !keyLapsed(context.principal) && coveredBy(context.principal.permissions, 'alerts:read'),
-  });
+  const allowed = stillAllowed(context, 'alerts:read');
+  return watched(context, context.services.alerting.alertFeed.subscribe((alert) => alertMatches(alert, filter), { allowed }), allowed);
 }
 
 async function subscribeToAudit({ args, context }: SubscribeData) {
@@ -32,10 +42,9 @@ async function subscribeToAudit({ args, context }: SubscribeData) {
   const filter = (args.filter ?? null) as AuditFilterShape | null;
   context.services.auditQueries.validateFilter(filter);
   const matches = auditEventMatcher(filter);
-  const feed = context.services.alerting.auditFeed.subscribe(matches, {
-    allowed: () => !keyLapsed(context.principal) && coveredBy(context.principal.permissions, 'audit:read'),
-    owner: context.principal.keyId,
-  });
+  const allowed = stillAllowed(context, 'audit:read');
+  // Shares are per user: a user's further keys (a rotation's successor, a new key) draw on the same.
+  const feed = watched(context, context.services.alerting.auditFeed.subscribe(matches, { allowed, owner: context.principal.userId }), allowed);
   // A live tail is an audit query too: without its event, no tail (and none left registered).
   try {
     await context.services.audit.recordAlone(

@@ -149,7 +149,7 @@ export function registerLiveFeeds(metrics: Metrics, feeds: Record<string, { size
   });
   new Counter({
     name: 'keyledger_live_subscriptions_refused_total',
-    help: 'Live subscriptions refused because their feed was full, by feed',
+    help: 'Live subscriptions refused for their feed\'s limits (on this server, for one user, or turned off), by feed',
     labelNames: ['feed'],
     registers: [metrics.registry],
     collect() {

@@ -180,10 +180,9 @@ export function attachWebSocket(
       for (const context of state.operations.values()) {
         context.principal = state.principal;
         context.actor = actorOf(state.principal, context);
+        // A stream whose permission went ends now, not at the next event its filter lets through.
+        for (const stream of context.streams ?? []) if (!stream.allowed()) stream.end();
       }
-      // A stream whose permission went is ended now, not at the next event its filter would let through.
-      deps.services.alerting.auditFeed.sweep();
-      deps.services.alerting.alertFeed.sweep();
     } catch (error) {
       deps.logger.warn({ err: error }, 'could not re-check a WebSocket connection');
     }
@@ -325,7 +324,10 @@ export function attachWebSocket(
           subscription ? sharedLoaders : undefined);
         state.operations.set(id, context);
         // A subscription runs until it ends or the socket does: shutdown does not wait for it.
-        if (subscription) answered(state, id);
+        if (subscription) {
+          context.streams = [];
+          answered(state, id);
+        }
         return context;
       },
       onNext: async (ctx, id, payload, args, result) => {

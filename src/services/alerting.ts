@@ -51,7 +51,7 @@ export class Alerting {
     private readonly bus: EventBus | null = null,
     maxAuditTails = DEFAULT_MAX_AUDIT_TAILS,
   ) {
-    // One key may hold half the places: it cannot shut every other auditor out.
+    // One user may hold half the places, whatever keys: no auditor shuts every other out.
     this.auditFeed = new LiveFeed<AuditEventEntity>({ name: 'live audit tails', maxSubscribers: maxAuditTails, maxPerOwner: Math.ceil(maxAuditTails / 2) });
     this.alerts = new AlertService(dataSource, audit, bus);
     this.rules = new AlertRuleService(dataSource, audit, () => this.reloadRules());

@@ -6,15 +6,13 @@ export const SUBSCRIBER_BUFFER = 1000;
 interface Subscriber<T> {
   accepts(item: T): boolean;
   push(item: T): void;
-  allowed(): boolean;
-  finish(): void;
 }
 
 export interface FeedLimit {
   /** What the subscriptions are called in a refusal */
   name: string;
   maxSubscribers: number;
-  /** Of those, how many one owner (a key) may hold */
+  /** Of those, how many one owner (a user) may hold */
   maxPerOwner: number;
 }
 
@@ -33,16 +31,11 @@ export class LiveFeed<T> {
   /** More than the limit are refused (RATE_LIMITED): every item costs the process once per subscriber. */
   constructor(private readonly limit: FeedLimit = { name: 'subscriptions', maxSubscribers: Infinity, maxPerOwner: Infinity }) {}
 
-  /** Ends every subscription whose `allowed` no longer holds (a permission taken away), without waiting for an item it would accept. */
-  sweep(): void {
-    for (const subscriber of this.subscribers) if (!subscriber.allowed()) subscriber.finish();
-  }
-
   private refusal(owner: string | undefined): string | null {
     const { name, maxSubscribers, maxPerOwner } = this.limit;
     if (maxSubscribers === 0) return `${name[0]!.toUpperCase()}${name.slice(1)} are turned off on this server`;
     if (this.subscribers.size >= maxSubscribers) return `At most ${maxSubscribers} ${name} may run at once on this server: retry later`;
-    if (owner !== undefined && (this.perOwner.get(owner) ?? 0) >= maxPerOwner) return `At most ${maxPerOwner} ${name} may run at once for one key on this server: end one first`;
+    if (owner !== undefined && (this.perOwner.get(owner) ?? 0) >= maxPerOwner) return `At most ${maxPerOwner} ${name} may run at once for one user on this server: end one first`;
     return null;
   }
 
@@ -73,8 +66,6 @@ export class LiveFeed<T> {
     let done = false;
     const subscriber: Subscriber<T> = {
       accepts,
-      allowed,
-      finish: () => void finish(),
       push: (item) => {
         if (!allowed()) {
           void finish();
