@@ -40,7 +40,7 @@ export function createDataSource(url: string, observer: QueryObserver, poolSize 
 
 const MIGRATION_LOCK = ADVISORY_LOCKS.migration;
 /** How long a migration waits for a table lock before it gives up (live traffic would queue behind it) */
-export const MIGRATION_LOCK_TIMEOUT_MS = 10_000;
+const MIGRATION_LOCK_TIMEOUT_MS = 10_000;
 /** SQLSTATE 55P03: lock_timeout expired */
 const LOCK_NOT_AVAILABLE = '55P03';
 /** UNIQUE NULLS NOT DISTINCT (the audit rollups) arrived in PostgreSQL 15. */

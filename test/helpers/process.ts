@@ -55,8 +55,7 @@ export function startServerProcess(env: Record<string, string>, timeoutMs = 60_0
   });
 }
 
-/** Runs the server expecting it to refuse to start; returns its exit code and output. */
-/** Runs the server until it exits by itself, or is killed after `killAfterMs` (code null then). */
+/** Runs the server expecting it to refuse to start; returns its exit code and output (code null: killed after `killAfterMs`). */
 export function runToExit(env: Record<string, string>, killAfterMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [ENTRY], {
     cwd: REPO_ROOT,
