@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import { ConfigError, loadConfig } from '../src/config';
+import { pepperWeakness } from '../src/db/pepper-check';
 
 const PEPPER = 'p'.repeat(64);
 const base = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/none', KEY_PEPPER: PEPPER };
@@ -37,4 +39,16 @@ test('MAX_AUDIT_TAILS bounds live audit tails per server: 200 unless set, and a 
   for (const bad of ['-1', 'many', '1e3', '100001']) {
     assert.throws(() => loadConfig({ ...base, MAX_AUDIT_TAILS: bad }), (error) => error instanceof ConfigError && /^MAX_AUDIT_TAILS /.test(error.message), bad);
   }
+});
+
+test('a pepper from any generator passes the weakness check; placeholders do not', () => {
+  for (let i = 0; i < 2000; i++) {
+    for (const pepper of [randomBytes(16).toString('hex'), randomBytes(32).toString('base64url'), randomBytes(24).toString('base64')]) {
+      assert.equal(pepperWeakness(pepper), null, pepper);
+    }
+  }
+  assert.match(pepperWeakness('x'.repeat(40)) ?? '', /distinct/);
+  assert.match(pepperWeakness('0123456789abcdef'.repeat(3)) ?? '', /pattern/);
+  assert.match(pepperWeakness('keyledger-pepper-keyledger-pepper-keyledger') ?? '', /pattern/);
+  assert.match(pepperWeakness('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab') ?? '', /distinct/);
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
+import { createHmac, randomBytes } from 'node:crypto';
 import { connect, createServer } from 'node:net';
 import { generateKey, isWellFormedKey } from '../src/auth/key-format';
 import { createDataSource, postgresVersionProblem } from '../src/db/data-source';
@@ -12,6 +13,7 @@ import { runToExit, startServerProcess } from './helpers/process';
 import { postGraphQL } from './helpers/server';
 
 const VIEWER = '{ viewer { user { name } permissions } }';
+const PEPPER = randomBytes(32).toString('base64url');
 const KEY_LINE = /^BOOTSTRAP ADMIN KEY \(shown once, store it now\): (\S+)$/;
 
 function bootstrapKeyLines(stdout: string[]): string[] {
@@ -59,8 +61,7 @@ describe('DATABASE_URL', () => {
   test('BOOTSTRAP_ADMIN_KEY becomes the admin key and is never printed', async () => {
     db = await createTestDatabase();
     const key = generateKey('kl');
-    const pepper = 'p'.repeat(40);
-    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: pepper, BOOTSTRAP_ADMIN_KEY: key });
+    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: PEPPER, BOOTSTRAP_ADMIN_KEY: key });
     try {
       assert.deepEqual(bootstrapKeyLines(server.stdout), []);
       assert.ok(server.stdout.concat(server.stderr).every((l) => !l.includes(key)));
@@ -77,23 +78,65 @@ describe('DATABASE_URL', () => {
     }
 
     // A different pepper would make every key unknown: the server refuses it.
-    const wrongPepper = await runToExit({ DATABASE_URL: db.url, KEY_PEPPER: 'q'.repeat(40) });
+    const wrongPepper = await runToExit({ DATABASE_URL: db.url, KEY_PEPPER: randomBytes(32).toString('base64url') });
     assert.notEqual(wrongPepper.code, 0);
     assert.match(wrongPepper.stderr, /KEY_PEPPER/);
+  });
+});
+
+describe('a KEY_PEPPER that is plainly not random', () => {
+  const weak = 'password1'.repeat(5);
+  const databases: TestDatabase[] = [];
+  after(() => Promise.all(databases.map((d) => d.drop())));
+
+  test('is refused for a new database, without echoing it, and nothing is kept that would block a good one', async () => {
+    const db = await createTestDatabase();
+    databases.push(db);
+    const refused = await runToExit({ DATABASE_URL: db.url, KEY_PEPPER: weak });
+    assert.equal(refused.code, 78);
+    const lines = refused.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, refused.stderr);
+    assert.match(lines[0]!, /KEY_PEPPER repeats a short pattern/);
+    assert.ok(!refused.stderr.includes('password1') && !refused.stdout.includes('password1'));
+
+    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: PEPPER });
+    await server.stop();
+  });
+
+  test('still starts a database that was created with it, and says so at error level', async () => {
+    const db = await createTestDatabase();
+    databases.push(db);
+    // An older release accepted such a pepper: its database holds that pepper's fingerprint.
+    assert.equal((await runToExit({ DATABASE_URL: db.url, KEY_PEPPER: weak })).code, 78);
+    await db.query(`INSERT INTO server_settings (name, value) VALUES ('pepper_fingerprint', $1)`, [
+      createHmac('sha256', weak).update('keyledger pepper fingerprint v1').digest('hex'),
+    ]);
+    const key = generateKey('kl');
+    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: weak, BOOTSTRAP_ADMIN_KEY: key });
+    try {
+      const viewer = await postGraphQL<{ viewer: { user: { name: string } } }>(server.url, key, VIEWER);
+      assert.equal(viewer.data?.viewer.user.name, 'admin');
+      const warning = server.stdout.concat(server.stderr).find((line) => line.includes('KEY_PEPPER repeats a short pattern'));
+      assert.ok(warning, 'the weakness is logged');
+      assert.equal(JSON.parse(warning).level, 50);
+      assert.ok(server.stdout.concat(server.stderr).every((line) => !line.includes('password1')));
+    } finally {
+      await server.stop();
+    }
   });
 });
 
 describe('bad configuration stops the server with one line naming the variable', () => {
   const cases: Array<[string, Record<string, string>, RegExp]> = [
     ['KEY_PEPPER required with DATABASE_URL', { DATABASE_URL: 'postgres://127.0.0.1:1/x' }, /KEY_PEPPER/],
-    ['PORT not a number', { PORT: 'abc', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /PORT/],
-    ['DATABASE_URL not a URL', { DATABASE_URL: 'not a url', KEY_PEPPER: 'p'.repeat(40) }, /DATABASE_URL/],
+    ['PORT not a number', { PORT: 'abc', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: PEPPER }, /PORT/],
+    ['DATABASE_URL not a URL', { DATABASE_URL: 'not a url', KEY_PEPPER: PEPPER }, /DATABASE_URL/],
     ['KEY_PEPPER too short', { DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'short' }, /KEY_PEPPER/],
-    ['LOG_LEVEL unknown', { LOG_LEVEL: 'loud', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /LOG_LEVEL/],
-    ['Splunk URL without token', { AUDIT_SPLUNK_HEC_URL: 'http://127.0.0.1:8088/services/collector/event', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /AUDIT_SPLUNK_HEC_TOKEN/],
-    ['Splunk poll interval not a number, even with forwarding off', { AUDIT_SPLUNK_HEC_POLL_MS: 'soon', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /AUDIT_SPLUNK_HEC_POLL_MS/],
-    ['KEY_PREFIX invalid', { KEY_PREFIX: 'KL_', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /KEY_PREFIX/],
-    ["VERIFY_FAILURE_BURST (the contract's name) not count/seconds", { VERIFY_FAILURE_BURST: 'garbage', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) }, /VERIFY_FAILURE_BURST/],
+    ['LOG_LEVEL unknown', { LOG_LEVEL: 'loud', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: PEPPER }, /LOG_LEVEL/],
+    ['Splunk URL without token', { AUDIT_SPLUNK_HEC_URL: 'http://127.0.0.1:8088/services/collector/event', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: PEPPER }, /AUDIT_SPLUNK_HEC_TOKEN/],
+    ['Splunk poll interval not a number, even with forwarding off', { AUDIT_SPLUNK_HEC_POLL_MS: 'soon', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: PEPPER }, /AUDIT_SPLUNK_HEC_POLL_MS/],
+    ['KEY_PREFIX invalid', { KEY_PREFIX: 'KL_', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: PEPPER }, /KEY_PREFIX/],
+    ["VERIFY_FAILURE_BURST (the contract's name) not count/seconds", { VERIFY_FAILURE_BURST: 'garbage', DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: PEPPER }, /VERIFY_FAILURE_BURST/],
   ];
   for (const [name, env, pattern] of cases) {
     test(name, async () => {
@@ -107,7 +150,7 @@ describe('bad configuration stops the server with one line naming the variable',
 
   test('a malformed BOOTSTRAP_ADMIN_KEY is refused without echoing it', async () => {
     const bad = 'kl_definitely-not-a-real-key-but-secret';
-    const result = await runToExit({ BOOTSTRAP_ADMIN_KEY: bad, DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) });
+    const result = await runToExit({ BOOTSTRAP_ADMIN_KEY: bad, DATABASE_URL: 'postgres://127.0.0.1:1/x', KEY_PEPPER: PEPPER });
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /BOOTSTRAP_ADMIN_KEY/);
     assert.ok(!result.stderr.includes(bad) && !result.stdout.includes(bad));
@@ -116,7 +159,7 @@ describe('bad configuration stops the server with one line naming the variable',
 
 describe('a start that cannot serve fails with one line saying why', () => {
   test('an unreachable database is named as DATABASE_URL', async () => {
-    const result = await runToExit({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x', KEY_PEPPER: 'p'.repeat(40) });
+    const result = await runToExit({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x', KEY_PEPPER: PEPPER });
     assert.equal(result.code, 1);
     const lines = result.stderr.trim().split('\n');
     assert.equal(lines.length, 1, result.stderr);
@@ -129,7 +172,7 @@ describe('a start that cannot serve fails with one line saying why', () => {
     try {
       const { port } = silent.address() as { port: number };
       // Without the timeout the start waits for the kernel (minutes): killed after 20 s, its code is null.
-      const result = await runToExit({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/x`, KEY_PEPPER: 'p'.repeat(40) }, 20_000);
+      const result = await runToExit({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/x`, KEY_PEPPER: PEPPER }, 20_000);
       assert.equal(result.code, 1, result.stderr);
       assert.match(result.stderr.trim(), /^keyledger: failed to start: cannot reach PostgreSQL at DATABASE_URL: .*timeout/);
     } finally {
@@ -143,7 +186,7 @@ describe('a start that cannot serve fails with one line saying why', () => {
     const port = (taken.address() as { port: number }).port;
     const db = await createTestDatabase();
     try {
-      const result = await runToExit({ PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40) });
+      const result = await runToExit({ PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: db.url, KEY_PEPPER: PEPPER });
       assert.equal(result.code, 1);
       const lines = result.stderr.trim().split('\n');
       assert.equal(lines.length, 1, `one line, no stack from the WebSocket server or background work: ${result.stderr}`);
@@ -164,7 +207,7 @@ describe('draining', () => {
   test('/readyz answers 503 once SIGTERM has begun the drain, on a connection still being served', async () => {
     db = await createTestDatabase();
     const key = generateKey('kl');
-    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40), BOOTSTRAP_ADMIN_KEY: key });
+    const server = await startServerProcess({ DATABASE_URL: db.url, KEY_PEPPER: PEPPER, BOOTSTRAP_ADMIN_KEY: key });
     const { port } = new URL(server.url);
     const exited = new Promise<number | null>((resolve) => server.child.once('exit', (code) => resolve(code)));
     const held = await holdLock(db.url, 'LOCK TABLE roles IN EXCLUSIVE MODE');
@@ -219,7 +262,7 @@ describe('command line', () => {
   test('migrate applies pending migrations once, then has nothing to do', async () => {
     const db = await createTestDatabase();
     try {
-      const env = { DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40) };
+      const env = { DATABASE_URL: db.url, KEY_PEPPER: PEPPER };
       const first = await run(['migrate'], env);
       assert.equal(first.code, 0, first.stderr);
       assert.match(first.stdout, /applied: /);
@@ -235,7 +278,7 @@ describe('command line', () => {
 
   test('a migration that cannot take a table lock within 10 s gives up, rolled back, naming why; it applies once the lock is free', { timeout: 60_000 }, async () => {
     const db = await createTestDatabase();
-    const env = { DATABASE_URL: db.url, KEY_PEPPER: 'p'.repeat(40) };
+    const env = { DATABASE_URL: db.url, KEY_PEPPER: PEPPER };
     try {
       assert.equal((await run(['migrate'], env)).code, 0);
       // The newest migration pending again, as in an upgrade.
