@@ -47,6 +47,11 @@ test('with the database refusing connections, a request that must check its key 
   const body = JSON.parse(text) as { errors: Array<{ message: string; extensions: { code: string } }> };
   assert.equal(body.errors[0]!.extensions.code, 'INTERNAL_SERVER_ERROR');
   assert.doesNotMatch(text, /accepting connections|terminat|kl_test_|at .*\.js/, 'neither the driver\'s text nor a stack');
+  // Every request fails alike while it lasts: the log says so once, not once per request.
+  const answers = await Promise.all(Array.from({ length: 20 }, () => post(generateKey('kl'))));
+  assert.deepEqual(new Set(answers.map((a) => a.status)), new Set([503]));
+  const failures = t.logs.filter((line) => line.includes('"msg":"request failed"'));
+  assert.equal(failures.length, 1, failures.join('\n'));
 
   await admin.query(`ALTER DATABASE ${t.db.name} ALLOW_CONNECTIONS true`);
   let status = 0;

@@ -5,7 +5,7 @@ import { createClient } from 'graphql-ws';
 import { QueryFailedError } from 'typeorm';
 import WebSocket from 'ws';
 import { generateKey } from '../src/auth/key-format';
-import { createLogger } from '../src/server/logger';
+import { createLogger, OUTAGE_LOG_INTERVAL_MS } from '../src/server/logger';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
 // What a second outside review found at the edges of HTTP, WebSocket and the audit filter.
@@ -190,6 +190,32 @@ test('a logged error carries neither the failed statement\'s parameters nor anyt
     assert.ok(!lines.at(-1)!.includes(secret), lines.at(-1));
     assert.doesNotThrow(() => JSON.parse(lines.at(-1)!));
   }
+});
+
+test('while the database is unreachable, each failure message is logged once per interval with how many were held back; other errors every time', () => {
+  const lines: Array<Record<string, unknown>> = [];
+  let clock = 1_000_000;
+  const logger = createLogger('info', new Writable({ write: (chunk, _encoding, done) => (lines.push(JSON.parse(String(chunk)) as Record<string, unknown>), done()) }), () => clock);
+  const refused = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+  for (let i = 0; i < 50; i++) logger.error({ err: refused() }, 'request failed');
+  logger.error({ err: refused() }, 'could not authenticate a WebSocket connection');
+  for (let i = 0; i < 3; i++) logger.error({ err: new Error('a bug') }, 'request failed');
+  assert.deepEqual(lines.map((line) => [line.msg, line.heldBack]), [
+    ['request failed', undefined],
+    ['could not authenticate a WebSocket connection', undefined],
+    ['request failed', undefined],
+    ['request failed', undefined],
+    ['request failed', undefined],
+  ]);
+
+  clock += OUTAGE_LOG_INTERVAL_MS - 1;
+  logger.error({ err: refused() }, 'request failed');
+  assert.equal(lines.length, 5, 'still within the interval');
+  clock += 1;
+  logger.error({ err: refused() }, 'request failed');
+  assert.equal(lines.length, 6);
+  assert.equal(lines[5]!.heldBack, 50, 'the 49 after the first line and the one just held');
+  assert.match(JSON.stringify(lines[5]!.err), /ECONNREFUSED/);
 });
 
 test('an IPv4-mapped address in its hex form is stored as the IPv4 address, as the dotted form is', async () => {

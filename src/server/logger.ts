@@ -1,5 +1,9 @@
-import pino, { type DestinationStream, type Logger } from 'pino';
+import pino, { type DestinationStream, type LogFn, type Logger } from 'pino';
 import { redactKeys } from '../auth/key-format';
+import { databaseUnavailable } from './errors';
+
+/** How often one failure message is logged while the database is unreachable. */
+export const OUTAGE_LOG_INTERVAL_MS = 10_000;
 
 /**
  * Errors as pino writes them, minus what may carry a client's input: a failed statement's
@@ -28,12 +32,43 @@ function withoutSecrets(value: unknown, seen: WeakSet<object>, depth: number): u
   return out;
 }
 
+function causedByOutage(error: unknown): boolean {
+  try {
+    return databaseUnavailable(error);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * While the database is unreachable every request fails alike, and a line each (thousands a
+ * second of verifications) would flood the log when it matters most. Each message caused by the
+ * outage is written once per interval, with how many like it were held back since the last.
+ */
+function outageThrottle(now: () => number): (this: Logger, args: Parameters<LogFn>, method: LogFn) => void {
+  const lastWritten = new Map<string, { at: number; heldBack: number }>();
+  return function logMethod(args, method) {
+    const [fields, message] = args as unknown[];
+    const outage = typeof message === 'string' && typeof fields === 'object' && fields !== null && causedByOutage((fields as { err?: unknown }).err);
+    if (!outage) return method.apply(this, args);
+    const last = lastWritten.get(message);
+    if (last && now() - last.at < OUTAGE_LOG_INTERVAL_MS) {
+      last.heldBack++;
+      return;
+    }
+    lastWritten.set(message, { at: now(), heldBack: 0 });
+    const heldBack = last?.heldBack ?? 0;
+    method.apply(this, (heldBack > 0 ? [{ ...fields, heldBack }, message] : args) as Parameters<LogFn>);
+  };
+}
+
 /** Key headers are redacted wherever a request might be logged; secrets never reach a log line. */
-export function createLogger(level: string, destination?: DestinationStream): Logger {
+export function createLogger(level: string, destination?: DestinationStream, now: () => number = Date.now): Logger {
   return pino(
     {
       level,
       base: { service: 'keyledger' },
+      hooks: { logMethod: outageThrottle(now) },
       serializers: { err: errorWithoutSecrets },
       redact: {
         paths: ['req.headers.authorization', 'req.headers["x-api-key"]', '*.authorization', '*.secret', '*.key'],
