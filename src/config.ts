@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { isWellFormedKey, isValidPrefix } from './auth/key-format';
 import { DEFAULT_ALERT_SETTINGS, type AlertSettings } from './services/alert-detectors';
-import { DEFAULT_MAX_AUDIT_TAILS } from './services/alerting';
+import { DEFAULT_MAX_ALERT_SUBSCRIPTIONS, DEFAULT_MAX_AUDIT_TAILS } from './services/alerting';
 
 export interface Config {
   port: number;
@@ -22,6 +22,7 @@ export interface Config {
   keyCacheSize: number;
   /** Live audit tails one instance serves at once; 0 turns them off */
   maxAuditTails: number;
+  maxAlertSubscriptions: number;
   trustProxy: boolean;
   logLevel: string;
   /** Detector thresholds and windows (ALERT_* variables) */
@@ -240,6 +241,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: parseRedisUrl(nonEmpty(env, 'REDIS_URL')),
     keyCacheSize: parseCount('KEY_CACHE_SIZE', nonEmpty(env, 'KEY_CACHE_SIZE'), 100_000, 10_000_000),
     maxAuditTails: parseCount('MAX_AUDIT_TAILS', nonEmpty(env, 'MAX_AUDIT_TAILS'), DEFAULT_MAX_AUDIT_TAILS, 100_000),
+    maxAlertSubscriptions: parseCount('MAX_ALERT_SUBSCRIPTIONS', nonEmpty(env, 'MAX_ALERT_SUBSCRIPTIONS'), DEFAULT_MAX_ALERT_SUBSCRIPTIONS, 1_000_000),
     trustProxy: parseBoolean('TRUST_PROXY', nonEmpty(env, 'TRUST_PROXY')),
     logLevel,
     alerts: parseAlertSettings(env),

@@ -33,11 +33,15 @@ test('a DATABASE_URL with a stray % is refused at start by name, without echoing
   assert.equal(loadConfig({ ...base, DATABASE_URL: 'postgres://postgres:Sup3r%25S3cret@127.0.0.1:5432/db' }).databaseUrl, 'postgres://postgres:Sup3r%25S3cret@127.0.0.1:5432/db');
 });
 
-test('MAX_AUDIT_TAILS bounds live audit tails per server: 200 unless set, and a value that is not a count stops the configuration', () => {
+test('MAX_AUDIT_TAILS and MAX_ALERT_SUBSCRIPTIONS bound live subscriptions per server: 200 and 2000 unless set; a value that is not a count stops the configuration', () => {
   assert.equal(loadConfig(base).maxAuditTails, 200);
   assert.equal(loadConfig({ ...base, MAX_AUDIT_TAILS: '25' }).maxAuditTails, 25);
-  for (const bad of ['-1', 'many', '1e3', '100001']) {
-    assert.throws(() => loadConfig({ ...base, MAX_AUDIT_TAILS: bad }), (error) => error instanceof ConfigError && /^MAX_AUDIT_TAILS /.test(error.message), bad);
+  assert.equal(loadConfig(base).maxAlertSubscriptions, 2000);
+  assert.equal(loadConfig({ ...base, MAX_ALERT_SUBSCRIPTIONS: '0' }).maxAlertSubscriptions, 0);
+  for (const [name, tooMany] of [['MAX_AUDIT_TAILS', '100001'], ['MAX_ALERT_SUBSCRIPTIONS', '1000001']] as const) {
+    for (const bad of ['-1', 'many', '1e3', tooMany]) {
+      assert.throws(() => loadConfig({ ...base, [name]: bad }), (error) => error instanceof ConfigError && error.message.startsWith(`${name} `), `${name}=${bad}`);
+    }
   }
 });
 

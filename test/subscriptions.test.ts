@@ -935,8 +935,8 @@ test('a slow subscriber (socket not read) does not hold up another one; the serv
   await waitUntil(() => feeds().auditFeed.size <= auditBase, 5000, () => `both subscribers unregistered (size ${feeds().auditFeed.size}, base ${auditBase})`);
 });
 
-describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of them for one user at most', () => {
-  // Its own server, with room for four tails, two for one user.
+describe('live audit tails and alert subscriptions on one server are bounded (MAX_AUDIT_TAILS, MAX_ALERT_SUBSCRIPTIONS), half of them for one user at most', () => {
+  // Its own server, with room for four tails (two for one user) and two alert subscriptions (one).
   let small: TestServer;
   const tails = () => small.server.services.alerting.auditFeed.size;
   const tailStarts = async () =>
@@ -949,7 +949,7 @@ describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of 
     return { ...who, connection };
   };
   before(async () => {
-    small = await startTestServer({ maxAuditTails: 4 });
+    small = await startTestServer({ maxAuditTails: 4, maxAlertSubscriptions: 2 });
   });
   after(async () => {
     await small.close();
@@ -999,6 +999,35 @@ describe('live audit tails on one server are bounded (MAX_AUDIT_TAILS), half of 
     assert.deepEqual(again.errors, []);
     for (const connection of [admin, sameUser, other.connection, third.connection]) await connection.client.dispose();
     await waitUntil(() => tails() === 0, 3000, () => `every tail unregistered (${tails()})`);
+  });
+
+  test('alert subscriptions: past its share one user is RATE_LIMITED, past the bound anyone is; an ended one frees its place', async () => {
+    const subscriptions = () => small.server.services.alerting.alertFeed.size;
+    await waitUntil(() => subscriptions() === 0, 3000, () => `no alert subscription left from before (${subscriptions()})`);
+    const admin = connect(small.url, small.adminKey);
+    await connected(admin);
+    const mine = alerts(admin.client);
+    await waitUntil(() => subscriptions() === 1, 3000, 'the first alert subscription registered');
+    const overShare = await alerts(admin.client).refused();
+    assert.deepEqual(codes(overShare), ['RATE_LIMITED']);
+    assert.match(overShare[0]!.message, /At most 1 alert subscriptions may run at once for one user/);
+
+    const other = await auditorOf('alert-reader');
+    const theirs = alerts(other.connection.client);
+    await waitUntil(() => subscriptions() === 2, 3000, 'another user takes the second place');
+    const third = await auditorOf('alert-reader-3');
+    const full = await alerts(third.connection.client).refused();
+    assert.deepEqual(codes(full), ['RATE_LIMITED']);
+    assert.match(full[0]!.message, /At most 2 alert subscriptions may run at once on this server/);
+    assert.match(await (await fetch(`${small.baseUrl}/metrics`)).text(), /keyledger_live_subscriptions_refused_total\{feed="alerts"\} 2/);
+
+    mine.stop();
+    await waitUntil(() => subscriptions() === 1, 3000, 'the stopped subscription unregistered');
+    const again = alerts(third.connection.client);
+    await waitUntil(() => subscriptions() === 2, 3000, 'the freed place is taken');
+    assert.deepEqual([...again.errors, ...theirs.errors], []);
+    for (const connection of [admin, other.connection, third.connection]) await connection.client.dispose();
+    await waitUntil(() => subscriptions() === 0, 3000, 'every alert subscription unregistered');
   });
 
   test('a tail whose key loses audit:read ends at once, though its filter matches nothing, and frees its place', async () => {

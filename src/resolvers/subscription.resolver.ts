@@ -34,7 +34,7 @@ function subscribeToAlerts({ args, context }: SubscribeData) {
     if (value !== null && value !== undefined && !isUuid(value)) throw new BadInputError(`filter.${field}`, `filter.${field} is not an id`);
   }
   const allowed = stillAllowed(context, 'alerts:read');
-  return watched(context, context.services.alerting.alertFeed.subscribe((alert) => alertMatches(alert, filter), { allowed }), allowed);
+  return watched(context, context.services.alerting.alertFeed.subscribe((alert) => alertMatches(alert, filter), { allowed, owner: context.principal.userId }), allowed);
 }
 
 async function subscribeToAudit({ args, context }: SubscribeData) {

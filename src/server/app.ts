@@ -100,6 +100,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       ...config,
       redis,
       bus,
+      liveFeedLimits: { maxAuditTails: config.maxAuditTails, maxAlertSubscriptions: config.maxAlertSubscriptions },
       onBackgroundError: (error) => logger.error({ err: error }, 'background write failed'),
     });
     keyCache = services.verification.cache;

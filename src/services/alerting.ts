@@ -11,7 +11,7 @@ import type { AuditQueryService } from './audit-query.service';
 import { AUDIT_SEALED_CHANNEL, withCommit, type AuditRecord, type AuditService, type ChangeHook } from './audit.service';
 import { notifyStatement } from './sql-literal';
 import type { KeyVerificationService } from './key-verification.service';
-import { LiveFeed } from './live-feed';
+import { LiveFeed, type FeedLimit } from './live-feed';
 import type { EventBus } from './event-bus';
 import { DetectorGossip } from './detector-gossip';
 import type { PgListener } from './pg-listener';
@@ -20,6 +20,19 @@ export const ALERT_RULES_CHANNEL = 'keyledger_alert_rules';
 
 /** Live audit tails one instance serves at once, unless MAX_AUDIT_TAILS says otherwise */
 export const DEFAULT_MAX_AUDIT_TAILS = 200;
+/** Alert subscriptions one instance serves at once, unless MAX_ALERT_SUBSCRIPTIONS says otherwise */
+export const DEFAULT_MAX_ALERT_SUBSCRIPTIONS = 2000;
+
+export interface LiveFeedLimits {
+  /** MAX_AUDIT_TAILS */
+  maxAuditTails?: number;
+  /** MAX_ALERT_SUBSCRIPTIONS */
+  maxAlertSubscriptions?: number;
+}
+
+function halfPerUser(name: string, maxSubscribers: number): FeedLimit {
+  return { name, maxSubscribers, maxPerOwner: Math.ceil(maxSubscribers / 2) };
+}
 
 /**
  * Alerts end to end: detectors fed by verifications and committed audit records, the sink that
@@ -34,7 +47,8 @@ export class Alerting {
   readonly detectors: AlertDetectors;
   /** Burst and rule hits exchanged with the other instances (none without a bus) */
   readonly gossip: DetectorGossip | null;
-  readonly alertFeed = new LiveFeed<AlertEntity>();
+  /** Bounded too: each holds a queue, and keys are many though each key's connections are few. */
+  readonly alertFeed: LiveFeed<AlertEntity>;
   /** Bounded: a tail's start is itself an event every tail receives, so tails cost the process their square. */
   readonly auditFeed: LiveFeed<AuditEventEntity>;
   private auditDelivery: Promise<void> = Promise.resolve();
@@ -49,10 +63,11 @@ export class Alerting {
     settings: AlertSettings,
     private readonly onError: (error: unknown) => void,
     private readonly bus: EventBus | null = null,
-    maxAuditTails = DEFAULT_MAX_AUDIT_TAILS,
+    { maxAuditTails = DEFAULT_MAX_AUDIT_TAILS, maxAlertSubscriptions = DEFAULT_MAX_ALERT_SUBSCRIPTIONS }: LiveFeedLimits = {},
   ) {
     // One user may hold half the places, whatever keys: no auditor shuts every other out.
-    this.auditFeed = new LiveFeed<AuditEventEntity>({ name: 'live audit tails', maxSubscribers: maxAuditTails, maxPerOwner: Math.ceil(maxAuditTails / 2) });
+    this.auditFeed = new LiveFeed<AuditEventEntity>(halfPerUser('live audit tails', maxAuditTails));
+    this.alertFeed = new LiveFeed<AlertEntity>(halfPerUser('alert subscriptions', maxAlertSubscriptions));
     this.alerts = new AlertService(dataSource, audit, bus);
     this.rules = new AlertRuleService(dataSource, audit, () => this.reloadRules());
     this.sink = new AlertSink(this.alerts, onError);

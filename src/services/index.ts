@@ -6,7 +6,7 @@ import { AuditReportService } from './audit-report.service';
 import { AuditService } from './audit.service';
 import { AuthFailureFolding } from './auth-failure-folding';
 import { DEFAULT_ALERT_SETTINGS, type AlertSettings } from './alert-detectors';
-import { Alerting } from './alerting';
+import { Alerting, type LiveFeedLimits } from './alerting';
 import type { EventBus } from './event-bus';
 import { KeyCache } from './key-cache';
 import { KeyChangeFeed } from './key-change-feed';
@@ -28,8 +28,8 @@ export interface ServiceSettings {
   alerts?: AlertSettings;
   /** Announces new alerts and sealed audit events to every instance; none: nobody hears them live */
   bus?: EventBus | null;
-  /** Live audit tails this instance serves at once (MAX_AUDIT_TAILS) */
-  maxAuditTails?: number;
+  /** Live subscriptions this instance serves at once (MAX_AUDIT_TAILS, MAX_ALERT_SUBSCRIPTIONS) */
+  liveFeedLimits?: LiveFeedLimits;
   /** Shared rate-limit windows across instances; in-process without */
   redis?: Redis | null;
   onBackgroundError?: (error: unknown) => void;
@@ -51,7 +51,7 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
     settings.alerts ?? DEFAULT_ALERT_SETTINGS,
     settings.onBackgroundError ?? (() => {}),
     settings.bus ?? null,
-    settings.maxAuditTails,
+    settings.liveFeedLimits,
   );
   return {
     audit,

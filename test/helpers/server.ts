@@ -6,7 +6,7 @@ import { print } from 'graphql';
 import { generateKey } from '../../src/auth/key-format';
 import type { Config } from '../../src/config';
 import { DEFAULT_ALERT_SETTINGS } from '../../src/services/alert-detectors';
-import { DEFAULT_MAX_AUDIT_TAILS } from '../../src/services/alerting';
+import { DEFAULT_MAX_ALERT_SUBSCRIPTIONS, DEFAULT_MAX_AUDIT_TAILS } from '../../src/services/alerting';
 import { startServer, type RunningServer } from '../../src/server/app';
 import { createTestDatabase, type TestDatabase } from './database';
 
@@ -45,6 +45,7 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {})
     redisUrl: null,
     keyCacheSize: 100_000,
     maxAuditTails: DEFAULT_MAX_AUDIT_TAILS,
+    maxAlertSubscriptions: DEFAULT_MAX_ALERT_SUBSCRIPTIONS,
     alerts: DEFAULT_ALERT_SETTINGS,
     trustProxy: false,
     logLevel: 'info',
