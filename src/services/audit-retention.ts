@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import { SYSTEM_ACTOR, type Actor } from './actor';
+import { ADVISORY_LOCKS, withSessionLock } from '../db/advisory-locks';
 import { CHAIN_LOCK, type AuditService } from './audit.service';
 import { ROLLUP_LEVELS } from './audit-rollup';
 import { AuditIntegrity, type Anchor } from './audit-integrity';
@@ -85,12 +86,18 @@ export async function applyRetention(
   // A typo of a year must not drop this month or future ones (their events would land in default).
   const thisMonth = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
   if (!(before.getTime() <= thisMonth)) throw new RangeError('before must not be later than the start of the current month (UTC)');
+  // Runs on several instances at once would check months another run is dropping.
+  return withSessionLock(audit.dataSource, ADVISORY_LOCKS.auditRetention, () => retain(audit, before, actor, dryRun));
+}
+
+async function retain(audit: AuditService, before: Date, actor: Actor, dryRun: boolean): Promise<RetentionReport> {
   let report: RetentionReport = { removedPartitions: [], removedEvents: 0, anchors: [], carriedAnchors: [] };
-  // Verified first, in a transaction of its own: not under the lock sealing waits on (a month takes
-  // a while), nor holding locks on months another run may be detaching. What is committed is sealed
-  // first, so an earlier run's retention event is in the chain to account for its gaps.
+  // Verified first, outside a transaction: not under the lock sealing waits on (a month takes a
+  // while), and holding no lock on a month while the check reads on other connections (a DETACH
+  // waiting for that lock would hold those reads up, and neither would give way). What is committed
+  // is sealed first, so an earlier run's retention event is in the chain to account for its gaps.
   await audit.seal();
-  await audit.transaction((tx) => refuseIfBroken(tx, before));
+  await refuseIfBroken(audit.dataSource.manager, before);
   await audit.transaction(async (tx) => {
     // Detaching needs the table to itself: give up rather than queue every writer behind a long read.
     await tx.query(`SET LOCAL lock_timeout = '5s'`);

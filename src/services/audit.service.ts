@@ -204,7 +204,7 @@ export class AuditService {
   private readonly onCommit = new WeakMap<EntityManager, Array<() => void>>();
 
   constructor(
-    private readonly dataSource: DataSource,
+    readonly dataSource: DataSource,
     private readonly onBackgroundError: (error: unknown) => void = () => {},
     private readonly hooks: ChangeHook[] = [],
     private readonly bus: EventBus | null = null,
