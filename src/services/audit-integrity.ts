@@ -1,4 +1,4 @@
-import type { DataSource } from 'typeorm';
+import type { EntityManager } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import { eventHash, GENESIS_HASH } from './audit.service';
 import { ROLLUP_LEVELS, ceilTo, floorTo } from './audit-rollup';
@@ -82,7 +82,8 @@ export class AuditIntegrity {
   /** Anchors found named (or not) during this check: a gap right below another is reached twice */
   private readonly anchorNamed = new Map<string, boolean>();
 
-  constructor(private readonly dataSource: DataSource) {}
+  /** `db`: a transaction's manager reads on that transaction's connection, as retention needs. */
+  constructor(private readonly db: EntityManager) {}
 
   async check(from: Date | null | undefined, to: Date | null | undefined): Promise<IntegrityReport> {
     if (from && to && from.getTime() > to.getTime()) throw new BadInputError('from', 'from must not be after to');
@@ -96,7 +97,7 @@ export class AuditIntegrity {
     const { checked, last } = walked;
     if (toPresent) {
       // The loop ran up to the head's id; the head event itself must be there, with the head's hash.
-      const [headEvent] = (await this.dataSource.query('SELECT hash FROM audit_events WHERE id = $1', [head.lastId])) as Array<{ hash: string }>;
+      const [headEvent] = (await this.db.query('SELECT hash FROM audit_events WHERE id = $1', [head.lastId])) as Array<{ hash: string }>;
       if (!headEvent) {
         return broken(checked, head.lastId, `the chain head records event ${head.lastId}, which the log no longer holds: events at its end are missing`);
       }
@@ -115,7 +116,7 @@ export class AuditIntegrity {
   async checkIds(low: string, high: string): Promise<IntegrityReport> {
     const head = await this.readHead();
     if (!head || head.lastId === null) return { ok: true, checkedEvents: 0, firstInvalidEventId: null, headHash: null, problem: null };
-    const [wider] = (await this.dataSource.query(
+    const [wider] = (await this.db.query(
       `SELECT coalesce((SELECT max(id) FROM audit_events WHERE id < $1), $1)::text AS low,
               coalesce((SELECT min(id) FROM audit_events WHERE id > $2 AND id <= $3), least($2, $3))::text AS high`,
       [low, high, head.lastId],
@@ -134,7 +135,7 @@ export class AuditIntegrity {
     const intruder = await this.firstInRemovedRun(ids.low, ids.high);
     let afterId: string | null = null;
     for (;;) {
-      const query = this.dataSource.manager
+      const query = this.db
         .createQueryBuilder(AuditEventEntity, 'e')
         .where('e.id >= :low AND e.id <= :high', { low: ids.low, high: ids.high });
       if (afterId !== null) query.andWhere('e.id > :afterId', { afterId });
@@ -164,7 +165,7 @@ export class AuditIntegrity {
   /** The first and last id of the events in the time range (up to the head); null when it holds none. */
   private async idRange(from: Date | null, to: Date | null, headId: string): Promise<{ low: string; high: string } | null> {
     if (!from && !to) return { low: '0', high: headId };
-    const [row] = (await this.dataSource.query(
+    const [row] = (await this.db.query(
       `SELECT min(id)::text AS low, max(id)::text AS high FROM audit_events
         WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2) AND id <= $3`,
       [from, to, headId],
@@ -172,7 +173,7 @@ export class AuditIntegrity {
     if (row?.low === null || row?.low === undefined) return null;
     // One event more on each side: an edge event whose time was moved out of the range is still
     // checked. Up to the head when the range runs to the present.
-    const [wider] = (await this.dataSource.query(
+    const [wider] = (await this.db.query(
       `SELECT (SELECT max(id) FROM audit_events WHERE id < $1)::text AS before,
               (SELECT min(id) FROM audit_events WHERE id > $2 AND id <= $3)::text AS after`,
       [row.low, row.high, headId],
@@ -210,7 +211,7 @@ export class AuditIntegrity {
 
   /** What precedes `id` in the chain as stored: the nearest event or anchor below it. */
   private async rawLinkBefore(id: string): Promise<{ lastId: string; hash: string; anchor: Anchor | null } | null> {
-    const [row] = (await this.dataSource.query(
+    const [row] = (await this.db.query(
       `SELECT before.id::text AS "lastId", hash, anchor, first_id::text AS "firstId", entry_hash AS "entryHash" FROM (
          (SELECT id, hash, false AS anchor, NULL::bigint AS first_id, NULL::text AS entry_hash FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1)
          UNION ALL
@@ -224,7 +225,7 @@ export class AuditIntegrity {
 
   /** Every anchor retention has stored, oldest first. */
   async storedAnchors(): Promise<Anchor[]> {
-    const rows = (await this.dataSource.query(
+    const rows = (await this.db.query(
       `SELECT last_id::text AS "lastId", hash, first_id::text AS "firstId", entry_hash AS "entryHash" FROM audit_chain_anchors ORDER BY last_id`,
     )) as Array<{ lastId: string; hash: string; firstId: string | null; entryHash: string | null }>;
     return rows.map(toAnchor);
@@ -251,7 +252,7 @@ export class AuditIntegrity {
   }
 
   private async readHead(): Promise<Head | undefined> {
-    const [head] = (await this.dataSource.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
+    const [head] = (await this.db.query(`SELECT last_id::text AS "lastId", hash FROM audit_chain_head`)) as Head[];
     return head;
   }
 
@@ -264,7 +265,7 @@ export class AuditIntegrity {
   /** Named as stored, entry included: an entry changed or cleared by hand is named by no event. */
   private async namedBelow(anchor: Anchor, head: Head): Promise<boolean> {
     const { lastId, hash } = anchor;
-    const candidates = (await this.dataSource.query(
+    const candidates = (await this.db.query(
       `SELECT id::text AS id, details FROM audit_events
         WHERE action = 'audit.retention' AND id > $1 AND id <= $2 AND (details @> $3::jsonb OR details @> $4::jsonb)
         ORDER BY audit_events.id`,
@@ -285,7 +286,7 @@ export class AuditIntegrity {
    * when none. Only anchors that record their run's first event bound one.
    */
   private async firstInRemovedRun(low: string, high: string): Promise<{ id: string; run: string } | null> {
-    const [row] = (await this.dataSource.query(
+    const [row] = (await this.db.query(
       `SELECT e.id::text AS id, 'events ' || a.first_id || ' to ' || a.last_id AS run
          FROM audit_chain_anchors a
          CROSS JOIN LATERAL (SELECT id FROM audit_events WHERE id BETWEEN greatest(a.first_id, $1::bigint) AND least(a.last_id, $2::bigint) ORDER BY id LIMIT 1) e
@@ -298,13 +299,13 @@ export class AuditIntegrity {
 
   /** Intact, outside every removed run, linked to what precedes it, and linked to by what follows it (or it is the head). */
   private async inChain(id: string, head: Head): Promise<boolean> {
-    const event = await this.dataSource.manager.findOneBy(AuditEventEntity, { id });
+    const event = await this.db.findOneBy(AuditEventEntity, { id });
     if (!event) return false;
     if (await this.firstInRemovedRun(id, id)) return false;
     const { hash: stored, ...rest } = event;
     if (eventHash(rest) !== stored) return false;
     if ((await this.rawLinkBefore(event.id))?.hash !== event.prevHash) return false;
-    const [next] = (await this.dataSource.query(
+    const [next] = (await this.db.query(
       'SELECT prev_hash AS "prevHash" FROM audit_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT 1',
       [event.id, head.lastId],
     )) as Array<{ prevHash: string }>;
@@ -321,7 +322,7 @@ export class AuditIntegrity {
       const start = from && ceilTo(from, level.millis);
       const end = to && floorTo(to, level.millis);
       if (start && end && start.getTime() >= end.getTime()) continue;
-      const [row] = (await this.dataSource.query(
+      const [row] = (await this.db.query(
         `WITH events AS (
            SELECT date_trunc('${level.unit}', occurred_at, 'UTC') AS bucket, action, outcome, coalesce(target_type, '') AS target_type, count(*) AS n
              FROM audit_events

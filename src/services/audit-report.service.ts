@@ -119,6 +119,6 @@ export class AuditReportService {
 
   /** The chain, its head and the counts, checked over the range (AuditIntegrity). */
   integrity(from: Date | null | undefined, to: Date | null | undefined): Promise<IntegrityReport> {
-    return new AuditIntegrity(this.dataSource).check(from, to);
+    return new AuditIntegrity(this.dataSource.manager).check(from, to);
   }
 }

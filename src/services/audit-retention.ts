@@ -45,21 +45,21 @@ async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: str
  * Retention takes the anchors' hashes from the events it removes: it refuses to remove events
  * whose chain does not verify, which would otherwise vanish with the evidence of a change.
  */
-async function refuseIfBroken(tx: EntityManager, before: Date): Promise<void> {
-  const { old } = await monthsBefore(tx, before);
+async function refuseIfBroken(db: EntityManager, before: Date): Promise<void> {
+  const { old } = await monthsBefore(db, before);
   if (old.length === 0) return;
   let range: { low: string | null; high: string | null } | undefined;
   try {
-    [range] = (await tx.query(
+    [range] = (await db.query(
       `SELECT min(id)::text AS low, max(id)::text AS high FROM (${old.map((name) => `SELECT id FROM ${name}`).join(' UNION ALL ')}) r`,
     )) as Array<{ low: string | null; high: string | null }>;
   } catch (error) {
-    // A month another run has just removed: what is left is looked at again under the lock.
+    // A month a run of an older release (which takes no turn) has just removed: the rest is looked at again under the lock.
     if ((error as { driverError?: { code?: string } }).driverError?.code === UNDEFINED_TABLE) return;
     throw error;
   }
   if (!range || range.low === null || range.high === null) return;
-  const report = await new AuditIntegrity(tx.connection).checkIds(range.low, range.high);
+  const report = await new AuditIntegrity(db).checkIds(range.low, range.high);
   if (!report.ok) {
     throw new AuditChainBrokenError(`the audit chain does not verify where events would be removed (${report.problem}); nothing was removed: see auditIntegrity`);
   }
@@ -130,7 +130,7 @@ async function retain(audit: AuditService, before: Date, actor: Actor, dryRun: b
         [old, from],
       )) as Required<Anchor>[];
       // Only anchors an event in the chain names now: carrying one added by hand would vouch for it.
-      const integrity = new AuditIntegrity(tx.connection);
+      const integrity = new AuditIntegrity(tx);
       const carriedAnchors: Anchor[] = [];
       for (const anchor of await integrity.storedAnchors()) if (await integrity.anchorIsNamed(anchor)) carriedAnchors.push(anchor);
       report = { removedPartitions: old, removedEvents: events, anchors, carriedAnchors };
