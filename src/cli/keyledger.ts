@@ -105,7 +105,7 @@ async function recoverAdmin(args: string[]): Promise<void> {
   if (!who || !reason?.trim()) fail('recover-admin: --user <name or email> and --reason <text> are required');
   await withDatabase(async (dataSource, config) => {
     const weakPepper = await checkPepper(dataSource, config.keyPepper);
-    if (weakPepper) process.stderr.write(`warning: ${weakPepper}\n`);
+    if (weakPepper) process.stderr.write(`keyledger: warning: ${weakPepper}\n`);
     const [admin] = (await dataSource.query(
       `SELECT u.id FROM users u
          JOIN user_roles ur ON ur.user_id = u.id JOIN roles r ON r.id = ur.role_id AND r.name = 'admin'

@@ -3,16 +3,39 @@ import type { DataSource } from 'typeorm';
 import { ConfigError } from '../config';
 
 const MIN_DISTINCT_CHARACTERS = 8;
+/** Words placeholders are made of: six letters or more, which a random base64 pepper holds by chance about once in ten million. */
+const PLACEHOLDER_WORDS = /change[\W_]?(?:me|it|this)|secret|random|password|example|default|replace|placeholder|keyledger/i;
+
+/** The share of a string's three-character pieces that occurred earlier in it. */
+function repeatedTrigrams(text: string): number {
+  const seen = new Set<string>();
+  let repeated = 0;
+  for (let i = 0; i + 3 <= text.length; i++) {
+    const trigram = text.slice(i, i + 3);
+    if (seen.has(trigram)) repeated++;
+    else seen.add(trigram);
+  }
+  return repeated / Math.max(1, text.length - 2);
+}
+
+/** The share of neighbouring characters one code point apart (abcd…, 9876…). */
+function consecutiveSteps(text: string): number {
+  let steps = 0;
+  for (let i = 1; i < text.length; i++) if (Math.abs(text.charCodeAt(i) - text.charCodeAt(i - 1)) === 1) steps++;
+  return steps / Math.max(1, text.length - 1);
+}
 
 /**
- * Why a pepper is plainly not random (a placeholder such as `xxxx…` or `changemechangeme…`), or
- * null. It cannot prove randomness; it refuses what no generator would produce.
+ * Why a pepper is plainly not random (a placeholder, a repeated phrase, a keyboard or alphabet
+ * run), or null. It cannot prove randomness; it refuses what no generator would produce (the
+ * chance that 32 random hex characters are refused is about one in thirty million).
  */
 export function pepperWeakness(pepper: string): string | null {
   if (new Set(pepper).size < MIN_DISTINCT_CHARACTERS) return `uses fewer than ${MIN_DISTINCT_CHARACTERS} distinct characters`;
-  for (let period = 1; period <= pepper.length / 2; period++) {
-    if (pepper.slice(period) === pepper.slice(0, pepper.length - period)) return 'repeats a short pattern';
-  }
+  if (repeatedTrigrams(pepper) >= 0.25) return 'repeats a pattern';
+  if (consecutiveSteps(pepper) >= 0.6) return 'runs through consecutive characters';
+  // Not which word: on a database that keeps such a pepper, this is logged.
+  if (PLACEHOLDER_WORDS.test(pepper)) return 'reads like a placeholder (a word such as change, secret or password)';
   return null;
 }
 

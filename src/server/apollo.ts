@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { GraphQLContext } from '../auth/context';
 import { auditDenials } from './context';
 import { PARSE_OPTIONS } from './document-guard';
-import { formatError } from './errors';
+import { databaseUnreachable, formatError } from './errors';
 import { operationRefusal } from './query-cost';
 import type { Metrics } from './metrics';
 
@@ -28,7 +28,8 @@ function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlug
             // The code the client will see: a domain error's is only attached when formatted.
             if (formatError(error.toJSON(), error).extensions?.code === 'INTERNAL_SERVER_ERROR') {
               // Logged server-side only; the client sees a generic message and the request id.
-              logger.error({ requestId: contextValue.requestId, err: error.originalError ?? error }, 'unexpected error');
+              const err = error.originalError ?? error;
+              logger.error({ requestId: contextValue.requestId, err, outage: databaseUnreachable(err) }, 'unexpected error');
             }
           }
         },

@@ -61,16 +61,30 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   };
 }
 
-/** PostgreSQL error classes and network failures that mean "not reachable now" (or too busy: a statement timed out or cancelled), not "this request is wrong" */
-const UNAVAILABLE_SQLSTATES = /^(08...|57P0[123]|57014|53300)$/;
+/** PostgreSQL error classes and network failures that mean "not reachable now", not "this request is wrong" */
+const UNREACHABLE_SQLSTATES = /^(08...|57P0[123]|53300)$/;
+/** A statement timed out or cancelled: the database is too busy now, for this request */
+const CANCELLED = '57014';
 const UNAVAILABLE_NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
 const UNAVAILABLE_MESSAGE = /Connection terminated|timeout exceeded when trying to connect|not currently accepting connections|the database system is (starting up|shutting down)/;
 
-/** Whether an error (or the driver error a wrapper holds) says the database cannot be reached at the moment. */
+/** Whether an error (or the driver error a wrapper holds) says the database cannot serve the request at the moment: unreachable, or the statement cancelled. */
 export function databaseUnavailable(error: unknown): boolean {
+  return fromDatabaseDown(error, true);
+}
+
+/**
+ * Whether an error (or the driver error a wrapper holds) says the database cannot be reached at
+ * the moment. Only for errors of database work: a network code alone does not say whose socket.
+ */
+export function databaseUnreachable(error: unknown): boolean {
+  return fromDatabaseDown(error, false);
+}
+
+function fromDatabaseDown(error: unknown, orCancelled: boolean): boolean {
   for (let current = error, depth = 0; current instanceof Error && depth < 4; depth++) {
     const { code } = current as { code?: unknown };
-    if (typeof code === 'string' && (UNAVAILABLE_SQLSTATES.test(code) || UNAVAILABLE_NETWORK.has(code))) return true;
+    if (typeof code === 'string' && (UNREACHABLE_SQLSTATES.test(code) || UNAVAILABLE_NETWORK.has(code) || (orCancelled && code === CANCELLED))) return true;
     if (UNAVAILABLE_MESSAGE.test(current.message)) return true;
     current = (current as { driverError?: unknown }).driverError ?? current.cause;
   }

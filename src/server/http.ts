@@ -12,7 +12,7 @@ import { handleAuditExport } from './audit-export';
 import { authenticateRequest, send } from './respond';
 import { buildContext } from './context';
 import { documentGuardError } from './document-guard';
-import { databaseUnavailable, errorBody } from './errors';
+import { databaseUnavailable, databaseUnreachable, errorBody } from './errors';
 import type { VerifyFastPath } from './fast-verify';
 import type { Metrics } from './metrics';
 import { quoteInput } from '../auth/key-format';
@@ -257,7 +257,8 @@ export function createRequestHandler(deps: HttpDeps) {
       // The database down (checking a key needs it) is the server's trouble, and passing: 503, retry soon.
       const unavailable = databaseUnavailable(error);
       status = unavailable ? 503 : 500;
-      logger.error({ err: error, route }, 'request failed');
+      // Every request fails alike while the database is down: the log says so once an interval.
+      logger.error({ err: error, route, outage: databaseUnreachable(error) }, 'request failed');
       if (res.headersSent) res.destroy();
       else if (unavailable) {
         send(res, 503, 'application/json', errorBody('INTERNAL_SERVER_ERROR', 'The database is unavailable: retry shortly'), { 'retry-after': String(UNAVAILABLE_RETRY_SECONDS) });

@@ -1,6 +1,5 @@
 import pino, { type DestinationStream, type LogFn, type Logger } from 'pino';
 import { redactKeys } from '../auth/key-format';
-import { databaseUnavailable } from './errors';
 
 /** How often one failure message is logged while the database is unreachable. */
 export const OUTAGE_LOG_INTERVAL_MS = 10_000;
@@ -32,43 +31,55 @@ function withoutSecrets(value: unknown, seen: WeakSet<object>, depth: number): u
   return out;
 }
 
-function causedByOutage(error: unknown): boolean {
-  try {
-    return databaseUnavailable(error);
-  } catch {
-    return false;
-  }
+interface Held {
+  /** When the last line for this message was written */
+  at: number;
+  heldBack: number;
+  /** The last held call's fields, written with the count when the interval ends */
+  last: Record<string, unknown> | null;
+  timer: NodeJS.Timeout | null;
 }
 
 /**
  * While the database is unreachable every request fails alike, and a line each (thousands a
- * second of verifications) would flood the log when it matters most. Each message caused by the
- * outage is written once per interval, with how many like it were held back since the last.
+ * second of verifications) would flood the log when it matters most. A failure logged with
+ * `outage: true` is written once per interval for its level and message; the like ones held back
+ * meanwhile are written as one line with their count (`heldBack`) when the interval ends.
  */
-function outageThrottle(now: () => number): (this: Logger, args: Parameters<LogFn>, method: LogFn) => void {
-  const lastWritten = new Map<string, { at: number; heldBack: number }>();
-  return function logMethod(args, method) {
-    const [fields, message] = args as unknown[];
-    const outage = typeof message === 'string' && typeof fields === 'object' && fields !== null && causedByOutage((fields as { err?: unknown }).err);
-    if (!outage) return method.apply(this, args);
-    const last = lastWritten.get(message);
-    if (last && now() - last.at < OUTAGE_LOG_INTERVAL_MS) {
-      last.heldBack++;
-      return;
+function outageThrottle(intervalMs: number): (this: Logger, args: Parameters<LogFn>, method: LogFn, level: number) => void {
+  const held = new Map<string, Held>();
+  return function logMethod(args, method, level) {
+    const [fields, message, ...rest] = args as unknown[];
+    if (typeof message !== 'string' || typeof fields !== 'object' || fields === null || (fields as { outage?: unknown }).outage !== true) {
+      return method.apply(this, args);
     }
-    lastWritten.set(message, { at: now(), heldBack: 0 });
-    const heldBack = last?.heldBack ?? 0;
-    method.apply(this, (heldBack > 0 ? [{ ...fields, heldBack }, message] : args) as Parameters<LogFn>);
+    const key = `${level} ${message}`;
+    const now = Date.now();
+    const entry = held.get(key);
+    if (!entry || now - entry.at >= intervalMs) {
+      held.set(key, { at: now, heldBack: 0, last: null, timer: null });
+      return method.apply(this, args);
+    }
+    entry.heldBack++;
+    entry.last = fields as Record<string, unknown>;
+    entry.timer ??= setTimeout(() => {
+      entry.timer = null;
+      entry.at = Date.now();
+      const { heldBack, last } = entry;
+      entry.heldBack = 0;
+      entry.last = null;
+      method.apply(this, [{ ...last, heldBack }, message, ...rest] as Parameters<LogFn>);
+    }, entry.at + intervalMs - now).unref();
   };
 }
 
 /** Key headers are redacted wherever a request might be logged; secrets never reach a log line. */
-export function createLogger(level: string, destination?: DestinationStream, now: () => number = Date.now): Logger {
+export function createLogger(level: string, destination?: DestinationStream, outageIntervalMs = OUTAGE_LOG_INTERVAL_MS): Logger {
   return pino(
     {
       level,
       base: { service: 'keyledger' },
-      hooks: { logMethod: outageThrottle(now) },
+      hooks: { logMethod: outageThrottle(outageIntervalMs) },
       serializers: { err: errorWithoutSecrets },
       redact: {
         paths: ['req.headers.authorization', 'req.headers["x-api-key"]', '*.authorization', '*.secret', '*.key'],

@@ -26,7 +26,7 @@ import { DomainError } from '../services/errors';
 import { createLoaders, type Loaders } from '../services/loaders';
 import { auditDenials, buildContext } from './context';
 import { PARSE_OPTIONS, shapeError } from './document-guard';
-import { databaseUnavailable, formatError } from './errors';
+import { databaseUnavailable, databaseUnreachable, formatError } from './errors';
 import { keyHeaders } from './respond';
 import { operationRefusal } from './query-cost';
 import { MAX_BODY_BYTES, requestMeta } from './http';
@@ -260,7 +260,7 @@ export function attachWebSocket(
           return true;
         } catch (error) {
           if (!(error instanceof DomainError)) {
-            deps.logger.error({ err: error }, 'could not authenticate a WebSocket connection');
+            deps.logger.error({ err: error, outage: databaseUnreachable(error) }, 'could not authenticate a WebSocket connection');
             // The database down is passing, as HTTP's 503 says: the client may connect again soon.
             if (databaseUnavailable(error)) socket.close(CLOSE_TRY_LATER, 'The database is unavailable: retry shortly');
             else socket.close(CLOSE_INTERNAL_ERROR, 'Internal server error');
@@ -301,7 +301,7 @@ export function attachWebSocket(
           notStarted(state, id);
           if (!(error instanceof DomainError)) {
             // An error of the server's (its database down): this operation fails, the socket stays.
-            deps.logger.error({ err: error }, 'could not authenticate a WebSocket operation');
+            deps.logger.error({ err: error, outage: databaseUnreachable(error) }, 'could not authenticate a WebSocket operation');
             return [new GraphQLError('Internal server error', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })];
           }
           // Limits speak per operation; a key that no longer verifies loses the socket.
