@@ -22,6 +22,7 @@ export interface Config {
   keyCacheSize: number;
   /** Live audit tails one instance serves at once; 0 turns them off */
   maxAuditTails: number;
+  /** Alert subscriptions one instance serves at once; 0 turns them off */
   maxAlertSubscriptions: number;
   trustProxy: boolean;
   logLevel: string;
