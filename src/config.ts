@@ -15,6 +15,8 @@ export interface Config {
   /** Connections each instance may open (size it with max_connections / instances in mind) */
   databasePoolSize: number;
   keyPepper: string;
+  /** Where the pepper came from, as messages name it: KEY_PEPPER, or the file embedded mode keeps it in */
+  keyPepperSource?: string;
   keyPrefix: string;
   bootstrapAdminKey: string | null;
   redisUrl: string | null;
@@ -187,10 +189,14 @@ function checkPepper(name: string, pepper: string): string {
   return pepper;
 }
 
+function embeddedPepperFile(dataDir: string): string {
+  return `KEY_PEPPER file ${resolve(dataDir, 'key-pepper')}`;
+}
+
 /** In embedded mode the pepper is generated once and kept beside the data, readable only by its owner. */
 function embeddedPepper(dataDir: string): string {
   const file = resolve(dataDir, 'key-pepper');
-  if (existsSync(file)) return checkPepper(`KEY_PEPPER file ${file}`, readFileSync(file, 'utf8').trim());
+  if (existsSync(file)) return checkPepper(embeddedPepperFile(dataDir), readFileSync(file, 'utf8').trim());
   mkdirSync(dataDir, { recursive: true, mode: 0o711 });
   const pepper = randomBytes(32).toString('base64url');
   writeFileSync(file, pepper + '\n', { mode: 0o600, flag: 'wx' });
@@ -237,6 +243,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir,
     databasePoolSize,
     keyPepper,
+    keyPepperSource: rawPepper !== undefined ? 'KEY_PEPPER' : embeddedPepperFile(dataDir),
     keyPrefix,
     bootstrapAdminKey,
     redisUrl: parseRedisUrl(nonEmpty(env, 'REDIS_URL')),

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -51,6 +51,12 @@ describe('embedded PostgreSQL (no DATABASE_URL)', () => {
     } finally {
       await second.stop();
     }
+
+    // A pepper file edited by hand is refused, and the message names the file, not a variable never set.
+    writeFileSync(join(dataDir, 'key-pepper'), randomBytes(32).toString('base64url') + '\n');
+    const edited = await runToExit({ DATA_DIR: dataDir });
+    assert.equal(edited.code, 78);
+    assert.match(edited.stderr, /^keyledger: configuration error: KEY_PEPPER file \/.*key-pepper does not match the pepper this database was created with$/m);
   });
 });
 

@@ -104,7 +104,7 @@ async function recoverAdmin(args: string[]): Promise<void> {
   }
   if (!who || !reason?.trim()) fail('recover-admin: --user <name or email> and --reason <text> are required');
   await withDatabase(async (dataSource, config) => {
-    const weakPepper = await checkPepper(dataSource, config.keyPepper);
+    const weakPepper = await checkPepper(dataSource, config.keyPepper, config.keyPepperSource);
     if (weakPepper) process.stderr.write(`keyledger: warning: ${weakPepper}\n`);
     const [admin] = (await dataSource.query(
       `SELECT u.id FROM users u

@@ -46,14 +46,14 @@ export function pepperWeakness(pepper: string): string | null {
  * already created with one keeps working (its keys are hashed with it), and the weakness is
  * returned so the caller can warn.
  */
-export async function checkPepper(dataSource: DataSource, pepper: string): Promise<string | null> {
+export async function checkPepper(dataSource: DataSource, pepper: string, source = 'KEY_PEPPER'): Promise<string | null> {
   const fingerprint = createHmac('sha256', pepper).update('keyledger pepper fingerprint v1').digest('hex');
   const weakness = pepperWeakness(pepper);
   const stored = async () =>
     ((await dataSource.query(`SELECT value FROM server_settings WHERE name = 'pepper_fingerprint'`)) as Array<{ value: string }>)[0]?.value;
   let existing = await stored();
   if (existing === undefined) {
-    if (weakness) throw new ConfigError(`KEY_PEPPER ${weakness}: use 32 or more random bytes (openssl rand -base64 32)`);
+    if (weakness) throw new ConfigError(`${source} ${weakness}: use 32 or more random bytes (openssl rand -base64 32)`);
     await dataSource.query(
       `INSERT INTO server_settings (name, value) VALUES ('pepper_fingerprint', $1) ON CONFLICT (name) DO NOTHING`,
       [fingerprint],
@@ -61,7 +61,7 @@ export async function checkPepper(dataSource: DataSource, pepper: string): Promi
     existing = await stored();
   }
   if (existing !== fingerprint) {
-    throw new ConfigError('KEY_PEPPER does not match the pepper this database was created with');
+    throw new ConfigError(`${source} does not match the pepper this database was created with`);
   }
-  return weakness && `KEY_PEPPER ${weakness}; this database was created with it, so its keys still verify. Plan a move to a random pepper (every key must then be reissued).`;
+  return weakness && `${source} ${weakness}; this database was created with it, so its keys still verify. Plan a move to a random pepper (every key must then be reissued).`;
 }

@@ -77,7 +77,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const ds = dataSource;
     const applied = await migrate(dataSource);
     if (applied.length > 0) logger.info({ applied }, 'migrations applied');
-    const weakPepper = await checkPepper(dataSource, config.keyPepper);
+    const weakPepper = await checkPepper(dataSource, config.keyPepper, config.keyPepperSource);
     if (weakPepper) logger.error(weakPepper);
     const partitions = () =>
       maintainPartitions(ds).catch((error: unknown) => logger.error({ err: error }, 'partition maintenance failed'));
