@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from './config';
 import { startServer } from './server/app';
+import { flushHeldBackLogs } from './server/logger';
 
 const SHUTDOWN_TIMEOUT_MS = 30_000;
 
@@ -23,6 +24,7 @@ export async function main(): Promise<void> {
     // A dependency that never answers (a vanished database) must not keep the process alive forever.
     setTimeout(() => {
       running.logger.error({ signal, timeoutMs: SHUTDOWN_TIMEOUT_MS }, 'shutdown timed out');
+      flushHeldBackLogs(running.logger);
       process.exit(1);
     }, SHUTDOWN_TIMEOUT_MS).unref();
     running.close().then(

@@ -107,3 +107,26 @@ test('a statement cancelled while a request waits on it is 503 with Retry-After,
     await blocker.end();
   }
 });
+
+test('failures still held back when the server stops are counted in the log as it stops', async () => {
+  const own = await startTestServer();
+  try {
+    await admin.query(`ALTER DATABASE ${own.db.name} ALLOW_CONNECTIONS false`);
+    await own.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
+    const failing = () =>
+      fetch(`${own.baseUrl}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${generateKey('kl')}` },
+        body: JSON.stringify({ query: '{ viewer { permissions } }' }),
+      });
+    for (let i = 0; i < 6; i++) assert.equal((await failing()).status, 503);
+    const failures = () => own.logs.filter((line) => line.includes('"msg":"request failed"')).map((line) => JSON.parse(line) as { heldBack?: number });
+    assert.deepEqual(failures().map((line) => line.heldBack), [undefined], 'one line so far, five held back');
+  } finally {
+    await admin.query(`ALTER DATABASE ${own.db.name} ALLOW_CONNECTIONS true`);
+    // Well inside the interval, so only the stop can write the count.
+    await own.close();
+  }
+  const lines = own.logs.filter((line) => line.includes('"msg":"request failed"')).map((line) => JSON.parse(line) as { heldBack?: number });
+  assert.deepEqual(lines.map((line) => line.heldBack), [undefined, 5]);
+});

@@ -16,7 +16,7 @@ import { AUDIT_SEALED_CHANNEL } from '../services/audit.service';
 import { startApollo } from './apollo';
 import { createVerifyFastPath } from './fast-verify';
 import { createRequestHandler } from './http';
-import { createLogger } from './logger';
+import { createLogger, flushHeldBackLogs } from './logger';
 import { createMetrics, registerForwarderLag, registerKeyCache, registerRetries,
   registerDetectorGossip, registerLiveFeeds, registerUsage, registerWebSockets, type Metrics } from './metrics';
 import { PgEventBus, RedisEventBus, type EventBus } from '../services/event-bus';
@@ -177,6 +177,26 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const url = `http://${host}:${port}/graphql`;
     logger.info({ url }, 'keyledger listening');
 
+    const closeAll = async () => {
+      draining = true;
+      clearInterval(partitionTimer);
+      clearInterval(sealTimer);
+      // Requests and WebSocket operations already received are answered, within one deadline.
+      const deadline = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_MS).unref());
+      await Promise.all([ws.close(deadline), drain(httpServer, deadline)]);
+      await apollo.stop();
+      // Only now: while requests were answered the cache had to keep hearing invalidations.
+      await feed.stop();
+      await services.alerting.close();
+      await services.usage.close();
+      await services.authFailures.close();
+      await services.audit.close();
+      await forwarder?.stop();
+      await ds.destroy();
+      await bus?.close();
+      redis?.disconnect();
+      await embedded?.stop();
+    };
     let closing: Promise<void> | null = null;
     return {
       url,
@@ -187,26 +207,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       logger,
       generatedAdminKey: boot.generatedKey,
       close: () =>
-        (closing ??= (async () => {
-          draining = true;
-          clearInterval(partitionTimer);
-          clearInterval(sealTimer);
-          // Requests and WebSocket operations already received are answered, within one deadline.
-          const deadline = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_MS).unref());
-          await Promise.all([ws.close(deadline), drain(httpServer, deadline)]);
-          await apollo.stop();
-          // Only now: while requests were answered the cache had to keep hearing invalidations.
-          await feed.stop();
-          await services.alerting.close();
-          await services.usage.close();
-          await services.authFailures.close();
-          await services.audit.close();
-          await forwarder?.stop();
-          await ds.destroy();
-          await bus?.close();
-          redis?.disconnect();
-          await embedded?.stop();
-        })()),
+        (closing ??= closeAll().finally(() => {
+          // Counts an unref'd timer still holds would otherwise never be written.
+          flushHeldBackLogs(logger);
+        })),
     };
   } catch (error) {
     await listener?.stop().catch(() => undefined);

@@ -35,9 +35,15 @@ interface Held {
   /** When the last line for this message was written */
   at: number;
   heldBack: number;
-  /** The last held call's fields, written with the count when the interval ends */
-  last: Record<string, unknown> | null;
+  /** Writes the held-back count (with the last held call's fields) now */
+  write: (() => void) | null;
   timer: NodeJS.Timeout | null;
+}
+
+interface OutageThrottle {
+  logMethod(this: Logger, args: Parameters<LogFn>, method: LogFn, level: number): void;
+  /** Writes every count still held back (at shutdown: an unref'd timer would not) */
+  flush(): void;
 }
 
 /**
@@ -46,40 +52,55 @@ interface Held {
  * `outage: true` is written once per interval for its level and message; the like ones held back
  * meanwhile are written as one line with their count (`heldBack`) when the interval ends.
  */
-function outageThrottle(intervalMs: number): (this: Logger, args: Parameters<LogFn>, method: LogFn, level: number) => void {
+function outageThrottle(intervalMs: number): OutageThrottle {
   const held = new Map<string, Held>();
-  return function logMethod(args, method, level) {
-    const [fields, message, ...rest] = args as unknown[];
-    if (typeof message !== 'string' || typeof fields !== 'object' || fields === null || (fields as { outage?: unknown }).outage !== true) {
-      return method.apply(this, args);
-    }
-    const key = `${level} ${message}`;
-    const now = Date.now();
-    const entry = held.get(key);
-    if (!entry || now - entry.at >= intervalMs) {
-      held.set(key, { at: now, heldBack: 0, last: null, timer: null });
-      return method.apply(this, args);
-    }
-    entry.heldBack++;
-    entry.last = fields as Record<string, unknown>;
-    entry.timer ??= setTimeout(() => {
-      entry.timer = null;
-      entry.at = Date.now();
-      const { heldBack, last } = entry;
-      entry.heldBack = 0;
-      entry.last = null;
-      method.apply(this, [{ ...last, heldBack }, message, ...rest] as Parameters<LogFn>);
-    }, entry.at + intervalMs - now).unref();
+  const release = (entry: Held) => {
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.timer = null;
+    entry.at = Date.now();
+    const write = entry.write;
+    entry.write = null;
+    entry.heldBack = 0;
+    write?.();
   };
+  return {
+    logMethod(args, method, level) {
+      const [fields, message, ...rest] = args as unknown[];
+      if (typeof message !== 'string' || typeof fields !== 'object' || fields === null || (fields as { outage?: unknown }).outage !== true) {
+        return method.apply(this, args);
+      }
+      const key = `${level} ${message}`;
+      const now = Date.now();
+      const entry = held.get(key);
+      if (!entry || now - entry.at >= intervalMs) {
+        held.set(key, { at: now, heldBack: 0, write: null, timer: null });
+        return method.apply(this, args);
+      }
+      const heldBack = ++entry.heldBack;
+      entry.write = () => method.apply(this, [{ ...fields, heldBack }, message, ...rest] as Parameters<LogFn>);
+      entry.timer ??= setTimeout(() => release(entry), entry.at + intervalMs - now).unref();
+    },
+    flush() {
+      for (const entry of held.values()) if (entry.write) release(entry);
+    },
+  };
+}
+
+const throttles = new WeakMap<Logger, OutageThrottle>();
+
+/** Writes the outage counts a logger still holds back; call it last thing before the process exits. */
+export function flushHeldBackLogs(logger: Logger): void {
+  throttles.get(logger)?.flush();
 }
 
 /** Key headers are redacted wherever a request might be logged; secrets never reach a log line. */
 export function createLogger(level: string, destination?: DestinationStream, outageIntervalMs = OUTAGE_LOG_INTERVAL_MS): Logger {
-  return pino(
+  const throttle = outageThrottle(outageIntervalMs);
+  const logger = pino(
     {
       level,
       base: { service: 'keyledger' },
-      hooks: { logMethod: outageThrottle(outageIntervalMs) },
+      hooks: { logMethod: throttle.logMethod },
       serializers: { err: errorWithoutSecrets },
       redact: {
         paths: ['req.headers.authorization', 'req.headers["x-api-key"]', '*.authorization', '*.secret', '*.key'],
@@ -88,4 +109,6 @@ export function createLogger(level: string, destination?: DestinationStream, out
     },
     destination,
   );
+  throttles.set(logger, throttle);
+  return logger;
 }
