@@ -255,3 +255,42 @@ test("pushing back a rotated key's expiry is FORBIDDEN, not CONFLICT, to one who
   const byAdmin = await call(t.adminKey, UPDATE, { id: rotatedKey.key.id, i: { expiresAt: '2099-01-01T00:00:00Z' } });
   assert.deepEqual(errorCodes(byAdmin), ['CONFLICT']);
 });
+
+test("revokeAllApiKeys reaches a service account's key rotated at that moment: the successor is revoked too", async () => {
+  const role = (await call(t.adminKey, 'mutation { createRole(input: { name: "svc-rotating", permissions: ["keys:own"] }) { id } }')).data as { createRole: { id: string } };
+  const roleId = role.createRole.id;
+  const ownerId = await createHuman(t, [roles.get('member')!], 'rotating-owner');
+  const serviceAccount = await createServiceAccount(t, ownerId, [roleId], 'rotating-svc');
+  const key = await createKey(t, { ownerId: serviceAccount, name: 'rotating', roleIds: [roleId] });
+  // Holding the role pauses the rotation inside its transaction (it reads the key's roles as its
+  // foreign keys would), after it has taken its users.
+  const roleHolder = new Client({ connectionString: t.db.url });
+  await roleHolder.connect();
+  try {
+    await roleHolder.query('BEGIN');
+    await roleHolder.query('SELECT 1 FROM roles WHERE id = $1 FOR UPDATE', [roleId]);
+    const waiting = async (n: number) => {
+      for (let i = 0; i < 200; i++) {
+        const [row] = (await roleHolder.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows as Array<{ n: number }>;
+        if (row!.n >= n) return;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      assert.fail(`${n} statements never waited on a lock`);
+    };
+    const rotating = call(t.adminKey, 'mutation($id: ID!) { rotateApiKey(id: $id) { secret apiKey { id } } }', { id: key.key.id });
+    await waiting(1);
+    const revoking = call(t.adminKey, 'mutation($u: ID!) { revokeAllApiKeys(userId: $u, reason: "incident") }', { u: ownerId });
+    await waiting(2);
+    await roleHolder.query('COMMIT');
+    const rotated = await rotating;
+    const revoked = await revoking;
+    assert.equal(rotated.errors, undefined, JSON.stringify(rotated.errors));
+    assert.equal(revoked.errors, undefined, JSON.stringify(revoked.errors));
+    const successor = (rotated.data as { rotateApiKey: { secret: string } }).rotateApiKey.secret;
+    assert.equal((revoked.data as { revokeAllApiKeys: number }).revokeAllApiKeys, 2, 'the key and its successor');
+    assert.equal((await verify(t, verifier.key, { key: successor })).code, 'REVOKED');
+  } finally {
+    await roleHolder.query('ROLLBACK').catch(() => {});
+    await roleHolder.end();
+  }
+});

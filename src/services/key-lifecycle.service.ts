@@ -10,7 +10,7 @@ import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
 import { keyGrants, requireRoles, userPermissions } from './role-lookup';
-import { inTransaction, lockById, lockUserAmong, lockUsersFirst } from './transaction';
+import { inTransaction, lockById, lockKeyOwnerFirst, lockUserAmong } from './transaction';
 import { isUuid, reasonText } from './validation';
 import { QUOTA_NOW } from './key-verification.service';
 
@@ -269,7 +269,7 @@ export class KeyLifecycleService {
   private async lockManageable(tx: EntityManager, actor: Actor, id: string, attempted: string): Promise<ApiKeyEntity> {
     // Users before the key (a key's owner never changes, so reading it unlocked is safe).
     const unlocked = isUuid(id) ? await tx.findOneBy(ApiKeyEntity, { id }) : null;
-    if (unlocked) await lockUsersFirst(tx, [unlocked.ownerId, actor.userId]);
+    if (unlocked) await lockKeyOwnerFirst(tx, unlocked.ownerId, actor.userId);
     const key = await lockById(tx, ApiKeyEntity, 'ApiKey', id);
     const owner = await tx.findOneByOrFail(UserEntity, { id: key.ownerId });
     assertCanManageKeysOf(actor, owner);

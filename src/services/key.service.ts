@@ -10,7 +10,7 @@ import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import { keyGrants, requireRoles } from './role-lookup';
 import { coveredBy } from '../auth/permissions';
-import { inTransaction, lockUsersFirst } from './transaction';
+import { inTransaction, lockKeyOwnerFirst } from './transaction';
 import { isUuid, requireName } from './validation';
 
 export interface CreateApiKeyInput extends KeySettingsInput {
@@ -131,7 +131,7 @@ export class KeyService {
    * deleteRole cannot deadlock.
    */
   private async requireOwner(tx: EntityManager, actor: Actor, ownerId: string | null): Promise<UserEntity> {
-    await lockUsersFirst(tx, [ownerId, actor.userId]);
+    await lockKeyOwnerFirst(tx, ownerId, actor.userId);
     const owner = ownerId !== null && isUuid(ownerId) ? await tx.findOneBy(UserEntity, { id: ownerId }) : null;
     if (!owner) throw new BadInputError('ownerId', 'ownerId names a user that does not exist');
     assertCanManageKeysOf(actor, owner);

@@ -29,6 +29,24 @@ export async function lockUsersFirst(tx: EntityManager, ids: ReadonlyArray<strin
 }
 
 /**
+ * Locks a key's owner, the human who owns it when it is a service account, and the actor (FOR KEY
+ * SHARE, in id order), before any key. revokeAll holds that human FOR UPDATE, so a service
+ * account's key is not created or rotated while every key of its owner is being revoked: the
+ * new key would be in no snapshot of the revocation and would survive it.
+ */
+export async function lockKeyOwnerFirst(tx: EntityManager, ownerId: string | null, actorId: string | null | undefined): Promise<void> {
+  const humanOf = async () =>
+    ownerId !== null && isUuid(ownerId)
+      ? (((await tx.query('SELECT owner_id FROM users WHERE id = $1', [ownerId])) as Array<{ owner_id: string | null }>)[0]?.owner_id ?? null)
+      : null;
+  const human = await humanOf();
+  await lockUsersFirst(tx, [ownerId, human, actorId]);
+  // The account changed hands before it was locked (rare): its new owner too, out of order.
+  const now = await humanOf();
+  if (now !== human) await lockUsersFirst(tx, [now]);
+}
+
+/**
  * Locks the user `id` FOR UPDATE (NOT_FOUND when there is none) together with the users the change
  * will point at (`alsoShared`, FOR KEY SHARE, as their foreign keys would), all in id order: two
  * such changes pointing at each other's users (two administrators revoking each other's keys)
