@@ -1,4 +1,4 @@
-import { coveredBy } from '../auth/permissions';
+import { coversAll, notCoveredBy } from '../auth/permissions';
 import type { Actor } from './actor';
 import { ForbiddenError } from './errors';
 
@@ -8,7 +8,7 @@ import { ForbiddenError } from './errors';
  * The same rule guards changing a principal that holds more than the actor does.
  */
 export function assertWithinActor(actor: Actor, permissions: readonly string[], attempt: string): void {
-  const beyond = [...new Set(permissions.filter((p) => !coveredBy(actor.permissions, p)))];
+  const beyond = [...new Set(notCoveredBy(actor.permissions, permissions))];
   if (beyond.length > 0) {
     throw new ForbiddenError(`Cannot ${attempt}: it involves permissions you do not hold (${beyond.join(', ')})`, {
       reason: 'ESCALATION',
@@ -22,7 +22,7 @@ export function assertWithinActor(actor: Actor, permissions: readonly string[], 
  * refusal does not list what the principal holds: that is not the actor's to read.
  */
 export function assertTargetWithinActor(actor: Actor, targetPermissions: readonly string[], attempt: string): void {
-  if (targetPermissions.some((p) => !coveredBy(actor.permissions, p))) {
+  if (!coversAll(actor.permissions, targetPermissions)) {
     throw new ForbiddenError(`Cannot ${attempt}: it holds permissions you do not hold`, { reason: 'ESCALATION' });
   }
 }

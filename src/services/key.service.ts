@@ -9,7 +9,7 @@ import { BadInputError } from './errors';
 import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import { keyGrants, requireRoles } from './role-lookup';
-import { coveredBy } from '../auth/permissions';
+import { coversAll } from '../auth/permissions';
 import { inTransaction, lockKeyOwnerFirst } from './transaction';
 import { isUuid, requireName } from './validation';
 
@@ -145,5 +145,5 @@ async function actingKeyGrantsCover(tx: EntityManager, actor: Actor, grants: rea
   const key = await tx.findOneBy(ApiKeyEntity, { id: actor.keyId });
   if (!key) return false;
   const own = await keyGrants(tx, key);
-  return grants.every((permission) => coveredBy(own, permission));
+  return coversAll(own, grants);
 }
