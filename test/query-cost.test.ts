@@ -140,3 +140,38 @@ test('a page size past the maximum is BAD_USER_INPUT naming first (or limit), ho
   // Within the maximum the price still counts: 500 users' 500 keys each is refused.
   assert.deepEqual(errorCodes(await send('{ users(first: 500) { nodes { apiKeys(first: 500) { nodes { id name } } } } }')), ['GRAPHQL_VALIDATION_FAILED']);
 });
+
+test("a usage series is priced by its buckets: every key's 10,000 minutes is refused, even for a member's own keys; a dashboard is not", async () => {
+  const to = new Date();
+  const from = new Date(to.getTime() - 9_999 * 60_000);
+  const series = `usage(from: "${from.toISOString()}", to: "${to.toISOString()}", bucket: MINUTE) { start valid invalid }`;
+  const everyKey = await send(`{ apiKeys(first: 500) { nodes { ${series} } } }`);
+  assert.deepEqual(errorCodes(everyKey), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.match(everyKey.errors![0]!.message, /cost/);
+  const roles = ((await send('{ roles { id name } }')).data as { roles: Array<{ id: string; name: string }> }).roles;
+  const member = (await send('mutation($r: [ID!]) { createUser(input: { name: "cost-member", email: "cost-member@example.test", roleIds: $r }) { id } }', {
+    r: [roles.find((r) => r.name === 'member')!.id],
+  })).data as { createUser: { id: string } };
+  const memberKey = ((await send('mutation($u: ID) { createApiKey(input: { name: "cost", ownerId: $u, permissions: ["*"] }) { secret } }', { u: member.createUser.id })).data as { createApiKey: { secret: string } }).createApiKey.secret;
+  const aliased = `{ ${Array.from({ length: 4 }, (_, i) => `k${i}: apiKeys(first: 500) { nodes { ${series} } }`).join(' ')} }`;
+  assert.deepEqual(errorCodes(await postGraphQL(t.url, memberKey, aliased)), ['GRAPHQL_VALIDATION_FAILED']);
+  // One key's 10,000 minutes, and a day by the hour for a page of keys, are what screens ask for.
+  const [{ id }] = await t.db.query<{ id: string }>('SELECT id FROM api_keys LIMIT 1');
+  assert.equal((await send(`query($id: ID!) { apiKey(id: $id) { ${series} } }`, { id })).errors, undefined);
+  assert.equal((await send('{ apiKeys(first: 50) { nodes { usage { start valid invalid } } } }')).errors, undefined);
+});
+
+test('an audit timeline is priced by its buckets, and one with more buckets than an answer holds is refused, not cut short', async () => {
+  const filter = (days: number) => ({ from: new Date(Date.now() - days * 86_400_000).toISOString(), to: new Date().toISOString() });
+  const timeline = 'query($f: AuditEventFilter, $b: TimeBucket!) { auditTimeline(filter: $f, bucket: $b) { start count } }';
+  // 100 days of minutes is 144,000 buckets.
+  const tooLong = await send(timeline, { f: filter(100), b: 'MINUTE' });
+  assert.deepEqual(errorCodes(tooLong), ['BAD_USER_INPUT']);
+  assert.match(tooLong.errors![0]!.message, /at most 100000 buckets/);
+  const byDay = await send(timeline, { f: filter(100), b: 'DAY' });
+  assert.equal(byDay.errors, undefined, JSON.stringify(byDay.errors));
+  // Aliased, a month of minutes is too much for one request; an open range by the day is not.
+  const aliased = `query($f: AuditEventFilter) { ${Array.from({ length: 8 }, (_, i) => `t${i}: auditTimeline(filter: $f, bucket: MINUTE) { start count }`).join(' ')} }`;
+  assert.deepEqual(errorCodes(await send(aliased, { f: filter(30) })), ['GRAPHQL_VALIDATION_FAILED']);
+  assert.equal((await send('{ auditTimeline(bucket: DAY) { start count } }')).errors, undefined);
+});

@@ -8,7 +8,8 @@ import {
 } from 'graphql';
 import { getComplexity, type ComplexityEstimator } from 'graphql-query-complexity';
 import { LRUCache } from 'lru-cache';
-import { DEFAULT_GROUPS, MAX_GROUPS } from '../services/audit-report.service';
+import { BUCKET_MILLIS, DEFAULT_GROUPS, MAX_BUCKETS, MAX_GROUPS, type TimeBucketName } from '../services/audit-report.service';
+import { MAX_RANGE_POINTS, seriesWindow } from '../services/usage.service';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../services/pagination';
 import { requestInputError } from './input-hygiene';
 import { payloadArgumentError } from './payload-arguments';
@@ -24,13 +25,42 @@ const FIELD_COST: Record<string, number> = {
   'Query.usageReport': 100,
 };
 
+/** Rows a field without a count argument may return, where that is more than one. */
+const FIELD_ROWS: Record<string, (args: Record<string, unknown>) => number> = {
+  'ApiKey.usage': (args) => {
+    const { from, to } = seriesWindow(dateOrNull(args.from), dateOrNull(args.to));
+    return bucketsBetween(from, to, args.bucket, MAX_RANGE_POINTS);
+  },
+  'Query.auditTimeline': (args) => {
+    const filter = (args.filter ?? {}) as { from?: unknown; to?: unknown };
+    const to = dateOrNull(filter.to) ?? new Date();
+    // An open range reaches back as far as the log does: ten years, say.
+    const from = dateOrNull(filter.from) ?? new Date(to.getTime() - 10 * 365 * 86_400_000);
+    return bucketsBetween(from, to, args.bucket, MAX_BUCKETS);
+  },
+  // One row per key used in the range: unknown before it runs, so a large organisation's worth.
+  'Query.usageReport': () => 1000,
+};
+
+function dateOrNull(value: unknown): Date | null {
+  return value instanceof Date && !Number.isNaN(value.getTime()) ? value : null;
+}
+
+/** Buckets of `bucket` (HOUR when unknown) in [from, to), at most `max` (more is refused when it runs). */
+function bucketsBetween(from: Date, to: Date, bucket: unknown, max: number): number {
+  const millis = BUCKET_MILLIS[(typeof bucket === 'string' && bucket in BUCKET_MILLIS ? bucket : 'HOUR') as TimeBucketName];
+  return Math.min(Math.ceil((to.getTime() - from.getTime()) / millis), max);
+}
+
 /**
  * A field costs 1 (or its FIELD_COST) plus its selection once per row it may return: `first` for
- * connections, `limit` for counts, the number of keys for verifyKeys.
+ * connections, `limit` for counts, the number of keys for verifyKeys, the buckets of a series.
  */
 const estimator: ComplexityEstimator = ({ type, field, args, childComplexity }) => {
-  const own = FIELD_COST[`${type.name}.${field.name}`] ?? 1;
-  return own + Math.max(rowsOf(field, args), 1) * childComplexity;
+  const name = `${type.name}.${field.name}`;
+  const own = FIELD_COST[name] ?? 1;
+  const rows = FIELD_ROWS[name]?.(args) ?? rowsOf(field, args);
+  return own + Math.max(rows, 1) * childComplexity;
 };
 
 /**

@@ -15,8 +15,8 @@ const NONE = '(none)';
 const ROLLED_UP = new Set([AuditGroupBy.ACTION, AuditGroupBy.OUTCOME, AuditGroupBy.TARGET_TYPE]);
 export const MAX_GROUPS = 1000;
 export const DEFAULT_GROUPS = 20;
-const MAX_BUCKETS = 100_000;
-const BUCKET_MILLIS: Record<TimeBucketName, number> = { MINUTE: 60_000, HOUR: 3_600_000, DAY: 86_400_000 };
+export const MAX_BUCKETS = 100_000;
+export const BUCKET_MILLIS: Record<TimeBucketName, number> = { MINUTE: 60_000, HOUR: 3_600_000, DAY: 86_400_000 };
 
 function groupLimit(limit: number | null | undefined): number {
   const size = limit ?? DEFAULT_GROUPS;
@@ -62,13 +62,20 @@ export class AuditReportService {
   /** Non-empty buckets in time order; their counts add up to the filter's number of events. */
   timelinePlan(filter: AuditEventFilter | null | undefined, bucket: TimeBucketName): ReadPlan<Array<{ start: Date; count: number }>> {
     const unit = { MINUTE: 'minute', HOUR: 'hour', DAY: 'day' }[bucket];
+    const tooMany = () => new BadInputError('bucket', `at most ${MAX_BUCKETS} buckets: choose a larger bucket or a shorter range`);
+    if (filter?.from && filter.to && (filter.to.getTime() - filter.from.getTime()) / BUCKET_MILLIS[bucket] > MAX_BUCKETS) throw tooMany();
     // A rollup serves buckets as coarse as its own or coarser.
     const levels = ROLLUP_LEVELS.filter((level) => level.millis <= BUCKET_MILLIS[bucket]);
     const rolledUp = this.fromRollups(filter, levels, (time) => `date_trunc('${unit}', ${time}, 'UTC')`, 'start');
     const [sql, params] = rolledUp
-      ? [`SELECT start, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY start ORDER BY start ASC LIMIT ${MAX_BUCKETS}`, rolledUp.params]
-      : this.eventsQuery(filter, `date_trunc('${unit}', e.occurred_at, 'UTC')`, 'start').orderBy('1', 'ASC').limit(MAX_BUCKETS).getQueryAndParameters();
-    return { sql, params, order: 'r.start ASC', marker: 'start', finish: (rows) => rows as Array<{ start: Date; count: number }> };
+      ? [`SELECT start, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY start ORDER BY start ASC LIMIT ${MAX_BUCKETS + 1}`, rolledUp.params]
+      : this.eventsQuery(filter, `date_trunc('${unit}', e.occurred_at, 'UTC')`, 'start').orderBy('1', 'ASC').limit(MAX_BUCKETS + 1).getQueryAndParameters();
+    // An open range can hold more buckets than one answer: refused whole rather than cut short.
+    const finish = (rows: Array<Record<string, unknown>>) => {
+      if (rows.length > MAX_BUCKETS) throw tooMany();
+      return rows as Array<{ start: Date; count: number }>;
+    };
+    return { sql, params, order: 'r.start ASC', marker: 'start', finish };
   }
 
   /** Events matching the filter, counted per `group` (named `name`). */

@@ -20,7 +20,7 @@ const FLUSH_BATCH = 2000;
 const HIGH_WATER = 50_000;
 /** Past this many (the database refusing writes for a while), new ones are dropped and counted rather than growing memory. */
 const MAX_BUFFERED = 200_000;
-const MAX_RANGE_POINTS = 10_000;
+export const MAX_RANGE_POINTS = 10_000;
 const MAX_ATTEMPTS = 5;
 const BUCKET_SECONDS: Record<Bucket, number> = { MINUTE: 60, HOUR: 3600, DAY: 86_400 };
 
