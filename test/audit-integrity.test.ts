@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 import { ActorType, AuditOutcome } from '../src/entities/enums';
 import { SYSTEM_ACTOR } from '../src/services/actor';
+import { AuditEventEntity } from '../src/entities';
 import { eventHash } from '../src/services/audit.service';
+import { rollupStatement } from '../src/services/audit-rollup';
 import { applyRetention } from '../src/services/audit-retention';
 import { postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
@@ -175,4 +177,65 @@ test('a retention run does not carry an anchor added by hand, so it bridges noth
   const integrity_ = await integrity(server);
   assert.equal(integrity_.ok, false);
   assert.equal(integrity_.firstInvalidEventId, next);
+});
+
+/**
+ * A copy of event `id` as the server's own role could write it, triggers on: with the fields
+ * changed, linked to `prevHash`, hashed as a seal would, and counted in the rollups so that the
+ * counts do not give it away.
+ */
+async function forgeEvent(server: TestServer, id: string, changes: Partial<AuditEventEntity>, prevHash: string): Promise<AuditEventEntity> {
+  const [original] = await server.db.query<Record<string, unknown>>(
+    `SELECT id::text AS id, occurred_at AS "occurredAt", action, outcome, actor_type AS "actorType", actor_id AS "actorId", actor_key_id AS "actorKeyId",
+            target_type AS "targetType", target_id AS "targetId", ip, user_agent AS "userAgent", request_id AS "requestId", details, prev_hash AS "prevHash"
+       FROM audit_events WHERE id = $1 LIMIT 1`,
+    [id],
+  );
+  const event = Object.assign(new AuditEventEntity(), original, changes, { prevHash });
+  event.hash = eventHash(event);
+  await server.db.query(
+    `INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type, target_id, ip, user_agent, request_id, details, prev_hash, hash)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+    [event.id, event.occurredAt, event.action, event.outcome, event.actorType, event.actorId, event.actorKeyId, event.targetType, event.targetId,
+      event.ip, event.userAgent, event.requestId, event.details === null ? null : JSON.stringify(event.details), event.prevHash, event.hash],
+  );
+  await server.db.query(rollupStatement([event]));
+  return event;
+}
+
+test('an event added beyond the chain head, with every trigger on and the counts made to agree, is reported, whatever the range', async () => {
+  const server = await serverWithEvents(3);
+  const [first, , head] = await lastIds(server, 3);
+  const [{ hash }] = await server.db.query<{ hash: string }>('SELECT hash FROM audit_events WHERE id = $1', [head]);
+  // Perfectly linked to the head and dated with the first event, so a ranged check's time covers it.
+  const [{ at }] = await server.db.query<{ at: Date }>('SELECT occurred_at AS at FROM audit_events WHERE id = $1', [first]);
+  const forged = await forgeEvent(server, head!, { id: String(BigInt(head!) + 1000n), occurredAt: at, action: 'key.revoke', details: { forged: true } }, hash);
+  for (const range of [{}, { from: new Date(at.getTime() - 60_000).toISOString(), to: new Date(at.getTime() + 60_000).toISOString() }]) {
+    const report = await integrity(server, range);
+    assert.equal(report.ok, false, JSON.stringify(range));
+    assert.equal(report.firstInvalidEventId, forged.id);
+    assert.match(report.problem!, /beyond the chain head/);
+  }
+});
+
+test('an id the log holds twice is reported at that id, and the export carries both rows', async () => {
+  const server = await serverWithEvents(5);
+  const ids = await lastIds(server, 5);
+  const prevOf = async (id: string) => (await server.db.query<{ p: string }>('SELECT prev_hash AS p FROM audit_events WHERE id = $1', [id]))[0]!.p;
+  const at = async (id: string) => (await server.db.query<{ at: Date }>('SELECT occurred_at AS at FROM audit_events WHERE id = $1', [id]))[0]!.at;
+  // A twin of the third event hashed over what it links to, a millisecond apart (the key is (id, occurred_at)),
+  // and a twin of the last, which is where the export's read batch ends.
+  await forgeEvent(server, ids[2]!, { occurredAt: new Date((await at(ids[2]!)).getTime() + 1), details: { i: 'forged' } }, await prevOf(ids[2]!));
+  await forgeEvent(server, ids[4]!, { occurredAt: new Date((await at(ids[4]!)).getTime() + 1), details: { i: 'forged' } }, await prevOf(ids[4]!));
+  const report = await integrity(server);
+  assert.equal(report.ok, false);
+  assert.equal(report.firstInvalidEventId, ids[2]);
+  assert.match(report.problem!, /more than once/);
+
+  const exported = await fetch(`${server.baseUrl}/audit/export?format=ndjson`, { headers: { authorization: `Bearer ${server.adminKey}` } });
+  assert.equal(exported.status, 200);
+  const lines = (await exported.text()).trim().split('\n').map((line) => JSON.parse(line) as { id: string; details: { i?: unknown } | null });
+  for (const id of [ids[2], ids[4]]) {
+    assert.deepEqual(lines.filter((line) => line.id === id).map((line) => line.details?.i === 'forged').sort(), [false, true], `both rows of event ${id}`);
+  }
 });

@@ -70,6 +70,8 @@ const broken = (checkedEvents: number, firstInvalidEventId: string | null, probl
  *   event among a removed run's ids was added afterwards;
  * - a check that runs to the present ends at the chain head the sealer recorded: events cut off
  *   the end are missing, not merely unchecked;
+ * - no event lies beyond that head, and no id is there twice (the key is (id, occurred_at)): the
+ *   server's role may INSERT, and only a seal, which moves the head with its events, should;
  * - the hourly and daily counts (`auditCounts`, `auditTimeline`) agree with the events, for the
  *   whole hours and days in the range.
  * Reads in batches: constant memory. The chain is not keyed, so one able to rewrite every event
@@ -89,12 +91,18 @@ export class AuditIntegrity {
     if (from && to && from.getTime() > to.getTime()) throw new BadInputError('from', 'from must not be after to');
     // The head first: events sealed while the check runs are after it, and not the check's business.
     const head = await this.readHead();
-    if (!head || head.lastId === null) return { ok: true, checkedEvents: 0, firstInvalidEventId: null, headHash: head?.hash ?? GENESIS_HASH, problem: null };
+    const unsealed = await this.beyondHead();
+    const addedByHand = (checked: number) => broken(checked, unsealed, `event ${unsealed} lies beyond the chain head: no seal wrote it, it was added by hand`);
+    if (!head || head.lastId === null) {
+      return unsealed ? addedByHand(0) : { ok: true, checkedEvents: 0, firstInvalidEventId: null, headHash: head?.hash ?? GENESIS_HASH, problem: null };
+    }
     const toPresent = !to;
     const ids = await this.idRange(from ?? null, to ?? null, head.lastId);
     const walked = ids ? await this.walk(ids, head) : { failure: null, checked: 0, last: null };
+    // Whatever the walk found lies below the head, so before such an event.
     if (walked.failure) return walked.failure;
     const { checked, last } = walked;
+    if (unsealed) return addedByHand(checked);
     if (toPresent) {
       // The loop ran up to the head's id; the head event itself must be there, with the head's hash.
       const [headEvent] = (await this.db.query('SELECT hash FROM audit_events WHERE id = $1', [head.lastId])) as Array<{ hash: string }>;
@@ -125,8 +133,36 @@ export class AuditIntegrity {
     return failure ?? { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: last?.hash ?? null, problem: null };
   }
 
-  /** Every event with an id in the range, in order: hashed, linked to what precedes it (across gaps retention left), none inside a removed run. */
+  /**
+   * An event above the chain head, read in one snapshot with it: a seal moves the head in the
+   * transaction that adds its events, so only a hand could have put one there.
+   */
+  private async beyondHead(): Promise<string | null> {
+    const [row] = (await this.db.query(
+      `SELECT e.id::text AS id FROM audit_events e WHERE e.id > coalesce((SELECT last_id FROM audit_chain_head), 0) ORDER BY e.id LIMIT 1`,
+    )) as Array<{ id: string }>;
+    return row?.id ?? null;
+  }
+
+  /** The first id two events share in the range (the key is (id, occurred_at), so the table allows it; a seal never does it). */
+  private async firstDuplicate(ids: { low: string; high: string }): Promise<string | null> {
+    const [row] = (await this.db.query(
+      `SELECT id::text AS id FROM audit_events WHERE id BETWEEN $1 AND $2 GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 1`,
+      [ids.low, ids.high],
+    )) as Array<{ id: string }>;
+    return row?.id ?? null;
+  }
+
+  /** walkOnce(), unless an id is there twice first: rows read by id merge such twins, so the walk alone cannot tell. */
   private async walk(ids: { low: string; high: string }, head: Head): Promise<{ failure: IntegrityReport | null; checked: number; last: AuditEventEntity | null }> {
+    const walked = await this.walkOnce(ids, head);
+    const twin = await this.firstDuplicate(ids);
+    if (twin === null || (walked.failure && BigInt(walked.failure.firstInvalidEventId!) < BigInt(twin))) return walked;
+    return { failure: broken(walked.checked, twin, `event ${twin} is in the log more than once: all but one were added by hand`), checked: walked.checked, last: walked.last };
+  }
+
+  /** Every event with an id in the range, in order: hashed, linked to what precedes it (across gaps retention left), none inside a removed run. */
+  private async walkOnce(ids: { low: string; high: string }, head: Head): Promise<{ failure: IntegrityReport | null; checked: number; last: AuditEventEntity | null }> {
     let checked = 0;
     let previous: Link | null = null;
     let last: AuditEventEntity | null = null;

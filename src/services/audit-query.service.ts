@@ -165,7 +165,7 @@ export class AuditQueryService {
 }
 
 /** An event row with the entity's property names (audit_staging has the same columns, less the chain's). */
-const EVENT_COLUMNS = [
+export const EVENT_COLUMNS = [
   'e.id AS id',
   'e.occurred_at AS "occurredAt"',
   'e.action AS action',
