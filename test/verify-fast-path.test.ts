@@ -376,3 +376,15 @@ test('argument shapes the compiled coercion handles answer exactly as graphql-js
     if (!shape.fast && !shape.code) assert.match(fast.text, /"errors"/, `${shape.what} is refused`);
   }
 });
+
+test('an empty operationName names no operation: refused as Apollo refuses it, even once the same document has a fast plan', async () => {
+  const document = `query { verifyKey(input: { key: ${JSON.stringify(generateKey('kl'))} }) { code } }`;
+  // Warm the plan for the document without a name, then ask again with an empty one.
+  await bothWays({ query: document });
+  const { fast, apollo } = await bothWays({ query: document, operationName: '' }, { expectFast: false });
+  assert.equal(fast.status, 400, fast.text);
+  assert.match(fast.text, /OPERATION_RESOLUTION_FAILURE/);
+  assertSameResponse(fast, apollo, 'empty operationName');
+  // And the document keeps its fast plan for callers that name nothing.
+  await bothWays({ query: document });
+});

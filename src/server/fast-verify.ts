@@ -390,7 +390,8 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
     if (contentType === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return null;
     const { query, variables, operationName, extensions } = body as GraphQLBody;
     if (typeof query !== 'string' || extensions !== undefined) return null;
-    if (operationName !== undefined && operationName !== null && typeof operationName !== 'string') return null;
+    // An empty name names no operation (Apollo refuses it): not the same document as no name at all.
+    if (operationName !== undefined && operationName !== null && (typeof operationName !== 'string' || operationName === '')) return null;
     if (variables !== undefined && variables !== null && (typeof variables !== 'object' || Array.isArray(variables))) return null;
     // Without the permission the normal path answers FORBIDDEN and audits the denial.
     if (!coveredBy(context.principal.permissions, 'keys:verify')) return null;

@@ -9,7 +9,7 @@ export function jsonContains(value: unknown, wanted: unknown): boolean {
   }
   if (wanted !== null && typeof wanted === 'object') {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
-    return Object.entries(wanted).every(([k, w]) => k in value && jsonContains((value as Record<string, unknown>)[k], w));
+    return Object.entries(wanted).every(([k, w]) => Object.hasOwn(value, k) && jsonContains((value as Record<string, unknown>)[k], w));
   }
   return value === wanted;
 }
