@@ -122,3 +122,16 @@ test('a key past its grace answers EXPIRED with nothing left, not the quota its 
   const dead = await verify(t, verifier.key, { key: secret });
   assert.deepEqual([dead.code, dead.remaining], ['EXPIRED', 0]);
 });
+
+test('a key read when a refill is due shows the quota the next verification will find, and when that refill fell due', async () => {
+  const { secret, key } = await createKey(t, { ownerId, name: 'refill-read', remaining: 1, refill: { amount: 3, intervalSeconds: 1 } });
+  const scheduleStart = new Date((await readKey(key.id)).refill!.lastRefillAt as string).getTime();
+  assert.equal((await verify(t, verifier.key, { key: secret })).remaining, 0);
+  assert.equal((await readKey(key.id)).remaining, 0, 'spent, and no refill due yet');
+  // Two and a bit intervals on: the refill is due, though no verification has applied it.
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, scheduleStart + 2200 - Date.now())));
+  const due = await readKey(key.id);
+  assert.equal(due.remaining, 3);
+  assert.equal(new Date(due.refill!.lastRefillAt as string).getTime(), scheduleStart + 2000, 'on the schedule, not when it was read');
+  assert.equal((await verify(t, verifier.key, { key: secret })).remaining, 2, 'the verification found what the read showed');
+});

@@ -11,6 +11,7 @@ import { TimeBucket } from '../schema/enums';
 import { DateTimeISO } from '../schema/scalars';
 import { UsagePoint } from '../schema/usage.type';
 import { seriesWindow } from '../services/usage.service';
+import { availableQuota, lastRefillAsOf } from '../services/key-verification.service';
 import { cursorFor } from '../services/pagination';
 import { isUuid } from '../services/validation';
 import { assertCanReadKey, assertNewKeyPayloadReadable, visibleUser } from './visibility';
@@ -178,7 +179,8 @@ export class ApiKeyResolver {
 
   @FieldResolver(() => Int, { nullable: true, description: 'Verifications left; null means unlimited. A rotated key shows the quota it shares with its successor' })
   async remaining(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext): Promise<number | null> {
-    return (await quotaHolder(key, ctx)).remaining;
+    // A refill that is due is applied by the next verification; what it will find is what is left now.
+    return availableQuota(await quotaHolder(key, ctx), new Date());
   }
 
   @FieldResolver(() => ApiKey, { nullable: true, description: 'The key that replaced this one through rotateApiKey' })
@@ -196,6 +198,6 @@ export class ApiKeyResolver {
   async refill(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext): Promise<Refill | null> {
     const holder = await quotaHolder(key, ctx);
     if (holder.refillAmount === null || holder.refillIntervalSeconds === null) return null;
-    return { amount: holder.refillAmount, intervalSeconds: holder.refillIntervalSeconds, lastRefillAt: holder.lastRefillAt };
+    return { amount: holder.refillAmount, intervalSeconds: holder.refillIntervalSeconds, lastRefillAt: lastRefillAsOf(holder, new Date()) };
   }
 }

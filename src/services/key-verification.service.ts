@@ -198,7 +198,9 @@ export function evaluate(record: KeyRecord, request: VerifyRequest, now: Date): 
   return VerifyCode.VALID;
 }
 
-function refillDue(record: KeyRecord, now: Date): boolean {
+type QuotaFields = Pick<KeyRecord, 'remaining' | 'refillAmount' | 'refillIntervalSeconds' | 'lastRefillAt'>;
+
+function refillDue(record: QuotaFields, now: Date): boolean {
   return (
     record.refillAmount !== null &&
     record.refillIntervalSeconds !== null &&
@@ -208,9 +210,17 @@ function refillDue(record: KeyRecord, now: Date): boolean {
 }
 
 /** Verifications left before this one, counting a refill that is due; null means unlimited. */
-export function availableQuota(record: KeyRecord, now: Date): number | null {
+export function availableQuota(record: QuotaFields, now: Date): number | null {
   if (record.remaining === null) return null;
   return refillDue(record, now) ? record.refillAmount! : record.remaining;
+}
+
+/** When the quota was last refilled, counting one that is due (on the schedule's phase, as QUOTA_NOW). */
+export function lastRefillAsOf(record: QuotaFields, now: Date): Date | null {
+  if (!refillDue(record, now)) return record.lastRefillAt;
+  const interval = record.refillIntervalSeconds! * 1000;
+  const last = record.lastRefillAt!.getTime();
+  return new Date(last + interval * Math.floor((now.getTime() - last) / interval));
 }
 
 /**
