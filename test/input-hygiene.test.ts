@@ -136,6 +136,29 @@ describe('persisted queries', () => {
   });
 });
 
+test('a bad value written into the document is BAD_USER_INPUT, as the same value in a variable is; a wrong document stays GRAPHQL_VALIDATION_FAILED', async () => {
+  const cases: Array<[string, string, string, Record<string, unknown>]> = [
+    ['an impossible date', '{ auditEvents(filter: { from: "2020-02-30T00:00:00Z" }) { nodes { id } } }', 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { from: '2020-02-30T00:00:00Z' } }],
+    ['not a date', 'mutation { createApiKey(input: { name: "x", expiresAt: "tomorrow" }) { secret } }', 'mutation($e: DateTimeISO) { createApiKey(input: { name: "x", expiresAt: $e }) { secret } }', { e: 'tomorrow' }],
+    ['an unknown group-by', '{ auditCounts(groupBy: COLOUR) { key } }', 'query($g: AuditGroupBy!) { auditCounts(groupBy: $g) { key } }', { g: 'COLOUR' }],
+    ['an Int past 32 bits', '{ users(first: 99999999999) { totalCount } }', 'query($n: Int) { users(first: $n) { totalCount } }', { n: 99999999999 }],
+    ['text for a number', '{ users(first: "ten") { totalCount } }', 'query($n: Int) { users(first: $n) { totalCount } }', { n: 'ten' }],
+    ['details that are not an object', '{ auditEvents(filter: { detailsContains: [1] }) { nodes { id } } }', 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { detailsContains: [1] } }],
+    ['a field the input does not have', '{ auditEvents(filter: { colour: "red" }) { nodes { id } } }', 'query($f: AuditEventFilter) { auditEvents(filter: $f) { nodes { id } } }', { f: { colour: 'red' } }],
+  ];
+  const before = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys');
+  for (const [label, literal, withVariable, variables] of cases) {
+    const [asLiteral, asVariable] = [await send(literal), await send(withVariable, variables)];
+    assertRefused(asLiteral, 'BAD_USER_INPUT', `${label} (literal)`);
+    assertRefused(asVariable, 'BAD_USER_INPUT', `${label} (variable)`);
+    assert.equal(asLiteral.status, 400, label);
+  }
+  assert.deepEqual(await t.db.query('SELECT count(*)::int AS n FROM api_keys'), before, 'no key was made');
+  for (const wrong of ['{ users { nope } }', '{ users(colour: 1) { totalCount } }', 'query($n: String) { users(first: $n) { totalCount } }', '{ auditCounts { key } }']) {
+    assertRefused(await send(wrong), 'GRAPHQL_VALIDATION_FAILED', wrong);
+  }
+});
+
 describe('WebSocket operations get the same codes as HTTP, and keep the connection', () => {
   let client: Client;
   before(() => {
@@ -160,6 +183,7 @@ describe('WebSocket operations get the same codes as HTTP, and keep the connecti
       ['unknown field', 'subscription { nope }', undefined, undefined, 'GRAPHQL_VALIDATION_FAILED'],
       ['two operations, no name', 'query A { __typename } query B { __typename }', undefined, undefined, 'OPERATION_RESOLUTION_FAILURE'],
       ['bad date', 'subscription($f: AuditEventFilter) { auditEventRecorded(filter: $f) { id } }', { f: { from: '2020-02-30T00:00:00Z' } }, undefined, 'BAD_USER_INPUT'],
+      ['bad date literal', 'subscription { auditEventRecorded(filter: { from: "2020-02-30T00:00:00Z" }) { id } }', undefined, undefined, 'BAD_USER_INPUT'],
       ['NUL', 'query($s: String) { users(filter: { search: $s }) { totalCount } }', { s: NUL }, undefined, 'BAD_USER_INPUT'],
     ];
     for (const [label, query, variables, operationName, code] of cases) {

@@ -29,6 +29,21 @@ export function isUnexpected(formatted: GraphQLFormattedError): boolean {
 }
 
 /**
+ * What graphql-js (16) says when a literal argument's value is wrong, rather than the document:
+ * ValuesOfCorrectTypeRule's own messages, and those of a scalar's or enum's parseLiteral
+ * (`2020-02-30` as a DateTimeISO, an Int past 32 bits, an unknown enum value). As variables the
+ * same values are coercion errors, BAD_USER_INPUT; as literals validation reports them.
+ */
+const BAD_LITERAL = [
+  /^Expected value of type "/,
+  /^\w+ cannot represent /,
+  /^Enum "[^"]+" cannot represent /,
+  /^Value "[^"]*" does not exist in "[^"]+" enum\./,
+  /^Field "[^"]+" of required type "[^"]+" was not provided\./,
+  /^Field "[^"]+" is not defined by type "[^"]+"\./,
+];
+
+/**
  * Domain errors keep their code and extensions; GraphQL's own errors (parse, validation, coercion) keep
  * theirs; anything else is hidden behind INTERNAL_SERVER_ERROR so no SQL, stack or secret leaks.
  */
@@ -46,6 +61,8 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown): G
   // Parse, validation and variable-coercion errors are GraphQLErrors with a code Apollo assigned.
   if (original instanceof GraphQLError && typeof code === 'string' && KNOWN.has(code) && code !== 'INTERNAL_SERVER_ERROR') {
     const { stacktrace: _stack, http: _http, ...extensions } = formatted.extensions ?? {};
+    // A bad value written into the document is the same mistake as one sent as a variable.
+    if (code === 'GRAPHQL_VALIDATION_FAILED' && BAD_LITERAL.some((pattern) => pattern.test(formatted.message))) extensions.code = 'BAD_USER_INPUT';
     // Coercion messages quote the input value, which may hold a key.
     return { ...formatted, message: redactKeys(formatted.message), extensions };
   }
