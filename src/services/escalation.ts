@@ -26,3 +26,15 @@ export function assertTargetWithinActor(actor: Actor, targetPermissions: readonl
     throw new ForbiddenError(`Cannot ${attempt}: it holds permissions you do not hold`, { reason: 'ESCALATION' });
   }
 }
+
+/**
+ * The same rule for a role: changing its permissions or deleting it changes what every user holding
+ * it can do, and what every key carrying it can do within its owner's permissions.
+ */
+export function assertHoldersWithinActor(actor: Actor, holdersPermissions: readonly string[], attempt: string): void {
+  if (!coversAll(actor.permissions, holdersPermissions)) {
+    throw new ForbiddenError(`Cannot ${attempt}: a user holding it, or owning a key that carries it, holds permissions you do not hold`, {
+      reason: 'ESCALATION',
+    });
+  }
+}

@@ -30,6 +30,25 @@ export async function userPermissions(tx: EntityManager, userId: string, service
   return rows.map((r) => r.p);
 }
 
+/**
+ * Union of the permissions of everyone a change to the role reaches: the users holding it and the
+ * owners of the keys carrying it (a revoked key is never used again: it reaches no one). One query,
+ * however many hold the role.
+ */
+export async function holdersPermissions(tx: EntityManager, roleId: string): Promise<string[]> {
+  const rows = (await tx.query(
+    `WITH reached AS (
+       SELECT user_id FROM user_roles WHERE role_id = $1
+       UNION
+       SELECT k.owner_id FROM api_key_roles kr JOIN api_keys k ON k.id = kr.key_id WHERE kr.role_id = $1 AND k.stored_status <> 'REVOKED'
+     )
+     SELECT DISTINCT p FROM roles r, unnest(r.permissions) p
+      WHERE r.id IN (SELECT ur.role_id FROM user_roles ur JOIN reached USING (user_id))`,
+    [roleId],
+  )) as Array<{ p: string }>;
+  return rows.map((r) => r.p);
+}
+
 /** A key's own grants: its granted permissions and its roles', before its owner's permissions bound them. */
 export async function keyGrants(tx: EntityManager, key: Pick<ApiKeyEntity, 'id' | 'grantedPermissions'>): Promise<string[]> {
   const roleIds = (await tx.find(ApiKeyRoleEntity, { where: { keyId: key.id } })).map((r) => r.roleId);

@@ -3,8 +3,9 @@ import { redactKeys } from '../auth/key-format';
 import { RoleEntity } from '../entities';
 import type { Actor } from './actor';
 import type { AuditService } from './audit.service';
-import { assertWithinActor } from './escalation';
+import { assertHoldersWithinActor, assertWithinActor } from './escalation';
 import { BadInputError, ConflictError } from './errors';
+import { holdersPermissions } from './role-lookup';
 import { inTransaction, lockById } from './transaction';
 import { isUuid, optionalText, requirePermissions, requireText } from './validation';
 
@@ -99,6 +100,7 @@ export class RoleService {
         // Both sides: you may neither add nor take away what you do not hold yourself.
         assertWithinActor(actor, [...permissions, ...role.permissions], `change the permissions of role ${role.name}`);
         if (permissions.join(' ') !== role.permissions.join(' ')) {
+          await assertReachWithinActor(tx, actor, role, `change the permissions of role ${role.name}`);
           before.permissions = role.permissions;
           after.permissions = role.permissions = permissions;
         }
@@ -118,6 +120,7 @@ export class RoleService {
       const role = await lockById(tx, RoleEntity, 'Role', id);
       if (role.builtIn) throw new ConflictError(`The built-in role ${role.name} cannot be deleted`);
       assertWithinActor(actor, role.permissions, `delete role ${role.name}`);
+      await assertReachWithinActor(tx, actor, role, `delete role ${role.name}`);
       const [usage] = (await tx.query(
         `SELECT (SELECT count(*)::int FROM user_roles WHERE role_id = $1) AS users,
                 (SELECT count(*)::int FROM api_key_roles WHERE role_id = $1) AS keys`,
@@ -143,4 +146,14 @@ export class RoleService {
     const rows = (await tx.query('SELECT id FROM roles WHERE lower(name) = lower($1)', [name])) as Array<{ id: string }>;
     if (rows.some((r) => r.id !== exceptId)) throw new ConflictError(`A role named ${name} already exists`);
   }
+}
+
+/**
+ * Changing a role's permissions or deleting it changes its holders as assignRole and unassignRole
+ * would: refused when any of them holds more than the actor. No holder is added meanwhile: every
+ * grant of the role locks it (FOR SHARE, or its foreign key's FOR KEY SHARE), and update and delete
+ * hold it FOR UPDATE. The holders are read, not locked: users are locked before roles, never after.
+ */
+async function assertReachWithinActor(tx: EntityManager, actor: Actor, role: RoleEntity, attempt: string): Promise<void> {
+  assertHoldersWithinActor(actor, await holdersPermissions(tx, role.id), attempt);
 }
