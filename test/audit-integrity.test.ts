@@ -239,3 +239,16 @@ test('an id the log holds twice is reported at that id, and the export carries b
     assert.deepEqual(lines.filter((line) => line.id === id).map((line) => line.details?.i === 'forged').sort(), [false, true], `both rows of event ${id}`);
   }
 });
+
+test("a ranged check's headHash is the hash of the range's last event, the one an export of that range ends with", async () => {
+  const server = await serverWithEvents(5);
+  const ids = await lastIds(server, 5);
+  const at = async (id: string) => (await server.db.query<{ at: Date }>('SELECT occurred_at AS at FROM audit_events WHERE id = $1', [id]))[0]!.at.toISOString();
+  const range = { from: await at(ids[1]!), to: await at(ids[3]!) };
+  const report = await integrity(server, range);
+  assert.equal(report.ok, true, JSON.stringify(report));
+  const exported = await fetch(`${server.baseUrl}/audit/export?format=ndjson&from=${range.from}&to=${range.to}`, { headers: { authorization: `Bearer ${server.adminKey}` } });
+  const lines = (await exported.text()).trim().split('\n').map((line) => JSON.parse(line) as { id: string; hash: string });
+  assert.ok(lines.length > 0 && lines.every((line) => BigInt(line.id) < BigInt(ids[3]!)), 'the export holds the range only');
+  assert.equal(report.headHash, lines.at(-1)!.hash);
+});

@@ -113,7 +113,14 @@ export class AuditIntegrity {
     }
     const miscount = await this.countsProblem(from ?? null, to ?? null);
     if (miscount) return broken(checked, null, miscount);
-    return { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: last?.hash ?? null, problem: null };
+    return { ok: true, checkedEvents: checked, firstInvalidEventId: null, headHash: await this.lastHashIn(ids, last), problem: null };
+  }
+
+  /** The hash of the range's own last event (what an export of the range ends with), not of the one checked past its edge. */
+  private async lastHashIn(ids: { last: string } | null, walkedLast: AuditEventEntity | null): Promise<string | null> {
+    if (!ids || !walkedLast || walkedLast.id === ids.last) return walkedLast?.hash ?? null;
+    const [row] = (await this.db.query('SELECT hash FROM audit_events WHERE id = $1 LIMIT 1', [ids.last])) as Array<{ hash: string }>;
+    return row?.hash ?? null;
   }
 
   /**
@@ -199,8 +206,8 @@ export class AuditIntegrity {
   }
 
   /** The first and last id of the events in the time range (up to the head); null when it holds none. */
-  private async idRange(from: Date | null, to: Date | null, headId: string): Promise<{ low: string; high: string } | null> {
-    if (!from && !to) return { low: '0', high: headId };
+  private async idRange(from: Date | null, to: Date | null, headId: string): Promise<{ low: string; high: string; last: string } | null> {
+    if (!from && !to) return { low: '0', high: headId, last: headId };
     const [row] = (await this.db.query(
       `SELECT min(id)::text AS low, max(id)::text AS high FROM audit_events
         WHERE ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2) AND id <= $3`,
@@ -214,7 +221,7 @@ export class AuditIntegrity {
               (SELECT min(id) FROM audit_events WHERE id > $2 AND id <= $3)::text AS after`,
       [row.low, row.high, headId],
     )) as Array<{ before: string | null; after: string | null }>;
-    return { low: wider?.before ?? row.low, high: to ? (wider?.after ?? row.high!) : headId };
+    return { low: wider?.before ?? row.low, high: to ? (wider?.after ?? row.high!) : headId, last: to ? row.high! : headId };
   }
 
   /** The hash the event `id` must link to: the event before it, or one retention removed (an anchor), or genesis. */
