@@ -408,6 +408,25 @@ export class KeyVerificationService {
       if (!rateLimit.allowed) return { ...failed(VerifyCode.RATE_LIMITED, record), rateLimit };
     }
     if (record.remaining === null) return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: null, rateLimit };
+    let outcome: VerifyOutcome;
+    try {
+      outcome = await this.consumeQuota(record, rateLimit);
+    } catch (error) {
+      // Failed after taking a point (connection cut, statement cancelled): give it back. The
+      // caller must see the database's error, not a refund's.
+      if (rateLimit) await this.refundRateLimit(record).catch(() => undefined);
+      throw error;
+    }
+    if (rateLimit && outcome.code !== VerifyCode.VALID) await this.refundRateLimit(record);
+    return outcome;
+  }
+
+  private refundRateLimit(record: KeyRecord): Promise<void> {
+    return this.limiter.refund(record.rateLimitId, record.rateLimit!.limit, record.rateLimit!.windowSeconds);
+  }
+
+  /** Takes one from the quota where it lives now (a rotation may move it while this waits). */
+  private async consumeQuota(record: KeyRecord, rateLimit: RateLimitDecision | null): Promise<VerifyOutcome> {
     let quotaId = record.quotaId;
     for (let moves = 0; moves <= MAX_QUOTA_MOVES; moves++) {
       const [taken] = (await this.dataSource.query(CONSUME_QUOTA, [quotaId])) as Array<{ remaining: number | null; last_refill_at: Date | null; moved: boolean }>;
@@ -420,7 +439,6 @@ export class KeyVerificationService {
       }
       if (!taken!.moved) {
         record.remaining = 0;
-        if (record.rateLimit) await this.limiter.refund(record.rateLimitId, record.rateLimit.limit, record.rateLimit.windowSeconds);
         return { ...failed(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
       }
       // Rotated (or lifted) while this verification was on its way: the change's invalidation
