@@ -86,3 +86,40 @@ for (const how of ['pg_cancel_backend', 'pg_terminate_backend'] as const) {
     assert.deepEqual([next.code, next.remaining, next.rateLimit?.remaining], ['VALID', 8, 0]);
   });
 }
+
+/** A failed fast-path verification is the database's outage answer, as http.ts gives it for every request. */
+function assertUnavailable(answer: Answer): void {
+  assert.equal(answer.status, 503, JSON.stringify(answer.body));
+  assert.equal(answer.retryAfter, '5');
+  assert.equal(answer.body.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR');
+  assert.equal(answer.body.data, undefined, 'no verification result');
+}
+
+test('fast path: an interrupted verifyKey is 503 with Retry-After, and is not verified again behind it', async () => {
+  const { secret, key } = await createKey(t, { ownerId, name: unique('fast-one'), remaining: 10, rateLimit: { limit: 5, windowSeconds: 3600 } });
+  const first = await verify(t, verifier.key, { key: secret });
+  assert.deepEqual([first.code, first.remaining, first.rateLimit?.remaining], ['VALID', 9, 4]);
+
+  // No Accept header of its own (fetch sends */*): the fast path answers.
+  assertUnavailable(await interrupted([key.id], 'pg_cancel_backend', () => post({ query: VERIFY_ONE, variables: { input: { key: secret } } })));
+
+  const next = await verify(t, verifier.key, { key: secret });
+  assert.deepEqual([next.code, next.remaining, next.rateLimit?.remaining], ['VALID', 8, 3], 'only the earlier success took quota and rate limit');
+});
+
+test('fast path: a verifyKeys batch with one interrupted key is 503, and the keys already verified are not verified again', async () => {
+  const done = await createKey(t, { ownerId, name: unique('fast-batch-done'), remaining: 10 });
+  const held = await createKey(t, { ownerId, name: unique('fast-batch-held'), remaining: 10, rateLimit: { limit: 5, windowSeconds: 3600 } });
+  const query = 'query($inputs: [VerifyKeyInput!]!) { verifyKeys(inputs: $inputs) { code remaining } }';
+
+  const answer = await interrupted([held.key.id], 'pg_cancel_backend', () =>
+    post({ query, variables: { inputs: [{ key: done.secret }, { key: held.secret }] } }),
+  );
+  assertUnavailable(answer);
+
+  // The first key was verified once, in the failed batch; the interrupted one not at all.
+  const doneNext = await verify(t, verifier.key, { key: done.secret });
+  assert.deepEqual([doneNext.code, doneNext.remaining], ['VALID', 8]);
+  const heldNext = await verify(t, verifier.key, { key: held.secret });
+  assert.deepEqual([heldNext.code, heldNext.remaining, heldNext.rateLimit?.remaining], ['VALID', 9, 4]);
+});

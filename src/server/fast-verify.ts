@@ -31,6 +31,7 @@ import type { GraphQLContext } from '../auth/context';
 import { coveredBy } from '../auth/permissions';
 import { verifyManyNow, verifyOneNow, type VerifyContext } from '../resolvers/verify.resolver';
 import type { VerifyKeyInput } from '../schema/verify.type';
+import { BadInputError } from '../services/errors';
 import { PARSE_OPTIONS, shapeError } from './document-guard';
 import { documentProblem, inputProblem } from './input-hygiene';
 
@@ -329,8 +330,8 @@ function planFor(schema: GraphQLSchema, query: string, operationName: string | u
     const selections = operation.selectionSet.selections;
     if (!selections.every((s) => s.kind === Kind.FIELD && (s.directives?.length ?? 0) === 0)) return null;
     const fieldNodes = selections as readonly FieldNode[];
-    // One verifying field: an error then means nothing was verified yet (inputs are validated
-    // first), so handing the request to Apollo cannot verify anything twice.
+    // One verifying field: its bad input is refused before anything is verified, so handing such a
+    // request to Apollo cannot verify anything twice.
     const verifying = fieldNodes.filter((f) => f.name.value !== '__typename');
     if (verifying.length !== 1 || !['verifyKey', 'verifyKeys'].includes(verifying[0]!.name.value)) return null;
     const keys = fieldNodes.map((f) => f.alias?.value ?? f.name.value);
@@ -358,7 +359,9 @@ function planFor(schema: GraphQLSchema, query: string, operationName: string | u
  * result projected as graphql-js would complete it), and the answer is serialised exactly as
  * Apollo serialises a result. Anything unusual (other fields, fragments, directives, persisted
  * queries, variable errors, bad input, unfamiliar Accept headers) answers null and the request
- * takes the normal path, which gives the same body or the same error.
+ * takes the normal path, which gives the same body or the same error. A failure after verifying
+ * began is thrown (or rejected) for the caller to answer as an error: retrying it on the normal
+ * path would verify, and charge, the keys again.
  */
 export function createVerifyFastPath(schema: GraphQLSchema) {
   function argumentsOf(plan: Plan, variables: Record<string, unknown>): Record<string, unknown> | null {
@@ -411,8 +414,10 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
         plan.field.name === 'verifyKey'
           ? verifyOneNow(context, args.input as VerifyKeyInput)
           : verifyManyNow(context, args.inputs as VerifyKeyInput[]);
-    } catch {
-      return null;
+    } catch (error) {
+      // Input is checked before any key is verified: Apollo refuses it with its own error.
+      if (error instanceof BadInputError) return null;
+      throw error;
     }
     const respond = (value: unknown): FastAnswer => {
       // Apollo's serialisation: fields in the order errors, data, extensions; one trailing newline.
@@ -423,7 +428,9 @@ export function createVerifyFastPath(schema: GraphQLSchema) {
       }
       return { contentType, body: `${body}}}\n` };
     };
-    return resolved instanceof Promise ? resolved.then(respond, () => null) : respond(resolved);
+    // A failure once verifying has begun is the request's answer (http.ts maps it: a database
+    // outage is 503), never a second verification on the normal path.
+    return resolved instanceof Promise ? resolved.then(respond) : respond(resolved);
   };
 }
 

@@ -182,6 +182,7 @@ export function createRequestHandler(deps: HttpDeps) {
     if (req.method === 'POST' && deps.fastVerify) {
       const accept = req.headers.accept;
       const answered = deps.fastVerify(body, Array.isArray(accept) ? undefined : accept, { principal, services: deps.services, callerIp: meta.ip });
+      // Its failure once verifying began is thrown to handle(): 503 for the database, else 500.
       const fast = answered instanceof Promise ? await answered : answered;
       if (fast) {
         fastAnswers.inc();
