@@ -60,6 +60,10 @@ export class ApiKeyEntity {
   @Column({ name: 'rate_limit_window_seconds', type: 'integer', nullable: true })
   rateLimitWindowSeconds: number | null;
 
+  /** The rate-limit window the key counts in: new when its rate-limit setting changes, inherited on rotation */
+  @Column({ name: 'rate_limit_window_id', type: 'uuid' })
+  rateLimitWindowId: string;
+
   @Column({ type: 'integer', nullable: true })
   remaining: number | null;
 

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { In, type EntityManager } from 'typeorm';
 import { ApiKeyEntity, ApiKeyRoleEntity, RoleEntity, UserEntity } from '../entities';
 import { StoredKeyStatus, UserKind } from '../entities/enums';
@@ -78,6 +79,8 @@ export class KeyLifecycleService {
         set('rateLimit', current, settings.rateLimit);
         key.rateLimitLimit = settings.rateLimit?.limit ?? null;
         key.rateLimitWindowSeconds = settings.rateLimit?.windowSeconds ?? null;
+        // A changed setting starts a fresh window, even one the key had before; nothing else does.
+        if ('rateLimit' in after) key.rateLimitWindowId = randomUUID();
       }
       if (settings.remaining !== undefined) {
         set('remaining', key.remaining, settings.remaining);
@@ -202,7 +205,7 @@ export class KeyLifecycleService {
           refill: key.refillAmount === null ? null : { amount: key.refillAmount, intervalSeconds: key.refillIntervalSeconds! },
           metadata: key.metadata,
         },
-        { rotatedFromId: key.id, lastRefillAt: quota?.nextRefillAt ?? null },
+        { rotatedFromId: key.id, lastRefillAt: quota?.nextRefillAt ?? null, rateLimitWindowId: key.rateLimitWindowId },
       );
       const graceEnd = new Date(now.getTime() + grace * 1000);
       const oldExpiry = key.expiresAt;
@@ -340,6 +343,7 @@ function writeKey(tx: EntityManager, key: ApiKeyEntity): Promise<unknown> {
     allowedCidrs: key.allowedCidrs,
     rateLimitLimit: key.rateLimitLimit,
     rateLimitWindowSeconds: key.rateLimitWindowSeconds,
+    rateLimitWindowId: key.rateLimitWindowId,
     remaining: key.remaining,
     refillAmount: key.refillAmount,
     refillIntervalSeconds: key.refillIntervalSeconds,

@@ -6,7 +6,7 @@ import { coversAll, intersect, normalize } from '../auth/permissions';
 import { StoredKeyStatus, UserStatus, VerifyCode } from '../entities/enums';
 import type { KeyCache } from './key-cache';
 import { inNetworks, networkList } from './validation';
-import type { KeyRateLimiter, RateLimitDecision } from './rate-limiter';
+import type { KeyRateLimiter, RateLimitDecision, RateLimitWindow } from './rate-limiter';
 import type { UsageService } from './usage.service';
 
 /** Everything a verification needs about one key, read in a single round trip. */
@@ -28,14 +28,13 @@ export interface KeyRecord {
   refillAmount: number | null;
   refillIntervalSeconds: number | null;
   lastRefillAt: Date | null;
-  rateLimit: { limit: number; windowSeconds: number } | null;
+  /** The setting and the window it counts in (new when the setting changes, shared by a line of rotations) */
+  rateLimit: RateLimitWindow | null;
   /**
-   * A rotation must neither double a quota nor restart a rate-limit window. Quota: the key's own,
-   * or once rotated (in its grace period) its newest successor's, which took over what was left.
-   * Rate limit: one window for the whole line of rotations, under its first key's id.
+   * A rotation must not double a quota: the key's own, or once rotated (in its grace period) its
+   * newest successor's, which took over what was left.
    */
   quotaId: string;
-  rateLimitId: string;
   /** The key's own grants plus its roles' permissions, before bounding by the owner */
   keyPermissions: string[];
   ownerPermissions: string[];
@@ -78,18 +77,14 @@ const QUOTA_HOLDER = `SELECT q.id, q.remaining FROM api_keys q WHERE q.id = coal
 const KEY_QUERY = `
   SELECT k.id, k.name, k.owner_id, u.owner_id AS owner_owner_id, u.status AS owner_status, o.status AS owner_owner_status,
          k.stored_status, k.expires_at, k.created_at, k.allowed_cidrs, k.metadata, k.granted_permissions,
-         q.remaining, q.refill_amount, q.refill_interval_seconds, q.last_refill_at, k.rate_limit, k.rate_limit_window_seconds,
+         q.remaining, q.refill_amount, q.refill_interval_seconds, q.last_refill_at, k.rate_limit, k.rate_limit_window_seconds, k.rate_limit_window_id,
          coalesce((SELECT array_agg(DISTINCT p) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id,
                    unnest(r.permissions) p WHERE kr.key_id = k.id), '{}') AS key_role_permissions,
          coalesce((SELECT array_agg(r.name ORDER BY r.name) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id
                    WHERE kr.key_id = k.id), '{}') AS role_names,
          coalesce((SELECT array_agg(DISTINCT p) FROM user_roles ur JOIN roles r ON r.id = ur.role_id,
                    unnest(r.permissions) p WHERE ur.user_id = k.owner_id), '{}') AS owner_permissions,
-         newest.id AS newest_successor_id,
-         (WITH RECURSIVE line(id, rotated_from_id, generation) AS (
-            SELECT k.id, k.rotated_from_id, 0
-            UNION ALL SELECT a.id, a.rotated_from_id, l.generation + 1 FROM api_keys a JOIN line l ON a.id = l.rotated_from_id)
-          SELECT id FROM line ORDER BY generation DESC LIMIT 1) AS first_key_id
+         newest.id AS newest_successor_id
   FROM api_keys k
   LEFT JOIN LATERAL (${NEWEST_SUCCESSOR('k.id')}) newest ON true
   -- A rotated key's quota is its newest successor's, which took over what was left.
@@ -116,12 +111,12 @@ interface KeyRow {
   last_refill_at: Date | null;
   rate_limit: number | null;
   rate_limit_window_seconds: number | null;
+  rate_limit_window_id: string;
   granted_permissions: string[];
   key_role_permissions: string[];
   role_names: string[];
   owner_permissions: string[];
   newest_successor_id: string | null;
-  first_key_id: string;
 }
 
 /**
@@ -166,10 +161,9 @@ function toRecord(row: KeyRow): KeyRecord {
     refillAmount: row.refill_amount,
     refillIntervalSeconds: row.refill_interval_seconds,
     lastRefillAt: row.last_refill_at,
-    rateLimit: row.rate_limit === null ? null : { limit: row.rate_limit, windowSeconds: row.rate_limit_window_seconds! },
+    // Only keys with a rate limit hold a window id: a million cached records, most without one.
+    rateLimit: row.rate_limit === null ? null : { id: row.rate_limit_window_id, limit: row.rate_limit, windowSeconds: row.rate_limit_window_seconds! },
     quotaId: row.newest_successor_id ?? row.id,
-    // The key's own id object when it is its own first key: a million cached records, one string each.
-    rateLimitId: row.first_key_id === row.id ? row.id : row.first_key_id,
     keyPermissions,
     ownerPermissions,
     roleNames: listOf(row.role_names),
@@ -404,7 +398,7 @@ export class KeyVerificationService {
   private async consume(record: KeyRecord): Promise<VerifyOutcome> {
     let rateLimit: RateLimitDecision | null = null;
     if (record.rateLimit) {
-      rateLimit = await this.limiter.consume(record.rateLimitId, record.rateLimit.limit, record.rateLimit.windowSeconds);
+      rateLimit = await this.limiter.consume(record.rateLimit);
       if (!rateLimit.allowed) return { ...failed(VerifyCode.RATE_LIMITED, record), rateLimit };
     }
     if (record.remaining === null) return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: null, rateLimit };
@@ -422,7 +416,7 @@ export class KeyVerificationService {
   }
 
   private refundRateLimit(record: KeyRecord): Promise<void> {
-    return this.limiter.refund(record.rateLimitId, record.rateLimit!.limit, record.rateLimit!.windowSeconds);
+    return this.limiter.refund(record.rateLimit!);
   }
 
   /** Takes one from the quota where it lives now (a rotation may move it while this waits). */

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { EntityManager } from 'typeorm';
 import { generateKey, hashKey, isValidPrefix, parseKey } from '../auth/key-format';
 import { ApiKeyEntity, ApiKeyRoleEntity, UserEntity } from '../entities';
@@ -43,7 +44,7 @@ export class KeyService {
     tx: EntityManager,
     actor: Actor,
     input: CreateApiKeyInput,
-    options: { presetSecret?: string; rotatedFromId?: string; lastRefillAt?: Date | null } = {},
+    options: { presetSecret?: string; rotatedFromId?: string; lastRefillAt?: Date | null; rateLimitWindowId?: string } = {},
   ): Promise<CreatedKey> {
     const settings = parseKeySettings(input);
     const name = requireName('name', input.name, NAME_MAX);
@@ -90,6 +91,8 @@ export class KeyService {
       allowedCidrs,
       rateLimitLimit: rateLimit?.limit ?? null,
       rateLimitWindowSeconds: rateLimit?.windowSeconds ?? null,
+      // A successor counts in its predecessor's window: a rotation must not restart the rate limit.
+      rateLimitWindowId: options.rateLimitWindowId ?? randomUUID(),
       remaining,
       refillAmount: refill?.amount ?? null,
       refillIntervalSeconds: refill?.intervalSeconds ?? null,
