@@ -81,8 +81,11 @@ export function notCoveredBy(held: readonly string[], wanted: readonly string[])
   return wanted.filter((w) => !index.covers(w));
 }
 
+/** On verifyKey's path with a permission or two asked for: stops at the first miss and builds nothing. */
 export function coversAll(held: readonly string[], wanted: readonly string[]): boolean {
-  return notCoveredBy(held, wanted).length === 0;
+  if (held.length * wanted.length <= SCAN_LIMIT) return wanted.every((w) => coveredBy(held, w));
+  const index = new PermissionIndex(held);
+  return wanted.every((w) => index.covers(w));
 }
 
 /** Sorted, de-duplicated, without entries another entry already covers. */
