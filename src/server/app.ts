@@ -95,10 +95,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       },
       onHandlerError: (error) => logger.error({ err: error }, 'a notification could not be handled'),
     });
-    bus = redis ? new RedisEventBus(redis, redisError, await deploymentId(dataSource)) : new PgEventBus(listener, (statement) => ds.query(statement));
+    const deployment = redis ? await deploymentId(dataSource) : null;
+    bus = redis && deployment ? new RedisEventBus(redis, redisError, deployment) : new PgEventBus(listener, (statement) => ds.query(statement));
     const services = createServices(dataSource, {
       ...config,
       redis,
+      rateLimitKeyPrefix: deployment ? `keyledger:${deployment}:rl:` : undefined,
       bus,
       liveFeedLimits: { maxAuditTails: config.maxAuditTails, maxAlertSubscriptions: config.maxAlertSubscriptions },
       onBackgroundError: (error) => logger.error({ err: error }, 'background write failed'),

@@ -32,6 +32,8 @@ export interface ServiceSettings {
   liveFeedLimits?: LiveFeedLimits;
   /** Shared rate-limit windows across instances; in-process without */
   redis?: Redis | null;
+  /** Names this deployment's rate-limit windows in Redis (`keyledger:<deployment id>:rl:`) */
+  rateLimitKeyPrefix?: string;
   onBackgroundError?: (error: unknown) => void;
 }
 
@@ -42,7 +44,7 @@ export function createServices(dataSource: DataSource, settings: ServiceSettings
   const usage = new UsageService(dataSource, settings.onBackgroundError);
   const keys = new KeyService(audit, settings.keyPepper, settings.keyPrefix);
   const auditQueries = new AuditQueryService(dataSource);
-  const verification = new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(settings.redis ?? null), usage, keyCache);
+  const verification = new KeyVerificationService(dataSource, settings.keyPepper, new KeyRateLimiter(settings.redis ?? null, settings.rateLimitKeyPrefix), usage, keyCache);
   const alerting = new Alerting(
     dataSource,
     audit,
