@@ -94,7 +94,12 @@ async function usersMatching(search: string): Promise<number> {
  * FORBIDDEN, and the denial is audited once as authz.denied (outcome DENIED) by the caller, with
  * details.operation naming the mutation as 'Mutation.<field>', whichever layer refused it.
  */
-async function expectDenied(response: GraphQLResponse<unknown>, caller: TestPrincipal, mutation: string): Promise<void> {
+async function expectDenied(
+  response: GraphQLResponse<unknown>,
+  caller: TestPrincipal,
+  mutation: string,
+  target: { type: string; id: string; ids?: Record<string, string> } | null = null,
+): Promise<void> {
   expectError(response, 'FORBIDDEN');
   const events = await eventsOfRequest(t, response, ['authz.denied']);
   assert.equal(events.length, 1, `one authz.denied event for the request: ${JSON.stringify(events)}`);
@@ -104,6 +109,9 @@ async function expectDenied(response: GraphQLResponse<unknown>, caller: TestPrin
   assert.equal(event.actorKey?.id, caller.keyId);
   assert.equal(event.ip, '127.0.0.1');
   assert.equal(event.details?.operation, `Mutation.${mutation}`, `details.operation: ${JSON.stringify(event.details)}`);
+  // What the attempt was aimed at, so the target's history shows it.
+  assert.deepEqual([event.targetType, event.targetId], target ? [target.type, target.id] : [null, null], JSON.stringify(event));
+  if (target?.ids) assert.deepEqual(event.details?.ids, target.ids);
 }
 
 describe('createUser', () => {
@@ -489,6 +497,7 @@ describe('principals holding only member or auditor are FORBIDDEN on every ident
   interface Attempt {
     mutation: string;
     run: (key: string) => Promise<GraphQLResponse<unknown>>;
+    target?: () => { type: string; id: string; ids?: Record<string, string> };
   }
   let target: { id: string };
   let role: { id: string; name: string };
@@ -505,21 +514,33 @@ describe('principals holding only member or auditor are FORBIDDEN on every ident
       mutation: 'createUser',
       run: (key) => t.request(key, CreateUserDocument, { input: { name: 'sneaky', email: `${unique('sneaky')}@example.test` } }),
     },
-    { mutation: 'createServiceAccount', run: (key) => t.request(key, CreateServiceAccountDocument, { input: { name: 'sneaky', ownerId: target.id } }) },
-    { mutation: 'updateUser', run: (key) => t.request(key, UpdateUserDocument, { id: sa, input: { name: 'sneaky' } }) },
-    { mutation: 'disableUser', run: (key) => t.request(key, DisableUserDocument, { id: target.id, reason: 'sneaky' }) },
-    { mutation: 'enableUser', run: (key) => t.request(key, EnableUserDocument, { id: target.id }) },
+    {
+      mutation: 'createServiceAccount',
+      run: (key) => t.request(key, CreateServiceAccountDocument, { input: { name: 'sneaky', ownerId: target.id } }),
+      target: () => ({ type: 'user', id: target.id, ids: { 'input.ownerId': target.id } }),
+    },
+    { mutation: 'updateUser', run: (key) => t.request(key, UpdateUserDocument, { id: sa, input: { name: 'sneaky' } }), target: () => ({ type: 'user', id: sa }) },
+    { mutation: 'disableUser', run: (key) => t.request(key, DisableUserDocument, { id: target.id, reason: 'sneaky' }), target: () => ({ type: 'user', id: target.id }) },
+    { mutation: 'enableUser', run: (key) => t.request(key, EnableUserDocument, { id: target.id }), target: () => ({ type: 'user', id: target.id }) },
     { mutation: 'createRole', run: (key) => t.request(key, CreateRoleDocument, { input: { name: unique('sneaky'), permissions: [] } }) },
-    { mutation: 'updateRole', run: (key) => t.request(key, UpdateRoleDocument, { id: role.id, input: { description: 'sneaky' } }) },
-    { mutation: 'deleteRole', run: (key) => t.request(key, DeleteRoleDocument, { id: role.id }) },
-    { mutation: 'assignRole', run: (key) => t.request(key, AssignRoleDocument, { userId: target.id, roleId: role.id }) },
-    { mutation: 'unassignRole', run: (key) => t.request(key, UnassignRoleDocument, { userId: target.id, roleId: role.id }) },
+    { mutation: 'updateRole', run: (key) => t.request(key, UpdateRoleDocument, { id: role.id, input: { description: 'sneaky' } }), target: () => ({ type: 'role', id: role.id }) },
+    { mutation: 'deleteRole', run: (key) => t.request(key, DeleteRoleDocument, { id: role.id }), target: () => ({ type: 'role', id: role.id, ids: { id: role.id } }) },
+    {
+      mutation: 'assignRole',
+      run: (key) => t.request(key, AssignRoleDocument, { userId: target.id, roleId: role.id }),
+      target: () => ({ type: 'user', id: target.id, ids: { userId: target.id, roleId: role.id } }),
+    },
+    {
+      mutation: 'unassignRole',
+      run: (key) => t.request(key, UnassignRoleDocument, { userId: target.id, roleId: role.id }),
+      target: () => ({ type: 'user', id: target.id, ids: { userId: target.id, roleId: role.id } }),
+    },
   ];
 
   for (const attempt of attempts) {
     test(`${attempt.mutation}: FORBIDDEN for member and auditor, each audited as authz.denied`, async () => {
-      await expectDenied(await attempt.run(member.key), member, attempt.mutation);
-      await expectDenied(await attempt.run(auditor.key), auditor, attempt.mutation);
+      await expectDenied(await attempt.run(member.key), member, attempt.mutation, attempt.target?.() ?? null);
+      await expectDenied(await attempt.run(auditor.key), auditor, attempt.mutation, attempt.target?.() ?? null);
     });
   }
 
@@ -562,7 +583,8 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
     const own = await t.ok(limited.key, CreateRoleDocument, { input: { name: unique('own'), permissions: ['keys:own'] } });
     const roleId = own.createRole.id;
     for (const permissions of [['keys:own', 'audit:read'], ['*'], ['keys:*']]) {
-      await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: roleId, input: { permissions } }), limited, 'updateRole');
+      // Refused by the no-escalation rule, not the permission check: the target is named all the same.
+      await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: roleId, input: { permissions } }), limited, 'updateRole', { type: 'role', id: roleId });
     }
     assert.deepEqual((await t.ok(t.adminKey, RoleDocument, { id: roleId })).role?.permissions, ['keys:own']);
 
@@ -573,12 +595,15 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
   test('cannot rename or re-describe a role holding more than itself, but can relabel one within', async () => {
     const wide = await newRole(['users:write', 'audit:read'], 'wide');
     for (const input of [{ name: unique('harmless') }, { description: 'safe to assign' }]) {
-      await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: wide.id, input }), limited, 'updateRole');
+      await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: wide.id, input }), limited, 'updateRole', { type: 'role', id: wide.id });
     }
     const unchanged = (await t.ok(t.adminKey, RoleDocument, { id: wide.id })).role;
     assert.equal(unchanged?.name, wide.name);
     assert.equal(unchanged?.description ?? null, null);
-    await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: builtIn.auditor!, input: { description: 'nothing to see' } }), limited, 'updateRole');
+    await expectDenied(await t.request(limited.key, UpdateRoleDocument, { id: builtIn.auditor!, input: { description: 'nothing to see' } }), limited, 'updateRole', {
+      type: 'role',
+      id: builtIn.auditor!,
+    });
 
     const own = await t.ok(limited.key, CreateRoleDocument, { input: { name: unique('mine'), permissions: ['keys:own'] } });
     const renamed = unique('renamed');
@@ -590,7 +615,11 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
     const human = await newHuman([], 'assign-target');
     const readerRole = await newRole(['audit:read'], 'reader');
     for (const roleId of [builtIn.admin!, builtIn.auditor!, readerRole.id]) {
-      await expectDenied(await t.request(limited.key, AssignRoleDocument, { userId: human.id, roleId }), limited, 'assignRole');
+      await expectDenied(await t.request(limited.key, AssignRoleDocument, { userId: human.id, roleId }), limited, 'assignRole', {
+        type: 'user',
+        id: human.id,
+        ids: { userId: human.id, roleId },
+      });
     }
     assert.deepEqual(await roleNamesOf(human.id), []);
 
@@ -612,7 +641,7 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
     const response = await t.request(limited.key, CreateServiceAccountDocument, {
       input: { name: saName, ownerId: owner.id, roleIds: [builtIn.admin!] },
     });
-    await expectDenied(response, limited, 'createServiceAccount');
+    await expectDenied(response, limited, 'createServiceAccount', { type: 'user', id: owner.id });
     assert.equal(await usersMatching(saName), 0);
 
     // Within its own permissions it may.
@@ -624,12 +653,14 @@ describe(`no escalation: a principal holding ${JSON.stringify(LIMITED_PERMISSION
   });
 
   test('cannot change, disable or strip roles from a user who holds more than itself', async () => {
-    await expectDenied(await t.request(limited.key, UpdateUserDocument, { id: admin.userId, input: { name: 'pwned' } }), limited, 'updateUser');
-    await expectDenied(await t.request(limited.key, DisableUserDocument, { id: admin.userId, reason: 'pwned' }), limited, 'disableUser');
+    const theAdmin = { type: 'user', id: admin.userId };
+    await expectDenied(await t.request(limited.key, UpdateUserDocument, { id: admin.userId, input: { name: 'pwned' } }), limited, 'updateUser', theAdmin);
+    await expectDenied(await t.request(limited.key, DisableUserDocument, { id: admin.userId, reason: 'pwned' }), limited, 'disableUser', theAdmin);
     await expectDenied(
       await t.request(limited.key, UnassignRoleDocument, { userId: admin.userId, roleId: builtIn.admin! }),
       limited,
       'unassignRole',
+      { ...theAdmin, ids: { userId: admin.userId, roleId: builtIn.admin! } },
     );
     const adminNow = await t.ok(t.adminKey, UserDocument, { id: admin.userId });
     assert.equal(adminNow.user?.name, 'admin');

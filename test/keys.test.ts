@@ -603,6 +603,8 @@ test("keys:own cannot undo a disable made by someone else; keys:write and the on
   expectError(await t.request(member.key, KtEnableKeyDocument, { id: mine.id }), 'FORBIDDEN');
   assert.equal((await readKey(mine.id)).status, 'DISABLED');
   assert.equal((await auditEvents(t, { actions: ['authz.denied'] })).length, deniedBefore + 1, 'the refusal is audited');
+  const [refusal] = await auditEvents(t, { actions: ['authz.denied'], targetId: mine.id });
+  assert.deepEqual([refusal?.targetType, refusal?.details?.operation], ['api_key', 'Mutation.enableApiKey'], "in the key's own history");
   assert.equal((await auditEvents(t, { actions: ['key.enable'], targetId: mine.id })).length, 0);
   // keys:write may, without being '*'.
   assert.equal((await t.ok(keyManager.key, KtEnableKeyDocument, { id: mine.id })).enableApiKey.status, 'ACTIVE');

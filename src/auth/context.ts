@@ -35,11 +35,18 @@ export interface GraphQLContext extends RequestMeta {
    * the whole answer, and graphql-js then drops the errors of the fields still running, which
    * must be audited all the same.
    */
-  refusals: Array<{ originalError: unknown; path: ReadonlyArray<string | number> }>;
+  refusals: Refusal[];
   /** Root fields still resolving: their refusals are known once these settle */
   rootsInFlight: Array<Promise<void>>;
   /** Live streams this operation opened: its connection's re-check ends those no longer allowed (WebSocket only) */
   streams?: LiveStream[];
+}
+
+export interface Refusal {
+  originalError: unknown;
+  path: ReadonlyArray<string | number>;
+  /** The refused root field (`Mutation.revokeApiKey`) and its arguments, when a root field refused */
+  root?: { field: string; args: Record<string, unknown> };
 }
 
 export interface LiveStream {

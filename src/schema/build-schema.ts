@@ -51,25 +51,27 @@ function lowerCaseUuidIds(): void {
  */
 function keepRootRefusals(schema: GraphQLSchema): GraphQLSchema {
   for (const type of [schema.getQueryType(), schema.getMutationType()]) {
-    for (const field of Object.values(type?.getFields() ?? {})) {
+    if (!type) continue;
+    for (const field of Object.values(type.getFields())) {
       const resolve = field.resolve as GraphQLFieldResolver<unknown, GraphQLContext> | undefined;
       if (!resolve) continue;
-      const keep = (error: unknown, context: GraphQLContext, path: ReadonlyArray<string | number>) => {
-        if (error instanceof DomainError && error.code === 'FORBIDDEN') context.refusals?.push({ originalError: error, path });
+      const root = `${type.name}.${field.name}`;
+      const keep = (error: unknown, context: GraphQLContext, path: ReadonlyArray<string | number>, args: Record<string, unknown>) => {
+        if (error instanceof DomainError && error.code === 'FORBIDDEN') context.refusals?.push({ originalError: error, path, root: { field: root, args } });
       };
       field.resolve = (source, args, context: GraphQLContext, info) => {
         try {
           const result = resolve(source, args, context, info) as unknown;
           if (!(result instanceof Promise)) return result;
           const watched = result.catch((error: unknown) => {
-            keep(error, context, responsePathAsArray(info.path));
+            keep(error, context, responsePathAsArray(info.path), args);
             throw error;
           });
           // The denial audit waits for these: graphql-js may have answered without them.
           context.rootsInFlight?.push(watched.then(() => undefined, () => undefined));
           return watched;
         } catch (error) {
-          keep(error, context, responsePathAsArray(info.path));
+          keep(error, context, responsePathAsArray(info.path), args);
           throw error;
         }
       };

@@ -1,11 +1,12 @@
 import { Kind, type DocumentNode, type FieldNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionNode } from 'graphql';
 import { quoteInput } from '../auth/key-format';
 import type { DataSource } from 'typeorm';
-import { actorOf, type GraphQLContext, type Principal, type RequestMeta } from '../auth/context';
+import { actorOf, type GraphQLContext, type Principal, type Refusal, type RequestMeta } from '../auth/context';
 import { AuditOutcome } from '../entities/enums';
 import type { Services } from '../services';
 import { DomainError } from '../services/errors';
 import { createLoaders, type Loaders } from '../services/loaders';
+import { deniedTarget, type DeniedTarget } from './denial-target';
 
 export function buildContext(
   dataSource: DataSource,
@@ -35,6 +36,7 @@ export function buildContext(
 interface ErrorLike {
   originalError?: unknown;
   path?: ReadonlyArray<string | number>;
+  root?: Refusal['root'];
 }
 
 /** The root field answering at `responseKey`, through inline fragments and named ones. */
@@ -103,23 +105,32 @@ export async function auditDenials(
   ]);
   clearTimeout(timer);
   if (!inTime) void rootsSettled.then(() => auditDenials(context, [], operationName, operationNode, document)).catch(() => undefined);
-  const refused = new Map<string, { original: DomainError; paths: Map<unknown, ErrorLike['path'] | null> }>();
+  interface Refused {
+    original: DomainError;
+    paths: Map<unknown, ErrorLike['path'] | null>;
+    target?: DeniedTarget;
+  }
+  const refused = new Map<string, Refused>();
   for (const error of [...errors, ...context.refusals]) {
     const original = error.originalError;
     if (!(original instanceof DomainError) || original.code !== 'FORBIDDEN') continue;
     const operation = String(original.extensions.operation ?? rootOperation(operationNode, error.path, document));
     if (context.deniedAudited.has(operation)) continue;
-    const seen = refused.get(operation) ?? { original, paths: new Map() };
+    const seen: Refused = refused.get(operation) ?? { original, paths: new Map() };
     refused.set(operation, seen);
     const root = error.path?.[0];
     if (!seen.paths.has(root)) seen.paths.set(root, error.path ?? null);
+    // The first refused call's arguments name the target; further aliases are counted in `attempts`.
+    if (!seen.target && error.root) seen.target = deniedTarget(error.root.field, error.root.args);
   }
-  for (const [operation, { original, paths: byRoot }] of refused) {
+  for (const [operation, { original, paths: byRoot, target }] of refused) {
     context.deniedAudited.add(operation);
     const paths = [...byRoot.values()];
     await context.services.audit.recordAlone(context.actor, {
       action: 'authz.denied',
       outcome: AuditOutcome.DENIED,
+      targetType: target?.targetType ?? null,
+      targetId: target?.targetId ?? null,
       details: {
         operation,
         operationName,
@@ -127,6 +138,7 @@ export async function auditDenials(
         ...(paths.length > 1 ? { attempts: paths.length, paths: paths.slice(0, MAX_DENIED_PATHS) } : {}),
         reason: original.message,
         ...(original.extensions.required ? { required: original.extensions.required } : {}),
+        ...(target && Object.keys(target.ids).length ? { ids: target.ids } : {}),
       },
     });
   }
