@@ -226,6 +226,8 @@ test('INSUFFICIENT_PERMISSIONS: every requested permission must be covered, wild
   const write = await check({ key: reader.secret, permissions: ['invoices:write'] });
   assert.equal(write.code, 'INSUFFICIENT_PERMISSIONS');
   assert.equal(write.valid, false);
+  // The key is usable, only not for this: the answer shows what it holds, as a valid one would.
+  assert.deepEqual([write.keyId, write.permissions], [reader.key.id, ['invoices:read']]);
   assert.equal((await check({ key: reader.secret, permissions: ['invoices:read'] })).code, 'VALID');
   assert.equal((await check({ key: reader.secret, permissions: ['invoices:read', 'invoices:write'] })).code, 'INSUFFICIENT_PERMISSIONS');
   assert.equal((await check({ key: reader.secret, permissions: ['invoices:*'] })).code, 'INSUFFICIENT_PERMISSIONS');

@@ -452,5 +452,7 @@ export class KeyVerificationService {
 function failed(code: VerifyCode, record: KeyRecord | null = null): VerifyOutcome {
   const dead = code === VerifyCode.REVOKED || code === VerifyCode.EXPIRED;
   const remaining = !record || record.remaining === null ? null : dead ? 0 : availableQuota(record, new Date());
-  return { code, record, permissions: [], remaining, rateLimit: null };
+  // A key refused only for what was asked of it is usable: its answer shows what it does hold.
+  const permissions = record && code === VerifyCode.INSUFFICIENT_PERMISSIONS ? record.effective : [];
+  return { code, record, permissions, remaining, rateLimit: null };
 }
