@@ -79,6 +79,63 @@ test('with the database refusing connections, a WebSocket connection_init closes
   }
 });
 
+test('a resolver whose statement is cancelled after the key was accepted: 503 with Retry-After when nothing was answered', async () => {
+  const ask = (query: string) =>
+    fetch(`${t.baseUrl}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${t.adminKey}` },
+      body: JSON.stringify({ query }),
+    });
+  for (const [root, query] of [
+    ['createRole', 'mutation { createRole(input: { name: "during-outage", permissions: [] }) { id } }'],
+    ['auditEvents', '{ auditEvents(first: 1) { nodes { id } } }'],
+  ] as const) {
+    // Checking a valid key writes no audit event; the mutation's event and the audited read wait on the lock and are cancelled.
+    const blocker = new Client({ connectionString: t.db.url });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE audit_staging IN ACCESS EXCLUSIVE MODE');
+      const answer = ask(query);
+      // The sealer may be waiting on the same lock: cancelled too, it tries again later.
+      assert.ok((await cancelWaiting((blocker as unknown as { processID: number }).processID)) >= 1, `${query} waited on the lock`);
+      const response = await answer;
+      const text = await response.text();
+      assert.equal(response.status, 503, `${query}: ${text}`);
+      assert.equal(response.headers.get('retry-after'), '5');
+      const body = JSON.parse(text) as { data?: unknown; errors: Array<{ path?: string[]; extensions: { code: string } }> };
+      assert.equal(body.data ?? null, null);
+      assert.equal(body.errors[0]!.extensions.code, 'INTERNAL_SERVER_ERROR');
+      assert.doesNotMatch(text, /cancel|statement|audit_staging|at .*\.js/);
+      assert.deepEqual(body.errors[0]!.path, [root], 'failed in the resolver, after the key was accepted');
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => {});
+      await blocker.end();
+    }
+  }
+  assert.equal((await ask('{ auditEvents(first: 1) { nodes { id } } }')).status, 200, 'answered as usual once the lock is gone');
+  assert.equal(await roleCount('during-outage'), 0, 'the cancelled mutation left nothing behind');
+});
+
+async function roleCount(name: string): Promise<number> {
+  const [row] = (await t.db.query('SELECT count(*)::int AS n FROM roles WHERE name = $1', [name])) as Array<{ n: number }>;
+  return row!.n;
+}
+
+/** Cancels the server's statements waiting on a lock (not the blocker's); how many it cancelled. */
+async function cancelWaiting(blockerPid: number): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const rows = await admin.query(
+      `SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> $2`,
+      [t.db.name, blockerPid],
+    );
+    const cancelled = rows.rows.filter((row: { ok: boolean }) => row.ok).length;
+    if (cancelled > 0) return cancelled;
+    await sleep(20);
+  }
+  return 0;
+}
+
 test('a statement cancelled while a request waits on it is 503 with Retry-After, and nothing of the driver\'s text', async () => {
   // The test holds a lock the key check needs, then cancels the server's statement waiting on it.
   const blocker = new Client({ connectionString: t.db.url });
@@ -87,16 +144,7 @@ test('a statement cancelled while a request waits on it is 503 with Retry-After,
     await blocker.query('BEGIN');
     await blocker.query('LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE');
     const answer = post(generateKey('kl'));
-    let cancelled = 0;
-    for (let attempt = 0; attempt < 200 && cancelled === 0; attempt++) {
-      const rows = await admin.query(
-        `SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> $2`,
-        [t.db.name, (blocker as unknown as { processID: number }).processID],
-      );
-      cancelled = rows.rows.filter((row: { ok: boolean }) => row.ok).length;
-      if (cancelled === 0) await sleep(20);
-    }
-    assert.equal(cancelled, 1, 'the key check waited on the lock and was cancelled');
+    assert.equal(await cancelWaiting((blocker as unknown as { processID: number }).processID), 1, 'the key check waited on the lock and was cancelled');
     const response = await answer;
     const text = await response.text();
     assert.equal(response.status, 503, text);

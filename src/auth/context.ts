@@ -38,6 +38,8 @@ export interface GraphQLContext extends RequestMeta {
   refusals: Refusal[];
   /** Root fields still resolving: their refusals are known once these settle */
   rootsInFlight: Array<Promise<void>>;
+  /** A resolver failed because the database could not be reached: an answer with no data is then 503 */
+  databaseOutage?: boolean;
   /** Live streams this operation opened: its connection's re-check ends those no longer allowed (WebSocket only) */
   streams?: LiveStream[];
 }

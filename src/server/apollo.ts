@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { GraphQLContext } from '../auth/context';
 import { auditDenials } from './context';
 import { PARSE_OPTIONS } from './document-guard';
-import { databaseUnreachable, formatError } from './errors';
+import { databaseUnavailable, databaseUnreachable, formatError, UNAVAILABLE_RETRY_SECONDS } from './errors';
 import { operationRefusal } from './query-cost';
 import type { Metrics } from './metrics';
 
@@ -24,6 +24,7 @@ function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlug
         },
         async didEncounterErrors({ errors, contextValue, request, operation, document }) {
           await auditDenials(contextValue, errors, request.operationName ?? null, operation, document);
+          if (errors.some((error) => databaseUnavailable(error.originalError))) contextValue.databaseOutage = true;
           for (const error of errors) {
             // The code the client will see: a domain error's is only attached when formatted.
             if (formatError(error.toJSON(), error).extensions?.code === 'INTERNAL_SERVER_ERROR') {
@@ -35,6 +36,12 @@ function observabilityPlugin(logger: Logger, metrics: Metrics): ApolloServerPlug
         },
         async willSendResponse({ response, contextValue }) {
           if (response.body.kind !== 'single') return;
+          // Nothing answered because the database is away: passing, and the server's trouble, as
+          // the same outage is when checking the key (503, Retry-After). Partial data stays 200.
+          if (contextValue.databaseOutage && response.body.singleResult.data == null) {
+            response.http.status = 503;
+            response.http.headers.set('retry-after', String(UNAVAILABLE_RETRY_SECONDS));
+          }
           for (const error of response.body.singleResult.errors ?? []) {
             const code = String(error.extensions?.code);
             metrics.graphqlErrors.inc({ code });

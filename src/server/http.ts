@@ -12,15 +12,13 @@ import { handleAuditExport } from './audit-export';
 import { authenticateRequest, send } from './respond';
 import { buildContext } from './context';
 import { documentGuardError } from './document-guard';
-import { databaseUnavailable, databaseUnreachable, errorBody } from './errors';
+import { databaseUnavailable, databaseUnreachable, errorBody, UNAVAILABLE_RETRY_SECONDS } from './errors';
 import type { VerifyFastPath } from './fast-verify';
 import type { Metrics } from './metrics';
 import { quoteInput } from '../auth/key-format';
 
 /** The largest request body (HTTP) or message (WebSocket) read. */
 export const MAX_BODY_BYTES = 1024 * 1024;
-/** What a client is told to wait when the database cannot be reached */
-const UNAVAILABLE_RETRY_SECONDS = 5;
 
 interface PendingAnswer {
   res: ServerResponse;
