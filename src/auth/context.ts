@@ -27,6 +27,8 @@ export interface GraphQLContext extends RequestMeta {
   principal: Principal;
   actor: Actor;
   loaders: Loaders;
+  /** Forgets what this request's loaders hold: what one mutation read, the next may change */
+  renewLoaders?: () => void;
   services: Services;
   /** authz.denied events already written for this request, so one denial is recorded once */
   deniedAudited: Set<string>;

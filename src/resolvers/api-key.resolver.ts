@@ -84,9 +84,8 @@ export class ApiKeyResolver {
     @Arg('gracePeriodSeconds', () => Int, { nullable: true, defaultValue: 0 }) gracePeriodSeconds?: number | null,
   ) {
     await assertNewKeyPayloadReadable(ctx, info, async () => {
+      // Read before the rotation; loaders are renewed after it, so rotatedFrom reads the key as rotated.
       const rotating = isUuid(id) ? await ctx.loaders.keyById.load(id) : null;
-      // Read before the rotation: the answer's rotatedFrom must load the key as rotated.
-      ctx.loaders.keyById.clear(id);
       return rotating?.ownerId ?? null;
     });
     const created = await ctx.services.keyLifecycle.rotate(ctx.actor, id, gracePeriodSeconds);

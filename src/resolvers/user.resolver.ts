@@ -32,9 +32,8 @@ function assertPayloadReadable(ctx: GraphQLContext, info: GraphQLResolveInfo, us
 /** The user a mutation names, as it is now (null when there is none: the change says so). */
 async function existingUser(ctx: GraphQLContext, id: string): Promise<PayloadUser | null> {
   if (!isUuid(id)) return null;
-  const user = await ctx.loaders.userById.load(id);
-  ctx.loaders.userById.clear(id); // the answer must read the user as the change leaves it
-  return user;
+  // Loaders are renewed once the change is made (build-schema): the answer reads the user as it is left.
+  return ctx.loaders.userById.load(id);
 }
 
 /** A user not yet made: nobody is it yet. */

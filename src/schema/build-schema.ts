@@ -80,10 +80,35 @@ function keepRootRefusals(schema: GraphQLSchema): GraphQLSchema {
   return schema;
 }
 
+/**
+ * Mutation fields run one after another, each answering the state it leaves: a request's loaders
+ * are renewed before each runs and again once its change is made, so its answer reads nothing
+ * cached by an earlier field or by its own checks before the change.
+ */
+function renewLoadersAroundMutations(schema: GraphQLSchema): GraphQLSchema {
+  for (const field of Object.values(schema.getMutationType()?.getFields() ?? {})) {
+    const resolve = field.resolve as GraphQLFieldResolver<unknown, GraphQLContext> | undefined;
+    if (!resolve) continue;
+    field.resolve = (source, args, context: GraphQLContext, info) => {
+      context.renewLoaders?.();
+      const result = resolve(source, args, context, info) as unknown;
+      if (!(result instanceof Promise)) {
+        context.renewLoaders?.();
+        return result;
+      }
+      return result.then((value: unknown) => {
+        context.renewLoaders?.();
+        return value;
+      });
+    };
+  }
+  return schema;
+}
+
 /** No global middlewares: they would wrap every field in an async resolver (slow on large lists). */
 export async function buildKeyledgerSchema(emitTo?: string): Promise<GraphQLSchema> {
   lowerCaseUuidIds();
-  return keepRootRefusals(await buildSchema({
+  return renewLoadersAroundMutations(keepRootRefusals(await buildSchema({
     resolvers: RESOLVERS,
     authChecker,
     authMode: 'error',
@@ -96,5 +121,5 @@ export async function buildKeyledgerSchema(emitTo?: string): Promise<GraphQLSche
       },
     },
     emitSchemaFile: emitTo ? { path: emitTo, sortedSchema: false } : false,
-  }));
+  })));
 }

@@ -15,22 +15,48 @@ export function buildContext(
   meta: RequestMeta,
   sharedLoaders?: () => Loaders,
 ): GraphQLContext {
-  let loaders: Loaders | undefined;
-  return {
-    ...meta,
-    principal,
-    actor: actorOf(principal, meta),
-    // Created on first use: verification requests never load relations.
-    get loaders() {
-      // Shared loaders are renewed every few ms: a long-lived subscription must not pin one set.
-      if (sharedLoaders) return sharedLoaders();
-      return (loaders ??= createLoaders(dataSource));
-    },
-    services,
-    deniedAudited: new Set(),
-    refusals: [],
-    rootsInFlight: [],
-  };
+  return new RequestContext(dataSource, services, principal, meta, sharedLoaders);
+}
+
+/**
+ * A class, not a literal: Apollo shallow-copies the context into an object of the same prototype,
+ * which keeps `loaders` a getter (a literal's getter would be read once, at the copy) and lets
+ * `renewLoaders` act on the copy the resolvers see.
+ */
+class RequestContext implements GraphQLContext {
+  readonly requestId: string;
+  readonly ip: string | null;
+  readonly userAgent: string | null;
+  readonly actor: GraphQLContext['actor'];
+  readonly deniedAudited = new Set<string>();
+  readonly refusals: Refusal[] = [];
+  readonly rootsInFlight: Array<Promise<void>> = [];
+  private ownLoaders: Loaders | undefined = undefined;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    readonly services: Services,
+    readonly principal: Principal,
+    meta: RequestMeta,
+    private readonly sharedLoaders?: () => Loaders,
+  ) {
+    this.requestId = meta.requestId;
+    this.ip = meta.ip;
+    this.userAgent = meta.userAgent;
+    this.actor = actorOf(principal, meta);
+  }
+
+  /** Created on first use: verification requests never load relations. */
+  get loaders(): Loaders {
+    // Shared loaders are renewed every few ms: a long-lived subscription must not pin one set.
+    if (this.sharedLoaders) return this.sharedLoaders();
+    return (this.ownLoaders ??= createLoaders(this.dataSource));
+  }
+
+  /** Shared loaders renew themselves; a request's are dropped between its mutations. */
+  renewLoaders(): void {
+    this.ownLoaders = undefined;
+  }
 }
 
 interface ErrorLike {
