@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { Client as PgClient } from 'pg';
+import { sleep } from './helpers/cluster';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { generateKey } from '../src/auth/key-format';
@@ -342,6 +344,43 @@ test('exact quota under concurrency: 100 concurrent verifications of remaining 5
   assert.equal(await storedRemaining(key.id), 0);
   const rows = await t.db.query<{ remaining: number }>('SELECT remaining FROM api_keys WHERE id = $1', [key.id]);
   assert.equal(rows[0]?.remaining, 0);
+});
+
+test('a burst that spends the quota with the rate-limit window full: the rest are USAGE_EXCEEDED, checked before RATE_LIMITED', async () => {
+  const { secret, key } = await keyFor({ name: 'burst', remaining: 5, rateLimit: { limit: 10, windowSeconds: 600 } });
+  // The quota row held by the test, so the burst's quota statements are all still running when
+  // the window fills (as under load); released once every request has arrived.
+  const holder = new PgClient({ connectionString: t.db.url });
+  await holder.connect();
+  let codes: string[];
+  try {
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE', [key.id]);
+    const answers = Promise.all(Array.from({ length: 20 }, () => check({ key: secret })));
+    for (let attempt = 0; attempt < 200; attempt++) {
+      const waiting = await t.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+      );
+      if (waiting[0]!.n > 0) break;
+      await sleep(20);
+    }
+    await sleep(300);
+    await holder.query('COMMIT');
+    codes = (await answers).map((r) => r.code);
+  } finally {
+    await holder.end();
+  }
+  const count = (code: string) => codes.filter((c) => c === code).length;
+  assert.deepEqual([count('VALID'), count('USAGE_EXCEEDED'), count('RATE_LIMITED')], [5, 15, 0], JSON.stringify(codes));
+
+  // Quota left and the window full: that is RATE_LIMITED.
+  const roomy = await keyFor({ name: 'burst-roomy', remaining: 100, rateLimit: { limit: 10, windowSeconds: 600 } });
+  const roomyCodes = (await Promise.all(Array.from({ length: 20 }, () => check({ key: roomy.secret })))).map((r) => r.code);
+  assert.deepEqual(
+    [roomyCodes.filter((c) => c === 'VALID').length, roomyCodes.filter((c) => c === 'RATE_LIMITED').length],
+    [10, 10],
+    JSON.stringify(roomyCodes),
+  );
 });
 
 test('concurrent verifications arriving when a refill falls due all see the refilled quota', async () => {

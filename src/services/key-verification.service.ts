@@ -264,6 +264,9 @@ export class KeyVerificationService {
   /** Told of every verification after it is decided (alert detectors); must be cheap and synchronous */
   readonly observers: VerificationObserver[] = [];
 
+  /** Quota statements in flight by quota, so a verification refused for its rate limit can await them */
+  private readonly quotaTakes = new Map<string, Set<Promise<unknown>>>();
+
   /** Table lookups in flight by cache key, with the cache epoch each began in */
   private readonly loading = new Map<string, { ticket: number; record: Promise<KeyRecord | null> }>();
 
@@ -399,12 +402,12 @@ export class KeyVerificationService {
     let rateLimit: RateLimitDecision | null = null;
     if (record.rateLimit) {
       rateLimit = await this.limiter.consume(record.rateLimit);
-      if (!rateLimit.allowed) return { ...failed(VerifyCode.RATE_LIMITED, record), rateLimit };
+      if (!rateLimit.allowed) return this.refuseRateLimited(record, rateLimit);
     }
     if (record.remaining === null) return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: null, rateLimit };
     let outcome: VerifyOutcome;
     try {
-      outcome = await this.consumeQuota(record, rateLimit);
+      outcome = await this.tracked(record.quotaId, this.consumeQuota(record, rateLimit));
     } catch (error) {
       // Failed after taking a point (connection cut, statement cancelled): give it back. The
       // caller must see the database's error, not a refund's.
@@ -413,6 +416,30 @@ export class KeyVerificationService {
     }
     if (rateLimit && outcome.code !== VerifyCode.VALID) await this.refundRateLimit(record);
     return outcome;
+  }
+
+  /**
+   * USAGE_EXCEEDED is checked before RATE_LIMITED: when the window is full of verifications whose
+   * quota statements are still running here, their outcome decides which of the two this is (a
+   * burst that spends the quota is USAGE_EXCEEDED for the rest, as it would be one at a time).
+   * Waits only on statements already sent; no query of its own.
+   */
+  private async refuseRateLimited(record: KeyRecord, rateLimit: RateLimitDecision): Promise<VerifyOutcome> {
+    const pending = record.remaining === null ? undefined : this.quotaTakes.get(record.quotaId);
+    if (pending) await Promise.allSettled([...pending]);
+    if (record.remaining !== null && availableQuota(record, new Date()) === 0) return { ...failed(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
+    return { ...failed(VerifyCode.RATE_LIMITED, record), rateLimit };
+  }
+
+  private tracked<T>(quotaId: string, statement: Promise<T>): Promise<T> {
+    let pending = this.quotaTakes.get(quotaId);
+    if (!pending) this.quotaTakes.set(quotaId, (pending = new Set()));
+    const settled = statement.finally(() => {
+      pending.delete(settled);
+      if (pending.size === 0 && this.quotaTakes.get(quotaId) === pending) this.quotaTakes.delete(quotaId);
+    });
+    pending.add(settled);
+    return settled;
   }
 
   private refundRateLimit(record: KeyRecord): Promise<void> {
