@@ -26,7 +26,7 @@ describe('in-process windows', () => {
     const results = await spend(limiter, w, 5);
     assert.deepEqual(results.map((r) => [r.allowed, r.remaining]), [[true, 2], [true, 1], [true, 0], [false, 0], [false, 0]]);
     assert.ok(results.every((r) => r.limit === 3));
-    await limiter.refund(w);
+    await limiter.refund(w, results[2]!);
     assert.deepEqual(await limiter.consume(w).then((r) => [r.allowed, r.remaining]), [true, 0]);
     assert.equal((await limiter.consume(window(3))).allowed, true, 'another window is its own');
   });
@@ -53,12 +53,24 @@ describe('in-process windows', () => {
     await limiter.consume(busy);
     for (let i = 0; i < 500; i++) {
       await limiter.consume(window(5));
-      if (i % 50 === 0) await limiter.consume(busy).then(() => limiter.refund(busy));
+      if (i % 50 === 0) await limiter.consume(busy).then((taken) => limiter.refund(busy, taken));
     }
     assert.equal(limiter.inProcessWindows, 100);
     assert.deepEqual(await spend(limiter, busy, 2).then((rs) => rs.map((r) => r.allowed)), [true, false], 'the busy window kept its count');
   });
 });
+
+/** A point taken in one window and given back once the next has begun: the next keeps its limit. */
+async function expectLateRefundIgnored(limiter: KeyRateLimiter): Promise<void> {
+  const w = window(2, 1);
+  const taken = await limiter.consume(w);
+  await sleep(1100);
+  assert.equal((await limiter.consume(w)).allowed, true, 'a new window');
+  await limiter.refund(w, taken);
+  assert.deepEqual(await spend(limiter, w, 2).then((rs) => rs.map((r) => r.allowed)), [true, false], 'limit 2 in the new window, refund or not');
+}
+
+test('in-process: a refund after its window ended gives nothing to the next', () => expectLateRefundIgnored(new KeyRateLimiter()));
 
 const redis = redisForTests();
 
@@ -90,9 +102,11 @@ describe('windows in Redis', { skip: redis.skip }, () => {
     const ttl = await store.pttl(`${prefix}${w.id}`);
     assert.ok(ttl > 28_000 && ttl <= 30_000, String(ttl));
     assert.ok(Math.abs(answers[4]!.resetAt.getTime() - (Date.now() + ttl)) < 1000);
-    await b.refund(w);
+    await b.refund(w, answers[1]!);
     assert.deepEqual([(await a.consume(w)).allowed, (await b.consume(w)).allowed], [true, false]);
   });
+
+  test('a refund after its window ended gives nothing to the next', async () => expectLateRefundIgnored(new KeyRateLimiter(await connect(), prefix)));
 
   test('another deployment on the same Redis has its own windows', async () => {
     const client = await connect();
@@ -114,9 +128,10 @@ test('Redis unreachable: each instance counts in its own windows, neither refusi
   try {
     const limiter = new KeyRateLimiter(gone, 'keyledger:gone:rl:');
     const w = window(2);
-    assert.deepEqual(await spend(limiter, w, 3).then((rs) => rs.map((r) => r.allowed)), [true, true, false]);
+    const spent = await spend(limiter, w, 3);
+    assert.deepEqual(spent.map((r) => r.allowed), [true, true, false]);
     assert.equal(limiter.inProcessWindows, 1);
-    await limiter.refund(w);
+    await limiter.refund(w, spent[1]!);
     assert.equal((await limiter.consume(w)).allowed, true, 'the refund found the in-process window');
   } finally {
     gone.disconnect();

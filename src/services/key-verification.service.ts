@@ -411,13 +411,12 @@ export class KeyVerificationService {
     } catch (error) {
       // Failed after taking a point (connection cut, statement cancelled): give it back. The
       // caller must see the database's error, not a refund's.
-      if (rateLimit) await this.refundRateLimit(record).catch(() => undefined);
+      if (rateLimit) await this.limiter.refund(record.rateLimit!, rateLimit).catch(() => undefined);
       throw error;
     }
-    if (rateLimit && outcome.code !== VerifyCode.VALID) await this.refundRateLimit(record);
+    if (rateLimit && outcome.code !== VerifyCode.VALID) await this.limiter.refund(record.rateLimit!, rateLimit);
     return outcome;
   }
-
   /**
    * USAGE_EXCEEDED is checked before RATE_LIMITED: when the window is full of verifications whose
    * quota statements are still running here, their outcome decides which of the two this is (a
@@ -442,9 +441,6 @@ export class KeyVerificationService {
     return settled;
   }
 
-  private refundRateLimit(record: KeyRecord): Promise<void> {
-    return this.limiter.refund(record.rateLimit!);
-  }
 
   /** Takes one from the quota where it lives now (a rotation may move it while this waits). */
   private async consumeQuota(record: KeyRecord, rateLimit: RateLimitDecision | null): Promise<VerifyOutcome> {

@@ -90,8 +90,13 @@ export class KeyRateLimiter {
     return this.consumeInProcess(window);
   }
 
-  /** Gives a point back: a verification that failed after consuming must not count. */
-  async refund(window: RateLimitWindow): Promise<void> {
+  /**
+   * Gives back the point `taken` took: a verification that failed after consuming must not count.
+   * Only while that window lasts: a failure that comes after it (a long wait on a lock, an outage)
+   * must not hand the next window an extra verification.
+   */
+  async refund(window: RateLimitWindow, taken: RateLimitDecision): Promise<void> {
+    if (Date.now() >= taken.resetAt.getTime()) return;
     if (this.redis) {
       try {
         await this.redis.keyledgerRateRefund(this.redisKey(window));
@@ -101,7 +106,7 @@ export class KeyRateLimiter {
       }
     }
     const count = this.windows.peek(window.id);
-    if (count && count.used > 0 && count.endsAt > Date.now()) count.used--;
+    if (count && count.used > 0 && count.endsAt === taken.resetAt.getTime()) count.used--;
   }
 
   private consumeInProcess(window: RateLimitWindow): RateLimitDecision {
