@@ -231,6 +231,8 @@ test('an id the log holds twice is reported at that id, and the export carries b
   assert.equal(report.ok, false);
   assert.equal(report.firstInvalidEventId, ids[2]);
   assert.match(report.problem!, /more than once/);
+  const [upTo] = await server.db.query<{ n: number }>('SELECT count(DISTINCT id)::int AS n FROM audit_events WHERE id <= $1', [ids[2]]);
+  assert.equal(report.checkedEvents, upTo!.n, 'checked up to and including the reported event, as for any other failure');
 
   const exported = await fetch(`${server.baseUrl}/audit/export?format=ndjson`, { headers: { authorization: `Bearer ${server.adminKey}` } });
   assert.equal(exported.status, 200);

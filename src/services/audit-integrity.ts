@@ -165,7 +165,9 @@ export class AuditIntegrity {
     const walked = await this.walkOnce(ids, head);
     const twin = await this.firstDuplicate(ids);
     if (twin === null || (walked.failure && BigInt(walked.failure.firstInvalidEventId!) < BigInt(twin))) return walked;
-    return { failure: broken(walked.checked, twin, `event ${twin} is in the log more than once: all but one were added by hand`), checked: walked.checked, last: walked.last };
+    // Counted as every other failure is: the events checked up to and including the one reported.
+    const [{ upTo }] = (await this.db.query(`SELECT count(DISTINCT id)::int AS "upTo" FROM audit_events WHERE id BETWEEN $1 AND $2`, [ids.low, twin])) as [{ upTo: number }];
+    return { failure: broken(upTo, twin, `event ${twin} is in the log more than once: all but one were added by hand`), checked: walked.checked, last: walked.last };
   }
 
   /** Every event with an id in the range, in order: hashed, linked to what precedes it (across gaps retention left), none inside a removed run. */
