@@ -85,10 +85,10 @@ const CANCELLED = '57014';
 const UNAVAILABLE_NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
 const UNAVAILABLE_MESSAGE = /Connection terminated|timeout exceeded when trying to connect|not currently accepting connections|the database system is (starting up|shutting down)/;
 
-/** Whether an error (or the driver error a wrapper holds) says the database cannot serve the request at the moment: unreachable, or the statement cancelled. */
 /** What a 503 for the database's absence asks the client to wait (Retry-After) */
 export const UNAVAILABLE_RETRY_SECONDS = 5;
 
+/** Whether an error (or the driver error a wrapper holds) says the database cannot serve the request at the moment: unreachable, or the statement cancelled. */
 export function databaseUnavailable(error: unknown): boolean {
   return fromDatabaseDown(error, true);
 }
