@@ -407,7 +407,9 @@ export class KeyVerificationService {
     if (record.remaining === null) return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: null, rateLimit };
     let outcome: VerifyOutcome;
     try {
-      outcome = await this.tracked(record.quotaId, this.consumeQuota(record, rateLimit));
+      // Tracked only where a rate-limit refusal may wait on it: quota-only keys skip the bookkeeping.
+      const taking = this.consumeQuota(record, rateLimit);
+      outcome = await (rateLimit ? this.tracked(record.quotaId, taking) : taking);
     } catch (error) {
       // Failed after taking a point (connection cut, statement cancelled): give it back. The
       // caller must see the database's error, not a refund's.
@@ -417,6 +419,7 @@ export class KeyVerificationService {
     if (rateLimit && outcome.code !== VerifyCode.VALID) await this.limiter.refund(record.rateLimit!, rateLimit);
     return outcome;
   }
+
   /**
    * USAGE_EXCEEDED is checked before RATE_LIMITED: when the window is full of verifications whose
    * quota statements are still running here, their outcome decides which of the two this is (a
@@ -424,9 +427,11 @@ export class KeyVerificationService {
    * Waits only on statements already sent; no query of its own.
    */
   private async refuseRateLimited(record: KeyRecord, rateLimit: RateLimitDecision): Promise<VerifyOutcome> {
-    const pending = record.remaining === null ? undefined : this.quotaTakes.get(record.quotaId);
-    if (pending) await Promise.allSettled([...pending]);
-    if (record.remaining !== null && availableQuota(record, new Date()) === 0) return { ...failed(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
+    if (record.remaining !== null) {
+      const pending = this.quotaTakes.get(record.quotaId);
+      if (pending) await Promise.allSettled([...pending]);
+      if (availableQuota(record, new Date()) === 0) return { ...failed(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
+    }
     return { ...failed(VerifyCode.RATE_LIMITED, record), rateLimit };
   }
 
@@ -440,7 +445,6 @@ export class KeyVerificationService {
     pending.add(settled);
     return settled;
   }
-
 
   /** Takes one from the quota where it lives now (a rotation may move it while this waits). */
   private async consumeQuota(record: KeyRecord, rateLimit: RateLimitDecision | null): Promise<VerifyOutcome> {

@@ -73,7 +73,7 @@ export class KeyRateLimiter {
     this.redis = redis ? withScripts(redis) : null;
   }
 
-  /** In-process windows held now (for tests and metrics) */
+  /** In-process windows held now (what the bound is tested by) */
   get inProcessWindows(): number {
     return this.windows.size;
   }
