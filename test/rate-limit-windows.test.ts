@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { startServer, type RunningServer } from '../src/server/app';
-import { KtDisableKeyDocument, KtEnableKeyDocument, KtRotateKeyDocument, KtUpdateKeyDocument, type UpdateApiKeyInput } from './generated/graphql';
+import { KtDisableKeyDocument, KtEnableKeyDocument, KtKeyDocument, KtRotateKeyDocument, KtUpdateKeyDocument, type UpdateApiKeyInput } from './generated/graphql';
 import { redisForTests } from './helpers/cluster';
 import { roleIdByName, unique } from './helpers/fixtures';
 import { createHuman, createKey, principalWithRoles, type KeyPrincipal } from './helpers/key-principals';
@@ -12,7 +12,7 @@ import { postGraphQL, startTestServer, testConfig, type TestServer } from './hel
 /**
  * A key's rate-limit window as its users see it: only a change of its rate-limit setting starts a
  * fresh one (a setting the key had before included), on every instance, kept in-process or in
- * Redis; a rotation keeps the line's window.
+ * Redis; a rotation keeps the line's window, and the line counts under its newest key's setting.
  */
 
 const redis = redisForTests();
@@ -99,7 +99,7 @@ for (const store of ['in-process', 'Redis'] as const) {
       await expectOnEvery(secret, 'VALID', 'removed and added again: a fresh window');
     });
 
-    test("a rotation keeps the line's window; changing the successor's setting starts a fresh one for it alone", async () => {
+    test("a rotation keeps the line's window and setting: the newest key's change moves the whole line, the old key's is refused", async () => {
       const limit = { limit: 2, windowSeconds: WINDOW };
       const { secret, key } = await createKey(t, { ownerId, name: unique('rotated'), rateLimit: limit });
       await exhaust(secret, 2);
@@ -107,9 +107,24 @@ for (const store of ['in-process', 'Redis'] as const) {
       await expectOnEvery(successor.secret, 'RATE_LIMITED', 'the successor counts in the window its predecessor spent');
 
       await update(successor.apiKey.id, { rateLimit: { limit: 3, windowSeconds: WINDOW } });
-      await update(successor.apiKey.id, { rateLimit: limit });
-      await expectOnEvery(successor.secret, 'VALID', "the successor's changed setting starts a fresh window");
-      await expectOnEvery(secret, 'RATE_LIMITED', 'the old key, its setting unchanged, keeps the spent window');
+      // One fresh window of 3 for both keys: alternating between them cannot get 3 from each.
+      const line: Verified[] = [];
+      for (const each of [secret, successor.secret, secret, successor.secret]) line.push(await verifyOn(t.url, each));
+      assert.deepEqual(line, [
+        { code: 'VALID', rateLimitRemaining: 2 },
+        { code: 'VALID', rateLimitRemaining: 1 },
+        { code: 'VALID', rateLimitRemaining: 0 },
+        { code: 'RATE_LIMITED', rateLimitRemaining: 0 },
+      ]);
+      const oldKey = (await t.ok(t.adminKey, KtKeyDocument, { id: key.id })).apiKey!;
+      assert.deepEqual(oldKey.rateLimit, { limit: 3, windowSeconds: WINDOW }, "the old key shows the line's setting");
+
+      // Changing the old key's setting apart would give the line a second window.
+      const refused = await t.request(t.adminKey, KtUpdateKeyDocument, { id: key.id, input: { rateLimit: { limit: 5, windowSeconds: WINDOW } } });
+      assert.equal(refused.errors?.[0]?.extensions?.code, 'CONFLICT', JSON.stringify(refused.errors));
+      assert.match(String(refused.errors?.[0]?.message), /successor/);
+      assert.deepEqual(await verifyOn(t.url, secret), { code: 'RATE_LIMITED', rateLimitRemaining: 0 }, 'the old key still counts in the spent window');
+      assert.deepEqual((await t.ok(t.adminKey, KtKeyDocument, { id: key.id })).apiKey!.rateLimit, { limit: 3, windowSeconds: WINDOW });
     });
   });
 }

@@ -32,7 +32,7 @@ export function keyStatus(key: ApiKeyEntity, now = new Date()): KeyStatus {
   }
 }
 
-/** Where a key's quota lives: the key itself, or once rotated its newest successor. */
+/** Where a key's quota and rate limit live: the key itself, or once rotated its newest successor. */
 async function quotaHolder(key: ApiKeyEntity, ctx: GraphQLContext): Promise<ApiKeyEntity> {
   let holder = key;
   for (let next = await ctx.loaders.successorByKeyId.load(key.id); next; next = await ctx.loaders.successorByKeyId.load(next.id)) holder = next;
@@ -187,10 +187,11 @@ export class ApiKeyResolver {
     return ctx.loaders.successorByKeyId.load(key.id);
   }
 
-  @FieldResolver(() => RateLimit, { nullable: true })
-  rateLimit(@Root() key: ApiKeyEntity): RateLimit | null {
-    if (key.rateLimitLimit === null || key.rateLimitWindowSeconds === null) return null;
-    return { limit: key.rateLimitLimit, windowSeconds: key.rateLimitWindowSeconds };
+  @FieldResolver(() => RateLimit, { nullable: true, description: 'A rotated key shows the rate limit it shares with its successor' })
+  async rateLimit(@Root() key: ApiKeyEntity, @Ctx() ctx: GraphQLContext): Promise<RateLimit | null> {
+    const holder = await quotaHolder(key, ctx);
+    if (holder.rateLimitLimit === null || holder.rateLimitWindowSeconds === null) return null;
+    return { limit: holder.rateLimitLimit, windowSeconds: holder.rateLimitWindowSeconds };
   }
 
   @FieldResolver(() => Refill, { nullable: true, description: 'A rotated key shows the refill of the quota it shares with its successor' })

@@ -101,16 +101,18 @@ export class KeyLifecycleService {
       // credential; narrowing it into the actor's own reach (or disabling, revoking it) is fine.
       // Checked for a change that changes nothing too: its answer would show the key all the same.
       await this.assertKeyWithinActor(tx, actor, key, 'change this key');
-      // A rotated key ends with its grace: it may end sooner, never later (that would revive it).
-      // Checked after the escalation check: one who may not change the key learns nothing of it.
+      // A rotated key counts against its successor's quota and rate limit, and ends with its grace:
+      // sooner, never later (that would revive it). Checked after the escalation check: one who
+      // may not change the key learns nothing of it.
       const quotaChanged = 'remaining' in after || 'refill' in after;
-      if ((expiryPushedBack || quotaChanged) && (await tx.existsBy(ApiKeyEntity, { rotatedFromId: key.id }))) {
-        throw new ConflictError(
-          quotaChanged
-            ? 'A rotated key draws on its successor\'s quota: change remaining and refill on the successor'
-            : 'A rotated key expires when its grace period ends; it can end sooner, not later',
-        );
-      }
+      const lineRefusal = quotaChanged
+        ? 'A rotated key draws on its successor\'s quota: change remaining and refill on the successor'
+        : 'rateLimit' in after
+          ? 'A rotated key counts against its successor\'s rate limit: change rateLimit on the successor'
+          : expiryPushedBack
+            ? 'A rotated key expires when its grace period ends; it can end sooner, not later'
+            : null;
+      if (lineRefusal && (await tx.existsBy(ApiKeyEntity, { rotatedFromId: key.id }))) throw new ConflictError(lineRefusal);
       // After the rotation check: a rotated key holds no quota of its own, its successor does.
       if (key.refillAmount !== null && key.remaining === null) {
         throw new BadInputError('refill', 'refill needs remaining to be set');

@@ -77,7 +77,7 @@ const QUOTA_HOLDER = `SELECT q.id, q.remaining FROM api_keys q WHERE q.id = coal
 const KEY_QUERY = `
   SELECT k.id, k.name, k.owner_id, u.owner_id AS owner_owner_id, u.status AS owner_status, o.status AS owner_owner_status,
          k.stored_status, k.expires_at, k.created_at, k.allowed_cidrs, k.metadata, k.granted_permissions,
-         q.remaining, q.refill_amount, q.refill_interval_seconds, q.last_refill_at, k.rate_limit, k.rate_limit_window_seconds, k.rate_limit_window_id,
+         q.remaining, q.refill_amount, q.refill_interval_seconds, q.last_refill_at, q.rate_limit, q.rate_limit_window_seconds, q.rate_limit_window_id,
          coalesce((SELECT array_agg(DISTINCT p) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id,
                    unnest(r.permissions) p WHERE kr.key_id = k.id), '{}') AS key_role_permissions,
          coalesce((SELECT array_agg(r.name ORDER BY r.name) FROM api_key_roles kr JOIN roles r ON r.id = kr.role_id
@@ -87,7 +87,7 @@ const KEY_QUERY = `
          newest.id AS newest_successor_id
   FROM api_keys k
   LEFT JOIN LATERAL (${NEWEST_SUCCESSOR('k.id')}) newest ON true
-  -- A rotated key's quota is its newest successor's, which took over what was left.
+  -- A rotated key's quota and rate limit are its newest successor's: the line counts as one key.
   JOIN api_keys q ON q.id = coalesce(newest.id, k.id)
   JOIN users u ON u.id = k.owner_id
   LEFT JOIN users o ON o.id = u.owner_id
