@@ -154,6 +154,8 @@ test('a bad value written into the document is BAD_USER_INPUT, as the same value
     assert.equal(asLiteral.status, 400, label);
   }
   assert.deepEqual(await t.db.query('SELECT count(*)::int AS n FROM api_keys'), before, 'no key was made');
+  // A variable's default is a value too: the same mistake as sending it.
+  assertRefused(await send('query($n: Int = "ten") { users(first: $n) { totalCount } }'), 'BAD_USER_INPUT', 'a bad default');
   for (const wrong of ['{ users { nope } }', '{ users(colour: 1) { totalCount } }', 'query($n: String) { users(first: $n) { totalCount } }', '{ auditCounts { key } }']) {
     assertRefused(await send(wrong), 'GRAPHQL_VALIDATION_FAILED', wrong);
   }

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { getIntrospectionQuery } from 'graphql';
+import { getIntrospectionQuery, parse } from 'graphql';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { MAX_QUERY_DEPTH, MAX_SAME_NAME, MAX_TOKENS } from '../src/server/document-guard';
+import { queryCostError } from '../src/server/query-cost';
+import { buildKeyledgerSchema } from '../src/schema/build-schema';
 import { errorCodes, postGraphQL, startTestServer, type TestServer } from './helpers/server';
 
 let t: TestServer;
@@ -174,4 +176,15 @@ test('an audit timeline is priced by its buckets, and one with more buckets than
   const aliased = `query($f: AuditEventFilter) { ${Array.from({ length: 8 }, (_, i) => `t${i}: auditTimeline(filter: $f, bucket: MINUTE) { start count }`).join(' ')} }`;
   assert.deepEqual(errorCodes(await send(aliased, { f: filter(30) })), ['GRAPHQL_VALIDATION_FAILED']);
   assert.equal((await send('{ auditTimeline(bucket: DAY) { start count } }')).errors, undefined);
+});
+
+test('a range open at its end is priced again as time passes: an admitted timeline is refused once its buckets have grown', async (context) => {
+  context.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+  const schema = await buildKeyledgerSchema();
+  const aliased = parse(`query($f: AuditEventFilter) { ${Array.from({ length: 4 }, (_, i) => `t${i}: auditTimeline(filter: $f, bucket: MINUTE) { start count }`).join(' ')} }`);
+  // Coerced, as execution hands them over: the range runs from an hour ago to now.
+  const variables = { f: { from: new Date(Date.now() - 3_600_000) } };
+  assert.equal(queryCostError(schema, aliased, null, variables), null, 'four hours of minutes');
+  context.mock.timers.tick(30 * 86_400_000);
+  assert.match(String(queryCostError(schema, aliased, null, variables)?.message), /cost/, 'a month later, the same request is four months of minutes');
 });

@@ -100,8 +100,12 @@ export function queryCostError(schema: GraphQLSchema, document: DocumentNode, op
 const MAX_CACHED_KEY = 1024;
 const documentIds = new WeakMap<DocumentNode, number>();
 let nextDocumentId = 0;
-/** One bound for every document: at most about 10 MB of keys. */
-const verdicts = new LRUCache<string, { message: string | null }>({ max: 10_000 });
+/**
+ * One bound for every document: at most about 10 MB of keys. A range open at its end costs more
+ * as time passes (its buckets reach to now), so a verdict is priced again after a minute: less
+ * than one bucket later.
+ */
+const verdicts = new LRUCache<string, { message: string | null }>({ max: 10_000, ttl: 60_000, perf: { now: () => Date.now() } });
 
 function costProblem(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): string | null {
   const operation = getOperationAST(document, operationName ?? undefined);
