@@ -1,4 +1,4 @@
-import type { DataSource, SelectQueryBuilder } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import { AuditEventEntity } from '../entities';
 import type { AuditOutcome } from '../entities/enums';
 import { BadInputError } from './errors';
@@ -7,6 +7,7 @@ import type { ReadPlan, SqlPart } from './read-plan';
 import { coversMappedIpv4, isUuid, parseCidr, lowerCaseUuid } from './validation';
 import { quoteInput } from '../auth/key-format';
 import { SEAL_BATCH } from './audit.service';
+import { SqlConditions, type Conditions } from './sql-conditions';
 
 export interface AuditEventFilter {
   actorId?: string | null;
@@ -46,7 +47,7 @@ function decodeAuditCursor(cursor: string | null | undefined): string | null {
 }
 
 /** Exact actions and `prefix.*` patterns, OR-ed; `*` alone means every action. */
-function applyActions(query: SelectQueryBuilder<AuditEventEntity>, actions: readonly string[]): void {
+function applyActions(query: Conditions, actions: readonly string[]): void {
   if (actions.length > 50) throw new BadInputError('filter.actions', 'at most 50 actions');
   const exact: string[] = [];
   const prefixes: string[] = [];
@@ -68,7 +69,7 @@ function applyActions(query: SelectQueryBuilder<AuditEventEntity>, actions: read
   });
 }
 
-export function applyAuditFilter(query: SelectQueryBuilder<AuditEventEntity>, filter: AuditEventFilter | null | undefined): void {
+export function applyAuditFilter(query: Conditions, filter: AuditEventFilter | null | undefined): void {
   if (!filter) return;
   const uuidOrNothing = (field: 'actorId' | 'actorKeyId', column: string) => {
     const value = filter[field];
@@ -108,7 +109,7 @@ export class AuditQueryService {
 
   /** Refuses a bad filter exactly as a query would (BAD_USER_INPUT), without running one. */
   validateFilter(filter: AuditEventFilter | null | undefined): void {
-    applyAuditFilter(this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e'), filter);
+    applyAuditFilter(new SqlConditions(), filter);
   }
 
   /**
@@ -139,13 +140,12 @@ export class AuditQueryService {
   ): ReadPlan<Omit<Page<AuditEventEntity>, 'totalCount'>> {
     const size = pageSize(first);
     const afterId = decodeAuditCursor(after);
-    const query = this.dataSource.manager.createQueryBuilder().select(EVENT_COLUMNS).from('audit_events', 'e');
-    applyAuditFilter(query as never, filter);
-    if (afterId !== null) query.andWhere(order === 'DESC' ? 'e.id < :afterId' : 'e.id > :afterId', { afterId });
-    const [sql, params] = query.orderBy('e.id', order).limit(size + 1).getQueryAndParameters();
+    const where = new SqlConditions();
+    applyAuditFilter(where, filter);
+    if (afterId !== null) where.andWhere(order === 'DESC' ? 'e.id < :afterId' : 'e.id > :afterId', { afterId });
     return {
-      sql,
-      params,
+      sql: `SELECT ${EVENT_COLUMNS.join(', ')} FROM audit_events e ${where.where} ORDER BY e.id ${order === 'ASC' ? 'ASC' : 'DESC'} LIMIT ${size + 1}`,
+      params: where.params,
       order: `r.id ${order}`,
       marker: 'id',
       finish: (rows) => ({
@@ -157,10 +157,9 @@ export class AuditQueryService {
 
   /** The staging ids (column `id`) of events the filter matches that are committed but not yet sealed, so not yet readable. */
   stagedMatch(filter: AuditEventFilter | null | undefined): SqlPart {
-    const query = this.dataSource.manager.createQueryBuilder().select('e.id', 'id').from('audit_staging', 'e');
-    applyAuditFilter(query as never, filter);
-    const [sql, params] = query.getQueryAndParameters();
-    return { sql, params };
+    const where = new SqlConditions();
+    applyAuditFilter(where, filter);
+    return { sql: `SELECT e.id AS id FROM audit_staging e ${where.where}`, params: where.params };
   }
 }
 

@@ -1,11 +1,11 @@
 import type { DataSource } from 'typeorm';
-import { AuditEventEntity } from '../entities';
 import { AuditGroupBy, assertNever } from '../entities/enums';
 import { applyAuditFilter, type AuditEventFilter } from './audit-query.service';
 import { AuditIntegrity, type IntegrityReport } from './audit-integrity';
 import { ROLLUP_LEVELS, coverRange, type RollupLevel } from './audit-rollup';
 import { BadInputError } from './errors';
 import { shiftParameters, type ReadPlan } from './read-plan';
+import { SqlConditions } from './sql-conditions';
 
 export type { IntegrityReport } from './audit-integrity';
 export type TimeBucketName = 'MINUTE' | 'HOUR' | 'DAY';
@@ -55,7 +55,7 @@ export class AuditReportService {
     const rolledUp = ROLLED_UP.has(groupBy) ? this.fromRollups(filter, ROLLUP_LEVELS, () => `coalesce(${column}, '${NONE}')`, 'key') : null;
     const [sql, params] = rolledUp
       ? [`SELECT key, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY key ORDER BY count DESC, key ASC LIMIT ${size}`, rolledUp.params]
-      : this.eventsQuery(filter, `coalesce(${column}, '${NONE}')`, 'key').orderBy('count', 'DESC').addOrderBy('key', 'ASC').limit(size).getQueryAndParameters();
+      : this.eventsQuery(filter, `coalesce(${column}, '${NONE}')`, 'key', `ORDER BY count DESC, key ASC LIMIT ${size}`);
     return { sql, params, order: 'r.count DESC, r.key ASC', marker: 'key', finish: (rows) => rows as Array<{ key: string; count: number }> };
   }
 
@@ -69,7 +69,7 @@ export class AuditReportService {
     const rolledUp = this.fromRollups(filter, levels, (time) => `date_trunc('${unit}', ${time}, 'UTC')`, 'start');
     const [sql, params] = rolledUp
       ? [`SELECT start, sum(count)::int AS count FROM (${rolledUp.sql}) parts GROUP BY start ORDER BY start ASC LIMIT ${MAX_BUCKETS + 1}`, rolledUp.params]
-      : this.eventsQuery(filter, `date_trunc('${unit}', e.occurred_at, 'UTC')`, 'start').orderBy('1', 'ASC').limit(MAX_BUCKETS + 1).getQueryAndParameters();
+      : this.eventsQuery(filter, `date_trunc('${unit}', e.occurred_at, 'UTC')`, 'start', `ORDER BY 1 ASC LIMIT ${MAX_BUCKETS + 1}`);
     // An open range can hold more buckets than one answer: refused whole rather than cut short.
     const finish = (rows: Array<Record<string, unknown>>) => {
       if (rows.length > MAX_BUCKETS) throw tooMany();
@@ -78,11 +78,11 @@ export class AuditReportService {
     return { sql, params, order: 'r.start ASC', marker: 'start', finish };
   }
 
-  /** Events matching the filter, counted per `group` (named `name`). */
-  private eventsQuery(filter: AuditEventFilter | null | undefined, group: string, name: string) {
-    const query = this.dataSource.manager.createQueryBuilder(AuditEventEntity, 'e').select(group, name).addSelect('count(*)::int', 'count');
-    applyAuditFilter(query, filter);
-    return query.groupBy('1');
+  /** Events matching the filter, counted per `group` (named `name`), then `tail` (order and limit). */
+  private eventsQuery(filter: AuditEventFilter | null | undefined, group: string, name: string, tail: string): [string, unknown[]] {
+    const where = new SqlConditions();
+    applyAuditFilter(where, filter);
+    return [`SELECT ${group} AS "${name}", count(*)::int AS count FROM audit_events e ${where.where} GROUP BY 1 ${tail}`, where.params];
   }
 
   /**
@@ -103,23 +103,22 @@ export class AuditReportService {
     // A backwards range has no segments: the raw path refuses it.
     const segments = coverRange(f.from ?? null, f.to ?? null, levels);
     if (!segments.some((segment) => segment.level)) return null;
-    const manager = this.dataSource.manager;
     const sql: string[] = [];
     const params: unknown[] = [];
     for (const { level, from, to } of segments) {
-      let part;
+      const where = new SqlConditions();
+      let select: string;
       if (level) {
-        part = manager.createQueryBuilder().from(level.table, 'e').select(group(`e.${level.column}`), name).addSelect('sum(e.count)', 'count');
-        applyAuditFilter(part as never, { actions: f.actions, outcome: f.outcome, targetType: f.targetType });
-        if (from) part.andWhere(`e.${level.column} >= :from`, { from });
-        if (to) part.andWhere(`e.${level.column} < :to`, { to });
+        select = `SELECT ${group(`e.${level.column}`)} AS "${name}", sum(e.count) AS count FROM ${level.table} e`;
+        applyAuditFilter(where, { actions: f.actions, outcome: f.outcome, targetType: f.targetType });
+        if (from) where.andWhere(`e.${level.column} >= :from`, { from });
+        if (to) where.andWhere(`e.${level.column} < :to`, { to });
       } else {
-        part = manager.createQueryBuilder(AuditEventEntity, 'e').select(group('e.occurred_at'), name).addSelect('count(*)', 'count');
-        applyAuditFilter(part, { ...f, from, to });
+        select = `SELECT ${group('e.occurred_at')} AS "${name}", count(*) AS count FROM audit_events e`;
+        applyAuditFilter(where, { ...f, from, to });
       }
-      const [text, values] = part.groupBy('1').getQueryAndParameters();
-      sql.push(shiftParameters(text, params.length));
-      params.push(...values);
+      sql.push(shiftParameters(`${select} ${where.where} GROUP BY 1`, params.length));
+      params.push(...where.params);
     }
     return { sql: sql.join(' UNION ALL '), params };
   }
