@@ -45,7 +45,7 @@ async function monthsBefore(tx: EntityManager, before: Date): Promise<{ old: str
  * Retention takes the anchors' hashes from the events it removes: it refuses to remove events
  * whose chain does not verify, which would otherwise vanish with the evidence of a change.
  */
-async function refuseIfBroken(db: EntityManager, before: Date): Promise<void> {
+async function refuseIfBroken(db: EntityManager, before: Date, attempts = 3): Promise<void> {
   const { old } = await monthsBefore(db, before);
   if (old.length === 0) return;
   let range: { low: string | null; high: string | null } | undefined;
@@ -54,8 +54,8 @@ async function refuseIfBroken(db: EntityManager, before: Date): Promise<void> {
       `SELECT min(id)::text AS low, max(id)::text AS high FROM (${old.map((name) => `SELECT id FROM ${name}`).join(' UNION ALL ')}) r`,
     )) as Array<{ low: string | null; high: string | null }>;
   } catch (error) {
-    // A month a run of an older release (which takes no turn) has just removed: the rest is looked at again under the lock.
-    if ((error as { driverError?: { code?: string } }).driverError?.code === UNDEFINED_TABLE) return;
+    // A month a run of an older release (which takes no turn) has just removed: what is left is checked.
+    if (attempts > 1 && (error as { driverError?: { code?: string } }).driverError?.code === UNDEFINED_TABLE) return refuseIfBroken(db, before, attempts - 1);
     throw error;
   }
   if (!range || range.low === null || range.high === null) return;
