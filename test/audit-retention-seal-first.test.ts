@@ -1,11 +1,10 @@
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { SYSTEM_ACTOR } from '../src/services/actor';
 import type { AuditReportService } from '../src/services/audit-report.service';
 import { applyRetention } from '../src/services/audit-retention';
 import { AuditService } from '../src/services/audit.service';
-import { auditDatabase } from './helpers/audit-database';
+import { auditDatabase, monthStart, sealedEventsAt } from './helpers/audit-database';
 import type { TestDatabase } from './helpers/database';
 import type { DataSource } from 'typeorm';
 
@@ -37,14 +36,12 @@ before(async () => {
 after(() => close());
 
 test("a run seals the earlier run's committed event before it checks the gap that event accounts for", async () => {
-  const now = new Date();
-  const month = (offset: number) => new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1));
-  await db.query(`SELECT keyledger_audit_partitions($1, $2)`, [month(-2), month(3)]);
-  for (const [at, action] of [[new Date(month(-1).getTime() - 86_400_000), 'old.first'], [new Date('2019-01-01T00:00:00Z'), 'imported'], [new Date(month(-1).getTime() + 86_400_000), 'old.second']] as const) {
-    await db.query(`INSERT INTO audit_staging (occurred_at, action, outcome, actor_type) VALUES ($1, $2, 'SUCCESS', 'SYSTEM')`, [at, action]);
-  }
-  await audit.seal();
-  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.now' }, { waitForSeal: true });
+  const month = (offset: number) => monthStart(offset);
+  await sealedEventsAt({ db, audit }, [month(-2), month(3)], [
+    [new Date(month(-1).getTime() - 86_400_000), 'old.first'],
+    [new Date('2019-01-01T00:00:00Z'), 'imported'],
+    [new Date(month(-1).getTime() + 86_400_000), 'old.second'],
+  ]);
 
   const first = await applyRetention(new StoppingBeforeSeal(dataSource), month(-1));
   assert.equal(first.anchors.length, 1, 'old.first is removed, and the imported event after it links to its anchor');

@@ -2,10 +2,9 @@ import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { DataSource } from 'typeorm';
-import { SYSTEM_ACTOR } from '../src/services/actor';
 import { applyRetention } from '../src/services/audit-retention';
 import { AuditService } from '../src/services/audit.service';
-import { auditDatabase } from './helpers/audit-database';
+import { auditDatabase, monthStart, sealedEventsAt } from './helpers/audit-database';
 import type { TestDatabase } from './helpers/database';
 
 /**
@@ -25,15 +24,12 @@ before(async () => {
 after(() => close());
 
 test('a month dropped while a run is about to check it: the run checks what is left, and removes nothing where the chain no longer verifies', async () => {
-  const now = new Date();
-  const month = (offset: number) => new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1));
+  const month = (offset: number) => monthStart(offset);
   const partition = (at: Date) => `audit_events_${at.getUTCFullYear()}_${String(at.getUTCMonth() + 1).padStart(2, '0')}`;
-  await db.query(`SELECT keyledger_audit_partitions($1, $2)`, [month(-3), month(2)]);
-  for (const [at, action] of [[new Date(month(-3).getTime() + 86_400_000), 'oldest'], [new Date(month(-2).getTime() + 86_400_000), 'older']] as const) {
-    await db.query(`INSERT INTO audit_staging (occurred_at, action, outcome, actor_type) VALUES ($1, $2, 'SUCCESS', 'SYSTEM')`, [at, action]);
-  }
-  await audit.seal();
-  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.now' }, { waitForSeal: true });
+  await sealedEventsAt({ db, audit }, [month(-3), month(2)], [
+    [new Date(month(-3).getTime() + 86_400_000), 'oldest'],
+    [new Date(month(-2).getTime() + 86_400_000), 'older'],
+  ]);
 
   // The check's first read of the old months: just before it, the oldest month goes.
   const vanishing = partition(month(-3));

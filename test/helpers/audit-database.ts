@@ -3,6 +3,7 @@ import type { DataSource } from 'typeorm';
 import { createDataSource, migrate } from '../../src/db/data-source';
 import { AuditReportService } from '../../src/services/audit-report.service';
 import { AuditService } from '../../src/services/audit.service';
+import { SYSTEM_ACTOR } from '../../src/services/actor';
 import { createTestDatabase, type TestDatabase } from './database';
 
 export interface AuditDatabase {
@@ -29,4 +30,26 @@ export async function auditDatabase(): Promise<AuditDatabase> {
       await db.drop();
     },
   };
+}
+
+/** The first instant of the UTC month `offset` months from now. */
+export function monthStart(offset: number, now = new Date()): Date {
+  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1));
+}
+
+/**
+ * A log for retention to cut: partitions for `months` (from, to), `events` (time, action) staged and
+ * sealed in that order, then one event of now (`test.now`).
+ */
+export async function sealedEventsAt(
+  { db, audit }: Pick<AuditDatabase, 'db' | 'audit'>,
+  months: readonly [Date, Date],
+  events: ReadonlyArray<readonly [Date, string]>,
+): Promise<void> {
+  await db.query(`SELECT keyledger_audit_partitions($1, $2)`, [...months]);
+  for (const [at, action] of events) {
+    await db.query(`INSERT INTO audit_staging (occurred_at, action, outcome, actor_type) VALUES ($1, $2, 'SUCCESS', 'SYSTEM')`, [at, action]);
+  }
+  await audit.seal();
+  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.now' }, { waitForSeal: true });
 }
