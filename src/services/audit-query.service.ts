@@ -7,7 +7,7 @@ import type { ReadPlan, SqlPart } from './read-plan';
 import { coversMappedIpv4, isUuid, parseCidr, lowerCaseUuid } from './validation';
 import { quoteInput } from '../auth/key-format';
 import { SEAL_BATCH } from './audit.service';
-import { SqlConditions, type Conditions } from './sql-conditions';
+import { SqlConditions } from './sql-conditions';
 
 export interface AuditEventFilter {
   actorId?: string | null;
@@ -47,7 +47,7 @@ function decodeAuditCursor(cursor: string | null | undefined): string | null {
 }
 
 /** Exact actions and `prefix.*` patterns, OR-ed; `*` alone means every action. */
-function applyActions(query: Conditions, actions: readonly string[]): void {
+function applyActions(query: SqlConditions, actions: readonly string[]): void {
   if (actions.length > 50) throw new BadInputError('filter.actions', 'at most 50 actions');
   const exact: string[] = [];
   const prefixes: string[] = [];
@@ -69,7 +69,7 @@ function applyActions(query: Conditions, actions: readonly string[]): void {
   });
 }
 
-export function applyAuditFilter(query: Conditions, filter: AuditEventFilter | null | undefined): void {
+export function applyAuditFilter(query: SqlConditions, filter: AuditEventFilter | null | undefined): void {
   if (!filter) return;
   const uuidOrNothing = (field: 'actorId' | 'actorKeyId', column: string) => {
     const value = filter[field];

@@ -1,8 +1,3 @@
-/** What applyAuditFilter needs of a query: TypeORM's query builders have it, and so does SqlConditions. */
-export interface Conditions {
-  andWhere(condition: string, parameters?: Record<string, unknown>): unknown;
-}
-
 /** `:name` (not the `::type` of a cast) */
 const NAMED_PARAMETER = /(?<!:):([A-Za-z_]\w*)/g;
 
@@ -11,7 +6,7 @@ const NAMED_PARAMETER = /(?<!:):([A-Za-z_]\w*)/g;
  * SQL without a query builder: the audit read path builds one per request, and a query
  * builder's SQL generation cost more than the rest of the request's own work.
  */
-export class SqlConditions implements Conditions {
+export class SqlConditions {
   private readonly conditions: string[] = [];
   readonly params: unknown[] = [];
 
