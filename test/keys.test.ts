@@ -15,6 +15,7 @@ import {
   KtUpdateKeyDocument,
   KtUserKeysDocument,
   KtVerifyDocument,
+  KtVerifyManyDocument,
   KtViewerDocument,
   type ApiKeyFilter,
   type CreateApiKeyInput,
@@ -436,6 +437,40 @@ test('during a rotation grace the old key and its successor share one quota and 
   assert.equal(limited.code, 'RATE_LIMITED');
   assert.equal((await verify(t, verifier.key, { key: old.secret })).code, 'RATE_LIMITED');
   assert.equal((await readKey(rotated.apiKey.id)).remaining, 4, 'what the successor shows is what is left');
+});
+
+test('verifyKeys takes the keys of one line of rotations in input order, as it does one key given twice', async () => {
+  const ownerId = await createHuman(t, [memberRoleId], 'line-batch');
+  const old = await createKey(t, { ownerId, name: 'line-batch', remaining: 50, rateLimit: { limit: 3, windowSeconds: 600 } });
+  const rotated = (await t.ok(t.adminKey, KtRotateKeyDocument, { id: old.key.id, gracePeriodSeconds: 600 })).rotateApiKey;
+  const inputs = [old.secret, old.secret, rotated.secret, rotated.secret].map((key) => ({ key }));
+  const results = (await t.ok(verifier.key, KtVerifyManyDocument, { inputs })).verifyKeys;
+  assert.deepEqual(
+    results.map((r) => [r.code, r.remaining, r.rateLimit?.remaining]),
+    [['VALID', 49, 2], ['VALID', 48, 1], ['VALID', 47, 0], ['RATE_LIMITED', 47, 0]],
+    'the earlier inputs get what the line has left',
+  );
+});
+
+test("each key of a line answers what the line has left, a refused one too; quota and rate-limit settings given for the old key are CONFLICT, null included", async () => {
+  const ownerId = await createHuman(t, [memberRoleId], 'line-answers');
+  const old = await createKey(t, { ownerId, name: 'line-answers', remaining: 10, rateLimit: { limit: 3, windowSeconds: 600 } });
+  const rotated = (await t.ok(t.adminKey, KtRotateKeyDocument, { id: old.key.id, gracePeriodSeconds: 600 })).rotateApiKey;
+  const seen: Array<[string, number | null | undefined]> = [];
+  for (const secret of [old.secret, rotated.secret, rotated.secret, old.secret]) {
+    const result = await verify(t, verifier.key, { key: secret });
+    seen.push([result.code, result.remaining]);
+  }
+  assert.deepEqual(seen, [['VALID', 9], ['VALID', 8], ['VALID', 7], ['RATE_LIMITED', 7]]);
+
+  for (const input of [{ remaining: null }, { refill: null }, { remaining: 7 }, { rateLimit: null }]) {
+    const refused = await t.request(t.adminKey, KtUpdateKeyDocument, { id: old.key.id, input });
+    expectError(refused, 'CONFLICT');
+    assert.match(String(refused.errors?.[0]?.message), /successor/, JSON.stringify(input));
+  }
+  const after = await readKey(old.key.id);
+  assert.equal(after.remaining, 7, 'still the line\'s quota');
+  assert.deepEqual(after.rateLimit, { limit: 3, windowSeconds: 600 });
 });
 
 test('rotating the successor during a grace moves the old key onto the newest quota: two rotations spend nothing twice', async () => {

@@ -2,7 +2,7 @@ import { Arg, Authorized, Ctx, Query, Resolver } from 'type-graphql';
 import type { GraphQLContext } from '../auth/context';
 import { VerifyCode } from '../entities/enums';
 import { BadInputError } from '../services/errors';
-import type { VerifyOutcome } from '../services/key-verification.service';
+import type { VerifyOutcome, VerifyRequest } from '../services/key-verification.service';
 import { assertNoNul, normalizeIp } from '../services/validation';
 import { VerifyKeyInput, VerifyResult } from '../schema/verify.type';
 
@@ -30,7 +30,7 @@ export function toVerifyResult(outcome: VerifyOutcome): VerifyResult {
   };
 }
 
-function requestOf(input: VerifyKeyInput, field: string, callerIp: string | null) {
+function requestOf(input: VerifyKeyInput, field: string, callerIp: string | null): VerifyRequest {
   let ip: string | null = null;
   if (input.ip !== undefined && input.ip !== null) {
     ip = normalizeIp(input.ip);
@@ -60,15 +60,24 @@ export function verifyOneNow(ctx: VerifyContext, input: VerifyKeyInput): VerifyR
 export function verifyManyNow(ctx: VerifyContext, inputs: VerifyKeyInput[]): VerifyResult[] | Promise<VerifyResult[]> {
   if (inputs.length > MAX_BATCH) throw new BadInputError('inputs', `at most ${MAX_BATCH} keys per call`);
   const requests = inputs.map((input, i) => requestOf(input, `inputs[${i}]`, ctx.callerIp));
-  // A key given more than once is verified in input order: each waits for its previous one,
-  // so the earlier inputs are the ones that get what quota and rate limit are left.
+  const lines = inputs.map((input) => ctx.services.verification.lineOf(input.key));
+  if (lines.some((line) => line instanceof Promise)) return Promise.all(lines).then((known) => verifyInOrder(ctx, inputs, requests, known));
+  return verifyInOrder(ctx, inputs, requests, lines as string[]);
+}
+
+/**
+ * Keys of one line (a key given more than once, or keys of one line of rotations, which share
+ * its quota and rate limit) are verified in input order: each waits for the previous one, so the
+ * earlier inputs are the ones that get what is left.
+ */
+function verifyInOrder(ctx: VerifyContext, inputs: VerifyKeyInput[], requests: VerifyRequest[], lines: string[]): VerifyResult[] | Promise<VerifyResult[]> {
   const inFlight = new Map<string, Promise<unknown>>();
   const outcomes = inputs.map((input, i) => {
-    const previous = inFlight.get(input.key);
+    const previous = inFlight.get(lines[i]!);
     const outcome = previous
       ? previous.then(() => ctx.services.verification.verifyNow(input.key, requests[i]))
       : ctx.services.verification.verifyNow(input.key, requests[i]);
-    if (outcome instanceof Promise) inFlight.set(input.key, outcome.catch(() => undefined));
+    if (outcome instanceof Promise) inFlight.set(lines[i]!, outcome.catch(() => undefined));
     return outcome;
   });
   if (outcomes.some((outcome) => outcome instanceof Promise)) return Promise.all(outcomes).then((settled) => settled.map(toVerifyResult));

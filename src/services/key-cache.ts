@@ -96,6 +96,21 @@ export class KeyCache<R extends CachedKey> {
     return undefined;
   }
 
+  /** As get(), without counting: for looking ahead at a key that is about to be verified. */
+  peek(hash: string): R | null | undefined {
+    if (!this.enabled) return undefined;
+    return this.records.peek(hash) ?? (this.misses.peek(hash) ? null : undefined);
+  }
+
+  /** The cached records counting against `quotaId`'s quota: the key itself and its rotated predecessors. */
+  onQuota(quotaId: string): R[] {
+    const hashes = [this.hashByKeyId.get(quotaId), ...(this.hashesByQuotaKey.get(quotaId) ?? [])];
+    return hashes.flatMap((hash) => {
+      const record = hash === undefined ? undefined : this.records.peek(hash);
+      return record === undefined ? [] : [record];
+    });
+  }
+
   /** Taken before a lookup; `put` ignores a result read across an invalidation. */
   ticket(): number {
     return this.epoch;

@@ -104,10 +104,11 @@ export class KeyLifecycleService {
       // A rotated key counts against its successor's quota and rate limit, and ends with its grace:
       // sooner, never later (that would revive it). Checked after the escalation check: one who
       // may not change the key learns nothing of it.
-      const quotaChanged = 'remaining' in after || 'refill' in after;
-      const lineRefusal = quotaChanged
+      // Refused whenever given, changed or not: the old row's own values are not the line's (its
+      // quota is null), so `remaining: null` would "succeed" while the line stays limited.
+      const lineRefusal = settings.remaining !== undefined || settings.refill !== undefined
         ? 'A rotated key draws on its successor\'s quota: change remaining and refill on the successor'
-        : 'rateLimit' in after
+        : settings.rateLimit !== undefined
           ? 'A rotated key counts against its successor\'s rate limit: change rateLimit on the successor'
           : expiryPushedBack
             ? 'A rotated key expires when its grace period ends; it can end sooner, not later'

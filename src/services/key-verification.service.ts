@@ -321,6 +321,18 @@ export class KeyVerificationService {
   }
 
   /**
+   * What a key counts against: its line of rotations' newest key (whose quota and rate limit every
+   * key of the line shares), or the key itself when unknown. Looks the key up, consuming nothing.
+   */
+  lineOf(secret: string): string | Promise<string> {
+    if (!hasKeyLength(secret) || !isWellFormedKey(secret)) return secret;
+    const cacheKey = this.cacheKeyOf(secret);
+    const record = this.cache.peek(cacheKey);
+    if (record !== undefined) return record?.quotaId ?? secret;
+    return this.load(secret, cacheKey).then((loaded) => loaded?.quotaId ?? secret);
+  }
+
+  /**
    * Whether a key would still verify, without consuming quota or rate limit and without recording
    * usage: for re-checking long-lived connections when something about their key changed.
    */
@@ -446,20 +458,30 @@ export class KeyVerificationService {
     return settled;
   }
 
+  /**
+   * The database is the authority on quota; the cached records of every key drawing on it (a line
+   * of rotations) follow it, so an exhausted line is refused here without a round trip, a refill
+   * is recognised when it falls due, and each key of the line answers what the line has left.
+   */
+  private quotaLeft(record: KeyRecord, quotaId: string, remaining: number, lastRefillAt: Date | null): void {
+    for (const drawing of new Set([record, ...this.cache.onQuota(quotaId)])) {
+      if (drawing !== record && drawing.quotaId !== quotaId) continue;
+      drawing.remaining = remaining;
+      drawing.lastRefillAt = lastRefillAt;
+    }
+  }
+
   /** Takes one from the quota where it lives now (a rotation may move it while this waits). */
   private async consumeQuota(record: KeyRecord, rateLimit: RateLimitDecision | null): Promise<VerifyOutcome> {
     let quotaId = record.quotaId;
     for (let moves = 0; moves <= MAX_QUOTA_MOVES; moves++) {
       const [taken] = (await this.dataSource.query(CONSUME_QUOTA, [quotaId])) as Array<{ remaining: number | null; last_refill_at: Date | null; moved: boolean }>;
       if (taken!.remaining !== null) {
-        // The database is the authority on quota; the cached record follows it so an exhausted key
-        // is refused here without a round trip, and a refill is recognised when it falls due.
-        record.remaining = taken!.remaining;
-        record.lastRefillAt = taken!.last_refill_at;
+        this.quotaLeft(record, quotaId, taken!.remaining, taken!.last_refill_at);
         return { code: VerifyCode.VALID, record, permissions: record.effective, remaining: taken!.remaining, rateLimit };
       }
       if (!taken!.moved) {
-        record.remaining = 0;
+        this.quotaLeft(record, quotaId, 0, record.lastRefillAt);
         return { ...failed(VerifyCode.USAGE_EXCEEDED, record), remaining: 0 };
       }
       // Rotated (or lifted) while this verification was on its way: the change's invalidation
