@@ -322,13 +322,17 @@ export class KeyVerificationService {
 
   /**
    * What a key counts against: its line of rotations' newest key (whose quota and rate limit every
-   * key of the line shares), or the key itself when unknown. Looks the key up, consuming nothing.
+   * key of the line shares), or the key itself when unknown. Looks the key up (into the cache,
+   * where the verification finds it), consuming nothing.
    */
   lineOf(secret: string): string | Promise<string> {
-    if (!hasKeyLength(secret) || !isWellFormedKey(secret)) return secret;
+    // Without the cache (off, or its feed down) each key would be read twice: ordered by key only.
+    if (!hasKeyLength(secret) || !this.cache.enabled) return secret;
+    // As check(): a cached key passed the format check when it was looked up.
     const cacheKey = this.cacheKeyOf(secret);
     const record = this.cache.peek(cacheKey);
     if (record !== undefined) return record?.quotaId ?? secret;
+    if (!isWellFormedKey(secret)) return secret;
     return this.load(secret, cacheKey).then((loaded) => loaded?.quotaId ?? secret);
   }
 
