@@ -468,8 +468,10 @@ export class KeyVerificationService {
    * is recognised when it falls due, and each key of the line answers what the line has left.
    */
   private quotaLeft(record: KeyRecord, quotaId: string, remaining: number, lastRefillAt: Date | null): void {
-    for (const drawing of new Set([record, ...this.cache.onQuota(quotaId)])) {
-      if (drawing !== record && drawing.quotaId !== quotaId) continue;
+    record.remaining = remaining;
+    record.lastRefillAt = lastRefillAt;
+    for (const drawing of this.cache.onQuota(quotaId)) {
+      if (drawing.quotaId !== quotaId) continue;
       drawing.remaining = remaining;
       drawing.lastRefillAt = lastRefillAt;
     }
