@@ -5,6 +5,7 @@ import { SYSTEM_ACTOR } from '../src/services/actor';
 import { createDataSource } from '../src/db/data-source';
 import { maintainPartitions } from '../src/db/partitions';
 import { startTestServer, type TestServer } from './helpers/server';
+import { monthPartition } from './helpers/audit-database';
 
 /**
  * audit_events is partitioned by month (migrations/1732800000000-audit-partitions.ts); events are
@@ -17,7 +18,6 @@ before(async () => {
 });
 after(() => t.close());
 
-const monthName = (date: Date) => `audit_events_${date.getUTCFullYear()}_${String(date.getUTCMonth() + 1).padStart(2, '0')}`;
 
 async function partitionOf(id: string): Promise<string> {
   const [row] = await t.db.query<{ partition: string }>('SELECT tableoid::regclass::text AS partition FROM audit_events WHERE id = $1', [id]);
@@ -29,7 +29,7 @@ test('events land in the partition of their month, made ahead from last month to
   const { createRole } = await t.ok(t.adminKey, CreateRoleDocument, { input: { name: 'partitioned-role', permissions: [] } });
   const page = await t.ok(t.adminKey, AuditIdsDocument, { filter: { actions: ['role.create'], targetId: createRole.id }, first: 5 });
   assert.equal(page.auditEvents.nodes.length, 1);
-  assert.equal(await partitionOf(page.auditEvents.nodes[0]!.id), monthName(new Date()));
+  assert.equal(await partitionOf(page.auditEvents.nodes[0]!.id), monthPartition(new Date()));
 
   const partitions = (await t.db.query<{ name: string }>(
     `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_events'::regclass`,
@@ -37,7 +37,7 @@ test('events land in the partition of their month, made ahead from last month to
   const now = new Date();
   for (let offset = -1; offset <= 3; offset++) {
     const month = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1));
-    assert.ok(partitions.includes(monthName(month)), `${monthName(month)} exists: ${partitions.join(', ')}`);
+    assert.ok(partitions.includes(monthPartition(month)), `${monthPartition(month)} exists: ${partitions.join(', ')}`);
   }
   assert.ok(partitions.includes('audit_events_default'));
   const [again] = await t.db.query<{ made: number }>(`SELECT keyledger_audit_partitions(now() - interval '1 month', now() + interval '3 months') AS made`);
@@ -45,7 +45,7 @@ test('events land in the partition of their month, made ahead from last month to
 });
 
 test('every partition refuses UPDATE, DELETE and TRUNCATE, not only the parent', async () => {
-  const partition = monthName(new Date());
+  const partition = monthPartition(new Date());
   await assert.rejects(t.db.query(`TRUNCATE ${partition}`), /append-only/);
   await assert.rejects(t.db.query('TRUNCATE audit_events_default'), /append-only/);
   await assert.rejects(t.db.query(`UPDATE ${partition} SET action = 'x'`), /append-only/);
@@ -95,7 +95,7 @@ test('a month-bounded query reads one partition', async () => {
   );
   const text = JSON.stringify(plan!['QUERY PLAN']);
   const scanned = new Set([...text.matchAll(/"Relation Name":"(audit_events_[a-z0-9_]+)"/g)].map((m) => m[1]));
-  assert.deepEqual([...scanned], [monthName(new Date())], text);
+  assert.deepEqual([...scanned], [monthPartition(new Date())], text);
 });
 
 test('the address (CIDR) and outcome filters are answered by index scans', async () => {

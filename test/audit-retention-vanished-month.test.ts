@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import type { DataSource } from 'typeorm';
 import { applyRetention } from '../src/services/audit-retention';
 import { AuditService } from '../src/services/audit.service';
-import { auditDatabase, monthStart, sealedEventsAt } from './helpers/audit-database';
+import { auditDatabase, monthPartition, monthStart, sealedEventsAt } from './helpers/audit-database';
 import type { TestDatabase } from './helpers/database';
 
 /**
@@ -25,14 +25,13 @@ after(() => close());
 
 test('a month dropped while a run is about to check it: the run checks what is left, and removes nothing where the chain no longer verifies', async () => {
   const month = (offset: number) => monthStart(offset);
-  const partition = (at: Date) => `audit_events_${at.getUTCFullYear()}_${String(at.getUTCMonth() + 1).padStart(2, '0')}`;
   await sealedEventsAt({ db, audit }, [month(-3), month(2)], [
     [new Date(month(-3).getTime() + 86_400_000), 'oldest'],
     [new Date(month(-2).getTime() + 86_400_000), 'older'],
   ]);
 
   // The check's first read of the old months: just before it, the oldest month goes.
-  const vanishing = partition(month(-3));
+  const vanishing = monthPartition(month(-3));
   const query = dataSource.manager.query.bind(dataSource.manager);
   let dropped = false;
   dataSource.manager.query = (async (sql: string, parameters?: unknown[]) => {

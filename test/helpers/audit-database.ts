@@ -37,6 +37,11 @@ export function monthStart(offset: number, now = new Date()): Date {
   return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + offset, 1));
 }
 
+/** The name of the monthly audit partition holding `date`. */
+export function monthPartition(date: Date): string {
+  return `audit_events_${date.getUTCFullYear()}_${String(date.getUTCMonth() + 1).padStart(2, '0')}`;
+}
+
 /**
  * A log for retention to cut: partitions for `months` (from, to), `events` (time, action) staged and
  * sealed in that order, then one event of now (`test.now`).
