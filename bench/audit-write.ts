@@ -19,12 +19,14 @@ import { AuditService } from '../src/services/audit.service';
 import { RoleService } from '../src/services/role.service';
 import { generateKey } from '../src/auth/key-format';
 import { createBenchDatabase, type BenchDatabase } from './lib/bench-database';
-import { startKeyledger, startProcess, withServer, type Running } from './lib/processes';
+import { cpuSeconds, postgresCpuSeconds, startKeyledger, startProcess, withServer, type Running } from './lib/processes';
 import { percentile } from './lib/stats';
 
 const WRITERS = Number(process.env.WRITERS ?? 32);
 const DURATION_MS = Number(process.env.DURATION_S ?? 5) * 1000;
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
+/** Only part 3 (createRole over HTTP): for comparing changes to the audited path */
+const HTTP_ONLY = process.env.HTTP_ONLY === '1';
 
 function median(values: number[]): number {
   return percentile(values, 50);
@@ -87,11 +89,18 @@ async function runCreateRole(dataSource: DataSource, audit: AuditService): Promi
 }
 
 /** Part 3: createRole over HTTP against a real server, audited and with the audit insert off. */
-async function overHttp(db: BenchDatabase, dataSource: DataSource): Promise<{ audited: number[]; unaudited: number[] }> {
+interface HttpRound {
+  perSecond: number;
+  /** CPU milliseconds per createRole, of the server process and of PostgreSQL; null without /proc */
+  serverMs: number | null;
+  postgresMs: number | null;
+}
+
+async function overHttp(db: BenchDatabase, dataSource: DataSource): Promise<{ audited: HttpRound[]; unaudited: HttpRound[] }> {
   const adminKey = generateKey('kl');
   const env = { DATABASE_URL: db.url, KEY_PEPPER: randomBytes(32).toString('hex'), BOOTSTRAP_ADMIN_KEY: adminKey };
   const roleCount = async () => ((await dataSource.query('SELECT count(*)::int AS n FROM roles')) as Array<{ n: number }>)[0]!.n;
-  const once = (start: () => Promise<Running>): Promise<number> =>
+  const once = (start: () => Promise<Running>): Promise<HttpRound> =>
     withServer(start, async (server) => {
       const query = 'mutation($input: CreateRoleInput!) { createRole(input: $input) { id name } }';
       const options = {
@@ -106,7 +115,11 @@ async function overHttp(db: BenchDatabase, dataSource: DataSource): Promise<{ au
       const settle = () => new Promise((resolve) => setTimeout(resolve, 300)); // requests autocannon stopped counting land
       await settle();
       const before = await roleCount();
+      const serverBefore = cpuSeconds(server.child.pid);
+      const postgresBefore = postgresCpuSeconds();
       const result = await autocannon({ ...options, duration: DURATION_MS / 1000 });
+      const serverAfter = cpuSeconds(server.child.pid);
+      const postgresAfter = postgresCpuSeconds();
       await settle();
       // GraphQL errors answer 200: every answered request must have created its role (and at most
       // the requests still in flight when autocannon stopped counting may have created one more).
@@ -115,10 +128,11 @@ async function overHttp(db: BenchDatabase, dataSource: DataSource): Promise<{ au
       if (result.non2xx + result.errors > 0 || created < answered || created > answered + WRITERS) {
         throw new Error(`createRole failed: ${answered} answered, ${created} roles created, ${result.non2xx + result.errors} errors`);
       }
-      return answered / (DURATION_MS / 1000);
+      const perRequest = (start: number | null, end: number | null) => (start === null || end === null ? null : ((end - start) * 1000) / answered);
+      return { perSecond: answered / (DURATION_MS / 1000), serverMs: perRequest(serverBefore, serverAfter), postgresMs: perRequest(postgresBefore, postgresAfter) };
     });
-  const audited: number[] = [];
-  const unaudited: number[] = [];
+  const audited: HttpRound[] = [];
+  const unaudited: HttpRound[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     unaudited.push(await once(() => startProcess('dist/bench/lib/server-unaudited.js', env)));
     audited.push(await once(() => startKeyledger(env)));
@@ -134,26 +148,35 @@ async function main(): Promise<void> {
   try {
     await migrate(dataSource);
     const audit = new AuditService(dataSource);
-    await run(dataSource, true, audit); // warm-up
-    // Alternating rounds, medians: one pair of runs on this machine swings by +-20 %.
-    const unaudited: number[] = [];
-    const audited: number[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      unaudited.push(await run(dataSource, false, audit));
-      audited.push(await run(dataSource, true, audit));
+    console.log(`writers=${WRITERS} duration=${DURATION_MS / 1000}s rounds=${ROUNDS}`);
+    const list = (values: number[]) => values.map((v) => v.toFixed(0)).join(', ');
+    if (!HTTP_ONLY) {
+      await run(dataSource, true, audit); // warm-up
+      // Alternating rounds, medians: one pair of runs on this machine swings by +-20 %.
+      const unaudited: number[] = [];
+      const audited: number[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        unaudited.push(await run(dataSource, false, audit));
+        audited.push(await run(dataSource, true, audit));
+      }
+      const roleUnaudited = await runCreateRole(dataSource, new UnauditedService(dataSource));
+      const roleAudited = await runCreateRole(dataSource, audit);
+      console.log(`unaudited: ${list(unaudited)} tx/s (median ${median(unaudited).toFixed(0)})`);
+      console.log(`audited:   ${list(audited)} tx/s (median ${median(audited).toFixed(0)})`);
+      console.log(`ratio of medians audited/unaudited: ${(median(audited) / median(unaudited)).toFixed(2)} (target >= 0.8)`);
+      console.log(`createRole unaudited: ${roleUnaudited.toFixed(0)}/s, audited: ${roleAudited.toFixed(0)}/s, ratio ${(roleAudited / roleUnaudited).toFixed(2)}`);
     }
-    const roleUnaudited = await runCreateRole(dataSource, new UnauditedService(dataSource));
-    const roleAudited = await runCreateRole(dataSource, audit);
     await audit.close();
     const http = await overHttp(db, dataSource);
     const integrity = await new AuditReportService(dataSource).integrity(null, null);
-    const list = (values: number[]) => values.map((v) => v.toFixed(0)).join(', ');
-    console.log(`writers=${WRITERS} duration=${DURATION_MS / 1000}s rounds=${ROUNDS}`);
-    console.log(`unaudited: ${list(unaudited)} tx/s (median ${median(unaudited).toFixed(0)})`);
-    console.log(`audited:   ${list(audited)} tx/s (median ${median(audited).toFixed(0)})`);
-    console.log(`ratio of medians audited/unaudited: ${(median(audited) / median(unaudited)).toFixed(2)} (target >= 0.8)`);
-    console.log(`createRole unaudited: ${roleUnaudited.toFixed(0)}/s, audited: ${roleAudited.toFixed(0)}/s, ratio ${(roleAudited / roleUnaudited).toFixed(2)}`);
-    console.log(`createRole over GraphQL/HTTP, ${WRITERS} connections: unaudited ${list(http.unaudited)}/s, audited ${list(http.audited)}/s (medians ${median(http.unaudited).toFixed(0)} and ${median(http.audited).toFixed(0)}): ratio ${(median(http.audited) / median(http.unaudited)).toFixed(2)} (target >= 0.8)`);
+    const rates = (rounds: HttpRound[]) => rounds.map((round) => round.perSecond);
+    const [unauditedRate, auditedRate] = [median(rates(http.unaudited)), median(rates(http.audited))];
+    console.log(`createRole over GraphQL/HTTP, ${WRITERS} connections: unaudited ${list(rates(http.unaudited))}/s, audited ${list(rates(http.audited))}/s (medians ${unauditedRate.toFixed(0)} and ${auditedRate.toFixed(0)}): ratio ${(auditedRate / unauditedRate).toFixed(2)} (target >= 0.8)`);
+    const cpu = (rounds: HttpRound[], part: 'serverMs' | 'postgresMs') => {
+      const values = rounds.map((round) => round[part]).filter((value): value is number => value !== null);
+      return values.length === rounds.length ? `${median(values).toFixed(3)} ms` : 'n/a';
+    };
+    console.log(`  CPU per createRole (medians), server / PostgreSQL: unaudited ${cpu(http.unaudited, 'serverMs')} / ${cpu(http.unaudited, 'postgresMs')}, audited ${cpu(http.audited, 'serverMs')} / ${cpu(http.audited, 'postgresMs')}`);
     console.log(`chain intact: ${integrity.ok} over ${integrity.checkedEvents} events`);
   } finally {
     await dataSource.destroy();

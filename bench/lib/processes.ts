@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 const ROOT = join(__dirname, '..', '..', '..');
@@ -105,6 +105,29 @@ export function cpuSeconds(pid: number | undefined): number | null {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100; // utime and stime, in the kernel's 100 Hz ticks
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * CPU seconds used so far by every PostgreSQL process on this machine (backends, WAL writer,
+ * checkpointer): on a quiet machine, what the database spent on a bench's work. Backends that
+ * exit between two readings take their time with them, so read around work on pooled connections.
+ */
+export function postgresCpuSeconds(): number | null {
+  try {
+    let total = 0;
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'postgres') continue;
+      } catch {
+        continue; // gone meanwhile
+      }
+      total += cpuSeconds(Number(entry)) ?? 0;
+    }
+    return total;
   } catch {
     return null;
   }
