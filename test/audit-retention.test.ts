@@ -47,7 +47,7 @@ test('old months are dropped whole; what remains still verifies from an anchor, 
 
   // A cut-off inside March drops only the months wholly before it.
   const report = await applyRetention(audit, new Date('2024-03-15T00:00:00Z'));
-  await audit.settled(); // the retention event is committed; its seal follows within 20 ms
+  await audit.settled(); // the retention event is committed; its seal follows within 50 ms
   assert.deepEqual(report.removedPartitions, ['audit_events_2024_01', 'audit_events_2024_02']);
   assert.equal(report.removedEvents, 4);
   assert.deepEqual(
@@ -131,7 +131,7 @@ test('closing the audit service seals what was committed without waiting, and le
   await service.recordAlone(SYSTEM_ACTOR, { action: 'test.closing' }, { waitForSeal: false });
   await service.close();
   await own.destroy();
-  await new Promise((resolve) => setTimeout(resolve, 100)); // past the 20 ms seal delay
+  await new Promise((resolve) => setTimeout(resolve, 100)); // past the 50 ms seal delay
   assert.deepEqual(errors, [], 'no seal ran on the closed connection pool');
   assert.equal((await db.query(`SELECT 1 FROM audit_events WHERE action = 'test.closing'`)).length, 1, 'sealed by close()');
   assert.equal((await db.query('SELECT 1 FROM audit_staging')).length, 0, 'nothing left in staging');

@@ -48,7 +48,12 @@ function scrubStrings(value: unknown): unknown {
 export function scrubSecrets(details: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
   if (!details) return null;
   // Round-trip through JSON so what is hashed later is exactly what jsonb stores.
-  return JSON.parse(JSON.stringify(scrubStrings(details))) as Record<string, unknown>;
+  return JSON.parse(scrubbedJson(details)!) as Record<string, unknown>;
+}
+
+/** The details as JSON text, scrubbed: what staging stores, without a round trip through objects. */
+function scrubbedJson(details: Record<string, unknown> | null | undefined): string | null {
+  return details ? JSON.stringify(scrubStrings(details)) : null;
 }
 
 /** An event's fields with the contract's names, as hashed and as exported (without the chain links). */
@@ -91,13 +96,12 @@ interface StagedRow {
   details: Record<string, unknown> | null;
 }
 
-/**
- * The INSERT that stages one event, all literals: it rides with a COMMIT or inside another
- * statement, there only `when` a condition holds.
- */
-function stagingInsert(actor: Actor, record: AuditRecord, when = 'true'): string {
-  const details = scrubSecrets(record.details);
-  const values = [
+const STAGING_COLUMNS = `occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type, target_id, ip,
+                         user_agent, request_id, details`;
+
+/** One event's staging values as literals, in STAGING_COLUMNS order. */
+function stagingValues(actor: Actor, record: AuditRecord): string[] {
+  return [
     `${sqlLiteral(new Date().toISOString())}::timestamptz`,
     sqlLiteral(record.action),
     sqlLiteral(record.outcome ?? AuditOutcome.SUCCESS),
@@ -110,24 +114,49 @@ function stagingInsert(actor: Actor, record: AuditRecord, when = 'true'): string
     // A client may put anything in its User-Agent, a key included: blanked like every other text.
     sqlLiteral(actor.userAgent ? quoteInput(actor.userAgent, 512) : null),
     sqlLiteral(actor.requestId),
-    `${sqlLiteral(details === null ? null : JSON.stringify(details))}::jsonb`,
+    `${sqlLiteral(scrubbedJson(record.details))}::jsonb`,
   ];
-  return `INSERT INTO audit_staging (occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
-                                  target_id, ip, user_agent, request_id, details)
-       SELECT ${values.join(', ')} WHERE ${when}`;
 }
+
+/** The INSERT that stages one event, all literals: it can ride inside another statement, there only `when` a condition holds. */
+function stagingInsert(actor: Actor, record: AuditRecord, when = 'true'): string {
+  return `INSERT INTO audit_staging (${STAGING_COLUMNS}) SELECT ${stagingValues(actor, record).join(', ')} WHERE ${when}`;
+}
+
+/**
+ * The staging INSERT prepared once on each connection: a change's COMMIT then carries only an
+ * EXECUTE with the event's values, and PostgreSQL neither parses nor plans the INSERT again.
+ * PREPARE outlives a rolled-back transaction, so a connection that prepared it keeps it.
+ */
+const STAGE_EVENT = 'keyledger_stage_event';
+const PREPARE_STAGE_EVENT = `PREPARE ${STAGE_EVENT} (timestamptz, text, text, text, uuid, uuid, text, text, text, text, text, jsonb) AS
+  INSERT INTO audit_staging (${STAGING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`;
+const preparedConnections = new WeakSet<object>();
 
 /**
  * Statements a transaction opened by AuditService.transaction() sends together with its COMMIT:
  * its audit events and notifications then cost no round trip of their own.
  */
-const commitTails = new WeakMap<EntityManager, string[]>();
+interface CommitTail {
+  statements: string[];
+  /** true once a statement EXECUTEs STAGE_EVENT: the connection must have it prepared */
+  stagesEvents: boolean;
+}
+const commitTails = new WeakMap<EntityManager, CommitTail>();
 
 /** Runs `statement` (literals only, no parameters) with the transaction's COMMIT, or now when it has no tail. */
 export async function withCommit(tx: EntityManager, statement: string): Promise<void> {
   const tail = commitTails.get(tx);
-  if (tail) tail.push(statement);
+  if (tail) tail.statements.push(statement);
   else await tx.query(statement);
+}
+
+/** Stages an event with the transaction's COMMIT (prepared), or now when it has no tail. */
+async function stageEvent(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
+  const tail = commitTails.get(tx);
+  if (!tail) return void (await tx.query(stagingInsert(actor, record)));
+  tail.statements.push(`EXECUTE ${STAGE_EVENT}(${stagingValues(actor, record).join(', ')})`);
+  tail.stagesEvents = true;
 }
 
 export interface TransactionOptions {
@@ -139,18 +168,31 @@ export interface TransactionOptions {
  * A query runner whose COMMIT carries the transaction's tail, and whose BEGIN waits for the first
  * statement: a transaction that only records an event is then one round trip, not three.
  */
-function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() => void>): QueryRunner {
+function deferringRunner(runner: QueryRunner, tail: CommitTail, effects: Array<() => void>): QueryRunner {
   const query = runner.query.bind(runner) as (sql: string, ...rest: unknown[]) => Promise<unknown>;
+  const { statements } = tail;
   let beginPending = false;
   // Tail and effects at each open savepoint: a rolled-back savepoint takes its statements and effects with it.
   const savepoints: Array<{ tail: number; effects: number }> = [];
+  // Its own round trip, once per connection, so whether it succeeded is never in doubt.
+  const prepareStaging = async () => {
+    const connection = (await runner.connect()) as object;
+    if (preparedConnections.has(connection)) return;
+    await query(PREPARE_STAGE_EVENT);
+    preparedConnections.add(connection);
+  };
+  /** The tail and COMMIT in one round trip, opening the transaction too when BEGIN is still pending */
+  const commitWithTail = async (begin: boolean) => {
+    if (tail.stagesEvents) await prepareStaging();
+    return query(`${begin ? 'START TRANSACTION;\n' : ''}${statements.join(';\n')};\nCOMMIT`);
+  };
   runner.query = (async (sql: string, ...rest: unknown[]) => {
-    if (sql.startsWith('SAVEPOINT ')) savepoints.push({ tail: tail.length, effects: effects.length });
+    if (sql.startsWith('SAVEPOINT ')) savepoints.push({ tail: statements.length, effects: effects.length });
     else if (sql.startsWith('RELEASE SAVEPOINT ')) savepoints.pop();
     else if (sql.startsWith('ROLLBACK TO SAVEPOINT ')) {
       const mark = savepoints.pop();
       if (mark) {
-        tail.length = mark.tail;
+        statements.length = mark.tail;
         effects.length = mark.effects;
       }
     }
@@ -160,14 +202,14 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
     }
     if (beginPending && (sql === 'COMMIT' || sql === 'ROLLBACK')) {
       beginPending = false;
-      if (sql === 'ROLLBACK' || tail.length === 0) return undefined; // nothing was sent
-      return query(`START TRANSACTION;\n${tail.join(';\n')};\nCOMMIT`);
+      if (sql === 'ROLLBACK' || statements.length === 0) return undefined; // nothing was sent
+      return commitWithTail(true);
     }
     if (beginPending) {
       beginPending = false;
       await query('START TRANSACTION');
     }
-    return sql === 'COMMIT' && tail.length > 0 ? query(`${tail.join(';\n')};\nCOMMIT`) : query(sql, ...rest);
+    return sql === 'COMMIT' && statements.length > 0 ? commitWithTail(false) : query(sql, ...rest);
   }) as typeof runner.query;
   return runner;
 }
@@ -175,8 +217,12 @@ function deferringRunner(runner: QueryRunner, tail: string[], effects: Array<() 
 export const SEAL_BATCH = 5000;
 /** Seal passes an audited read waits for before it gives up on events it saw staged */
 const MAX_RESEALS = 3;
-/** How long a committed event may stay unsealed when no reader asks for it: commits meanwhile share one pass */
-const UNAWAITED_SEAL_DELAY_MS = 20;
+/**
+ * How long a committed event may stay unsealed when no reader asks for it: commits meanwhile share
+ * one pass, whose fixed cost (lock, head, rollups, a commit) is then spread over more events. Only
+ * live audit tails wait this long; every reader seals first.
+ */
+const UNAWAITED_SEAL_DELAY_MS = 50;
 /** Announces each sealed range of ids, on commit, to every instance (live audit tails) */
 export const AUDIT_SEALED_CHANNEL = 'keyledger_audit_sealed';
 
@@ -219,7 +265,7 @@ export class AuditService {
    * and if the event cannot be written, the change fails.
    */
   async record(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
-    await withCommit(tx, stagingInsert(actor, record));
+    await stageEvent(tx, actor, record);
     for (const hook of this.hooks) await hook.staged(tx, record);
     for (const hook of this.hooks) this.afterCommit(tx, () => hook.committed(record, actor));
   }
@@ -292,7 +338,7 @@ export class AuditService {
     { waitForSeal = false }: TransactionOptions,
   ): Promise<T> {
     const effects: Array<() => void> = [];
-    const tail: string[] = [];
+    const tail: CommitTail = { statements: [], stagesEvents: false };
     const runner = deferringRunner(this.dataSource.createQueryRunner(), tail, effects);
     let result: T;
     try {
@@ -409,8 +455,9 @@ export class AuditService {
 
   /**
    * One seal pass in two round trips (every statement of a pass shares the chain lock, so its
-   * length is how long writers wait): the first takes the lock, reads the head and moves a batch
-   * out of staging with new ids; the second appends the hashed events, moves the head and commits.
+   * length is how long writers wait): the first takes the lock, reads the head and a batch of
+   * staged events with new ids; the second moves that batch out of staging with each event's id
+   * and hash (all PostgreSQL needs from here: it copies the rest), moves the head and commits.
    */
   private async sealBatch(): Promise<{ count: number; announcement: string | null }> {
     const driver = this.dataSource.driver as unknown as { obtainMasterConnection(): Promise<[PoolClient, (error?: unknown) => void]> };
@@ -426,69 +473,20 @@ export class AuditService {
         BEGIN;
         SELECT pg_advisory_xact_lock(${CHAIN_LOCK});
         SELECT hash FROM audit_chain_head;
-        WITH moved AS (
-          DELETE FROM audit_staging WHERE id IN (SELECT id FROM audit_staging ORDER BY id LIMIT ${SEAL_BATCH}) RETURNING *
-        )
-        SELECT nextval('audit_events_id_seq')::text AS event_id, m.* FROM (SELECT * FROM moved ORDER BY id) m`)) as unknown as QueryResult[];
+        SELECT nextval('audit_events_id_seq')::text AS event_id, s.* FROM (SELECT * FROM audit_staging ORDER BY id LIMIT ${SEAL_BATCH}) s`)) as unknown as QueryResult[];
       const head = (results[2]!.rows[0] as { hash: string } | undefined)?.hash ?? GENESIS_HASH;
       const staged = results[3]!.rows as Array<StagedRow & { event_id: string }>;
       if (staged.length === 0) {
         await client.query('COMMIT');
         return { count: 0, announcement: null };
       }
-      // Chain order is staging order; the new ids, whatever order they were drawn in, follow it.
-      const byStaging = (a: { id: string }, b: { id: string }) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1);
-      const rows = staged.sort(byStaging);
-      const ids = staged.map((row) => ({ id: row.event_id })).sort(byStaging).map((row) => row.id);
-      let prevHash = head;
-      const events = rows.map((row, i) => {
-        const event = new AuditEventEntity();
-        Object.assign(event, {
-          id: ids[i]!,
-          occurredAt: row.occurred_at,
-          action: row.action,
-          outcome: row.outcome,
-          actorType: row.actor_type,
-          actorId: row.actor_id,
-          actorKeyId: row.actor_key_id,
-          targetType: row.target_type,
-          targetId: row.target_id,
-          ip: row.ip,
-          userAgent: row.user_agent,
-          requestId: row.request_id,
-          details: row.details,
-          prevHash,
-        });
-        event.hash = eventHash(event);
-        prevHash = event.hash;
-        return event;
-      });
-      const values = events.map((e) =>
-        [
-          /^\d+$/.test(e.id) ? e.id : 'NULL',
-          `${sqlLiteral(e.occurredAt.toISOString())}::timestamptz`,
-          sqlLiteral(e.action),
-          sqlLiteral(e.outcome),
-          sqlLiteral(e.actorType),
-          `${sqlLiteral(e.actorId)}::uuid`,
-          `${sqlLiteral(e.actorKeyId)}::uuid`,
-          sqlLiteral(e.targetType),
-          sqlLiteral(e.targetId),
-          sqlLiteral(e.ip),
-          sqlLiteral(e.userAgent),
-          sqlLiteral(e.requestId),
-          `${sqlLiteral(e.details === null ? null : JSON.stringify(e.details))}::jsonb`,
-          sqlLiteral(e.prevHash),
-          sqlLiteral(e.hash),
-        ].join(', '),
-      );
+      const rows = staged.sort(byStagingId);
+      const events = chainEvents(rows, head);
       const last = events.at(-1)!;
       const announcement = JSON.stringify({ from: events[0]!.id, to: last.id });
       const notify = this.bus?.statement(AUDIT_SEALED_CHANNEL, announcement);
       await client.query(`
-        INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
-                                  target_id, ip, user_agent, request_id, details, prev_hash, hash)
-        VALUES (${values.join('),\n(')});
+        ${moveStatement(rows, events)};
         UPDATE audit_chain_head SET last_id = ${last.id}, hash = ${sqlLiteral(last.hash)};
         ${rollupStatement(events)};
         ${notify ? `${notify};` : ''}
@@ -504,4 +502,62 @@ export class AuditService {
       release(failure);
     }
   }
+}
+
+const byStagingId = (a: { id: string }, b: { id: string }) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1);
+
+/** Staged rows (in staging order) as chained events; the new ids, whatever order they were drawn in, follow that order. */
+function chainEvents(rows: ReadonlyArray<StagedRow & { event_id: string }>, head: string): AuditEventEntity[] {
+  const ids = rows.map((row) => ({ id: row.event_id })).sort(byStagingId).map((row) => row.id);
+  let prevHash = head;
+  return rows.map((row, i) => {
+    const event = new AuditEventEntity();
+    Object.assign(event, {
+      id: ids[i]!,
+      occurredAt: row.occurred_at,
+      action: row.action,
+      outcome: row.outcome,
+      actorType: row.actor_type,
+      actorId: row.actor_id,
+      actorKeyId: row.actor_key_id,
+      targetType: row.target_type,
+      targetId: row.target_id,
+      ip: row.ip,
+      userAgent: row.user_agent,
+      requestId: row.request_id,
+      details: row.details,
+      prevHash,
+    });
+    event.hash = eventHash(event);
+    prevHash = event.hash;
+    return event;
+  });
+}
+
+/**
+ * Moves the staged rows into audit_events under their ids and hashes: PostgreSQL copies every
+ * other field from the row it hashed (its time cut to the millisecond, as it was read here), so
+ * only numbers and hex travel back. Fewer rows moved than hashed would leave the chain
+ * pointing at an event that is not there: the statement then fails, and the pass with it.
+ */
+function moveStatement(rows: ReadonlyArray<{ id: string }>, events: readonly AuditEventEntity[]): string {
+  const digits = (values: readonly string[]) => `'{${values.map((value) => (/^\d+$/.test(value) ? value : 'NULL')).join(',')}}'::bigint[]`;
+  const hex = (values: readonly string[]) => `'{${values.map((value) => (/^[0-9a-f]+$/.test(value) ? value : 'NULL')).join(',')}}'::text[]`;
+  return `
+        WITH chain (staging_id, event_id, prev_hash, hash) AS (
+          SELECT * FROM unnest(${digits(rows.map((row) => row.id))}, ${digits(events.map((e) => e.id))},
+                               ${hex(events.map((e) => e.prevHash))}, ${hex(events.map((e) => e.hash))})
+        ), moved AS (
+          DELETE FROM audit_staging s USING chain c WHERE s.id = c.staging_id
+          RETURNING c.event_id, date_trunc('milliseconds', s.occurred_at) AS occurred_at, s.action, s.outcome, s.actor_type,
+                    s.actor_id, s.actor_key_id, s.target_type, s.target_id, s.ip, s.user_agent, s.request_id, s.details,
+                    c.prev_hash, c.hash
+        ), appended AS (
+          INSERT INTO audit_events (id, occurred_at, action, outcome, actor_type, actor_id, actor_key_id, target_type,
+                                    target_id, ip, user_agent, request_id, details, prev_hash, hash)
+          SELECT * FROM moved RETURNING 1
+        )
+        SELECT CASE WHEN count(*) = ${events.length} THEN 'moved'
+                    ELSE ('audit seal moved ' || count(*) || ' of ${events.length} hashed events')::int::text END
+          FROM appended`;
 }
