@@ -131,3 +131,23 @@ test('a staged event the seal cannot move fails the whole pass: nothing appended
   assert.equal((await new AuditReportService(dataSource).integrity(null, null)).ok, true);
   await failing.close();
 });
+
+// Last: it switches this process's audit staging to literals for good.
+test('a connection that lost the prepared statement (a pooler in transaction mode) stages as literals: the change goes through, once', async () => {
+  const errors: unknown[] = [];
+  const pooled = new AuditService(dataSource, (error) => errors.push(error));
+  await pooled.recordAlone(SYSTEM_ACTOR, { action: 'test.prepared' });
+  // The one pooled connection forgets the statement, as another server connection never had it.
+  await dataSource.query('DEALLOCATE keyledger_stage_event');
+  let runs = 0;
+  await pooled.transaction(async (tx) => {
+    runs++;
+    await pooled.record(tx, SYSTEM_ACTOR, { action: 'test.after-deallocate' });
+  });
+  assert.equal(runs, 2, 'run again after the EXECUTE failed');
+  await pooled.recordAlone(SYSTEM_ACTOR, { action: 'test.literal' }, { waitForSeal: true });
+  assert.deepEqual((await sealedActions()).slice(-3), ['test.prepared', 'test.after-deallocate', 'test.literal']);
+  assert.equal(errors.length, 1);
+  assert.match(String(errors[0]), /stops using a prepared statement/);
+  await pooled.close();
+});

@@ -132,6 +132,19 @@ const STAGE_EVENT = 'keyledger_stage_event';
 const PREPARE_STAGE_EVENT = `PREPARE ${STAGE_EVENT} (timestamptz, text, text, text, uuid, uuid, text, text, text, text, text, jsonb) AS
   INSERT INTO audit_staging (${STAGING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`;
 const preparedConnections = new WeakSet<object>();
+/**
+ * Cleared for good the first time a prepared statement is missing where it was prepared, or
+ * present where it was not: a pooler between here and PostgreSQL (PgBouncer in transaction mode)
+ * hands each transaction another server connection. Events are then staged as literals.
+ */
+let stagingPreparable = true;
+/** SQLSTATE 26000 (no such prepared statement) and 42P05 (one of that name exists already) */
+const PREPARED_STATEMENT_MISMATCH = new Set(['26000', '42P05']);
+
+function isPreparedStatementMismatch(error: unknown): boolean {
+  const pgError = (error as { driverError?: { code?: string }; code?: string }) ?? {};
+  return PREPARED_STATEMENT_MISMATCH.has(pgError.driverError?.code ?? pgError.code ?? '');
+}
 
 /**
  * Statements a transaction opened by AuditService.transaction() sends together with its COMMIT:
@@ -155,6 +168,7 @@ export async function withCommit(tx: EntityManager, statement: string): Promise<
 async function stageEvent(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
   const tail = commitTails.get(tx);
   if (!tail) return void (await tx.query(stagingInsert(actor, record)));
+  if (!stagingPreparable) return void tail.statements.push(stagingInsert(actor, record));
   tail.statements.push(`EXECUTE ${STAGE_EVENT}(${stagingValues(actor, record).join(', ')})`);
   tail.stagesEvents = true;
 }
@@ -326,6 +340,12 @@ export class AuditService {
       try {
         return await this.transactionOnce(work, options);
       } catch (error) {
+        // Nothing of the transaction was kept: it runs again, staging its events as literals.
+        if (stagingPreparable && isPreparedStatementMismatch(error)) {
+          stagingPreparable = false;
+          this.onBackgroundError(new Error(`audit staging stops using a prepared statement: ${(error as Error).message} (a pooler in transaction mode?)`));
+          continue;
+        }
         if (attempt >= MAX_TRANSACTION_ATTEMPTS || !isTransientConflict(error)) throw error;
         this.retried++;
         await new Promise((resolve) => setTimeout(resolve, Math.random() * RETRY_JITTER_MS * 2 ** attempt));
