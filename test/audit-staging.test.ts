@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import type { PoolClient } from 'pg';
 import type { DataSource } from 'typeorm';
 import { createDataSource, migrate } from '../src/db/data-source';
 import { ActorType, AuditOutcome } from '../src/entities/enums';
@@ -37,19 +38,25 @@ const sealedActions = async () =>
   (await db.query<{ action: string }>('SELECT action FROM audit_events ORDER BY id')).map((row) => row.action);
 
 test('a change whose COMMIT failed after its connection prepared the staging statement leaves that connection able to audit', async () => {
+  const errors: unknown[] = [];
+  const own = new AuditService(dataSource, (error) => errors.push(error));
   await assert.rejects(
-    audit.transaction(async (tx) => {
-      await audit.record(tx, SYSTEM_ACTOR, { action: 'test.rolled-back' });
+    own.transaction(async (tx) => {
+      await own.record(tx, SYSTEM_ACTOR, { action: 'test.rolled-back' });
       await withCommit(tx, 'SELECT 1 / 0'); // fails in the COMMIT's round trip, after the EXECUTE
     }),
     /division by zero/,
   );
-  // PREPARE is not undone by the rollback: preparing again on this connection would fail.
-  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.after-failure' }, { waitForSeal: true });
-  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.again' }, { waitForSeal: true });
+  // PREPARE is not undone by the rollback: the one pooled connection still has it, and uses it.
+  const prepared = await dataSource.query(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'keyledger_stage_event%'`);
+  assert.equal(prepared.length, 1);
+  await own.recordAlone(SYSTEM_ACTOR, { action: 'test.after-failure' }, { waitForSeal: true });
+  await own.recordAlone(SYSTEM_ACTOR, { action: 'test.again' }, { waitForSeal: true });
   const actions = await sealedActions();
   assert.ok(!actions.includes('test.rolled-back'), 'the failed change left no event');
   assert.deepEqual(actions.slice(-2), ['test.after-failure', 'test.again']);
+  assert.deepEqual(errors, [], 'staging stayed prepared');
+  await own.close();
 });
 
 test('an event staged through the prepared statement keeps every field in its column, secrets blanked', async () => {
@@ -132,22 +139,99 @@ test('a staged event the seal cannot move fails the whole pass: nothing appended
   await failing.close();
 });
 
-// Last: it switches this process's audit staging to literals for good.
+/** Another data source on the same database, as a second deployment would have: its own pool and staging mode. */
+async function ownDataSource(poolSize: number): Promise<DataSource> {
+  const own = createDataSource(db.url, { onQuery: () => {}, onError: () => {} }, poolSize);
+  return own.initialize();
+}
+
+/** Every pooled connection of `source` forgets its prepared statements, as another server connection never had them. */
+async function forgetPrepared(source: DataSource, poolSize: number): Promise<void> {
+  const runners = Array.from({ length: poolSize }, () => source.createQueryRunner());
+  for (const runner of runners) await runner.connect();
+  for (const runner of runners) await runner.query('DEALLOCATE ALL');
+  for (const runner of runners) await runner.release();
+}
+
 test('a connection that lost the prepared statement (a pooler in transaction mode) stages as literals: the change goes through, once', async () => {
+  const pooled = await ownDataSource(1);
   const errors: unknown[] = [];
-  const pooled = new AuditService(dataSource, (error) => errors.push(error));
-  await pooled.recordAlone(SYSTEM_ACTOR, { action: 'test.prepared' });
-  // The one pooled connection forgets the statement, as another server connection never had it.
-  await dataSource.query('DEALLOCATE keyledger_stage_event');
+  const audit = new AuditService(pooled, (error) => errors.push(error));
+  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.prepared' });
+  await forgetPrepared(pooled, 1);
   let runs = 0;
-  await pooled.transaction(async (tx) => {
+  await audit.transaction(async (tx) => {
     runs++;
-    await pooled.record(tx, SYSTEM_ACTOR, { action: 'test.after-deallocate' });
+    await audit.record(tx, SYSTEM_ACTOR, { action: 'test.after-deallocate' });
   });
   assert.equal(runs, 2, 'run again after the EXECUTE failed');
-  await pooled.recordAlone(SYSTEM_ACTOR, { action: 'test.literal' }, { waitForSeal: true });
+  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.literal' }, { waitForSeal: true });
   assert.deepEqual((await sealedActions()).slice(-3), ['test.prepared', 'test.after-deallocate', 'test.literal']);
   assert.equal(errors.length, 1);
   assert.match(String(errors[0]), /stops using a prepared statement/);
-  await pooled.close();
+  await audit.close();
+  await pooled.destroy();
+});
+
+test('changes in flight when the prepared statement goes missing all run again and commit, not only the first to fail', async () => {
+  const pooled = await ownDataSource(2);
+  const audit = new AuditService(pooled, () => {});
+  // Two changes that reach their COMMITs together, each on its own pooled connection.
+  const together = () => {
+    let arrived = 0;
+    let release!: () => void;
+    const all = new Promise<void>((resolve) => (release = resolve));
+    return async () => {
+      if (++arrived === 2) release();
+      await all;
+    };
+  };
+  const change = (action: string, meet: () => Promise<void>) =>
+    audit.transaction(async (tx) => {
+      await tx.query('SELECT 1'); // holds a connection from here to the COMMIT
+      await audit.record(tx, SYSTEM_ACTOR, { action });
+      await meet();
+    });
+  const warm = together();
+  await Promise.all([change('test.warm-1', warm), change('test.warm-2', warm)]);
+  await forgetPrepared(pooled, 2);
+  const meet = together();
+  const results = await Promise.allSettled([change('test.in-flight-1', meet), change('test.in-flight-2', meet)]);
+  assert.deepEqual(results.map((result) => result.status), ['fulfilled', 'fulfilled']);
+  await audit.sealed();
+  const actions = await sealedActions();
+  assert.ok(actions.includes('test.in-flight-1') && actions.includes('test.in-flight-2'));
+  await audit.close();
+  await pooled.destroy();
+});
+
+test('a staged row changed between the seal reading and moving it fails that pass; the next seals it as it now is', async () => {
+  await audit.sealed();
+  await audit.recordAlone(SYSTEM_ACTOR, { action: 'test.changed', details: { version: 1 } });
+  const errors: unknown[] = [];
+  const sealer = new AuditService(dataSource, (error) => errors.push(error));
+  // An outside writer changes the row after the seal's first round trip, before its second.
+  const driver = dataSource.driver as unknown as { obtainMasterConnection(): Promise<[PoolClient, (error?: unknown) => void]> };
+  const obtain = driver.obtainMasterConnection.bind(driver);
+  driver.obtainMasterConnection = async () => {
+    const [client, release] = await obtain();
+    const query = client.query.bind(client) as (text: string) => Promise<unknown>;
+    let calls = 0;
+    client.query = (async (text: string) => {
+      if (++calls === 2) await db.query(`UPDATE audit_staging SET details = '{"version": 2}' WHERE action = 'test.changed'`);
+      return query(text);
+    }) as unknown as typeof client.query;
+    return [client, (error?: unknown) => ((client.query = query as unknown as typeof client.query), release(error))];
+  };
+  try {
+    await sealer.sealed();
+  } finally {
+    driver.obtainMasterConnection = obtain;
+  }
+  assert.match(String(errors[0]), /audit seal moved 0 of 1 hashed events/);
+  await sealer.sealed();
+  const [row] = await db.query<{ details: unknown }>(`SELECT details FROM audit_events WHERE action = 'test.changed'`);
+  assert.deepEqual(row!.details, { version: 2 });
+  assert.equal((await new AuditReportService(dataSource).integrity(null, null)).ok, true);
+  await sealer.close();
 });

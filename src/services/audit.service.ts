@@ -126,18 +126,20 @@ function stagingInsert(actor: Actor, record: AuditRecord, when = 'true'): string
 /**
  * The staging INSERT prepared once on each connection: a change's COMMIT then carries only an
  * EXECUTE with the event's values, and PostgreSQL neither parses nor plans the INSERT again.
- * PREPARE outlives a rolled-back transaction, so a connection that prepared it keeps it.
+ * PREPARE outlives a rolled-back transaction, so a connection that prepared it keeps it. The name
+ * carries a digest of the definition: a release that changes it never EXECUTEs another's.
  */
-const STAGE_EVENT = 'keyledger_stage_event';
-const PREPARE_STAGE_EVENT = `PREPARE ${STAGE_EVENT} (timestamptz, text, text, text, uuid, uuid, text, text, text, text, text, jsonb) AS
+const STAGE_EVENT_DEFINITION = `(timestamptz, text, text, text, uuid, uuid, text, text, text, text, text, jsonb) AS
   INSERT INTO audit_staging (${STAGING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`;
+const STAGE_EVENT = `keyledger_stage_event_${createHash('sha256').update(STAGE_EVENT_DEFINITION).digest('hex').slice(0, 12)}`;
+const PREPARE_STAGE_EVENT = `PREPARE ${STAGE_EVENT} ${STAGE_EVENT_DEFINITION}`;
 const preparedConnections = new WeakSet<object>();
 /**
- * Cleared for good the first time a prepared statement is missing where it was prepared, or
- * present where it was not: a pooler between here and PostgreSQL (PgBouncer in transaction mode)
- * hands each transaction another server connection. Events are then staged as literals.
+ * Data sources whose prepared statement was once missing where it was prepared, or present where
+ * it was not: a pooler between here and PostgreSQL (PgBouncer in transaction mode) hands each
+ * transaction another server connection. They stage events as literals from then on.
  */
-let stagingPreparable = true;
+const literalStaging = new WeakSet<DataSource>();
 /** SQLSTATE 26000 (no such prepared statement) and 42P05 (one of that name exists already) */
 const PREPARED_STATEMENT_MISMATCH = new Set(['26000', '42P05']);
 
@@ -168,7 +170,7 @@ export async function withCommit(tx: EntityManager, statement: string): Promise<
 async function stageEvent(tx: EntityManager, actor: Actor, record: AuditRecord): Promise<void> {
   const tail = commitTails.get(tx);
   if (!tail) return void (await tx.query(stagingInsert(actor, record)));
-  if (!stagingPreparable) return void tail.statements.push(stagingInsert(actor, record));
+  if (literalStaging.has(tx.connection)) return void tail.statements.push(stagingInsert(actor, record));
   tail.statements.push(`EXECUTE ${STAGE_EVENT}(${stagingValues(actor, record).join(', ')})`);
   tail.stagesEvents = true;
 }
@@ -336,14 +338,19 @@ export class AuditService {
    * of it was kept.
    */
   async transaction<T>(work: (tx: EntityManager) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    let stagedAsLiterals = false;
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.transactionOnce(work, options);
       } catch (error) {
-        // Nothing of the transaction was kept: it runs again, staging its events as literals.
-        if (stagingPreparable && isPreparedStatementMismatch(error)) {
-          stagingPreparable = false;
-          this.onBackgroundError(new Error(`audit staging stops using a prepared statement: ${(error as Error).message} (a pooler in transaction mode?)`));
+        // Nothing of the transaction was kept: it runs again, staging its events as literals (as
+        // every transaction does from now on, also those in flight that meet the same error).
+        if (!stagedAsLiterals && isPreparedStatementMismatch(error)) {
+          stagedAsLiterals = true;
+          if (!literalStaging.has(this.dataSource)) {
+            literalStaging.add(this.dataSource);
+            this.reportQuietly(new Error(`audit staging stops using a prepared statement: ${(error as Error).message} (a pooler in transaction mode?)`));
+          }
           continue;
         }
         if (attempt >= MAX_TRANSACTION_ATTEMPTS || !isTransientConflict(error)) throw error;
@@ -379,6 +386,15 @@ export class AuditService {
       await this.sealed();
     } else this.committed();
     return result;
+  }
+
+  /** A handler that throws must not turn what it was told about into an error of its own. */
+  private reportQuietly(error: unknown): void {
+    try {
+      this.onBackgroundError(error);
+    } catch {
+      // nothing more can be done with it
+    }
   }
 
   /** After a commit: an effect that fails (a detector, a cache) must not turn the change into an error. */
@@ -493,9 +509,10 @@ export class AuditService {
         BEGIN;
         SELECT pg_advisory_xact_lock(${CHAIN_LOCK});
         SELECT hash FROM audit_chain_head;
-        SELECT nextval('audit_events_id_seq')::text AS event_id, s.* FROM (SELECT * FROM audit_staging ORDER BY id LIMIT ${SEAL_BATCH}) s`)) as unknown as QueryResult[];
+        SELECT nextval('audit_events_id_seq')::text AS event_id, s.*
+          FROM (SELECT xmin::text AS row_version, * FROM audit_staging ORDER BY id LIMIT ${SEAL_BATCH}) s`)) as unknown as QueryResult[];
       const head = (results[2]!.rows[0] as { hash: string } | undefined)?.hash ?? GENESIS_HASH;
-      const staged = results[3]!.rows as Array<StagedRow & { event_id: string }>;
+      const staged = results[3]!.rows as SealedRow[];
       if (staged.length === 0) {
         await client.query('COMMIT');
         return { count: 0, announcement: null };
@@ -526,8 +543,11 @@ export class AuditService {
 
 const byStagingId = (a: { id: string }, b: { id: string }) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1);
 
+/** A staged row as the seal read it: with its new id, and its version (xmin) so it moves only unchanged. */
+type SealedRow = StagedRow & { event_id: string; row_version: string };
+
 /** Staged rows (in staging order) as chained events; the new ids, whatever order they were drawn in, follow that order. */
-function chainEvents(rows: ReadonlyArray<StagedRow & { event_id: string }>, head: string): AuditEventEntity[] {
+function chainEvents(rows: readonly SealedRow[], head: string): AuditEventEntity[] {
   const ids = rows.map((row) => ({ id: row.event_id })).sort(byStagingId).map((row) => row.id);
   let prevHash = head;
   return rows.map((row, i) => {
@@ -557,18 +577,19 @@ function chainEvents(rows: ReadonlyArray<StagedRow & { event_id: string }>, head
 /**
  * Moves the staged rows into audit_events under their ids and hashes: PostgreSQL copies every
  * other field from the row it hashed (its time cut to the millisecond, as it was read here), so
- * only numbers and hex travel back. Fewer rows moved than hashed would leave the chain
- * pointing at an event that is not there: the statement then fails, and the pass with it.
+ * only numbers and hex travel back. A row changed since it was read (another xmin) stays, and
+ * fewer rows moved than hashed would leave the chain pointing at an event that is not there or
+ * not as hashed: the statement then fails, and the pass with it.
  */
-function moveStatement(rows: ReadonlyArray<{ id: string }>, events: readonly AuditEventEntity[]): string {
-  const digits = (values: readonly string[]) => `'{${values.map((value) => (/^\d+$/.test(value) ? value : 'NULL')).join(',')}}'::bigint[]`;
+function moveStatement(rows: readonly SealedRow[], events: readonly AuditEventEntity[]): string {
+  const digits = (values: readonly string[], type: string) => `'{${values.map((value) => (/^\d+$/.test(value) ? value : 'NULL')).join(',')}}'::${type}[]`;
   const hex = (values: readonly string[]) => `'{${values.map((value) => (/^[0-9a-f]+$/.test(value) ? value : 'NULL')).join(',')}}'::text[]`;
   return `
-        WITH chain (staging_id, event_id, prev_hash, hash) AS (
-          SELECT * FROM unnest(${digits(rows.map((row) => row.id))}, ${digits(events.map((e) => e.id))},
-                               ${hex(events.map((e) => e.prevHash))}, ${hex(events.map((e) => e.hash))})
+        WITH chain (staging_id, row_version, event_id, prev_hash, hash) AS (
+          SELECT * FROM unnest(${digits(rows.map((row) => row.id), 'bigint')}, ${digits(rows.map((row) => row.row_version), 'xid')},
+                               ${digits(events.map((e) => e.id), 'bigint')}, ${hex(events.map((e) => e.prevHash))}, ${hex(events.map((e) => e.hash))})
         ), moved AS (
-          DELETE FROM audit_staging s USING chain c WHERE s.id = c.staging_id
+          DELETE FROM audit_staging s USING chain c WHERE s.id = c.staging_id AND s.xmin = c.row_version
           RETURNING c.event_id, date_trunc('milliseconds', s.occurred_at) AS occurred_at, s.action, s.outcome, s.actor_type,
                     s.actor_id, s.actor_key_id, s.target_type, s.target_id, s.ip, s.user_agent, s.request_id, s.details,
                     c.prev_hash, c.hash
