@@ -563,6 +563,17 @@ test('a key past expiresAt is EXPIRED without any job', async () => {
   assert.equal((await listKeys({ ownerId, status: 'ACTIVE' })).totalCount, 0);
   const userKeys = (await t.ok(t.adminKey, KtUserKeysDocument, { id: ownerId, status: 'EXPIRED' })).user!.apiKeys;
   assert.deepEqual(userKeys.nodes.map((k) => k.id), [key.id]);
+
+  // Its audit trail names the statuses the API showed, not what is stored behind EXPIRED.
+  assert.equal((await t.ok(t.adminKey, KtDisableKeyDocument, { id: key.id })).disableApiKey.status, 'EXPIRED');
+  await t.ok(t.adminKey, KtRevokeKeyDocument, { id: key.id, reason: 'expired and unwanted' });
+  const statuses = async (action: string) => {
+    const [event] = await auditEvents(t, { actions: [action], targetId: key.id });
+    const details = event!.details as { before: { status: string }; after: { status: string } };
+    return [details.before.status, details.after.status];
+  };
+  assert.deepEqual(await statuses('key.disable'), ['EXPIRED', 'EXPIRED']);
+  assert.deepEqual(await statuses('key.revoke'), ['EXPIRED', 'REVOKED']);
 });
 
 test("keys:own: a member manages its own and its service account's keys, and every transition is audited", async () => {

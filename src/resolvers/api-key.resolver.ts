@@ -3,7 +3,7 @@ import { Arg, Authorized, Ctx, FieldResolver, ID, Info, Int, Mutation, Query, Re
 import type { GraphQLContext } from '../auth/context';
 import { intersect, normalize } from '../auth/permissions';
 import type { ApiKeyEntity } from '../entities';
-import { KeyStatus, StoredKeyStatus, assertNever } from '../entities/enums';
+import { KeyStatus, StoredKeyStatus } from '../entities/enums';
 import { ApiKeyFilter, CreateApiKeyInput, UpdateApiKeyInput } from '../schema/api-key.input';
 import { ApiKey, ApiKeyConnection, CreatedApiKey, RateLimit, Refill } from '../schema/api-key.type';
 import { toConnection } from '../schema/connection.type';
@@ -13,24 +13,11 @@ import { UsagePoint } from '../schema/usage.type';
 import { seriesWindow } from '../services/usage.service';
 import { availableQuota, lastRefillAsOf } from '../services/key-verification.service';
 import { cursorFor } from '../services/pagination';
+import { keyStatus } from '../services/key-status';
 import { isUuid } from '../services/validation';
 import { assertCanReadKey, assertNewKeyPayloadReadable, visibleUser } from './visibility';
 import { Role } from '../schema/role.type';
 import { User } from '../schema/user.type';
-
-/** Status is derived at read time: a key past expiresAt is EXPIRED without any job. */
-export function keyStatus(key: ApiKeyEntity, now = new Date()): KeyStatus {
-  switch (key.storedStatus) {
-    case StoredKeyStatus.REVOKED:
-      return KeyStatus.REVOKED;
-    case StoredKeyStatus.ACTIVE:
-    case StoredKeyStatus.DISABLED:
-      if (key.expiresAt && key.expiresAt.getTime() <= now.getTime()) return KeyStatus.EXPIRED;
-      return key.storedStatus === StoredKeyStatus.ACTIVE ? KeyStatus.ACTIVE : KeyStatus.DISABLED;
-    default:
-      return assertNever(key.storedStatus);
-  }
-}
 
 /** Where a key's quota and rate limit live: the key itself, or once rotated its newest successor. */
 async function quotaHolder(key: ApiKeyEntity, ctx: GraphQLContext): Promise<ApiKeyEntity> {

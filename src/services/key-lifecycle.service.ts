@@ -11,6 +11,7 @@ import { assertCanManageKeysOf } from './key-access';
 import { parseKeySettings, type KeySettingsInput } from './key-settings';
 import type { CreatedKey, KeyService } from './key.service';
 import { keyGrants, requireRoles, userPermissions } from './role-lookup';
+import { keyStatus } from './key-status';
 import { inTransaction, lockById, lockKeyOwnerFirst, lockUserAmong } from './transaction';
 import { isUuid, reasonText } from './validation';
 import { QUOTA_NOW } from './key-verification.service';
@@ -138,7 +139,7 @@ export class KeyLifecycleService {
     const why = reasonText(reason);
     return inTransaction(this.audit, CONFLICT_MESSAGE, async (tx) => {
       const key = await this.lockManageable(tx, actor, id, 'revoked again');
-      const before = key.storedStatus;
+      const before = keyStatus(key);
       this.markRevoked(key, actor, why);
       await writeKey(tx, key);
       await this.record(tx, actor, 'key.revoke', key, { reason: why, before: { status: before }, after: { status: 'REVOKED' } });
@@ -242,23 +243,27 @@ export class KeyLifecycleService {
           throw new ForbiddenError('This key was disabled by someone else: enabling it needs keys:write', { required: ['keys:write'] });
         }
       }
+      // Statuses as the API shows them: an expired key stays EXPIRED whatever is stored.
+      const before = keyStatus(key);
       if (key.storedStatus === status) {
         // Disabled already (by its owner, say): the disable of one who outranks that becomes the one that holds.
         if (status === StoredKeyStatus.DISABLED && key.disabledById !== actor.userId && (await outranksDisabler(tx, actor, key))) {
-          const before = key.disabledById;
+          const disabledBy = key.disabledById;
           key.disabledById = actor.userId;
           key.updatedAt = new Date();
           await writeKey(tx, key);
-          await this.record(tx, actor, action, key, { before: { status, disabledById: before }, after: { status, disabledById: actor.userId } });
+          await this.record(tx, actor, action, key, {
+            before: { status: before, disabledById: disabledBy },
+            after: { status: keyStatus(key), disabledById: actor.userId },
+          });
         }
         return key;
       }
-      const before = key.storedStatus;
       key.storedStatus = status;
       key.disabledById = status === StoredKeyStatus.DISABLED ? actor.userId : null;
       key.updatedAt = new Date();
       await writeKey(tx, key);
-      await this.record(tx, actor, action, key, { before: { status: before }, after: { status } });
+      await this.record(tx, actor, action, key, { before: { status: before }, after: { status: keyStatus(key) } });
       return key;
     });
   }
